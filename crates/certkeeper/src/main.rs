@@ -1,0 +1,2 @@
+//! The certkeeper binary.
+fn main() {}

@@ -1,0 +1,27 @@
+//! The pure model of certkeeper: certificates, names, key types, renewal policy and the job
+//! state machine.
+//!
+//! This crate does no I/O and never reads the clock: every function that depends on time takes
+//! `now`, and every random choice (renewal jitter, retry jitter) takes the random sample as an
+//! argument, so the rules are unit-tested without servers.
+
+mod certificate;
+mod ids;
+mod job;
+mod key_type;
+mod labels;
+mod names;
+mod renewal;
+mod revocation;
+
+pub use certificate::{
+    Certificate, CertificateStatus, CertificateVersion, CsrNames, IssuanceRequest, KeySource, NamePolicy, RequestError,
+    leaf_validity,
+};
+pub use ids::{CertificateId, IdError, IssuerId, JobId};
+pub use job::{Job, JobKind, JobState, RetryPolicy, TransitionError};
+pub use key_type::{KeyType, UnknownKeyType};
+pub use labels::{LabelError, Labels};
+pub use names::{DnsName, NameError, SubjectAltName};
+pub use renewal::{PolicyError, RenewalPolicy, RenewalTrigger};
+pub use revocation::{RevocationReason, UnknownRevocationReason};

@@ -1,0 +1,161 @@
+//! PKCS#10 certificate signing requests: parsing, signature check, key strength, names.
+//!
+//! rcgen's own CSR parser refuses any extension it does not know (a must-staple request from
+//! openssl, for instance), so foreign CSRs are read with x509-parser and only the public key
+//! is handed to rcgen.
+
+use std::net::IpAddr;
+
+use ck_domain::{CsrNames, SubjectAltName};
+use rcgen::{CertificateParams, KeyPair};
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::PublicKey;
+
+use crate::PkiError;
+
+const OID_EC_P256: &str = "1.2.840.10045.3.1.7";
+const OID_EC_P384: &str = "1.3.132.0.34";
+const OID_ED25519: &str = "1.3.101.112";
+
+/// A CSR whose signature verified and whose key is strong enough.
+#[derive(Debug, Clone)]
+pub struct ParsedCsr {
+    /// The request, normalized to PEM.
+    pub pem: String,
+    /// The DER SubjectPublicKeyInfo to certify.
+    pub public_key_der: Vec<u8>,
+    /// What it asks for.
+    pub names: CsrNames,
+    /// A short description of the key, e.g. "ecdsa-p256" or "rsa-3072".
+    pub key_description: String,
+}
+
+impl ParsedCsr {
+    /// Parses PEM (or DER) and checks the signature and key strength.
+    pub fn parse(input: &[u8]) -> Result<Self, PkiError> {
+        let der = match std::str::from_utf8(input) {
+            Ok(text) if text.contains("-----BEGIN") => {
+                let block = pem::parse(text).map_err(|e| PkiError::CsrUnparsable(e.to_string()))?;
+                if block.tag() != "CERTIFICATE REQUEST" && block.tag() != "NEW CERTIFICATE REQUEST" {
+                    return Err(PkiError::CsrUnparsable(format!("PEM block is '{}'", block.tag())));
+                }
+                block.into_contents()
+            }
+            _ => input.to_vec(),
+        };
+        let (rest, csr) =
+            X509CertificationRequest::from_der(&der).map_err(|e| PkiError::CsrUnparsable(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(PkiError::CsrUnparsable("trailing bytes after the request".to_owned()));
+        }
+        let info = &csr.certification_request_info;
+        // Key first: "unsupported curve" is a more useful answer than "bad signature" for a key
+        // whose signature the provider cannot even check.
+        let key_description = check_key_strength(&info.subject_pki)?;
+        csr.verify_signature().map_err(|_| PkiError::CsrBadSignature)?;
+        let common_name = info
+            .subject
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned);
+        let mut sans = Vec::new();
+        for extension in csr.requested_extensions().into_iter().flatten() {
+            if let ParsedExtension::SubjectAlternativeName(san) = extension {
+                for general_name in &san.general_names {
+                    sans.push(san_from_general_name(general_name)?);
+                }
+            }
+        }
+        Ok(Self {
+            pem: pem_encode("CERTIFICATE REQUEST", &der),
+            public_key_der: info.subject_pki.raw.to_vec(),
+            names: CsrNames { common_name, sans },
+            key_description,
+        })
+    }
+}
+
+fn san_from_general_name(general_name: &GeneralName<'_>) -> Result<SubjectAltName, PkiError> {
+    match general_name {
+        GeneralName::DNSName(name) => SubjectAltName::parse(name).map_err(|e| PkiError::CsrBadName(e.to_string())),
+        GeneralName::IPAddress(bytes) => {
+            let ip = match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes).map(IpAddr::from).ok(),
+                16 => <[u8; 16]>::try_from(*bytes).map(IpAddr::from).ok(),
+                _ => None,
+            };
+            ip.map(SubjectAltName::Ip)
+                .ok_or_else(|| PkiError::CsrBadName("malformed IP address SAN".to_owned()))
+        }
+        other => Err(PkiError::CsrBadName(format!(
+            "{other} (only DNS names and IP addresses are issued)"
+        ))),
+    }
+}
+
+fn check_key_strength(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<String, PkiError> {
+    let parsed = spki.parsed().map_err(|e| PkiError::CsrWeakKey(e.to_string()))?;
+    match parsed {
+        PublicKey::RSA(rsa) => {
+            let bits = rsa.key_size();
+            if bits < 2048 {
+                return Err(PkiError::CsrWeakKey(format!(
+                    "RSA-{bits} is too small (at least 2048 bits)"
+                )));
+            }
+            if bits > 8192 {
+                return Err(PkiError::CsrWeakKey(format!(
+                    "RSA-{bits} is too large (at most 8192 bits)"
+                )));
+            }
+            Ok(format!("rsa-{bits}"))
+        }
+        PublicKey::EC(_) => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|params| params.as_oid().ok())
+                .map(|oid| oid.to_id_string())
+                .unwrap_or_default();
+            match curve.as_str() {
+                OID_EC_P256 => Ok("ecdsa-p256".to_owned()),
+                OID_EC_P384 => Ok("ecdsa-p384".to_owned()),
+                _ => Err(PkiError::CsrWeakKey(format!(
+                    "EC curve {curve} is not supported (use P-256 or P-384)"
+                ))),
+            }
+        }
+        _ if spki.algorithm.algorithm.to_id_string() == OID_ED25519 => Ok("ed25519".to_owned()),
+        _ => Err(PkiError::CsrWeakKey(format!(
+            "key algorithm {} is not supported (use ECDSA P-256/P-384, Ed25519 or RSA >= 2048)",
+            spki.algorithm.algorithm.to_id_string()
+        ))),
+    }
+}
+
+/// Builds a CSR for `names` signed by `key` (server-side key generation, tests, benchmarks).
+pub fn build_csr(key: &KeyPair, names: &[SubjectAltName]) -> Result<String, PkiError> {
+    let texts: Vec<String> = names.iter().map(ToString::to_string).collect();
+    let mut params = CertificateParams::new(texts).map_err(|e| PkiError::Signing(e.to_string()))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    if let Some(first) = names.first() {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, first.to_string());
+    }
+    let csr = params
+        .serialize_request(key)
+        .map_err(|e| PkiError::Signing(e.to_string()))?;
+    csr.pem().map_err(|e| PkiError::Signing(e.to_string()))
+}
+
+pub(crate) fn pem_encode(tag: &str, der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new(tag, der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}

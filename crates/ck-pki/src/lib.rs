@@ -1,0 +1,52 @@
+//! The private CA: key generation, CSR parsing and checks, and certificate signing.
+//!
+//! This crate knows X.509 and nothing about HTTP routing or the database: callers hand it PEM
+//! text and times, and get PEM text back. Every CA operation takes `now` as an argument.
+
+mod ca;
+mod csr;
+mod keys;
+
+pub use ca::{CaConfig, CaMaterial, IssuedCertificate, LeafProfile, LocalCa};
+pub use csr::{ParsedCsr, build_csr};
+pub use keys::{PrivateKeyPem, generate_key};
+
+/// Something the PKI layer refused or failed to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PkiError {
+    /// The CSR is not a parsable PKCS#10 request.
+    #[error("the CSR cannot be parsed: {0} (expected a PEM 'CERTIFICATE REQUEST' block or DER)")]
+    CsrUnparsable(String),
+    /// The CSR's self-signature does not verify, so whoever sent it may not hold the key.
+    #[error("the CSR signature does not verify (the request was altered or signed with another key)")]
+    CsrBadSignature,
+    /// The key in the CSR is too weak or of an algorithm we do not sign.
+    #[error("the CSR key is not acceptable: {0}")]
+    CsrWeakKey(String),
+    /// A SAN entry of a kind certkeeper does not issue (e-mail, URI…) or a malformed name.
+    #[error("the CSR asks for an unsupported or invalid name: {0}")]
+    CsrBadName(String),
+    /// Key generation failed inside the crypto provider.
+    #[error("key generation failed: {0}")]
+    KeyGeneration(String),
+    /// Stored CA material does not load.
+    #[error("the CA material is unusable: {0}")]
+    CaMaterial(String),
+    /// Signing failed inside rcgen or the crypto provider.
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+/// The lowercase hex SHA-256 of some bytes (certificate fingerprints).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}

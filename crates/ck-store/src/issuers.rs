@@ -1,0 +1,137 @@
+//! Issuers (with the local CA's material) and API tokens.
+
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use crate::rows::{from_ms, to_ms};
+use crate::{Store, StoreError};
+
+/// A stored issuer. For the local CA the PEM fields hold its certificates and keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuerRecord {
+    /// Issuer id (`local` for the built-in CA).
+    pub id: String,
+    /// `local` for now; ACME and others come later.
+    pub kind: String,
+    /// The root certificate.
+    pub root_cert_pem: Option<String>,
+    /// The root key.
+    pub root_key_pem: Option<String>,
+    /// The intermediate certificate.
+    pub intermediate_cert_pem: Option<String>,
+    /// The intermediate key.
+    pub intermediate_key_pem: Option<String>,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for IssuerRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys stay out of logs.
+        f.debug_struct("IssuerRecord")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored API token (only its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Token id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Hex SHA-256 of the token.
+    pub token_hash: String,
+}
+
+impl Store {
+    /// Inserts an issuer unless one with the same id exists; returns whether it was inserted.
+    /// Several nodes starting at once all try, and exactly one wins.
+    pub async fn insert_issuer_if_absent(&self, issuer: &IssuerRecord) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO issuers (id, kind, root_cert_pem, root_key_pem, intermediate_cert_pem, intermediate_key_pem, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&issuer.id)
+        .bind(&issuer.kind)
+        .bind(&issuer.root_cert_pem)
+        .bind(&issuer.root_key_pem)
+        .bind(&issuer.intermediate_cert_pem)
+        .bind(&issuer.intermediate_key_pem)
+        .bind(to_ms(issuer.created_at))
+        .execute(&self.write)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Every issuer, by id.
+    pub async fn issuers(&self) -> Result<Vec<IssuerRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, root_cert_pem, root_key_pem, intermediate_cert_pem, intermediate_key_pem, created_at \
+             FROM issuers ORDER BY id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(IssuerRecord {
+                    id: row.try_get("id")?,
+                    kind: row.try_get("kind")?,
+                    root_cert_pem: row.try_get("root_cert_pem")?,
+                    root_key_pem: row.try_get("root_key_pem")?,
+                    intermediate_cert_pem: row.try_get("intermediate_cert_pem")?,
+                    intermediate_key_pem: row.try_get("intermediate_key_pem")?,
+                    created_at: from_ms(row.try_get("created_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores a token hash.
+    pub async fn insert_token(&self, token: &TokenRecord, now: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO api_tokens (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&token.id)
+            .bind(&token.name)
+            .bind(&token.token_hash)
+            .bind(to_ms(now))
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces the hash of the token named `name` (admin token reset), inserting it if absent.
+    pub async fn replace_token(&self, token: &TokenRecord, now: OffsetDateTime) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("DELETE FROM api_tokens WHERE name = $1")
+            .bind(&token.name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO api_tokens (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&token.id)
+            .bind(&token.name)
+            .bind(&token.token_hash)
+            .bind(to_ms(now))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every stored token.
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query("SELECT id, name, token_hash FROM api_tokens ORDER BY id")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TokenRecord {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    token_hash: row.try_get("token_hash")?,
+                })
+            })
+            .collect()
+    }
+}

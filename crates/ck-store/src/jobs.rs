@@ -1,0 +1,256 @@
+//! The job queue: enqueue with one-active-job-per-certificate, atomic batch claims with leases,
+//! fenced failure reports.
+
+use ck_domain::{CertificateId, CertificateStatus, Job, JobId, JobState};
+use sqlx::Row;
+use time::{Duration, OffsetDateTime};
+
+use crate::rows::{JOB_COLUMNS, job, to_ms};
+use crate::{Store, StoreError};
+
+/// What `enqueue` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EnqueueOutcome {
+    /// The job was stored.
+    Created(Job),
+    /// The certificate already had a pending or running job; that one is returned.
+    AlreadyActive(Job),
+}
+
+impl EnqueueOutcome {
+    /// The stored job, new or existing.
+    pub fn job(&self) -> &Job {
+        match self {
+            Self::Created(job) | Self::AlreadyActive(job) => job,
+        }
+    }
+}
+
+/// A job claimed by a worker. `attempt` is the fencing token: reports for an older attempt
+/// (a worker whose lease expired and whose job was claimed again) are refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedJob {
+    /// The job as it is now (state running).
+    pub job: Job,
+    /// The attempt number this claim holds.
+    pub attempt: u32,
+}
+
+/// Filters for listing jobs. Results are ordered by id (creation time).
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs of this certificate.
+    pub certificate_id: Option<CertificateId>,
+    /// Only jobs after this id.
+    pub cursor: Option<JobId>,
+    /// At most this many (1..=1000).
+    pub limit: u32,
+}
+
+impl Store {
+    /// Stores a pending job unless the certificate already has an active one.
+    pub async fn enqueue(&self, new_job: &Job) -> Result<EnqueueOutcome, StoreError> {
+        let inserted = insert_job(&self.write, new_job).await?;
+        if inserted {
+            return Ok(EnqueueOutcome::Created(new_job.clone()));
+        }
+        let existing = self
+            .active_job(new_job.certificate_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(EnqueueOutcome::AlreadyActive(existing))
+    }
+
+    /// The pending or running job of a certificate, if any.
+    pub async fn active_job(&self, certificate_id: CertificateId) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(sql!("SELECT {JOB_COLUMNS} FROM jobs WHERE active_key = $1"))
+            .bind(certificate_id.to_string())
+            .fetch_optional(&self.write)
+            .await?;
+        row.as_ref().map(job).transpose()
+    }
+
+    /// Claims up to `limit` runnable jobs for `owner`: pending ones whose time has come, and
+    /// running ones whose lease expired (their worker died). One statement, so two claimers
+    /// never get the same job.
+    pub async fn claim_jobs(
+        &self,
+        owner: &str,
+        now: OffsetDateTime,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1, \
+             updated_at = $3 WHERE id IN (SELECT id FROM jobs WHERE (state = 'pending' AND run_after <= $3) \
+             OR (state = 'running' AND lease_until < $3) ORDER BY run_after, id LIMIT $4{}) RETURNING {JOB_COLUMNS}",
+            self.backend.skip_locked()
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(owner)
+            .bind(to_ms(now + lease))
+            .bind(to_ms(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.write)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let job = job(row)?;
+                Ok(ClaimedJob {
+                    attempt: job.attempts,
+                    job,
+                })
+            })
+            .collect()
+    }
+
+    /// Puts back every job `owner` was running (a restarted node recovering its own work at
+    /// once instead of waiting for the leases to expire). Returns how many.
+    pub async fn release_jobs_of(&self, owner: &str, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let res = sqlx::query(
+            "UPDATE jobs SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = $2 \
+             WHERE state = 'running' AND lease_owner = $1",
+        )
+        .bind(owner)
+        .bind(to_ms(now))
+        .execute(&self.write)
+        .await?;
+        Ok(res.rows_affected())
+    }
+
+    /// Records a failed attempt: back to pending until `retry_at`, or failed for good when
+    /// `retry_at` is `None`. Also records the error on the certificate, and marks a certificate
+    /// whose first issuance failed for good as failed. Returns false if the claim was stale.
+    pub async fn fail_job(
+        &self,
+        owner: &str,
+        claimed: &ClaimedJob,
+        error: &str,
+        retry_at: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let res = match retry_at {
+            Some(retry_at) => sqlx::query(
+                "UPDATE jobs SET state = 'pending', run_after = $1, lease_owner = NULL, lease_until = NULL, \
+                 last_error = $2, updated_at = $3 WHERE id = $4 AND state = 'running' AND lease_owner = $5 \
+                 AND attempts = $6",
+            )
+            .bind(to_ms(retry_at)),
+            None => sqlx::query(
+                "UPDATE jobs SET state = 'failed', active_key = NULL, lease_owner = NULL, lease_until = NULL, \
+                 last_error = $1, updated_at = $2, finished_at = $2 WHERE id = $3 AND state = 'running' \
+                 AND lease_owner = $4 AND attempts = $5",
+            ),
+        }
+        .bind(error)
+        .bind(to_ms(now))
+        .bind(claimed.job.id.to_string())
+        .bind(owner)
+        .bind(i64::from(claimed.attempt))
+        .execute(&mut *tx)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let status_if_final = if retry_at.is_none() {
+            CertificateStatus::Failed.as_str()
+        } else {
+            CertificateStatus::Pending.as_str()
+        };
+        sqlx::query(
+            "UPDATE certificates SET last_error = $1, updated_at = $2, \
+             status = CASE WHEN status = 'pending' THEN $3 ELSE status END WHERE id = $4",
+        )
+        .bind(error)
+        .bind(to_ms(now))
+        .bind(status_if_final)
+        .bind(claimed.job.certificate_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// One job.
+    pub async fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(sql!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(job).transpose()
+    }
+
+    /// A page of jobs; ask for `limit` and get up to `limit` plus whether more exist.
+    pub async fn jobs(&self, filter: &JobFilter) -> Result<(Vec<Job>, bool), StoreError> {
+        let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
+        let mut binds: Vec<String> = Vec::new();
+        if let Some(state) = filter.state {
+            binds.push(state.as_str().to_owned());
+            sql.push_str(&format!(" AND state = ${}", binds.len()));
+        }
+        if let Some(certificate_id) = filter.certificate_id {
+            binds.push(certificate_id.to_string());
+            sql.push_str(&format!(" AND certificate_id = ${}", binds.len()));
+        }
+        if let Some(cursor) = filter.cursor {
+            binds.push(cursor.to_string());
+            sql.push_str(&format!(" AND id > ${}", binds.len()));
+        }
+        let limit = filter.limit.clamp(1, 1000);
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", limit + 1));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for bind in &binds {
+            query = query.bind(bind);
+        }
+        let rows = query.fetch_all(&self.read).await?;
+        let mut jobs = rows.iter().map(job).collect::<Result<Vec<_>, _>>()?;
+        let more = jobs.len() > limit as usize;
+        jobs.truncate(limit as usize);
+        Ok((jobs, more))
+    }
+
+    /// How many jobs are in each state.
+    pub async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state ORDER BY state")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("state")?, row.try_get("n")?)))
+            .collect()
+    }
+}
+
+/// Inserts a job; false when the certificate already has an active one.
+pub(crate) async fn insert_job<'e, E>(executor: E, new_job: &Job) -> Result<bool, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let active_key = if new_job.state.is_terminal() {
+        None
+    } else {
+        Some(new_job.certificate_id.to_string())
+    };
+    let res = sqlx::query(
+        "INSERT INTO jobs (id, kind, certificate_id, state, attempts, max_attempts, run_after, last_error, active_key, \
+         created_at, updated_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (active_key) DO NOTHING",
+    )
+    .bind(new_job.id.to_string())
+    .bind(new_job.kind.as_str())
+    .bind(new_job.certificate_id.to_string())
+    .bind(new_job.state.as_str())
+    .bind(i64::from(new_job.attempts))
+    .bind(i64::from(new_job.max_attempts))
+    .bind(to_ms(new_job.run_after))
+    .bind(new_job.last_error.clone())
+    .bind(active_key)
+    .bind(to_ms(new_job.created_at))
+    .bind(to_ms(new_job.updated_at))
+    .bind(new_job.finished_at.map(to_ms))
+    .execute(executor)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}

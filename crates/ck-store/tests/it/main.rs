@@ -1,0 +1,449 @@
+//! Store tests: one body of tests, run against SQLite and against a real PostgreSQL.
+//!
+//! PostgreSQL comes from `CERTKEEPER_TEST_POSTGRES_URL` (set by `scripts/test.sh`, which starts
+//! a throwaway cluster). Without it the PostgreSQL half fails when `CERTKEEPER_REQUIRE_PEERS` or
+//! `CI` is set, and is skipped with a loud message otherwise.
+
+use std::collections::BTreeSet;
+
+use ck_domain::{
+    Certificate, CertificateId, CertificateStatus, IssuerId, Job, JobId, JobKind, JobState, KeySource, KeyType, Labels,
+    RenewalPolicy, RevocationReason, SubjectAltName,
+};
+use ck_store::{
+    CertificateFilter, Completion, DatabaseUrl, EnqueueOutcome, IssuerRecord, JobFilter, NewVersion, Store, StoreError,
+};
+use time::{Duration, OffsetDateTime};
+
+async fn sqlite_store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&DatabaseUrl::sqlite_file(&dir.path().join("t.db")))
+        .await
+        .unwrap();
+    (store, dir)
+}
+
+/// A fresh database on the test PostgreSQL cluster, or `None` (skipped) when there is none.
+async fn postgres_store() -> Option<Store> {
+    let Ok(admin_url) = std::env::var("CERTKEEPER_TEST_POSTGRES_URL") else {
+        let required = std::env::var_os("CERTKEEPER_REQUIRE_PEERS").is_some() || std::env::var_os("CI").is_some();
+        assert!(
+            !required,
+            "CERTKEEPER_TEST_POSTGRES_URL is not set: run the tests through scripts/test.sh"
+        );
+        eprintln!("SKIPPED: PostgreSQL store tests (set CERTKEEPER_TEST_POSTGRES_URL or run scripts/test.sh)");
+        return None;
+    };
+    use sqlx::Connection;
+    let name = format!("ck_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to the test PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let base = admin_url.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap();
+    let url: DatabaseUrl = format!("{base}/{name}").parse().unwrap();
+    Some(Store::connect(&url).await.unwrap())
+}
+
+macro_rules! both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { let (store, _dir) = super::sqlite_store().await; super::$name(store).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { if let Some(store) = super::postgres_store().await { super::$name(store).await; } })*
+        }
+    };
+}
+
+both_engines!(
+    issue_and_renew_lifecycle,
+    one_active_job_per_certificate,
+    concurrent_claims_never_share_a_job,
+    failures_retry_then_fail_and_stale_claims_are_fenced,
+    revoke_list_and_delete,
+    migrations_are_idempotent,
+);
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+}
+
+async fn with_issuer(store: &Store) {
+    let record = IssuerRecord {
+        id: "local".into(),
+        kind: "local".into(),
+        root_cert_pem: None,
+        root_key_pem: None,
+        intermediate_cert_pem: None,
+        intermediate_key_pem: None,
+        created_at: now(),
+    };
+    store.insert_issuer_if_absent(&record).await.unwrap();
+    assert!(
+        !store.insert_issuer_if_absent(&record).await.unwrap(),
+        "second insert is a no-op"
+    );
+}
+
+fn new_certificate(name: &str) -> Certificate {
+    Certificate {
+        id: CertificateId::new(),
+        name: name.into(),
+        common_name: name.into(),
+        sans: vec![SubjectAltName::parse(name).unwrap()],
+        issuer_id: IssuerId::local(),
+        key_type: KeyType::EcdsaP256,
+        key_source: KeySource::Csr,
+        csr_pem: Some("csr".into()),
+        status: CertificateStatus::Pending,
+        validity: Duration::days(90),
+        renewal_policy: RenewalPolicy::default(),
+        labels: Labels::default(),
+        current_version: 0,
+        serial: None,
+        fingerprint: None,
+        not_before: None,
+        not_after: None,
+        renew_at: None,
+        last_error: None,
+        revoked_at: None,
+        revocation_reason: None,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn new_job(certificate_id: CertificateId, kind: JobKind) -> Job {
+    Job {
+        id: JobId::new(),
+        kind,
+        certificate_id,
+        state: JobState::Pending,
+        attempts: 0,
+        max_attempts: 3,
+        run_after: now(),
+        last_error: None,
+        created_at: now(),
+        updated_at: now(),
+        finished_at: None,
+    }
+}
+
+fn version(serial: &str) -> NewVersion {
+    NewVersion {
+        serial: serial.into(),
+        fingerprint: format!("fp-{serial}"),
+        cert_pem: "leaf".into(),
+        chain_pem: "leaf+chain".into(),
+        csr_pem: "csr".into(),
+        private_key_pem: None,
+        not_before: now(),
+        not_after: now() + Duration::days(90),
+    }
+}
+
+async fn create(store: &Store, name: &str) -> Certificate {
+    let cert = new_certificate(name);
+    store
+        .create_certificate(&cert, &new_job(cert.id, JobKind::Issue))
+        .await
+        .unwrap();
+    cert
+}
+
+async fn issue_and_renew_lifecycle(store: Store) {
+    with_issuer(&store).await;
+    let cert = create(&store, "app.internal").await;
+    let claimed = store.claim_jobs("w1", now(), Duration::minutes(1), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!((claimed[0].attempt, claimed[0].job.state), (1, JobState::Running));
+    let renew_at = now() + Duration::days(60);
+    let completion = Completion {
+        claimed: claimed[0].clone(),
+        version: version("01"),
+        renew_at,
+    };
+    assert_eq!(
+        store.complete_jobs("w1", &[completion], now()).await.unwrap(),
+        vec![Some(1)]
+    );
+
+    let stored = store.certificate(cert.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.current_version, stored.serial.as_deref()),
+        (CertificateStatus::Active, 1, Some("01"))
+    );
+    assert_eq!(stored.renew_at, Some(renew_at));
+    assert!(store.due_for_renewal(now(), 10).await.unwrap().is_empty());
+    assert_eq!(store.due_for_renewal(renew_at, 10).await.unwrap(), vec![cert.id]);
+
+    let renewal = store.enqueue(&new_job(cert.id, JobKind::Renew)).await.unwrap();
+    assert!(matches!(renewal, EnqueueOutcome::Created(_)));
+    assert!(
+        store.due_for_renewal(renew_at, 10).await.unwrap().is_empty(),
+        "a certificate with an active job is not due"
+    );
+    let claimed = store.claim_jobs("w1", now(), Duration::minutes(1), 10).await.unwrap();
+    let completion = Completion {
+        claimed: claimed[0].clone(),
+        version: version("02"),
+        renew_at,
+    };
+    assert_eq!(
+        store.complete_jobs("w1", &[completion], now()).await.unwrap(),
+        vec![Some(2)]
+    );
+    let versions = store.versions(cert.id).await.unwrap();
+    assert_eq!(
+        versions
+            .iter()
+            .map(|v| (v.version, v.serial.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(1, "01"), (2, "02")]
+    );
+    let (v2, key) = store.version_with_key(cert.id, 2).await.unwrap().unwrap();
+    assert_eq!((v2.serial.as_str(), key), ("02", None));
+
+    // A duplicate serial is refused by the database, and the whole batch rolls back.
+    store.enqueue(&new_job(cert.id, JobKind::Renew)).await.unwrap();
+    let claimed = store.claim_jobs("w1", now(), Duration::minutes(1), 10).await.unwrap();
+    let duplicate = Completion {
+        claimed: claimed[0].clone(),
+        version: version("01"),
+        renew_at,
+    };
+    assert!(matches!(
+        store.complete_jobs("w1", &[duplicate], now()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.versions(cert.id).await.unwrap().len(), 2);
+    assert_eq!(
+        store.job(claimed[0].job.id).await.unwrap().unwrap().state,
+        JobState::Running
+    );
+}
+
+async fn one_active_job_per_certificate(store: Store) {
+    with_issuer(&store).await;
+    let cert = create(&store, "a.internal").await;
+    let again = store.enqueue(&new_job(cert.id, JobKind::Renew)).await.unwrap();
+    let EnqueueOutcome::AlreadyActive(existing) = again else {
+        panic!("expected the existing job, got {again:?}")
+    };
+    assert_eq!(existing.kind, JobKind::Issue);
+    let (jobs, more) = store
+        .jobs(&JobFilter {
+            certificate_id: Some(cert.id),
+            limit: 10,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((jobs.len(), more), (1, false));
+}
+
+async fn concurrent_claims_never_share_a_job(store: Store) {
+    with_issuer(&store).await;
+    for i in 0..120 {
+        create(&store, &format!("h{i}.internal")).await;
+    }
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let owner = format!("w{worker}");
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_jobs(&owner, now(), Duration::minutes(5), 7).await.unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                mine.extend(batch.into_iter().map(|c| c.job.id));
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let unique: BTreeSet<_> = all.iter().collect();
+    assert_eq!((all.len(), unique.len()), (120, 120));
+    // Leases expire: a later claim picks the abandoned jobs up again, with a new attempt number.
+    let reclaimed = store
+        .claim_jobs("w9", now() + Duration::minutes(6), Duration::minutes(5), 500)
+        .await
+        .unwrap();
+    assert_eq!(reclaimed.len(), 120);
+    assert!(reclaimed.iter().all(|c| c.attempt == 2));
+    assert_eq!(store.release_jobs_of("w9", now()).await.unwrap(), 120);
+}
+
+async fn failures_retry_then_fail_and_stale_claims_are_fenced(store: Store) {
+    with_issuer(&store).await;
+    let cert = create(&store, "f.internal").await;
+    let first = store
+        .claim_jobs("w1", now(), Duration::seconds(30), 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        store
+            .fail_job(
+                "w1",
+                &first,
+                "CA unreachable",
+                Some(now() + Duration::seconds(5)),
+                now()
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_jobs("w1", now(), Duration::seconds(30), 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "backoff respected"
+    );
+    let stored = store.certificate(cert.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.last_error.as_deref()),
+        (CertificateStatus::Pending, Some("CA unreachable"))
+    );
+
+    let second = store
+        .claim_jobs("w1", now() + Duration::seconds(6), Duration::seconds(30), 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(second.attempt, 2);
+    // The first claim is stale now: neither its failure nor its completion may land.
+    assert!(!store.fail_job("w1", &first, "late", None, now()).await.unwrap());
+    let late = Completion {
+        claimed: first.clone(),
+        version: version("aa"),
+        renew_at: now(),
+    };
+    assert_eq!(store.complete_jobs("w1", &[late], now()).await.unwrap(), vec![None]);
+    assert!(
+        store
+            .fail_job("w1", &second, "refused: bad name", None, now())
+            .await
+            .unwrap()
+    );
+    let job = store.job(second.job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.attempts, job.last_error.as_deref()),
+        (JobState::Failed, 2, Some("refused: bad name"))
+    );
+    assert!(job.finished_at.is_some());
+    assert_eq!(
+        store.certificate(cert.id).await.unwrap().unwrap().status,
+        CertificateStatus::Failed
+    );
+    assert!(store.versions(cert.id).await.unwrap().is_empty());
+}
+
+async fn revoke_list_and_delete(store: Store) {
+    with_issuer(&store).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(create(&store, &format!("l{i}.internal")).await.id);
+    }
+    let claimed = store.claim_jobs("w", now(), Duration::minutes(1), 3).await.unwrap();
+    let completions: Vec<Completion> = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Completion {
+            claimed: c.clone(),
+            version: version(&format!("s{i}")),
+            renew_at: now(),
+        })
+        .collect();
+    store.complete_jobs("w", &completions, now()).await.unwrap();
+
+    let page = |status, cursor, limit| CertificateFilter {
+        status,
+        cursor,
+        limit,
+        ..CertificateFilter::default()
+    };
+    let first = store.certificates(&page(None, None, 2), now()).await.unwrap();
+    assert_eq!((first.items.len(), first.more), (2, true));
+    let rest = store
+        .certificates(&page(None, Some(first.items[1].id), 10), now())
+        .await
+        .unwrap();
+    assert_eq!((rest.items.len(), rest.more), (3, false));
+    let active = store
+        .certificates(&page(Some(CertificateStatus::Active), None, 10), now())
+        .await
+        .unwrap();
+    assert_eq!(active.items.len(), 3);
+    let expired = store
+        .certificates(
+            &page(Some(CertificateStatus::Expired), None, 10),
+            now() + Duration::days(91),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        expired.items.len(),
+        3,
+        "active certificates past not_after count as expired"
+    );
+    let expiring = CertificateFilter {
+        expiring_before: Some(now() + Duration::days(100)),
+        limit: 10,
+        ..CertificateFilter::default()
+    };
+    assert_eq!(store.certificates(&expiring, now()).await.unwrap().items.len(), 3);
+
+    let issued = claimed[0].job.certificate_id;
+    let revoked = store
+        .revoke_certificate(issued, RevocationReason::KeyCompromise, now())
+        .await
+        .unwrap();
+    assert_eq!(
+        (revoked.status, revoked.revocation_reason),
+        (CertificateStatus::Revoked, Some(RevocationReason::KeyCompromise))
+    );
+    assert!(matches!(
+        store
+            .revoke_certificate(issued, RevocationReason::Unspecified, now())
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .revoke_certificate(CertificateId::new(), RevocationReason::Unspecified, now())
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let counts = store.certificate_counts().await.unwrap();
+    assert_eq!(
+        counts,
+        vec![
+            ("active".to_owned(), 2),
+            ("pending".to_owned(), 2),
+            ("revoked".to_owned(), 1)
+        ]
+    );
+
+    assert!(store.delete_certificate(ids[4]).await.unwrap());
+    assert!(!store.delete_certificate(ids[4]).await.unwrap());
+    assert!(store.certificate(ids[4]).await.unwrap().is_none());
+}
+
+async fn migrations_are_idempotent(store: Store) {
+    // Connecting applies migrations; a store that is already migrated must accept it again.
+    store.ping().await.unwrap();
+    with_issuer(&store).await;
+    assert_eq!(store.issuers().await.unwrap().len(), 1);
+}

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# scripts/test.sh [CARGO TEST ARGS...]
+#
+# The project's test command (CI runs it through .ci/run). Run it as root
+# (`sudo scripts/test.sh`) so it can install the Debian packages; once they
+# are installed it also works as a normal user.
+#
+# Steps: install deps -> find cargo -> rustfmt/clippy components -> fmt check
+# -> clippy -D warnings -> throwaway PostgreSQL -> cargo test --workspace.
+#
+# Extra arguments go to `cargo test`, e.g.
+#   scripts/test.sh -- --nocapture
+#   scripts/test.sh -p certkeeper-store
+# Environment:
+#   CK_SKIP_LINT=1      skip the fmt and clippy steps (quick local runs)
+#   CK_KEEP_WORKDIR=1   keep the postgres work dir after the run (debugging)
+#
+# The tests get CERTKEEPER_TEST_POSTGRES_URL (the cluster) and
+# CERTKEEPER_REQUIRE_PEERS=1 (a missing peer is a failure, not a skip).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO=$(pwd)
+T0=$(date +%s)
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { echo "ERROR: $*" >&2; exit 1; }
+
+# run CMD...: run a long step in its own process group and wait for it.
+# Why: bash defers INT/TERM traps until a foreground child exits, so
+# `timeout 600 scripts/test.sh` (TERM to us only) would otherwise wait for the
+# whole cargo build/test; and killing only cargo would orphan the running test
+# binary. `wait` is interrupted by trapped signals, and the group kill below
+# reaches cargo and everything it started.
+# Two details: bash starts background commands with INT/QUIT ignored, which
+# the tests (and any daemon they spawn and signal) would inherit, so env(1)
+# restores the defaults; and setsid -w keeps waiting/exit status right even in
+# the odd case where setsid has to fork.
+child=""
+run() {
+  local rc=0
+  setsid -w env --default-signal=INT --default-signal=QUIT "$@" &
+  child=$!
+  wait "$child" || rc=$?
+  child=""
+  return "$rc"
+}
+on_signal() {
+  if [ -n "$child" ]; then
+    kill -TERM -- "-$child" 2>/dev/null || kill -TERM "$child" 2>/dev/null || true
+    wait "$child" 2>/dev/null || true
+  fi
+  exit "$1"
+}
+# Exiting through `exit` also runs the EXIT trap (postgres cleanup, below);
+# bash does not reliably run it when killed by INT/TERM otherwise.
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+
+# --- 1. Debian packages -----------------------------------------------------
+step "install Debian dependencies (scripts/install-deps.sh)"
+bash "$REPO/scripts/install-deps.sh"
+
+# --- 2. cargo -----------------------------------------------------------------
+step "locate cargo"
+# rustup puts cargo in ~/.cargo/bin, which non-login shells (CI, sudo) often
+# lack on PATH.
+if ! command -v cargo >/dev/null 2>&1 && [ -x "${HOME:-}/.cargo/bin/cargo" ]; then
+  PATH="$HOME/.cargo/bin:$PATH"
+  export PATH
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  # Typical case: `sudo scripts/test.sh` by a developer whose rustup lives in
+  # their own home. The packages are installed by now, so running as that
+  # user works (and keeps target/ from filling up with root-owned files).
+  if [ -n "${SUDO_USER:-}" ]; then
+    die "cargo not found for root (rustup is per user). The Debian packages are installed now; run 'scripts/test.sh' as $SUDO_USER, without sudo."
+  fi
+  die "cargo not found on PATH nor in ${HOME:-~}/.cargo/bin; install the Rust toolchain with rustup (https://rustup.rs)"
+fi
+echo "$(command -v cargo): $(cargo --version)"
+
+lint=1
+if [ "${CK_SKIP_LINT:-0}" = 1 ]; then lint=0; fi
+
+if [ $lint = 1 ]; then
+  # --- 3. rustfmt / clippy ------------------------------------------------------
+  step "ensure rustfmt and clippy components"
+  missing=()
+  cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
+  cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
+  if [ ${#missing[@]} -gt 0 ]; then
+    command -v rustup >/dev/null 2>&1 || die "cargo ${missing[*]} missing and rustup not found to add them"
+    run rustup component add "${missing[@]}"
+  fi
+  echo "$(cargo fmt --version); $(cargo clippy --version)"
+
+  # --- 4. formatting ----------------------------------------------------------
+  step "cargo fmt --all -- --check"
+  run cargo fmt --all -- --check
+
+  # --- 5. lints -----------------------------------------------------------------
+  step "cargo clippy --workspace --all-targets --locked -- -D warnings"
+  run cargo clippy --workspace --all-targets --locked -- -D warnings
+else
+  step "lint steps skipped (CK_SKIP_LINT=1)"
+fi
+
+# --- 6. PostgreSQL --------------------------------------------------------------
+step "start throwaway PostgreSQL 15"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/certkeeper-test.XXXXXX")
+# mktemp -d gives 0700; the postgres user (when we are root) must traverse it.
+chmod 755 "$WORK"
+cleanup() {
+  local rc=$?
+  trap - EXIT
+  bash "$REPO/scripts/stop-services.sh" "$WORK" || true
+  # On failure show what postgres complained about (the rest of its log is
+  # startup/shutdown noise). Tests that provoke errors on purpose show up here
+  # too, so this is a hint, not a verdict.
+  # ("starting up" FATALs are start-postgres.sh's own readiness probes.)
+  local errs=""
+  if [ "$rc" != 0 ] && [ -f "$WORK/pg/postgres.log" ]; then
+    errs=$(grep -E 'ERROR|FATAL|PANIC' "$WORK/pg/postgres.log" \
+      | grep -v 'the database system is starting up' | tail -n 15 || true)
+  fi
+  if [ -n "$errs" ]; then
+    echo "---- postgres log: last ERROR/FATAL/PANIC lines (run failed; CK_KEEP_WORKDIR=1 keeps the full log) ----" >&2
+    echo "$errs" >&2
+    echo "----" >&2
+  fi
+  if [ "${CK_KEEP_WORKDIR:-0}" = 1 ]; then
+    echo "kept work dir $WORK" >&2
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+
+bash "$REPO/scripts/start-postgres.sh" "$WORK" > /dev/null
+# shellcheck source=/dev/null
+source "$WORK/pg/env.sh"
+export CERTKEEPER_REQUIRE_PEERS=1
+echo "CERTKEEPER_TEST_POSTGRES_URL=$CERTKEEPER_TEST_POSTGRES_URL"
+echo "CERTKEEPER_REQUIRE_PEERS=$CERTKEEPER_REQUIRE_PEERS"
+
+# --- 7. tests -------------------------------------------------------------------
+# Plain `cargo test` (not nextest) so the usual "test result:" lines appear.
+step "cargo test --workspace --locked $*"
+run cargo test --workspace --locked "$@"
+
+step "all steps passed in $(( $(date +%s) - T0 )) s"
