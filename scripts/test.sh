@@ -8,9 +8,10 @@
 # Steps: install deps -> find cargo -> rustfmt/clippy components -> fmt check
 # -> clippy -D warnings -> throwaway PostgreSQL -> cargo test --workspace.
 #
-# Extra arguments go to `cargo test`, e.g.
-#   scripts/test.sh -- --nocapture
-#   scripts/test.sh -p certkeeper-store
+# Extra arguments go to `cargo test --workspace --locked`, e.g.
+#   scripts/test.sh -- --nocapture        show test output
+#   scripts/test.sh some_test_name        only tests whose name matches
+# (`-p CRATE` does not narrow it: cargo lets --workspace win.)
 # Environment:
 #   CK_SKIP_LINT=1      skip the fmt and clippy steps (quick local runs)
 #   CK_KEEP_WORKDIR=1   keep the postgres work dir after the run (debugging)
@@ -32,10 +33,10 @@ die() { echo "ERROR: $*" >&2; exit 1; }
 # whole cargo build/test; and killing only cargo would orphan the running test
 # binary. `wait` is interrupted by trapped signals, and the group kill below
 # reaches cargo and everything it started.
-# Two details: bash starts background commands with INT/QUIT ignored, which
-# the tests (and any daemon they spawn and signal) would inherit, so env(1)
-# restores the defaults; and setsid -w keeps waiting/exit status right even in
-# the odd case where setsid has to fork.
+# Details: bash starts background commands with INT/QUIT ignored, which the
+# tests (and any daemon they spawn and signal) would inherit, so env(1)
+# restores the defaults; setsid -w keeps waiting/exit status right even in the
+# odd case where setsid has to fork; stdin is /dev/null (as in CI).
 child=""
 run() {
   local rc=0
@@ -109,6 +110,7 @@ fi
 # --- 6. PostgreSQL --------------------------------------------------------------
 step "start throwaway PostgreSQL 15"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/certkeeper-test.XXXXXX")
+# (Short path on purpose: the unix socket path inside must stay < 108 bytes.)
 # mktemp -d gives 0700; the postgres user (when we are root) must traverse it.
 chmod 755 "$WORK"
 cleanup() {
@@ -116,9 +118,9 @@ cleanup() {
   trap - EXIT
   bash "$REPO/scripts/stop-services.sh" "$WORK" || true
   # On failure show what postgres complained about (the rest of its log is
-  # startup/shutdown noise). Tests that provoke errors on purpose show up here
-  # too, so this is a hint, not a verdict.
-  # ("starting up" FATALs are start-postgres.sh's own readiness probes.)
+  # startup/shutdown noise; "starting up" FATALs are start-postgres.sh's own
+  # readiness probes). Tests that provoke errors on purpose show up here too,
+  # so this is a hint, not a verdict.
   local errs=""
   if [ "$rc" != 0 ] && [ -f "$WORK/pg/postgres.log" ]; then
     errs=$(grep -E 'ERROR|FATAL|PANIC' "$WORK/pg/postgres.log" \

@@ -1,2 +1,36 @@
-//! The certkeeper binary.
-fn main() {}
+//! The `certkeeper` binary: the control plane (`serve`), the CLI verbs and `bench`.
+//!
+//! This is the only crate that uses `anyhow`: errors end here as one line for the user.
+
+mod bench;
+mod cli;
+mod commands;
+mod config;
+mod files;
+mod serve;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One line: the error and its causes, no backtrace.
+            let mut message = error.to_string();
+            for cause in error.chain().skip(1) {
+                message.push_str(": ");
+                message.push_str(&cause.to_string());
+            }
+            eprintln!("error: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,233 @@
-//! Placeholder, filled in by the next commits.
+//! The wire types of certkeeper's REST API (`/api/v1`): what clients send and receive, in
+//! JSON, and the RFC 9457 problem document every error is reported as.
+//!
+//! **API boundary.** These are the only `Serialize`/`Deserialize` types of the API; domain types
+//! are converted by hand in `ck-api`, so a domain change never silently changes the wire format.
+//! Times are RFC 3339 strings in UTC.
+
+#![warn(missing_docs)]
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The media type of error responses.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// `POST /api/v1/certificates`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCertificate {
+    /// Display name; defaults to the common name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Subject CN (also the first SAN); defaults to the first SAN or the CSR's CN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_name: Option<String>,
+    /// Subject alternative names: DNS names (wildcards allowed as `*.example.com`) and IPs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sans: Vec<String>,
+    /// Issuer id; defaults to `local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Key type of a server-generated key: ecdsa-p256 (default), ecdsa-p384, ed25519, rsa-2048,
+    /// rsa-3072, rsa-4096.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_type: Option<String>,
+    /// A PEM PKCS#10 CSR. When given, the server never sees the private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr: Option<String>,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Lifetime of each version, in days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validity_days: Option<u32>,
+    /// When to renew; defaults to the server's policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal: Option<Renewal>,
+}
+
+/// A renewal policy: give `renew_before_days` or `renew_at_fraction` (not both).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Renewal {
+    /// Renew this many days before expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_before_days: Option<u32>,
+    /// Renew once this fraction of the lifetime has passed (0 < f < 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_at_fraction: Option<f64>,
+    /// Renewal may start earlier by up to this fraction of the lifetime (0 to 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<f64>,
+}
+
+/// A managed certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Certificate {
+    /// Id (UUID).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Subject CN.
+    pub common_name: String,
+    /// Subject alternative names, CN first.
+    pub sans: Vec<String>,
+    /// Issuer id.
+    pub issuer: String,
+    /// Key type.
+    pub key_type: String,
+    /// `server` (server-generated key) or `csr` (client-held key).
+    pub key_source: String,
+    /// pending, active, failed, revoked or expired.
+    pub status: String,
+    /// The current version (0 before the first issuance).
+    pub current_version: u32,
+    /// The current version's serial (hex).
+    pub serial: Option<String>,
+    /// SHA-256 fingerprint of the current version (hex).
+    pub fingerprint: Option<String>,
+    /// Validity start of the current version.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub not_before: Option<OffsetDateTime>,
+    /// Expiry of the current version.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub not_after: Option<OffsetDateTime>,
+    /// When the scheduler renews it.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub renew_at: Option<OffsetDateTime>,
+    /// Lifetime of each version, in days.
+    pub validity_days: i64,
+    /// The renewal policy.
+    pub renewal: Renewal,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// The last issuance error, cleared on success.
+    pub last_error: Option<String>,
+    /// When it was revoked.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// The RFC 5280 reason name.
+    pub revocation_reason: Option<String>,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Last change.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// The answer to a create or renew: the certificate and the job working on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertificateWithJob {
+    /// The certificate.
+    #[serde(flatten)]
+    pub certificate: Certificate,
+    /// The issuance or renewal job.
+    pub job: Job,
+}
+
+/// One issued version of a certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertificateVersion {
+    /// 1, 2, 3…
+    pub version: u32,
+    /// Serial (hex).
+    pub serial: String,
+    /// SHA-256 fingerprint (hex).
+    pub fingerprint: String,
+    /// Validity start.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    /// Expiry.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// The job that issued it.
+    pub job_id: String,
+    /// When it was stored.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The leaf, PEM.
+    pub cert_pem: String,
+    /// Leaf and intermediates, PEM.
+    pub chain_pem: String,
+}
+
+/// `POST /api/v1/certificates/{id}/revoke`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeCertificate {
+    /// An RFC 5280 reason name (keyCompromise, superseded, …); default unspecified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Id (UUID).
+    pub id: String,
+    /// issue or renew.
+    pub kind: String,
+    /// The certificate it works on.
+    pub certificate_id: String,
+    /// pending, running, succeeded, failed or cancelled.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Not run before this time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub run_after: OffsetDateTime,
+    /// The last attempt's error.
+    pub last_error: Option<String>,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Last change.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// When it finished.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+/// An issuer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Issuer {
+    /// Id.
+    pub id: String,
+    /// Kind: `local` (the built-in private CA).
+    pub kind: String,
+    /// The signing CA's expiry: no certificate outlives it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// The root certificate to trust (PEM).
+    pub ca_pem: String,
+}
+
+/// A page of a list; pass `next_cursor` as `cursor` to get the next one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Set when more items follow.
+    pub next_cursor: Option<String>,
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// A short summary of the kind.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong this time, and how to fix it.
+    pub detail: String,
+}

@@ -1,1 +1,56 @@
-//! Placeholder, filled in by the next commits.
+//! The HTTP face of the control plane: axum routes under `/api/v1`, bearer-token
+//! authentication, and the one mapping from errors to `application/problem+json`.
+//!
+//! Handlers stay thin: parse the request, call a `ControlPlane` method, convert the answer to a
+//! wire type from `ck-api-types`.
+
+mod auth;
+mod certificates;
+mod convert;
+mod error;
+mod ops;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use ck_server::ControlPlane;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+/// The largest request body accepted (a CSR with 100 names fits many times over).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The whole HTTP application.
+pub fn router(control_plane: ControlPlane) -> Router {
+    let api = Router::new()
+        .route("/certificates", post(certificates::create).get(certificates::list))
+        .route(
+            "/certificates/{id}",
+            get(certificates::get).delete(certificates::delete),
+        )
+        .route("/certificates/{id}/pem", get(certificates::pem))
+        .route("/certificates/{id}/key", get(certificates::key))
+        .route("/certificates/{id}/renew", post(certificates::renew))
+        .route("/certificates/{id}/revoke", post(certificates::revoke))
+        .route("/certificates/{id}/versions", get(certificates::versions))
+        .route("/issuers", get(ops::issuers))
+        .route("/issuers/{id}", get(ops::issuer))
+        .route("/issuers/{id}/ca.pem", get(ops::issuer_ca_pem))
+        .route("/jobs", get(ops::jobs))
+        .route("/jobs/{id}", get(ops::job))
+        .fallback(ops::api_not_found)
+        .route_layer(axum::middleware::from_fn_with_state(
+            control_plane.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(control_plane)
+}

@@ -1,1 +1,241 @@
-//! Placeholder, filled in by the next commits.
+//! A typed client of certkeeper's REST API, used by the CLI (and later the agent).
+
+use std::time::Duration;
+
+use ck_api_types::{
+    Certificate, CertificateVersion, CertificateWithJob, CreateCertificate, Issuer, Job, Page, Problem,
+    RevokeCertificate,
+};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+
+/// A failed API call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server could not be reached.
+    #[error("cannot reach certkeeper at {url}: {reason} (is `certkeeper serve` running? set --url or CERTKEEPER_URL)")]
+    Unreachable {
+        /// The base URL tried.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server answered with a problem document.
+    #[error("{} ({})", .0.detail, .0.status)]
+    Api(Problem),
+    /// The answer did not have the expected shape.
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api(problem) => Some(problem.status),
+            _ => None,
+        }
+    }
+}
+
+/// Filters of `GET /certificates`.
+#[derive(Debug, Clone, Default)]
+pub struct CertificateQuery {
+    /// Status filter.
+    pub status: Option<String>,
+    /// Issuer filter.
+    pub issuer: Option<String>,
+    /// RFC 3339 time.
+    pub expiring_before: Option<String>,
+    /// Page cursor.
+    pub cursor: Option<String>,
+    /// Page size.
+    pub limit: Option<u32>,
+}
+
+/// The API client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: String,
+    token: String,
+}
+
+impl Client {
+    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8989`).
+    pub fn new(base_url: &str, token: &str) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(180))
+            .build()
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        Ok(Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        })
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}/api/v1{path}", self.base_url))
+            .bearer_auth(&self.token)
+    }
+
+    async fn send(&self, request: RequestBuilder) -> Result<Response, ClientError> {
+        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base_url.clone(),
+            reason: std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string),
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        Err(ClientError::Api(serde_json::from_str(&text).unwrap_or_else(|_| {
+            Problem {
+                problem_type: "about:blank".to_owned(),
+                title: status.canonical_reason().unwrap_or("error").to_owned(),
+                status: status.as_u16(),
+                detail: if text.is_empty() { status.to_string() } else { text },
+            }
+        })))
+    }
+
+    async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
+        let response = self.send(request).await?;
+        response.json().await.map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    async fn text(&self, request: RequestBuilder) -> Result<String, ClientError> {
+        let response = self.send(request).await?;
+        response.text().await.map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Creates a certificate; with `wait`, the server holds the answer until issuance finishes.
+    pub async fn create_certificate(
+        &self,
+        request: &CreateCertificate,
+        wait: Option<Duration>,
+    ) -> Result<CertificateWithJob, ClientError> {
+        let mut builder = self.request(Method::POST, "/certificates").json(request);
+        if let Some(wait) = wait {
+            builder = builder.query(&[("wait", wait.as_secs().to_string())]);
+        }
+        self.json(builder).await
+    }
+
+    /// One page of certificates.
+    pub async fn certificates(&self, query: &CertificateQuery) -> Result<Page<Certificate>, ClientError> {
+        let mut params: Vec<(&str, String)> = Vec::new();
+        let optional = [
+            ("status", &query.status),
+            ("issuer", &query.issuer),
+            ("expiring_before", &query.expiring_before),
+            ("cursor", &query.cursor),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                params.push((name, value.clone()));
+            }
+        }
+        if let Some(limit) = query.limit {
+            params.push(("limit", limit.to_string()));
+        }
+        self.json(self.request(Method::GET, "/certificates").query(&params))
+            .await
+    }
+
+    /// One certificate.
+    pub async fn certificate(&self, id: &str) -> Result<Certificate, ClientError> {
+        self.json(self.request(Method::GET, &format!("/certificates/{id}")))
+            .await
+    }
+
+    /// Deletes a certificate.
+    pub async fn delete_certificate(&self, id: &str) -> Result<(), ClientError> {
+        self.send(self.request(Method::DELETE, &format!("/certificates/{id}")))
+            .await
+            .map(drop)
+    }
+
+    /// The chain (leaf first) of a version, the current one by default.
+    pub async fn chain_pem(&self, id: &str, version: Option<u32>) -> Result<String, ClientError> {
+        let mut builder = self.request(Method::GET, &format!("/certificates/{id}/pem"));
+        if let Some(version) = version {
+            builder = builder.query(&[("version", version)]);
+        }
+        self.text(builder).await
+    }
+
+    /// The server-held private key of a version.
+    pub async fn key_pem(&self, id: &str, version: Option<u32>) -> Result<String, ClientError> {
+        let mut builder = self.request(Method::GET, &format!("/certificates/{id}/key"));
+        if let Some(version) = version {
+            builder = builder.query(&[("version", version)]);
+        }
+        self.text(builder).await
+    }
+
+    /// Forces a renewal.
+    pub async fn renew(&self, id: &str, wait: Option<Duration>) -> Result<CertificateWithJob, ClientError> {
+        let mut builder = self.request(Method::POST, &format!("/certificates/{id}/renew"));
+        if let Some(wait) = wait {
+            builder = builder.query(&[("wait", wait.as_secs().to_string())]);
+        }
+        self.json(builder).await
+    }
+
+    /// Revokes the current version.
+    pub async fn revoke(&self, id: &str, reason: Option<&str>) -> Result<Certificate, ClientError> {
+        let body = RevokeCertificate {
+            reason: reason.map(str::to_owned),
+        };
+        self.json(
+            self.request(Method::POST, &format!("/certificates/{id}/revoke"))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// Every version of a certificate.
+    pub async fn versions(&self, id: &str) -> Result<Vec<CertificateVersion>, ClientError> {
+        self.json(self.request(Method::GET, &format!("/certificates/{id}/versions")))
+            .await
+    }
+
+    /// Every issuer.
+    pub async fn issuers(&self) -> Result<Vec<Issuer>, ClientError> {
+        self.json(self.request(Method::GET, "/issuers")).await
+    }
+
+    /// An issuer's root certificate (PEM).
+    pub async fn issuer_ca_pem(&self, id: &str) -> Result<String, ClientError> {
+        self.text(self.request(Method::GET, &format!("/issuers/{id}/ca.pem")))
+            .await
+    }
+
+    /// One page of jobs.
+    pub async fn jobs(&self, state: Option<&str>, cursor: Option<&str>, limit: u32) -> Result<Page<Job>, ClientError> {
+        let mut params = vec![("limit", limit.to_string())];
+        if let Some(state) = state {
+            params.push(("state", state.to_owned()));
+        }
+        if let Some(cursor) = cursor {
+            params.push(("cursor", cursor.to_owned()));
+        }
+        self.json(self.request(Method::GET, "/jobs").query(&params)).await
+    }
+
+    /// One job.
+    pub async fn job(&self, id: &str) -> Result<Job, ClientError> {
+        self.json(self.request(Method::GET, &format!("/jobs/{id}"))).await
+    }
+
+    /// Whether `/health` answers.
+    pub async fn healthy(&self) -> bool {
+        let url = format!("{}/health", self.base_url);
+        matches!(self.http.get(url).send().await, Ok(r) if r.status() == StatusCode::OK)
+    }
+}

@@ -9,7 +9,7 @@ mod keys;
 
 pub use ca::{CaConfig, CaMaterial, IssuedCertificate, LeafProfile, LocalCa};
 pub use csr::{ParsedCsr, build_csr};
-pub use keys::{PrivateKeyPem, generate_key};
+pub use keys::{PrivateKeyPem, ServerKey, generate_key};
 
 /// Something the PKI layer refused or failed to do.
 #[derive(Debug, thiserror::Error)]

@@ -1,1 +1,24 @@
-//! Placeholder, filled in by the next commits.
+//! The control plane's services: certificate issuance and lifecycle, the job workers, the
+//! renewal scheduler, bootstrap (local CA, admin token) and metrics.
+//!
+//! Nothing here knows HTTP: `ck-api` maps requests onto [`ControlPlane`] methods. The clock is
+//! read in one place (`clock`), and pure rules come from `ck-domain`.
+
+mod auth;
+mod bootstrap;
+mod clock;
+mod config;
+mod error;
+mod issuance;
+mod metrics;
+mod scheduler;
+mod service;
+mod workers;
+
+pub use auth::{TokenVerifier, hash_token, new_token};
+pub use bootstrap::{AdminToken, bootstrap};
+pub use clock::now;
+pub use config::ServerConfig;
+pub use error::ServiceError;
+pub use service::{ControlPlane, IssuerInfo, NewCertificate};
+pub use workers::spawn_background_loops;

@@ -1,0 +1,285 @@
+//! Command-line interface: `serve`, the certificate/issuer/job verbs and `bench`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// certkeeper keeps every TLS certificate of an organisation valid.
+///
+/// Start the control plane with `certkeeper serve`; it creates a private CA and writes an admin
+/// token to <data-dir>/admin.token. In another shell, the other commands talk to it:
+///
+///   certkeeper cert create app.internal --san api.internal --wait
+///   certkeeper cert list
+///   certkeeper cert get <id> --pem > app.pem
+#[derive(Debug, Parser)]
+#[command(name = "certkeeper", version, verbatim_doc_comment)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the control plane (API, job workers, renewal scheduler).
+    Serve(ServeArgs),
+    /// Create, list, fetch, renew and revoke certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Show issuers and fetch their CA certificates.
+    #[command(subcommand)]
+    Issuer(IssuerCommand),
+    /// Show jobs (issuance and renewal work).
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Measure issuance throughput end to end through the API (in-process server).
+    Bench(BenchArgs),
+}
+
+/// Settings of `serve`. Each flag also reads a `CERTKEEPER_*` variable and overrides the file.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// YAML config file (see README for the fields).
+    #[arg(long, env = "CERTKEEPER_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Where the SQLite database, the admin token and the node id live [default: ./certkeeper-data].
+    #[arg(long, env = "CERTKEEPER_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8989].
+    #[arg(long, env = "CERTKEEPER_LISTEN")]
+    pub(crate) listen: Option<String>,
+    /// Database URL: sqlite://PATH or postgres://USER[:PASS]@HOST:PORT/DB [default: SQLite in the data dir].
+    #[arg(long, env = "CERTKEEPER_DATABASE")]
+    pub(crate) database: Option<String>,
+    /// This node's id on job leases [default: generated once, kept in <data-dir>/node.id].
+    #[arg(long, env = "CERTKEEPER_NODE_ID")]
+    pub(crate) node_id: Option<String>,
+    /// Allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
+    #[arg(long, env = "CERTKEEPER_INSECURE_HTTP")]
+    pub(crate) insecure_http: bool,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "CERTKEEPER_LOG_FORMAT")]
+    pub(crate) log_format: Option<String>,
+    /// Job worker tasks [default: 2].
+    #[arg(long, env = "CERTKEEPER_WORKERS")]
+    pub(crate) workers: Option<usize>,
+    /// Jobs a worker claims and commits together [default: 64].
+    #[arg(long, env = "CERTKEEPER_BATCH_SIZE")]
+    pub(crate) batch_size: Option<u32>,
+    /// Seconds between renewal scans [default: 60].
+    #[arg(long, env = "CERTKEEPER_SCHEDULER_INTERVAL_SECONDS")]
+    pub(crate) scheduler_interval_seconds: Option<u64>,
+    /// Key type of the local CA created on first start: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096.
+    #[arg(long, env = "CERTKEEPER_CA_KEY_TYPE")]
+    pub(crate) ca_key_type: Option<String>,
+    /// Lifetime of new certificates that name none [default: 90].
+    #[arg(long, env = "CERTKEEPER_DEFAULT_VALIDITY_DAYS")]
+    pub(crate) default_validity_days: Option<u32>,
+    /// Longest lifetime the local CA signs [default: 397].
+    #[arg(long, env = "CERTKEEPER_MAX_VALIDITY_DAYS")]
+    pub(crate) max_validity_days: Option<u32>,
+    /// Only certify names under this domain (repeatable; default: any name).
+    #[arg(long, env = "CERTKEEPER_ALLOWED_DOMAINS", value_delimiter = ',')]
+    pub(crate) allowed_domain: Vec<String>,
+    /// Create a new admin token (the old one stops working) and write it to <data-dir>/admin.token.
+    #[arg(long)]
+    pub(crate) reset_admin_token: bool,
+}
+
+/// How the CLI finds the server.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct Connection {
+    /// Server URL [default: from <data-dir>/server.url, else http://127.0.0.1:8989].
+    #[arg(long, env = "CERTKEEPER_URL", global = true)]
+    pub(crate) url: Option<String>,
+    /// API token [default: <data-dir>/admin.token].
+    #[arg(long, env = "CERTKEEPER_TOKEN", global = true, hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// The server's data directory, to find its URL and admin token.
+    #[arg(long, env = "CERTKEEPER_DATA_DIR", global = true, default_value = crate::config::DEFAULT_DATA_DIR)]
+    pub(crate) data_dir: PathBuf,
+    /// Print the API objects as JSON (for scripts).
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CertCommand {
+    /// Create a certificate (the server generates the key, or pass --csr to keep the key yourself).
+    Create {
+        /// Common name (also the first SAN), e.g. app.internal.
+        common_name: Option<String>,
+        /// Another subject alternative name (DNS name, *.wildcard or IP; repeatable).
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// PEM CSR file: the server signs your key and never sees it.
+        #[arg(long)]
+        csr: Option<PathBuf>,
+        /// Key type of a server-generated key: ecdsa-p256, ecdsa-p384, ed25519, rsa-2048, rsa-3072, rsa-4096.
+        #[arg(long)]
+        key_type: Option<String>,
+        /// Issuer id.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Label KEY=VALUE (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Lifetime in days.
+        #[arg(long)]
+        validity_days: Option<u32>,
+        /// Renew this many days before expiry.
+        #[arg(long)]
+        renew_before_days: Option<u32>,
+        /// Wait until the certificate is issued.
+        #[arg(long)]
+        wait: bool,
+        /// Seconds to wait with --wait.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List certificates.
+    List {
+        /// Filter: pending, active, failed, revoked, expired.
+        #[arg(long)]
+        status: Option<String>,
+        /// Filter by issuer id.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Only certificates expiring within this many days.
+        #[arg(long)]
+        expiring_within_days: Option<u32>,
+        /// Page size; with --all every page is fetched.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Fetch every page.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Show a certificate, or print its chain (--pem) and server-held key (--key).
+    Get {
+        /// Certificate id.
+        id: String,
+        /// Print the PEM chain (leaf first).
+        #[arg(long)]
+        pem: bool,
+        /// Print the server-generated private key (after the chain with --pem).
+        #[arg(long)]
+        key: bool,
+        /// Which version (default: current).
+        #[arg(long)]
+        version: Option<u32>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Renew now (a new version with a new serial).
+    Renew {
+        /// Certificate id.
+        id: String,
+        /// Wait until the renewal finishes.
+        #[arg(long)]
+        wait: bool,
+        /// Seconds to wait with --wait.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Revoke the current version.
+    Revoke {
+        /// Certificate id.
+        id: String,
+        /// RFC 5280 reason: unspecified, keyCompromise, caCompromise, affiliationChanged, superseded,
+        /// cessationOfOperation, certificateHold, privilegeWithdrawn, aaCompromise.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Delete a certificate with all its versions.
+    Delete {
+        /// Certificate id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List every issued version.
+    Versions {
+        /// Certificate id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum IssuerCommand {
+    /// List issuers.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Print an issuer's root CA certificate (PEM), to install as trusted.
+    Ca {
+        /// Issuer id.
+        #[arg(default_value = "local")]
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum JobCommand {
+    /// List jobs.
+    List {
+        /// Filter: pending, running, succeeded, failed, cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        /// Page size.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Show one job.
+    Get {
+        /// Job id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+/// `certkeeper bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Database to measure: sqlite (a temp file) or a postgres:// URL (an empty database).
+    #[arg(long, default_value = "sqlite")]
+    pub(crate) database: String,
+    /// Certificates to issue.
+    #[arg(long, default_value_t = 5000)]
+    pub(crate) count: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) concurrency: usize,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => crate::serve::run(args).await,
+        Command::Cert(command) => crate::commands::cert(command).await,
+        Command::Issuer(command) => crate::commands::issuer(command).await,
+        Command::Job(command) => crate::commands::job(command).await,
+        Command::Bench(args) => crate::bench::run(args).await,
+    }
+}

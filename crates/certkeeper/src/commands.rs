@@ -1,0 +1,380 @@
+//! The CLI verbs: thin wrappers over `ck-client` that print tables, PEM, or JSON.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ck_api_types::{Certificate, CertificateWithJob, CreateCertificate, Job, Renewal};
+use ck_client::{CertificateQuery, Client};
+use comfy_table::{Table, presets};
+use serde::Serialize;
+
+use crate::cli::{CertCommand, Connection, IssuerCommand, JobCommand};
+
+fn connect(connection: &Connection) -> anyhow::Result<Client> {
+    let url = match &connection.url {
+        Some(url) => url.clone(),
+        None => std::fs::read_to_string(connection.data_dir.join("server.url"))
+            .map(|text| text.trim().to_owned())
+            .unwrap_or_else(|_| format!("http://{}", crate::config::DEFAULT_LISTEN)),
+    };
+    let token =
+        match &connection.token {
+            Some(token) => token.clone(),
+            None => {
+                let path = connection.data_dir.join("admin.token");
+                std::fs::read_to_string(&path).map(|t| t.trim().to_owned()).map_err(|_| {
+                anyhow::anyhow!(
+                    "no API token: pass --token, set CERTKEEPER_TOKEN, or point --data-dir at the server's data \
+                     directory ({} is not readable)",
+                    path.display()
+                )
+            })?
+            }
+        };
+    Ok(Client::new(&url, &token)?)
+}
+
+fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn short_time(time: Option<time::OffsetDateTime>) -> String {
+    time.map(|t| {
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute()
+        )
+    })
+    .unwrap_or_else(|| "-".to_owned())
+}
+
+fn certificate_table(certificates: &[Certificate]) -> Table {
+    let mut table = Table::new();
+    table.load_style(presets::UTF8_FULL_CONDENSED);
+    table.set_header([
+        "ID",
+        "NAME",
+        "STATUS",
+        "ISSUER",
+        "VERSION",
+        "NOT AFTER",
+        "RENEW AT",
+        "SANS",
+    ]);
+    for cert in certificates {
+        table.add_row([
+            cert.id.clone(),
+            cert.name.clone(),
+            cert.status.clone(),
+            cert.issuer.clone(),
+            cert.current_version.to_string(),
+            short_time(cert.not_after),
+            short_time(cert.renew_at),
+            cert.sans.join(","),
+        ]);
+    }
+    table
+}
+
+fn certificate_details(cert: &Certificate, job: Option<&Job>) -> Table {
+    let mut table = Table::new();
+    table.load_style(presets::NOTHING);
+    let mut row = |key: &str, value: String| {
+        table.add_row([format!("{key}:"), value]);
+    };
+    row("id", cert.id.clone());
+    row("name", cert.name.clone());
+    row("status", cert.status.clone());
+    row("common name", cert.common_name.clone());
+    row("sans", cert.sans.join(", "));
+    row("issuer", cert.issuer.clone());
+    row("key", format!("{} ({})", cert.key_type, cert.key_source));
+    row("version", cert.current_version.to_string());
+    row("serial", cert.serial.clone().unwrap_or_else(|| "-".to_owned()));
+    row("not before", short_time(cert.not_before));
+    row("not after", short_time(cert.not_after));
+    row("renew at", short_time(cert.renew_at));
+    if let Some(reason) = &cert.revocation_reason {
+        row("revoked", format!("{} ({reason})", short_time(cert.revoked_at)));
+    }
+    if let Some(error) = &cert.last_error {
+        row("last error", error.clone());
+    }
+    if let Some(job) = job {
+        row("job", format!("{} {} ({})", job.kind, job.id, job.state));
+    }
+    table
+}
+
+fn spinner(message: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(message.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Reports the outcome of a create or renew: fails (exit 1) when the job failed.
+fn finish(answer: &CertificateWithJob, json: bool, waited: bool) -> anyhow::Result<()> {
+    if json {
+        print_json(answer)?;
+    } else {
+        println!("{}", certificate_details(&answer.certificate, Some(&answer.job)));
+    }
+    if answer.job.state == "failed" {
+        bail!(
+            "{} job failed: {}",
+            answer.job.kind,
+            answer.job.last_error.as_deref().unwrap_or("no error recorded")
+        );
+    }
+    if waited && answer.job.state != "succeeded" {
+        bail!(
+            "still {} after the timeout; check later with `certkeeper job get {}`",
+            answer.job.state,
+            answer.job.id
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn cert(command: CertCommand) -> anyhow::Result<()> {
+    match command {
+        CertCommand::Create {
+            common_name,
+            sans,
+            csr,
+            key_type,
+            issuer,
+            name,
+            labels,
+            validity_days,
+            renew_before_days,
+            wait,
+            timeout,
+            connection,
+        } => {
+            let client = connect(&connection)?;
+            let csr = match csr {
+                Some(path) => Some(
+                    std::fs::read_to_string(&path).with_context(|| format!("cannot read CSR {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let mut label_map = BTreeMap::new();
+            for label in labels {
+                let (key, value) = label
+                    .split_once('=')
+                    .with_context(|| format!("label '{label}' is not KEY=VALUE"))?;
+                label_map.insert(key.to_owned(), value.to_owned());
+            }
+            let request = CreateCertificate {
+                name,
+                common_name,
+                sans,
+                issuer,
+                key_type,
+                csr,
+                labels: label_map,
+                validity_days,
+                renewal: renew_before_days.map(|days| Renewal {
+                    renew_before_days: Some(days),
+                    ..Renewal::default()
+                }),
+            };
+            let progress = wait.then(|| spinner("issuing…"));
+            let answer = client
+                .create_certificate(&request, wait.then(|| Duration::from_secs(timeout)))
+                .await;
+            if let Some(bar) = progress {
+                bar.finish_and_clear();
+            }
+            finish(&answer?, connection.json, wait)
+        }
+        CertCommand::List {
+            status,
+            issuer,
+            expiring_within_days,
+            limit,
+            all,
+            connection,
+        } => {
+            let client = connect(&connection)?;
+            let expiring_before = expiring_within_days.map(|days| {
+                let at = time::OffsetDateTime::now_utc() + time::Duration::days(i64::from(days));
+                at.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            });
+            let mut query = CertificateQuery {
+                status,
+                issuer,
+                expiring_before,
+                cursor: None,
+                limit: Some(limit),
+            };
+            let mut certificates = Vec::new();
+            let mut more = false;
+            loop {
+                let page = client.certificates(&query).await?;
+                certificates.extend(page.items);
+                match page.next_cursor {
+                    Some(cursor) if all => query.cursor = Some(cursor),
+                    Some(_) => {
+                        more = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if connection.json {
+                return print_json(&certificates);
+            }
+            println!("{}", certificate_table(&certificates));
+            if more {
+                eprintln!("(more certificates follow: pass --all or a larger --limit)");
+            }
+            Ok(())
+        }
+        CertCommand::Get {
+            id,
+            pem,
+            key,
+            version,
+            connection,
+        } => {
+            let client = connect(&connection)?;
+            if pem || key {
+                if pem {
+                    print!("{}", client.chain_pem(&id, version).await?);
+                }
+                if key {
+                    print!("{}", client.key_pem(&id, version).await?);
+                }
+                return Ok(());
+            }
+            let cert = client.certificate(&id).await?;
+            if connection.json {
+                return print_json(&cert);
+            }
+            println!("{}", certificate_details(&cert, None));
+            Ok(())
+        }
+        CertCommand::Renew {
+            id,
+            wait,
+            timeout,
+            connection,
+        } => {
+            let client = connect(&connection)?;
+            let progress = wait.then(|| spinner("renewing…"));
+            let answer = client.renew(&id, wait.then(|| Duration::from_secs(timeout))).await;
+            if let Some(bar) = progress {
+                bar.finish_and_clear();
+            }
+            finish(&answer?, connection.json, wait)
+        }
+        CertCommand::Revoke { id, reason, connection } => {
+            let client = connect(&connection)?;
+            let cert = client.revoke(&id, reason.as_deref()).await?;
+            if connection.json {
+                return print_json(&cert);
+            }
+            println!("{}", certificate_details(&cert, None));
+            Ok(())
+        }
+        CertCommand::Delete { id, connection } => {
+            connect(&connection)?.delete_certificate(&id).await?;
+            if connection.json {
+                return print_json(&serde_json::json!({ "id": id, "deleted": true }));
+            }
+            println!("deleted {id}");
+            Ok(())
+        }
+        CertCommand::Versions { id, connection } => {
+            let versions = connect(&connection)?.versions(&id).await?;
+            if connection.json {
+                return print_json(&versions);
+            }
+            let mut table = Table::new();
+            table.load_style(presets::UTF8_FULL_CONDENSED);
+            table.set_header(["VERSION", "SERIAL", "NOT BEFORE", "NOT AFTER", "JOB"]);
+            for v in &versions {
+                table.add_row([
+                    v.version.to_string(),
+                    v.serial.clone(),
+                    short_time(Some(v.not_before)),
+                    short_time(Some(v.not_after)),
+                    v.job_id.clone(),
+                ]);
+            }
+            println!("{table}");
+            Ok(())
+        }
+    }
+}
+
+pub(crate) async fn issuer(command: IssuerCommand) -> anyhow::Result<()> {
+    match command {
+        IssuerCommand::List { connection } => {
+            let issuers = connect(&connection)?.issuers().await?;
+            if connection.json {
+                return print_json(&issuers);
+            }
+            let mut table = Table::new();
+            table.load_style(presets::UTF8_FULL_CONDENSED);
+            table.set_header(["ID", "KIND", "CA NOT AFTER"]);
+            for issuer in &issuers {
+                table.add_row([
+                    issuer.id.clone(),
+                    issuer.kind.clone(),
+                    short_time(Some(issuer.not_after)),
+                ]);
+            }
+            println!("{table}");
+            Ok(())
+        }
+        IssuerCommand::Ca { id, connection } => {
+            print!("{}", connect(&connection)?.issuer_ca_pem(&id).await?);
+            Ok(())
+        }
+    }
+}
+
+pub(crate) async fn job(command: JobCommand) -> anyhow::Result<()> {
+    match command {
+        JobCommand::List {
+            state,
+            limit,
+            connection,
+        } => {
+            let page = connect(&connection)?.jobs(state.as_deref(), None, limit).await?;
+            if connection.json {
+                return print_json(&page.items);
+            }
+            let mut table = Table::new();
+            table.load_style(presets::UTF8_FULL_CONDENSED);
+            table.set_header(["ID", "KIND", "STATE", "ATTEMPTS", "CERTIFICATE", "LAST ERROR"]);
+            for job in &page.items {
+                table.add_row([
+                    job.id.clone(),
+                    job.kind.clone(),
+                    job.state.clone(),
+                    format!("{}/{}", job.attempts, job.max_attempts),
+                    job.certificate_id.clone(),
+                    job.last_error.clone().unwrap_or_default(),
+                ]);
+            }
+            println!("{table}");
+            Ok(())
+        }
+        JobCommand::Get { id, connection } => {
+            let job = connect(&connection)?.job(&id).await?;
+            print_json(&job)
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Server settings: flags and `CERTKEEPER_*` variables (clap) over an optional YAML file over
+//! defaults. Parsed and validated once here; the rest of the program gets typed values.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use ck_domain::{KeyType, NamePolicy, RenewalPolicy, RenewalTrigger};
+use ck_pki::CaConfig;
+use ck_server::ServerConfig;
+use ck_store::DatabaseUrl;
+use serde::Deserialize;
+use time::Duration;
+
+use crate::cli::ServeArgs;
+
+/// The default data directory, shared by `serve` and the CLI.
+pub(crate) const DEFAULT_DATA_DIR: &str = "./certkeeper-data";
+/// The default listen address.
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8989";
+
+/// The YAML config file. Unknown fields are errors, so a typo is caught at start.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    database: Option<String>,
+    node_id: Option<String>,
+    insecure_http: Option<bool>,
+    log_format: Option<String>,
+    workers: Option<usize>,
+    batch_size: Option<u32>,
+    scheduler_interval_seconds: Option<u64>,
+    #[serde(default)]
+    ca: FileCa,
+    #[serde(default)]
+    certificates: FileCertificates,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCa {
+    key_type: Option<String>,
+    name: Option<String>,
+    root_validity_days: Option<u32>,
+    intermediate_validity_days: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCertificates {
+    default_validity_days: Option<u32>,
+    max_validity_days: Option<u32>,
+    renew_before_days: Option<u32>,
+    renew_at_fraction: Option<f64>,
+    renew_jitter: Option<f64>,
+    allowed_domains: Option<Vec<String>>,
+    deny_wildcards: Option<bool>,
+    deny_ip_addresses: Option<bool>,
+}
+
+/// Everything `serve` needs, validated.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) listen: SocketAddr,
+    pub(crate) database: DatabaseUrl,
+    pub(crate) log_json: bool,
+    pub(crate) server: ServerConfig,
+}
+
+fn field<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
+    flag.or(file).unwrap_or(default)
+}
+
+fn bad(field: &str, message: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("invalid setting '{field}': {message}")
+}
+
+impl Settings {
+    pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file_config(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = field(args.data_dir.clone(), file.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        let listen_text = field(args.listen.clone(), file.listen, DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            bad(
+                "listen",
+                format!("'{listen_text}' is not ADDRESS:PORT (e.g. 127.0.0.1:8989)"),
+            )
+        })?;
+        let insecure_http = args.insecure_http || file.insecure_http.unwrap_or(false);
+        if !listen.ip().is_loopback() && !insecure_http {
+            bail!(
+                "refusing to serve plain HTTP on non-loopback address {listen}: tokens would cross the network \
+                 in clear text. Bind 127.0.0.1, or pass --insecure-http if a TLS proxy sits in front"
+            );
+        }
+        let database = match args.database.clone().or(file.database) {
+            Some(text) => text.parse::<DatabaseUrl>().map_err(|e| bad("database", e))?,
+            None => DatabaseUrl::sqlite_file(&data_dir.join("certkeeper.db")),
+        };
+        let log_format = field(args.log_format.clone(), file.log_format, "text".to_owned());
+        let log_json = match log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => return Err(bad("log_format", format!("'{other}' (expected text or json)"))),
+        };
+
+        let node_id = args.node_id.clone().or(file.node_id);
+        let mut server = ServerConfig::new(node_id.unwrap_or_default());
+        server.workers = field(args.workers, file.workers, server.workers);
+        if server.workers == 0 || server.workers > 256 {
+            return Err(bad("workers", "must be between 1 and 256"));
+        }
+        server.batch_size = field(args.batch_size, file.batch_size, server.batch_size);
+        if server.batch_size == 0 || server.batch_size > 1000 {
+            return Err(bad("batch_size", "must be between 1 and 1000"));
+        }
+        let interval = field(args.scheduler_interval_seconds, file.scheduler_interval_seconds, 60);
+        if interval == 0 {
+            return Err(bad("scheduler_interval_seconds", "must be at least 1"));
+        }
+        server.scheduler_interval = std::time::Duration::from_secs(interval);
+
+        let key_type_text = field(args.ca_key_type.clone(), file.ca.key_type, "ecdsa-p256".to_owned());
+        let key_type: KeyType = key_type_text.parse().map_err(|e| bad("ca.key_type", e))?;
+        if key_type == KeyType::Ed25519 {
+            return Err(bad(
+                "ca.key_type",
+                "ed25519 CAs are not accepted by most TLS clients; use ecdsa-p256, ecdsa-p384 or rsa-*",
+            ));
+        }
+        let defaults = CaConfig::default();
+        let root_days = file.ca.root_validity_days.unwrap_or(3650);
+        let intermediate_days = file.ca.intermediate_validity_days.unwrap_or(1825);
+        if root_days == 0 || intermediate_days == 0 || intermediate_days > root_days {
+            return Err(bad(
+                "ca.intermediate_validity_days",
+                "must be at least 1 and at most ca.root_validity_days",
+            ));
+        }
+        server.local_ca = CaConfig {
+            key_type,
+            name: file.ca.name.unwrap_or(defaults.name),
+            root_validity: Duration::days(i64::from(root_days)),
+            intermediate_validity: Duration::days(i64::from(intermediate_days)),
+        };
+
+        let certs = file.certificates;
+        let max_days = field(args.max_validity_days, certs.max_validity_days, 397);
+        let default_days = field(args.default_validity_days, certs.default_validity_days, 90);
+        if max_days == 0 || default_days == 0 || default_days > max_days {
+            return Err(bad(
+                "certificates.default_validity_days",
+                format!("{default_days} must be between 1 and certificates.max_validity_days ({max_days})"),
+            ));
+        }
+        server.max_validity = Duration::days(i64::from(max_days));
+        server.default_validity = Duration::days(i64::from(default_days));
+        let trigger = match (certs.renew_before_days, certs.renew_at_fraction) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "certificates.renew_before_days",
+                    "give renew_before_days or renew_at_fraction, not both",
+                ));
+            }
+            (Some(days), None) => RenewalTrigger::DaysBeforeExpiry(days),
+            (None, Some(fraction)) => RenewalTrigger::LifetimeFraction(fraction),
+            (None, None) => RenewalPolicy::default().trigger(),
+        };
+        server.default_renewal = RenewalPolicy::new(trigger, certs.renew_jitter.unwrap_or(0.05))
+            .map_err(|e| bad("certificates.renewal", e))?;
+        let mut allowed = args.allowed_domain.clone();
+        allowed.extend(certs.allowed_domains.unwrap_or_default());
+        for domain in &allowed {
+            ck_domain::DnsName::parse(domain).map_err(|e| bad("certificates.allowed_domains", e))?;
+        }
+        server.name_policy = NamePolicy {
+            allowed_suffixes: allowed,
+            deny_wildcards: certs.deny_wildcards.unwrap_or(false),
+            deny_ip_addresses: certs.deny_ip_addresses.unwrap_or(false),
+        };
+        Ok(Self {
+            data_dir,
+            listen,
+            database,
+            log_json,
+            server,
+        })
+    }
+}
+
+fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    yaml_serde::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn load(args: &[&str], yaml: Option<&str>) -> Result<Settings, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut argv = vec!["certkeeper", "serve"];
+        let path = dir.path().join("c.yaml");
+        let path_text = path.display().to_string();
+        if let Some(yaml) = yaml {
+            std::fs::write(&path, yaml).unwrap();
+            argv.extend(["--config", path_text.as_str()]);
+        }
+        argv.extend(args);
+        let Command::Serve(serve) = Cli::try_parse_from(argv).map_err(|e| e.to_string())?.command else {
+            panic!("not serve")
+        };
+        Settings::load(&serve).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_precedence() {
+        let settings = load(&[], None).unwrap();
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:8989");
+        assert!(
+            settings
+                .database
+                .expose()
+                .starts_with("sqlite://./certkeeper-data/certkeeper.db")
+        );
+        let settings = load(
+            &["--listen", "127.0.0.1:9000"],
+            Some("listen: 127.0.0.1:7000\nworkers: 3\n"),
+        )
+        .unwrap();
+        assert_eq!(settings.listen.port(), 9000, "flags win over the file");
+        assert_eq!(settings.server.workers, 3);
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        let err = load(&[], Some("listne: 1\n")).unwrap_err();
+        assert!(err.contains("unknown field `listne`"), "{err}");
+        let err = load(&[], Some("ca:\n  key_type: dsa\n")).unwrap_err();
+        assert!(err.contains("ca.key_type") && err.contains("unknown key type"), "{err}");
+        let err = load(&[], Some("certificates:\n  default_validity_days: 500\n")).unwrap_err();
+        assert!(err.contains("certificates.default_validity_days"), "{err}");
+        let err = load(&["--listen", "0.0.0.0:8989"], None).unwrap_err();
+        assert!(err.contains("--insecure-http"), "{err}");
+        let err = load(&["--database", "mysql://x"], None).unwrap_err();
+        assert!(err.contains("invalid setting 'database'"), "{err}");
+    }
+}

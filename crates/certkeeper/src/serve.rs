@@ -1,0 +1,163 @@
+//! `certkeeper serve`: prepare the data directory, connect the store, bootstrap, and serve.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context;
+use ck_server::{ControlPlane, bootstrap, spawn_background_loops};
+use ck_store::{Backend, Store};
+use tokio::task::JoinHandle;
+
+use crate::cli::ServeArgs;
+use crate::config::Settings;
+use crate::files::{ensure_private_dir, write_atomic};
+
+/// A started server: its address and the handles to stop it.
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
+    pub(crate) control_plane: ControlPlane,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    loops: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests and job batches finish, closes the store.
+    pub(crate) async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.http.await;
+        for task in self.loops {
+            let _ = task.await;
+        }
+        self.control_plane.store().close().await;
+    }
+}
+
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(&args)?;
+    init_logging(settings.log_json);
+    let running = start(settings, args.reset_admin_token).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(())
+}
+
+/// Starts everything and returns once the listener is bound.
+pub(crate) async fn start(mut settings: Settings, reset_admin_token: bool) -> anyhow::Result<Running> {
+    let data_dir = settings.data_dir.clone();
+    ensure_private_dir(&data_dir)?;
+    if settings.server.node_id.is_empty() {
+        settings.server.node_id = node_id(&data_dir)?;
+    }
+    if settings.database.backend() == Backend::Sqlite {
+        precreate_private(&data_dir.join("certkeeper.db"))?;
+    }
+    let store = Store::connect(&settings.database)
+        .await
+        .with_context(|| format!("cannot open the database {}", settings.database))?;
+    tracing::info!(database = %settings.database, backend = store.backend().as_str(), "database ready");
+
+    let (control_plane, admin_token) = bootstrap(store, settings.server, reset_admin_token).await?;
+    let token_path = data_dir.join("admin.token");
+    match admin_token {
+        Some(token) => {
+            write_atomic(&token_path, format!("{}\n", token.0).as_bytes(), 0o600)?;
+            tracing::info!(path = %token_path.display(), "admin token written (mode 0600)");
+        }
+        None if token_path.exists() => tracing::info!(path = %token_path.display(), "admin token unchanged"),
+        None => tracing::warn!(
+            path = %token_path.display(),
+            "the admin token file is missing and only its hash is stored; restart with --reset-admin-token for a new one"
+        ),
+    }
+    for issuer in control_plane.issuers() {
+        tracing::info!(issuer = %issuer.id, not_after = %issuer.not_after, "issuer ready; its root CA is at GET /api/v1/issuers/{}/ca.pem", issuer.id);
+    }
+
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let loops = spawn_background_loops(&control_plane, shutdown_rx.clone()).await?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another server running?)", settings.listen))?;
+    let addr = listener.local_addr()?;
+    write_atomic(
+        &data_dir.join("server.url"),
+        format!("http://{addr}\n").as_bytes(),
+        0o600,
+    )?;
+    tracing::info!(%addr, data_dir = %data_dir.display(), "certkeeper is serving on http://{addr}");
+
+    let app = ck_api::router(control_plane.clone());
+    let mut http_shutdown = shutdown_rx;
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    Ok(Running {
+        addr,
+        control_plane,
+        shutdown,
+        http,
+        loops,
+    })
+}
+
+/// The node id, generated once and kept in the data directory so a restarted node recognises
+/// its own unfinished jobs.
+fn node_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node.id");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let id = text.trim();
+        if !id.is_empty() {
+            return Ok(id.to_owned());
+        }
+    }
+    let id = format!("node-{}", uuid::Uuid::new_v4().simple());
+    write_atomic(&path, format!("{id}\n").as_bytes(), 0o600)?;
+    Ok(id)
+}
+
+/// Creates the SQLite file with mode 0600 before SQLite does (it would use the umask); the WAL
+/// and shared-memory files inherit the database file's mode.
+fn precreate_private(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !path.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CERTKEEPER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,116 @@
+//! The single mapping from failures to RFC 9457 problem documents. Internal details (store
+//! errors, panics) are logged, never sent.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ck_api_types::{PROBLEM_CONTENT_TYPE, Problem};
+use ck_server::ServiceError;
+
+/// An error answer of the API.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    detail: String,
+}
+
+impl ApiError {
+    /// 400 with a detail saying what to fix.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            kind: "invalid-request",
+            detail: detail.into(),
+        }
+    }
+
+    /// 401.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "unauthorized",
+            detail: detail.into(),
+        }
+    }
+
+    /// 404.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            kind: "not-found",
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::Invalid(detail) => Self::bad_request(detail),
+            ServiceError::NotFound(what) => Self::not_found(format!("{what} not found")),
+            ServiceError::Conflict(detail) => Self {
+                status: StatusCode::CONFLICT,
+                kind: "conflict",
+                detail,
+            },
+            other => {
+                tracing::error!(error = %other, "request failed");
+                Self {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    kind: "unavailable",
+                    detail: "the server cannot complete the request right now; try again later".to_owned(),
+                }
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let status = rejection.status();
+        let detail = match &rejection {
+            JsonRejection::MissingJsonContentType(_) => {
+                "send the body as JSON with 'Content-Type: application/json'".to_owned()
+            }
+            JsonRejection::BytesRejection(_) if status == StatusCode::PAYLOAD_TOO_LARGE => {
+                format!("the request body is larger than {} bytes", crate::MAX_BODY_BYTES)
+            }
+            other => other.body_text(),
+        };
+        let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body-too-large"
+        } else {
+            "invalid-body"
+        };
+        Self { status, kind, detail }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::bad_request(rejection.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = Problem {
+            problem_type: format!("urn:certkeeper:problem:{}", self.kind),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+        };
+        let mut response = (self.status, Json(problem)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,99 @@
+//! First start and every start: the local CA exists, issuers are loaded, an admin token exists.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ck_domain::IssuerId;
+use ck_pki::{CaMaterial, LocalCa, PrivateKeyPem};
+use ck_store::{IssuerRecord, Store, TokenRecord};
+
+use crate::{ControlPlane, ServerConfig, ServiceError, TokenVerifier, hash_token, new_token, now};
+
+/// The admin token when bootstrap created (or reset) it: the only moment its plain text exists.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// Prepares the store and returns the control plane, plus the admin token if one was created.
+pub async fn bootstrap(
+    store: Store,
+    config: ServerConfig,
+    reset_admin_token: bool,
+) -> Result<(ControlPlane, Option<AdminToken>), ServiceError> {
+    let mut records = store.issuers().await?;
+    if !records.iter().any(|r| r.id == IssuerId::local().as_str()) {
+        let ca_config = config.local_ca.clone();
+        let created_at = now();
+        // RSA CA keys take seconds to generate: keep them off the async workers.
+        let material = tokio::task::spawn_blocking(move || CaMaterial::create(&ca_config, created_at))
+            .await
+            .map_err(|e| ServiceError::Unavailable(e.to_string()))?
+            .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+        let record = IssuerRecord {
+            id: IssuerId::local().to_string(),
+            kind: "local".to_owned(),
+            root_cert_pem: Some(material.root_cert_pem.clone()),
+            root_key_pem: Some(material.root_key.expose().to_owned()),
+            intermediate_cert_pem: Some(material.intermediate_cert_pem.clone()),
+            intermediate_key_pem: Some(material.intermediate_key.expose().to_owned()),
+            created_at,
+        };
+        // Another node may have won the race; either way the stored CA is the one to load.
+        if store.insert_issuer_if_absent(&record).await? {
+            tracing::info!(issuer = "local", key_type = %config.local_ca.key_type, "created the local private CA (root + intermediate, stored in the database)");
+        }
+        records = store.issuers().await?;
+    }
+    let mut cas = HashMap::new();
+    for record in &records {
+        if record.kind != "local" {
+            continue;
+        }
+        let missing = |what: &str| ServiceError::Unavailable(format!("issuer {} has no {what}", record.id));
+        let material = CaMaterial {
+            root_cert_pem: record
+                .root_cert_pem
+                .clone()
+                .ok_or_else(|| missing("root certificate"))?,
+            root_key: PrivateKeyPem::new(record.root_key_pem.clone().ok_or_else(|| missing("root key"))?),
+            intermediate_cert_pem: record
+                .intermediate_cert_pem
+                .clone()
+                .ok_or_else(|| missing("intermediate"))?,
+            intermediate_key: PrivateKeyPem::new(
+                record
+                    .intermediate_key_pem
+                    .clone()
+                    .ok_or_else(|| missing("intermediate key"))?,
+            ),
+        };
+        let ca =
+            LocalCa::load(&material).map_err(|e| ServiceError::Unavailable(format!("issuer {}: {e}", record.id)))?;
+        let id: IssuerId = record
+            .id
+            .parse()
+            .map_err(|e| ServiceError::Unavailable(format!("{e}")))?;
+        cas.insert(id, Arc::new(ca));
+    }
+
+    let tokens = store.tokens().await?;
+    let mut created = None;
+    if reset_admin_token || !tokens.iter().any(|t| t.name == "admin") {
+        let token = new_token().map_err(ServiceError::Unavailable)?;
+        let record = TokenRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            name: "admin".to_owned(),
+            token_hash: hash_token(&token),
+        };
+        store.replace_token(&record, now()).await?;
+        created = Some(AdminToken(token));
+    }
+    let hashes = store.tokens().await?.into_iter().map(|t| t.token_hash).collect();
+    let control_plane = ControlPlane::new(store, config, cas, TokenVerifier::new(hashes));
+    Ok((control_plane, created))
+}

@@ -1,0 +1,52 @@
+//! Settings of the control-plane services, already validated by the binary's config layer.
+
+use ck_domain::{NamePolicy, RenewalPolicy, RetryPolicy};
+use ck_pki::CaConfig;
+use time::Duration;
+
+/// What the services need to know. Built once at startup by the binary.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// This node's identity: the owner name on job leases. Stable across restarts, so a
+    /// restarted node takes its own unfinished jobs back at once.
+    pub node_id: String,
+    /// Worker tasks claiming jobs.
+    pub workers: usize,
+    /// Jobs claimed (and committed) together by one worker.
+    pub batch_size: u32,
+    /// How long a claimed job stays with its worker before others may take it.
+    pub job_lease: Duration,
+    /// How often the renewal scheduler looks for due certificates.
+    pub scheduler_interval: std::time::Duration,
+    /// Backoff between attempts of a failing job.
+    pub retry: RetryPolicy,
+    /// How to create the local CA on first start.
+    pub local_ca: CaConfig,
+    /// Lifetime of a new certificate when the request names none.
+    pub default_validity: Duration,
+    /// The longest lifetime the local CA signs.
+    pub max_validity: Duration,
+    /// Which names the local CA may certify.
+    pub name_policy: NamePolicy,
+    /// The renewal policy of certificates whose request names none.
+    pub default_renewal: RenewalPolicy,
+}
+
+impl ServerConfig {
+    /// Defaults for a single node.
+    pub fn new(node_id: String) -> Self {
+        Self {
+            node_id,
+            workers: 2,
+            batch_size: 64,
+            job_lease: Duration::minutes(2),
+            scheduler_interval: std::time::Duration::from_secs(60),
+            retry: RetryPolicy::default(),
+            local_ca: CaConfig::default(),
+            default_validity: Duration::days(90),
+            max_validity: Duration::days(397),
+            name_policy: NamePolicy::default(),
+            default_renewal: RenewalPolicy::default(),
+        }
+    }
+}

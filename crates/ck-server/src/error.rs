@@ -1,0 +1,32 @@
+//! Errors of the control-plane services, sorted by who must act: the caller (invalid,
+//! not found, conflict) or the operator (unavailable).
+
+use ck_store::StoreError;
+
+/// A refused or failed service call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The request is malformed or breaks a rule; the message says which and how to fix it.
+    #[error("{0}")]
+    Invalid(String),
+    /// The named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store or another dependency failed; retrying later may work.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound => Self::NotFound("resource".to_owned()),
+            StoreError::Conflict(message) => Self::Conflict(message),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}

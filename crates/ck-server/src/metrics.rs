@@ -1,0 +1,101 @@
+//! Prometheus metrics (text exposition). Counts of certificates and jobs are read from the
+//! store at scrape time, so every node reports the cluster's truth, not its own view.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::ServiceError;
+
+type LabelPairs = Vec<(String, String)>;
+
+pub(crate) struct Metrics {
+    registry: Registry,
+    certificates: Family<LabelPairs, Gauge>,
+    jobs: Family<LabelPairs, Gauge>,
+    issuances: Family<LabelPairs, Counter>,
+    job_failures: Family<LabelPairs, Counter>,
+    signing_seconds: Histogram,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("certkeeper");
+        let certificates = Family::<LabelPairs, Gauge>::default();
+        registry.register("certificates", "Managed certificates by status", certificates.clone());
+        let jobs = Family::<LabelPairs, Gauge>::default();
+        registry.register("jobs", "Jobs by state", jobs.clone());
+        let issuances = Family::<LabelPairs, Counter>::default();
+        registry.register(
+            "issuances",
+            "Certificates issued by this node, by job kind",
+            issuances.clone(),
+        );
+        let job_failures = Family::<LabelPairs, Counter>::default();
+        registry.register(
+            "job_failures",
+            "Failed job attempts on this node, by job kind",
+            job_failures.clone(),
+        );
+        let signing_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        registry.register(
+            "signing_seconds",
+            "Time to prepare and sign one certificate",
+            signing_seconds.clone(),
+        );
+        Self {
+            registry,
+            certificates,
+            jobs,
+            issuances,
+            job_failures,
+            signing_seconds,
+        }
+    }
+
+    pub(crate) fn issued(&self, kind: &str) {
+        self.issuances
+            .get_or_create(&vec![("kind".to_owned(), kind.to_owned())])
+            .inc();
+    }
+
+    pub(crate) fn job_failed(&self, kind: &str) {
+        self.job_failures
+            .get_or_create(&vec![("kind".to_owned(), kind.to_owned())])
+            .inc();
+    }
+
+    pub(crate) fn observe_signing(&self, elapsed: Duration) {
+        self.signing_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn render(
+        &self,
+        certificates: &[(String, i64)],
+        jobs: &[(String, i64)],
+    ) -> Result<String, ServiceError> {
+        for status in ck_domain::CertificateStatus::ALL {
+            let count = certificates
+                .iter()
+                .find(|(s, _)| s == status.as_str())
+                .map_or(0, |(_, n)| *n);
+            self.certificates
+                .get_or_create(&vec![("status".to_owned(), status.as_str().to_owned())])
+                .set(count);
+        }
+        for state in ck_domain::JobState::ALL {
+            let count = jobs.iter().find(|(s, _)| s == state.as_str()).map_or(0, |(_, n)| *n);
+            self.jobs
+                .get_or_create(&vec![("state".to_owned(), state.as_str().to_owned())])
+                .set(count);
+        }
+        let mut out = String::new();
+        encode(&mut out, &self.registry).map_err(|e| ServiceError::Unavailable(format!("metrics encoding: {e}")))?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,226 @@
+//! Background loops: job workers and the renewal scheduler.
+//!
+//! Workers claim jobs in batches, sign them on blocking threads, and commit every success of a
+//! batch in one transaction. Under load this turns one commit per certificate into one commit
+//! per batch; when idle a batch is a single job, so latency stays low.
+
+use std::time::Duration as StdDuration;
+
+use ck_domain::JobId;
+use ck_store::{ClaimedJob, Completion};
+use rand::Rng;
+use tokio::task::JoinHandle;
+
+use crate::issuance::{IssueFailure, issue};
+use crate::{ControlPlane, now};
+
+/// Asks the loops to stop; they finish the batch in hand first.
+#[derive(Clone, Debug)]
+pub(crate) struct Shutdown(pub(crate) tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Resolves once shutdown was requested.
+    pub(crate) async fn requested(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Starts the workers and the scheduler. On start, jobs this node was running when it died are
+/// put back at once. Returns the tasks so the caller can wait for them at shutdown.
+pub async fn spawn_background_loops(
+    control_plane: &ControlPlane,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>, crate::ServiceError> {
+    let inner = &control_plane.inner;
+    let released = inner.store.release_jobs_of(&inner.config.node_id, now()).await?;
+    if released > 0 {
+        tracing::info!(released, "took back the jobs this node was running before it stopped");
+    }
+    let mut tasks = Vec::new();
+    for worker_idx in 0..inner.config.workers.max(1) {
+        let control_plane = control_plane.clone();
+        let shutdown = Shutdown(shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            worker_loop(control_plane, worker_idx, shutdown).await
+        }));
+    }
+    let control_plane = control_plane.clone();
+    let shutdown = Shutdown(shutdown);
+    tasks.push(tokio::spawn(async move {
+        crate::scheduler::scheduler_loop(control_plane, shutdown).await
+    }));
+    Ok(tasks)
+}
+
+async fn worker_loop(control_plane: ControlPlane, worker_idx: usize, mut shutdown: Shutdown) {
+    let inner = &control_plane.inner;
+    let owner = inner.config.node_id.clone();
+    loop {
+        if *shutdown.0.borrow() {
+            return;
+        }
+        let claimed = match inner
+            .store
+            .claim_jobs(&owner, now(), inner.config.job_lease, inner.config.batch_size)
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(worker = worker_idx, %error, "claiming jobs failed; retrying in 1 s");
+                tokio::select! {
+                    () = tokio::time::sleep(StdDuration::from_secs(1)) => continue,
+                    () = shutdown.requested() => return,
+                }
+            }
+        };
+        if claimed.is_empty() {
+            // Idle: wake on a local enqueue, or poll for jobs from other nodes and retries.
+            tokio::select! {
+                () = inner.work_available.notified() => {}
+                () = tokio::time::sleep(StdDuration::from_secs(1)) => {}
+                () = shutdown.requested() => return,
+            }
+            continue;
+        }
+        // A full batch may mean more work: let an idle worker start on it meanwhile.
+        if claimed.len() as u32 == inner.config.batch_size {
+            inner.work_available.notify_one();
+        }
+        run_batch(&control_plane, &owner, claimed).await;
+    }
+}
+
+async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<ClaimedJob>) {
+    let inner = &control_plane.inner;
+    let mut prepared = Vec::with_capacity(claimed.len());
+    for job in claimed {
+        let res = match inner.store.certificate(job.job.certificate_id).await {
+            Ok(Some(cert)) => match control_plane.ca(&cert.issuer_id) {
+                Ok(ca) => Ok((cert, ca)),
+                Err(error) => Err(IssueFailure {
+                    message: error.to_string(),
+                    transient: false,
+                }),
+            },
+            Ok(None) => Err(IssueFailure {
+                message: "the certificate was deleted".to_owned(),
+                transient: false,
+            }),
+            Err(error) => Err(IssueFailure {
+                message: error.to_string(),
+                transient: true,
+            }),
+        };
+        prepared.push((job, res));
+    }
+    let max_validity = inner.config.max_validity;
+    // Signing (and RSA key generation) is CPU work: keep it off the async worker threads.
+    let signed = tokio::task::spawn_blocking(move || {
+        let mut rng = rand::rng();
+        prepared
+            .into_iter()
+            .map(|(job, res)| {
+                let started = std::time::Instant::now();
+                let outcome = res.and_then(|(cert, ca)| issue(&ca, &cert, max_validity, now(), rng.random::<f64>()));
+                (job, outcome, started.elapsed())
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let signed = match signed {
+        Ok(signed) => signed,
+        Err(error) => {
+            // A panic while signing: the leases expire and the jobs are retried elsewhere.
+            tracing::error!(%error, "signing batch panicked");
+            return;
+        }
+    };
+
+    let mut completions = Vec::new();
+    let mut failures = Vec::new();
+    for (claimed, outcome, elapsed) in signed {
+        inner.metrics.observe_signing(elapsed);
+        match outcome {
+            Ok((version, renew_at)) => completions.push(Completion {
+                claimed,
+                version,
+                renew_at,
+            }),
+            Err(failure) => failures.push((claimed, failure)),
+        }
+    }
+    let mut finished: Vec<JobId> = Vec::new();
+    if !completions.is_empty() {
+        match inner.store.complete_jobs(owner, &completions, now()).await {
+            Ok(stored) => record_completions(control_plane, &completions, &stored, &mut finished),
+            Err(error) => {
+                // One bad row (say, a serial collision) must not sink the batch: retry singly.
+                tracing::warn!(%error, n = completions.len(), "batch commit failed; committing one by one");
+                for completion in completions {
+                    match inner
+                        .store
+                        .complete_jobs(owner, std::slice::from_ref(&completion), now())
+                        .await
+                    {
+                        Ok(stored) => {
+                            record_completions(control_plane, std::slice::from_ref(&completion), &stored, &mut finished)
+                        }
+                        Err(error) => failures.push((
+                            completion.claimed,
+                            IssueFailure {
+                                message: error.to_string(),
+                                transient: true,
+                            },
+                        )),
+                    }
+                }
+            }
+        }
+    }
+    for (claimed, failure) in failures {
+        let retry_at = if failure.transient {
+            inner
+                .config
+                .retry
+                .next_delay(claimed.attempt, rand::rng().random::<f64>())
+                .map(|delay| now() + delay)
+        } else {
+            None
+        };
+        tracing::warn!(job = %claimed.job.id, certificate = %claimed.job.certificate_id, error = %failure.message,
+            retry_at = ?retry_at, "job attempt failed");
+        inner.metrics.job_failed(claimed.job.kind.as_str());
+        match inner
+            .store
+            .fail_job(owner, &claimed, &failure.message, retry_at, now())
+            .await
+        {
+            Ok(true) if retry_at.is_none() => finished.push(claimed.job.id),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(job = %claimed.job.id, %error, "recording the failure failed; the lease will expire")
+            }
+        }
+    }
+    control_plane.notify_finished(&finished);
+}
+
+fn record_completions(
+    control_plane: &ControlPlane,
+    completions: &[Completion],
+    stored: &[Option<u32>],
+    finished: &mut Vec<JobId>,
+) {
+    for (completion, version) in completions.iter().zip(stored) {
+        let job = &completion.claimed.job;
+        match version {
+            Some(version) => {
+                tracing::info!(certificate = %job.certificate_id, version, serial = %completion.version.serial,
+                    kind = %job.kind, "certificate issued");
+                control_plane.inner.metrics.issued(job.kind.as_str());
+                finished.push(job.id);
+            }
+            None => tracing::warn!(job = %job.id, "job was taken over by another worker; result dropped"),
+        }
+    }
+}
