@@ -1,0 +1,8 @@
+//! End-to-end tests of the real `certkeeper` binary: a server on a temp data dir and a free
+//! port, driven through the CLI and raw HTTP, with `openssl` as the independent verifier.
+
+mod support;
+
+mod bad_input;
+mod crash;
+mod newcomer;
