@@ -1,6 +1,9 @@
 //! End-to-end tests of the real `certkeeper` binary: a server on a temp data dir and a free
 //! port, driven through the CLI and raw HTTP, with `openssl` as the independent verifier.
 
+// Test helpers panic on purpose: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 mod bad_input;

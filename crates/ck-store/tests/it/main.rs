@@ -4,6 +4,9 @@
 //! a throwaway cluster). Without it the PostgreSQL half fails when `CERTKEEPER_REQUIRE_PEERS` or
 //! `CI` is set, and is skipped with a loud message otherwise.
 
+// Test helpers panic on purpose: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 
 use ck_domain::{
