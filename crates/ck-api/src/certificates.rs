@@ -60,7 +60,7 @@ pub(crate) async fn create(
     let renewal_policy = body
         .renewal
         .as_ref()
-        .map(|r| convert::renewal_policy(r, ck_domain::RenewalPolicy::default()))
+        .map(|r| convert::renewal_policy(r, control_plane.default_renewal()))
         .transpose()?;
     let request = NewCertificate {
         name: body.name,

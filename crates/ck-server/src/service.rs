@@ -94,6 +94,12 @@ impl ControlPlane {
         &self.inner.tokens
     }
 
+    /// The renewal policy of certificates whose request names none; a partial request policy
+    /// fills its gaps from it.
+    pub fn default_renewal(&self) -> RenewalPolicy {
+        self.inner.config.default_renewal
+    }
+
     /// The store (readiness checks).
     pub fn store(&self) -> &Store {
         &self.inner.store
