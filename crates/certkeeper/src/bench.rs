@@ -38,6 +38,10 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.count == 0 || args.count > 1_000_000 || args.concurrency == 0 || args.concurrency > 4096 {
         bail!("--count must be 1..=1000000 and --concurrency 1..=4096");
     }
+    // Quiet by default (a log line per certificate would be measured too); CERTKEEPER_LOG opts in.
+    if std::env::var_os("CERTKEEPER_LOG").is_some() {
+        crate::serve::init_logging(false);
+    }
     let data_dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
     let database = match args.database.as_str() {
         "sqlite" => ck_store::DatabaseUrl::sqlite_file(&data_dir.path().join("certkeeper.db")),

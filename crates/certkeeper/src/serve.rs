@@ -137,7 +137,7 @@ fn precreate_private(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(json: bool) {
+pub(crate) fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("CERTKEEPER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -9,6 +9,7 @@ mod bootstrap;
 mod clock;
 mod config;
 mod error;
+mod group_commit;
 mod issuance;
 mod metrics;
 mod scheduler;

@@ -13,6 +13,7 @@ use ck_store::{CertificateFilter, CertificatePage, EnqueueOutcome, JobFilter, St
 use time::{Duration, OffsetDateTime};
 use tokio::sync::{Notify, oneshot};
 
+use crate::group_commit::CreateQueue;
 use crate::metrics::Metrics;
 use crate::{ServerConfig, ServiceError, TokenVerifier, now};
 
@@ -58,10 +59,12 @@ pub(crate) struct Inner {
     pub(crate) cas: HashMap<IssuerId, Arc<LocalCa>>,
     pub(crate) tokens: TokenVerifier,
     /// Wakes idle workers when a job is enqueued on this node.
-    pub(crate) work_available: Notify,
+    pub(crate) work_available: Arc<Notify>,
     /// Requests waiting for a job to finish (`?wait=`), woken by the worker that finishes it.
     pub(crate) waiters: Mutex<HashMap<JobId, Vec<oneshot::Sender<()>>>>,
     pub(crate) metrics: Metrics,
+    /// Group commit of new certificates.
+    creates: CreateQueue,
 }
 
 /// The control plane's services. Cheap to clone.
@@ -77,14 +80,17 @@ impl ControlPlane {
         cas: HashMap<IssuerId, Arc<LocalCa>>,
         tokens: TokenVerifier,
     ) -> Self {
+        let work_available = Arc::new(Notify::new());
+        let creates = CreateQueue::start(store.clone(), work_available.clone());
         let inner = Inner {
             store,
             config,
             cas,
             tokens,
-            work_available: Notify::new(),
+            work_available,
             waiters: Mutex::new(HashMap::new()),
             metrics: Metrics::new(),
+            creates,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -168,8 +174,7 @@ impl ControlPlane {
             updated_at: now,
         };
         let job = self.new_job(cert.id, JobKind::Issue, now);
-        self.inner.store.create_certificate(&cert, &job).await?;
-        self.inner.work_available.notify_one();
+        self.inner.creates.create(cert.clone(), job.clone()).await?;
         Ok((cert, job))
     }
 

@@ -4,6 +4,7 @@
 //! batch in one transaction. Under load this turns one commit per certificate into one commit
 //! per batch; when idle a batch is a single job, so latency stays low.
 
+use std::collections::HashMap;
 use std::time::Duration as StdDuration;
 
 use ck_domain::JobId;
@@ -92,20 +93,30 @@ async fn worker_loop(control_plane: ControlPlane, worker_idx: usize, mut shutdow
 
 async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<ClaimedJob>) {
     let inner = &control_plane.inner;
+    let started = std::time::Instant::now();
+    let n_jobs = claimed.len();
+    let ids: Vec<_> = claimed.iter().map(|c| c.job.certificate_id).collect();
+    let certificates: Result<HashMap<_, _>, _> = inner
+        .store
+        .certificates_by_ids(&ids)
+        .await
+        .map(|found| found.into_iter().map(|c| (c.id, c)).collect());
     let mut prepared = Vec::with_capacity(claimed.len());
     for job in claimed {
-        let res = match inner.store.certificate(job.job.certificate_id).await {
-            Ok(Some(cert)) => match control_plane.ca(&cert.issuer_id) {
-                Ok(ca) => Ok((cert, ca)),
-                Err(error) => Err(IssueFailure {
-                    message: error.to_string(),
+        let res = match &certificates {
+            Ok(found) => match found.get(&job.job.certificate_id) {
+                Some(cert) => match control_plane.ca(&cert.issuer_id) {
+                    Ok(ca) => Ok((cert.clone(), ca)),
+                    Err(error) => Err(IssueFailure {
+                        message: error.to_string(),
+                        transient: false,
+                    }),
+                },
+                None => Err(IssueFailure {
+                    message: "the certificate was deleted".to_owned(),
                     transient: false,
                 }),
             },
-            Ok(None) => Err(IssueFailure {
-                message: "the certificate was deleted".to_owned(),
-                transient: false,
-            }),
             Err(error) => Err(IssueFailure {
                 message: error.to_string(),
                 transient: true,
@@ -113,6 +124,7 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
         };
         prepared.push((job, res));
     }
+    let fetched = started.elapsed();
     let max_validity = inner.config.max_validity;
     // Signing (and RSA key generation) is CPU work: keep it off the async worker threads.
     let signed = tokio::task::spawn_blocking(move || {
@@ -136,6 +148,7 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
         }
     };
 
+    let signed_at = started.elapsed();
     let mut completions = Vec::new();
     let mut failures = Vec::new();
     for (claimed, outcome, elapsed) in signed {
@@ -150,6 +163,7 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
         }
     }
     let mut finished: Vec<JobId> = Vec::new();
+    let commit_started = std::time::Instant::now();
     if !completions.is_empty() {
         match inner.store.complete_jobs(owner, &completions, now()).await {
             Ok(stored) => record_completions(control_plane, &completions, &stored, &mut finished),
@@ -203,6 +217,7 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
         }
     }
     control_plane.notify_finished(&finished);
+    tracing::debug!(n_jobs, ?fetched, ?signed_at, commit = ?commit_started.elapsed(), total = ?started.elapsed(), "job batch done");
 }
 
 fn record_completions(

@@ -1,13 +1,18 @@
 //! Managed certificates and their versions.
 
+use std::collections::{HashMap, HashSet};
+
 use ck_domain::{
     Certificate, CertificateId, CertificateStatus, CertificateVersion, IssuerId, Job, RenewalTrigger, RevocationReason,
 };
 use sqlx::Row;
 use time::OffsetDateTime;
 
-use crate::jobs::insert_job;
-use crate::rows::{CERTIFICATE_COLUMNS, VERSION_COLUMNS, certificate, labels_json, sans_json, to_ms, version};
+use crate::jobs::insert_jobs;
+use crate::rows::{
+    CERTIFICATE_COLUMNS, ROWS_PER_STATEMENT, SqlValue, VERSION_COLUMNS, bind_all, certificate, labels_json, sans_json,
+    to_ms, values_list, version,
+};
 use crate::{ClaimedJob, Store, StoreError};
 
 /// Filters for listing certificates. Results are ordered by id (creation time).
@@ -77,40 +82,74 @@ pub struct Completion {
 impl Store {
     /// Stores a new certificate and its first job in one transaction.
     pub async fn create_certificate(&self, cert: &Certificate, first_job: &Job) -> Result<(), StoreError> {
+        self.create_certificates(&[(cert, first_job)]).await
+    }
+
+    /// Stores new certificates with their first jobs, all in one transaction with multi-row
+    /// inserts: the group commit of concurrent create requests.
+    pub async fn create_certificates(&self, new: &[(&Certificate, &Job)]) -> Result<(), StoreError> {
+        const COLUMNS: usize = 16;
         let mut tx = self.write.begin().await?;
-        let (renew_fraction, renew_days) = match cert.renewal_policy.trigger() {
-            RenewalTrigger::LifetimeFraction(fraction) => (Some(fraction), None),
-            RenewalTrigger::DaysBeforeExpiry(days) => (None, Some(i64::from(days))),
-        };
-        sqlx::query(
-            "INSERT INTO certificates (id, name, common_name, sans, issuer_id, key_type, key_source, csr_pem, status, \
-             validity_days, renew_fraction, renew_days, renew_jitter, labels, current_version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0, $15, $15)",
-        )
-        .bind(cert.id.to_string())
-        .bind(&cert.name)
-        .bind(&cert.common_name)
-        .bind(sans_json(&cert.sans))
-        .bind(cert.issuer_id.as_str())
-        .bind(cert.key_type.as_str())
-        .bind(cert.key_source.as_str())
-        .bind(cert.csr_pem.clone())
-        .bind(cert.status.as_str())
-        .bind(cert.validity.whole_days())
-        .bind(renew_fraction)
-        .bind(renew_days)
-        .bind(cert.renewal_policy.jitter_fraction())
-        .bind(labels_json(&cert.labels))
-        .bind(to_ms(cert.created_at))
-        .execute(&mut *tx)
-        .await?;
-        if !insert_job(&mut *tx, first_job).await? {
-            return Err(StoreError::Conflict(
-                "the certificate already has an active job".to_owned(),
-            ));
+        for chunk in new.chunks(ROWS_PER_STATEMENT) {
+            let mut values: Vec<SqlValue> = Vec::with_capacity(chunk.len() * COLUMNS);
+            for (cert, _) in chunk {
+                let (renew_fraction, renew_days) = match cert.renewal_policy.trigger() {
+                    RenewalTrigger::LifetimeFraction(fraction) => (Some(fraction), None),
+                    RenewalTrigger::DaysBeforeExpiry(days) => (None, Some(i64::from(days))),
+                };
+                values.extend([
+                    cert.id.to_string().into(),
+                    cert.name.as_str().into(),
+                    cert.common_name.as_str().into(),
+                    sans_json(&cert.sans).into(),
+                    cert.issuer_id.as_str().into(),
+                    cert.key_type.as_str().into(),
+                    cert.key_source.as_str().into(),
+                    cert.csr_pem.clone().into(),
+                    cert.status.as_str().into(),
+                    cert.validity.whole_days().into(),
+                    renew_fraction.into(),
+                    renew_days.into(),
+                    cert.renewal_policy.jitter_fraction().into(),
+                    labels_json(&cert.labels).into(),
+                    to_ms(cert.created_at).into(),
+                    to_ms(cert.updated_at).into(),
+                ]);
+            }
+            let statement = sql!(
+                "INSERT INTO certificates (id, name, common_name, sans, issuer_id, key_type, key_source, csr_pem, \
+                 status, validity_days, renew_fraction, renew_days, renew_jitter, labels, created_at, updated_at) \
+                 VALUES {}",
+                values_list(chunk.len(), COLUMNS, 0)
+            );
+            bind_all(sqlx::query(statement), values).execute(&mut *tx).await?;
+            let jobs: Vec<&Job> = chunk.iter().map(|(_, job)| *job).collect();
+            if insert_jobs(&mut *tx, &jobs).await? != jobs.len() as u64 {
+                return Err(StoreError::Conflict(
+                    "a certificate already has an active job".to_owned(),
+                ));
+            }
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Several certificates by id, in no particular order; missing ids are left out.
+    pub async fn certificates_by_ids(&self, ids: &[CertificateId]) -> Result<Vec<Certificate>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let statement = sql!(
+                "SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            let values = chunk.iter().map(|id| SqlValue::from(id.to_string())).collect();
+            let rows = bind_all(sqlx::query(statement), values).fetch_all(&self.read).await?;
+            for row in &rows {
+                found.push(certificate(row)?);
+            }
+        }
+        Ok(found)
     }
 
     /// One certificate.
@@ -128,13 +167,9 @@ impl Store {
         filter: &CertificateFilter,
         now: OffsetDateTime,
     ) -> Result<CertificatePage, StoreError> {
-        enum Bind {
-            Text(String),
-            Int(i64),
-        }
         let mut sql = format!("SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE 1 = 1");
-        let mut binds: Vec<Bind> = Vec::new();
-        let mut push = |sql: &mut String, clause: &str, bind: Bind| {
+        let mut binds: Vec<SqlValue> = Vec::new();
+        let mut push = |sql: &mut String, clause: &str, bind: SqlValue| {
             binds.push(bind);
             sql.push_str(&clause.replace("$?", &format!("${}", binds.len())));
         };
@@ -142,35 +177,30 @@ impl Store {
             Some(CertificateStatus::Active) => push(
                 &mut sql,
                 " AND status = 'active' AND not_after > $?",
-                Bind::Int(to_ms(now)),
+                SqlValue::from(to_ms(now)),
             ),
             Some(CertificateStatus::Expired) => push(
                 &mut sql,
                 " AND (status = 'expired' OR (status = 'active' AND not_after <= $?))",
-                Bind::Int(to_ms(now)),
+                SqlValue::from(to_ms(now)),
             ),
-            Some(status) => push(&mut sql, " AND status = $?", Bind::Text(status.as_str().to_owned())),
+            Some(status) => push(&mut sql, " AND status = $?", SqlValue::from(status.as_str())),
             None => {}
         }
         if let Some(issuer_id) = &filter.issuer_id {
-            push(&mut sql, " AND issuer_id = $?", Bind::Text(issuer_id.to_string()));
+            push(&mut sql, " AND issuer_id = $?", SqlValue::from(issuer_id.to_string()));
         }
         if let Some(before) = filter.expiring_before {
-            push(&mut sql, " AND not_after < $?", Bind::Int(to_ms(before)));
+            push(&mut sql, " AND not_after < $?", SqlValue::from(to_ms(before)));
         }
         if let Some(cursor) = filter.cursor {
-            push(&mut sql, " AND id > $?", Bind::Text(cursor.to_string()));
+            push(&mut sql, " AND id > $?", SqlValue::from(cursor.to_string()));
         }
         let limit = filter.limit.clamp(1, 1000);
         sql.push_str(&format!(" ORDER BY id LIMIT {}", limit + 1));
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for bind in binds {
-            query = match bind {
-                Bind::Text(text) => query.bind(text),
-                Bind::Int(int) => query.bind(int),
-            };
-        }
-        let rows = query.fetch_all(&self.read).await?;
+        let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), binds)
+            .fetch_all(&self.read)
+            .await?;
         let mut items = rows.iter().map(certificate).collect::<Result<Vec<_>, _>>()?;
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
@@ -273,9 +303,10 @@ impl Store {
         Ok(res.rows_affected() == 1)
     }
 
-    /// Records successful jobs and their new versions, all in one transaction (one commit for a
-    /// batch keeps SQLite's fsyncs off the critical path). A completion whose claim is stale is
-    /// skipped. Returns, per completion, the version number stored or `None` if skipped.
+    /// Records successful jobs and their new versions, all in one transaction of three
+    /// multi-row statements per chunk: fenced job updates, certificate updates, version inserts.
+    /// Batching keeps SQLite's single writer from becoming the bottleneck. A completion whose
+    /// claim is stale is skipped. Returns, per completion, the version number stored or `None`.
     pub async fn complete_jobs(
         &self,
         owner: &str,
@@ -283,61 +314,100 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<Vec<Option<u32>>, StoreError> {
         let mut tx = self.write.begin().await?;
-        let mut stored = Vec::with_capacity(completions.len());
-        for completion in completions {
-            let claimed = &completion.claimed;
+        let mut stored = vec![None; completions.len()];
+        for (chunk_idx, chunk) in completions.chunks(ROWS_PER_STATEMENT).enumerate() {
+            let chunk_start = chunk_idx * ROWS_PER_STATEMENT;
             // The fenced job update comes first: it takes SQLite's write lock at once and, on
-            // PostgreSQL, the row lock, so nothing below can race another worker.
-            let res = sqlx::query(
+            // PostgreSQL, the row locks, so nothing below can race another worker.
+            let mut values: Vec<SqlValue> = vec![to_ms(now).into(), owner.into()];
+            for completion in chunk {
+                values.push(completion.claimed.job.id.to_string().into());
+                values.push(i64::from(completion.claimed.attempt).into());
+            }
+            let statement = sql!(
                 "UPDATE jobs SET state = 'succeeded', active_key = NULL, lease_owner = NULL, lease_until = NULL, \
-                 last_error = NULL, updated_at = $1, finished_at = $1 WHERE id = $2 AND state = 'running' \
-                 AND lease_owner = $3 AND attempts = $4",
-            )
-            .bind(to_ms(now))
-            .bind(claimed.job.id.to_string())
-            .bind(owner)
-            .bind(i64::from(claimed.attempt))
-            .execute(&mut *tx)
-            .await?;
-            if res.rows_affected() == 0 {
-                stored.push(None);
+                 last_error = NULL, updated_at = $1, finished_at = $1 FROM (VALUES {}) AS claimed \
+                 WHERE jobs.id = claimed.column1 AND jobs.attempts = claimed.column2 AND jobs.state = 'running' \
+                 AND jobs.lease_owner = $2 RETURNING id",
+                values_list(chunk.len(), 2, 2)
+            );
+            let rows = bind_all(sqlx::query(statement), values).fetch_all(&mut *tx).await?;
+            let fenced = rows
+                .iter()
+                .map(|row| row.try_get::<String, _>("id"))
+                .collect::<Result<HashSet<_>, _>>()?;
+            // Indices into `completions` of the claims that are still this worker's.
+            let current: Vec<usize> = (chunk_start..chunk_start + chunk.len())
+                .filter(|idx| fenced.contains(&completions[*idx].claimed.job.id.to_string()))
+                .collect();
+            if current.is_empty() {
                 continue;
             }
-            let new = &completion.version;
-            let number: i64 = sqlx::query_scalar(
-                "UPDATE certificates SET current_version = current_version + 1, status = 'active', serial = $1, \
-                 fingerprint = $2, not_before = $3, not_after = $4, renew_at = $5, last_error = NULL, \
-                 revoked_at = NULL, revocation_reason = NULL, updated_at = $6 WHERE id = $7 RETURNING current_version",
-            )
-            .bind(&new.serial)
-            .bind(&new.fingerprint)
-            .bind(to_ms(new.not_before))
-            .bind(to_ms(new.not_after))
-            .bind(to_ms(completion.renew_at))
-            .bind(to_ms(now))
-            .bind(claimed.job.certificate_id.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
-            sqlx::query(
+
+            let mut values: Vec<SqlValue> = vec![to_ms(now).into()];
+            for idx in &current {
+                let completion = &completions[*idx];
+                let new = &completion.version;
+                values.extend([
+                    completion.claimed.job.certificate_id.to_string().into(),
+                    new.serial.as_str().into(),
+                    new.fingerprint.as_str().into(),
+                    to_ms(new.not_before).into(),
+                    to_ms(new.not_after).into(),
+                    to_ms(completion.renew_at).into(),
+                ]);
+            }
+            let statement = sql!(
+                "UPDATE certificates SET current_version = current_version + 1, status = 'active', \
+                 serial = issued.column2, fingerprint = issued.column3, not_before = issued.column4, \
+                 not_after = issued.column5, renew_at = issued.column6, last_error = NULL, revoked_at = NULL, \
+                 revocation_reason = NULL, updated_at = $1 FROM (VALUES {}) AS issued \
+                 WHERE certificates.id = issued.column1 RETURNING id, current_version",
+                values_list(current.len(), 6, 1)
+            );
+            let rows = bind_all(sqlx::query(statement), values).fetch_all(&mut *tx).await?;
+            let mut numbers: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+            for row in &rows {
+                numbers.insert(row.try_get("id")?, row.try_get("current_version")?);
+            }
+
+            const COLUMNS: usize = 12;
+            let mut values: Vec<SqlValue> = Vec::with_capacity(current.len() * COLUMNS);
+            let mut n_rows = 0;
+            for idx in &current {
+                let completion = &completions[*idx];
+                let certificate_id = completion.claimed.job.certificate_id.to_string();
+                // A certificate deleted since the claim has no row to update: nothing to store.
+                let Some(&number) = numbers.get(&certificate_id) else {
+                    continue;
+                };
+                let new = &completion.version;
+                values.extend([
+                    certificate_id.into(),
+                    number.into(),
+                    new.serial.as_str().into(),
+                    new.fingerprint.as_str().into(),
+                    new.cert_pem.as_str().into(),
+                    new.chain_pem.as_str().into(),
+                    new.csr_pem.as_str().into(),
+                    new.private_key_pem.clone().into(),
+                    to_ms(new.not_before).into(),
+                    to_ms(new.not_after).into(),
+                    completion.claimed.job.id.to_string().into(),
+                    to_ms(now).into(),
+                ]);
+                n_rows += 1;
+                stored[*idx] = u32::try_from(number).ok();
+            }
+            if n_rows == 0 {
+                continue;
+            }
+            let statement = sql!(
                 "INSERT INTO certificate_versions (certificate_id, version, serial, fingerprint, cert_pem, chain_pem, \
-                 csr_pem, private_key_pem, not_before, not_after, job_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(claimed.job.certificate_id.to_string())
-            .bind(number)
-            .bind(&new.serial)
-            .bind(&new.fingerprint)
-            .bind(&new.cert_pem)
-            .bind(&new.chain_pem)
-            .bind(&new.csr_pem)
-            .bind(new.private_key_pem.clone())
-            .bind(to_ms(new.not_before))
-            .bind(to_ms(new.not_after))
-            .bind(claimed.job.id.to_string())
-            .bind(to_ms(now))
-            .execute(&mut *tx)
-            .await?;
-            stored.push(u32::try_from(number).ok());
+                 csr_pem, private_key_pem, not_before, not_after, job_id, created_at) VALUES {}",
+                values_list(n_rows, COLUMNS, 0)
+            );
+            bind_all(sqlx::query(statement), values).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(stored)

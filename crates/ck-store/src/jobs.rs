@@ -5,7 +5,7 @@ use ck_domain::{CertificateId, CertificateStatus, Job, JobId, JobState};
 use sqlx::Row;
 use time::{Duration, OffsetDateTime};
 
-use crate::rows::{JOB_COLUMNS, job, to_ms};
+use crate::rows::{JOB_COLUMNS, SqlValue, bind_all, job, to_ms, values_list};
 use crate::{Store, StoreError};
 
 /// What `enqueue` did.
@@ -52,8 +52,7 @@ pub struct JobFilter {
 impl Store {
     /// Stores a pending job unless the certificate already has an active one.
     pub async fn enqueue(&self, new_job: &Job) -> Result<EnqueueOutcome, StoreError> {
-        let inserted = insert_job(&self.write, new_job).await?;
-        if inserted {
+        if insert_jobs(&self.write, &[new_job]).await? == 1 {
             return Ok(EnqueueOutcome::Created(new_job.clone()));
         }
         let existing = self
@@ -223,34 +222,40 @@ impl Store {
     }
 }
 
-/// Inserts a job; false when the certificate already has an active one.
-pub(crate) async fn insert_job<'e, E>(executor: E, new_job: &Job) -> Result<bool, StoreError>
+/// Inserts jobs; a job whose certificate already has an active one is skipped. Returns how
+/// many were inserted.
+pub(crate) async fn insert_jobs<'e, E>(executor: E, new_jobs: &[&Job]) -> Result<u64, StoreError>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    let active_key = if new_job.state.is_terminal() {
-        None
-    } else {
-        Some(new_job.certificate_id.to_string())
-    };
-    let res = sqlx::query(
+    const COLUMNS: usize = 12;
+    let mut values: Vec<SqlValue> = Vec::with_capacity(new_jobs.len() * COLUMNS);
+    for job in new_jobs {
+        let active_key = if job.state.is_terminal() {
+            None
+        } else {
+            Some(job.certificate_id.to_string())
+        };
+        values.extend([
+            job.id.to_string().into(),
+            job.kind.as_str().into(),
+            job.certificate_id.to_string().into(),
+            job.state.as_str().into(),
+            i64::from(job.attempts).into(),
+            i64::from(job.max_attempts).into(),
+            to_ms(job.run_after).into(),
+            job.last_error.clone().into(),
+            active_key.into(),
+            to_ms(job.created_at).into(),
+            to_ms(job.updated_at).into(),
+            job.finished_at.map(to_ms).into(),
+        ]);
+    }
+    let statement = sql!(
         "INSERT INTO jobs (id, kind, certificate_id, state, attempts, max_attempts, run_after, last_error, active_key, \
-         created_at, updated_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-         ON CONFLICT (active_key) DO NOTHING",
-    )
-    .bind(new_job.id.to_string())
-    .bind(new_job.kind.as_str())
-    .bind(new_job.certificate_id.to_string())
-    .bind(new_job.state.as_str())
-    .bind(i64::from(new_job.attempts))
-    .bind(i64::from(new_job.max_attempts))
-    .bind(to_ms(new_job.run_after))
-    .bind(new_job.last_error.clone())
-    .bind(active_key)
-    .bind(to_ms(new_job.created_at))
-    .bind(to_ms(new_job.updated_at))
-    .bind(new_job.finished_at.map(to_ms))
-    .execute(executor)
-    .await?;
-    Ok(res.rows_affected() == 1)
+         created_at, updated_at, finished_at) VALUES {} ON CONFLICT (active_key) DO NOTHING",
+        values_list(new_jobs.len(), COLUMNS, 0)
+    );
+    let res = bind_all(sqlx::query(statement), values).execute(executor).await?;
+    Ok(res.rows_affected())
 }

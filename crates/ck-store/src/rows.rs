@@ -143,3 +143,93 @@ pub(crate) fn job(row: &AnyRow) -> Result<Job, StoreError> {
         finished_at: opt_time(row, "finished_at")?,
     })
 }
+
+/// Rows per multi-row statement: far below the engines' parameter limits (SQLite 32766,
+/// PostgreSQL 65535) even for the widest table.
+pub(crate) const ROWS_PER_STATEMENT: usize = 200;
+
+/// A value bound into a statement built at run time (multi-row inserts, optional filters).
+pub(crate) enum SqlValue {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Real(Option<f64>),
+}
+
+impl From<String> for SqlValue {
+    fn from(text: String) -> Self {
+        Self::Text(Some(text))
+    }
+}
+
+impl From<&str> for SqlValue {
+    fn from(text: &str) -> Self {
+        Self::Text(Some(text.to_owned()))
+    }
+}
+
+impl From<Option<String>> for SqlValue {
+    fn from(text: Option<String>) -> Self {
+        Self::Text(text)
+    }
+}
+
+impl From<i64> for SqlValue {
+    fn from(int: i64) -> Self {
+        Self::Int(Some(int))
+    }
+}
+
+impl From<Option<i64>> for SqlValue {
+    fn from(int: Option<i64>) -> Self {
+        Self::Int(int)
+    }
+}
+
+impl From<Option<f64>> for SqlValue {
+    fn from(real: Option<f64>) -> Self {
+        Self::Real(real)
+    }
+}
+
+impl From<f64> for SqlValue {
+    fn from(real: f64) -> Self {
+        Self::Real(Some(real))
+    }
+}
+
+pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds values in order.
+pub(crate) fn bind_all(mut query: AnyQuery<'_>, values: Vec<SqlValue>) -> AnyQuery<'_> {
+    for value in values {
+        query = match value {
+            SqlValue::Text(text) => query.bind(text),
+            SqlValue::Int(int) => query.bind(int),
+            SqlValue::Real(real) => query.bind(real),
+        };
+    }
+    query
+}
+
+/// `($3, $4), ($5, $6)` for 2 rows of 2 columns after 2 other parameters: the VALUES list of a
+/// multi-row statement.
+pub(crate) fn values_list(n_rows: usize, n_cols: usize, n_before: usize) -> String {
+    let rows: Vec<String> = (0..n_rows)
+        .map(|row| {
+            let cells: Vec<String> = (1..=n_cols)
+                .map(|col| format!("${}", n_before + row * n_cols + col))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect();
+    rows.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_lists_number_placeholders_row_by_row() {
+        assert_eq!(super::values_list(2, 3, 0), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(super::values_list(2, 2, 2), "($3, $4), ($5, $6)");
+    }
+}

@@ -69,6 +69,7 @@ both_engines!(
     failures_retry_then_fail_and_stale_claims_are_fenced,
     revoke_list_and_delete,
     migrations_are_idempotent,
+    batches_cross_statement_chunks,
 );
 
 fn now() -> OffsetDateTime {
@@ -449,4 +450,44 @@ async fn migrations_are_idempotent(store: Store) {
     store.ping().await.unwrap();
     with_issuer(&store).await;
     assert_eq!(store.issuers().await.unwrap().len(), 1);
+}
+
+async fn batches_cross_statement_chunks(store: Store) {
+    with_issuer(&store).await;
+    let certs: Vec<Certificate> = (0..250).map(|i| new_certificate(&format!("b{i}.internal"))).collect();
+    let jobs: Vec<Job> = certs.iter().map(|c| new_job(c.id, JobKind::Issue)).collect();
+    let pairs: Vec<(&Certificate, &Job)> = certs.iter().zip(&jobs).collect();
+    store.create_certificates(&pairs).await.unwrap();
+    let ids: Vec<CertificateId> = certs.iter().map(|c| c.id).collect();
+    assert_eq!(store.certificates_by_ids(&ids).await.unwrap().len(), 250);
+
+    let claimed = store.claim_jobs("w", now(), Duration::minutes(1), 300).await.unwrap();
+    assert_eq!(claimed.len(), 250);
+    let mut completions: Vec<Completion> = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Completion {
+            claimed: c.clone(),
+            version: version(&format!("{i:04}")),
+            renew_at: now(),
+        })
+        .collect();
+    // One stale claim in the middle of the second chunk: it alone is skipped.
+    completions[210].claimed.attempt = 99;
+    let stored = store.complete_jobs("w", &completions, now()).await.unwrap();
+    assert_eq!(stored.iter().filter(|v| **v == Some(1)).count(), 249);
+    assert_eq!(stored[210], None);
+    let skipped = completions[210].claimed.job.certificate_id;
+    assert!(store.versions(skipped).await.unwrap().is_empty());
+    assert_eq!(
+        store.job(completions[210].claimed.job.id).await.unwrap().unwrap().state,
+        JobState::Running
+    );
+    let done = completions[0].claimed.job.certificate_id;
+    let (stored_version, _) = store.version_with_key(done, 1).await.unwrap().unwrap();
+    assert_eq!(stored_version.serial, "0000");
+    assert_eq!(
+        store.certificate(done).await.unwrap().unwrap().serial.as_deref(),
+        Some("0000")
+    );
 }
