@@ -32,9 +32,26 @@ pub struct ParsedCsr {
     pub key_description: String,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SignatureCheck {
+    Verify,
+    Skip,
+}
+
 impl ParsedCsr {
-    /// Parses PEM (or DER) and checks the signature and key strength.
+    /// Parses PEM (or DER) and checks the signature and key strength: for CSRs from outside.
     pub fn parse(input: &[u8]) -> Result<Self, PkiError> {
+        Self::read(input, SignatureCheck::Verify)
+    }
+
+    /// Parses a CSR that `parse` accepted before and the server stored (renewals re-sign it).
+    /// The signature is not checked again: an ECDSA verification costs more than signing the
+    /// certificate, and whoever can alter stored rows can alter anything else there too.
+    pub fn parse_stored(input: &[u8]) -> Result<Self, PkiError> {
+        Self::read(input, SignatureCheck::Skip)
+    }
+
+    fn read(input: &[u8], signature_check: SignatureCheck) -> Result<Self, PkiError> {
         let der = match std::str::from_utf8(input) {
             Ok(text) if text.contains("-----BEGIN") => {
                 let block = pem::parse(text).map_err(|e| PkiError::CsrUnparsable(e.to_string()))?;
@@ -54,7 +71,9 @@ impl ParsedCsr {
         // Key first: "unsupported curve" is a more useful answer than "bad signature" for a key
         // whose signature the provider cannot even check.
         let key_description = check_key_strength(&info.subject_pki)?;
-        csr.verify_signature().map_err(|_| PkiError::CsrBadSignature)?;
+        if signature_check == SignatureCheck::Verify {
+            csr.verify_signature().map_err(|_| PkiError::CsrBadSignature)?;
+        }
         let common_name = info
             .subject
             .iter_common_name()

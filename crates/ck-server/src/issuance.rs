@@ -35,7 +35,8 @@ pub(crate) fn issue(
                 .csr_pem
                 .as_deref()
                 .ok_or_else(|| IssueFailure::permanent("the stored CSR is missing"))?;
-            let csr = ParsedCsr::parse(csr_pem.as_bytes()).map_err(|e| IssueFailure::permanent(e.to_string()))?;
+            let csr =
+                ParsedCsr::parse_stored(csr_pem.as_bytes()).map_err(|e| IssueFailure::permanent(e.to_string()))?;
             (csr.public_key_der, csr.pem, None)
         }
         KeySource::Server => {
