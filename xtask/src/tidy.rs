@@ -59,13 +59,28 @@ const DEPENDENCY_TABLE: &[CrateRule] = &[
         forbidden: &["sqlx", "axum", "tokio"],
     },
     CrateRule {
+        name: "ck-dns",
+        internal: &[],
+        forbidden: &["sqlx", "axum", "rcgen"],
+    },
+    CrateRule {
+        name: "ck-acme",
+        internal: &["ck-domain", "ck-dns"],
+        forbidden: &["sqlx", "axum", "reqwest"],
+    },
+    CrateRule {
+        name: "ck-test-peers",
+        internal: &[],
+        forbidden: &["sqlx", "axum"],
+    },
+    CrateRule {
         name: "ck-server",
-        internal: &["ck-domain", "ck-pki", "ck-store"],
+        internal: &["ck-domain", "ck-pki", "ck-store", "ck-acme", "ck-dns"],
         forbidden: &["axum", "reqwest"],
     },
     CrateRule {
         name: "ck-api",
-        internal: &["ck-domain", "ck-api-types", "ck-server", "ck-store"],
+        internal: &["ck-domain", "ck-api-types", "ck-server", "ck-store", "ck-acme"],
         forbidden: &["sqlx", "reqwest"],
     },
     CrateRule {
@@ -83,6 +98,9 @@ const DEPENDENCY_TABLE: &[CrateRule] = &[
             "ck-server",
             "ck-api",
             "ck-client",
+            "ck-acme",
+            "ck-dns",
+            "ck-test-peers",
         ],
         forbidden: &[],
     },

@@ -1,0 +1,1 @@
+//! dns-01 record providers and the propagation check.

@@ -1,0 +1,1 @@
+//! Real test peers on 127.0.0.1: Pebble, pebble-challtestsrv, BIND.
