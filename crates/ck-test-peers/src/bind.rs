@@ -1,0 +1,1 @@
+//! BIND9 (named) fixture: to be written.

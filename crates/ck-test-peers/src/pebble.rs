@@ -1,0 +1,1 @@
+//! Pebble fixture: to be written.
