@@ -109,6 +109,9 @@ pub struct Certificate {
     pub key_source: KeySource,
     /// The CSR, in CSR mode (re-signed on renewal: same key, new certificate).
     pub csr_pem: Option<String>,
+    /// ACME challenge type for this certificate (`http-01`, `tls-alpn-01`, `dns-01`), overriding
+    /// the issuer's default; `None` for the default and for non-ACME issuers.
+    pub challenge: Option<String>,
     /// Lifecycle status.
     pub status: CertificateStatus,
     /// Requested lifetime of each version.

@@ -156,6 +156,8 @@ pub struct Job {
     pub run_after: OffsetDateTime,
     /// The error of the last failed attempt.
     pub last_error: Option<String>,
+    /// The CA's problem document (JSON) of the last failed attempt, when a CA sent one.
+    pub problem: Option<String>,
     /// When it was enqueued.
     pub created_at: OffsetDateTime,
     /// When it last changed.

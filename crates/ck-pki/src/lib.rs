@@ -4,10 +4,12 @@
 //! text and times, and get PEM text back. Every CA operation takes `now` as an argument.
 
 mod ca;
+mod chain;
 mod csr;
 mod keys;
 
 pub use ca::{CaConfig, CaMaterial, IssuedCertificate, LeafProfile, LocalCa};
+pub use chain::{ReceivedChain, inspect_received_chain, pem_block_der};
 pub use csr::{ParsedCsr, build_csr};
 pub use keys::{PrivateKeyPem, ServerKey, generate_key};
 
@@ -33,6 +35,9 @@ pub enum PkiError {
     /// Stored CA material does not load.
     #[error("the CA material is unusable: {0}")]
     CaMaterial(String),
+    /// A certificate chain from a remote CA is unusable.
+    #[error("the CA's certificate chain is unusable: {0}")]
+    BadChain(String),
     /// Signing failed inside rcgen or the crypto provider.
     #[error("signing failed: {0}")]
     Signing(String),

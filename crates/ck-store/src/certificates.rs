@@ -88,7 +88,7 @@ impl Store {
     /// Stores new certificates with their first jobs, all in one transaction with multi-row
     /// inserts: the group commit of concurrent create requests.
     pub async fn create_certificates(&self, new: &[(&Certificate, &Job)]) -> Result<(), StoreError> {
-        const COLUMNS: usize = 16;
+        const COLUMNS: usize = 17;
         let mut tx = self.write.begin().await?;
         for chunk in new.chunks(ROWS_PER_STATEMENT) {
             let mut values: Vec<SqlValue> = Vec::with_capacity(chunk.len() * COLUMNS);
@@ -106,6 +106,7 @@ impl Store {
                     cert.key_type.as_str().into(),
                     cert.key_source.as_str().into(),
                     cert.csr_pem.clone().into(),
+                    cert.challenge.clone().into(),
                     cert.status.as_str().into(),
                     cert.validity.whole_days().into(),
                     renew_fraction.into(),
@@ -118,7 +119,7 @@ impl Store {
             }
             let statement = sql!(
                 "INSERT INTO certificates (id, name, common_name, sans, issuer_id, key_type, key_source, csr_pem, \
-                 status, validity_days, renew_fraction, renew_days, renew_jitter, labels, created_at, updated_at) \
+                 challenge, status, validity_days, renew_fraction, renew_days, renew_jitter, labels, created_at, updated_at) \
                  VALUES {}",
                 values_list(chunk.len(), COLUMNS, 0)
             );

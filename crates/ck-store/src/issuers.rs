@@ -1,6 +1,7 @@
 //! Issuers (with the local CA's material) and API tokens.
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
 use crate::rows::{from_ms, to_ms};
@@ -21,8 +22,27 @@ pub struct IssuerRecord {
     pub intermediate_cert_pem: Option<String>,
     /// The intermediate key.
     pub intermediate_key_pem: Option<String>,
+    /// Settings JSON of non-local issuers (secrets included).
+    pub settings: Option<String>,
+    /// ACME account credentials JSON. Secret.
+    pub account_credentials: Option<String>,
+    /// ACME account URL.
+    pub account_url: Option<String>,
+    /// Last health check result.
+    pub health: Option<IssuerHealth>,
     /// Creation time.
     pub created_at: OffsetDateTime,
+}
+
+/// The result of an issuer health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerHealth {
+    /// Whether the issuer answered and its account is valid.
+    pub healthy: bool,
+    /// What was found.
+    pub detail: String,
+    /// When.
+    pub checked_at: OffsetDateTime,
 }
 
 impl std::fmt::Debug for IssuerRecord {
@@ -52,7 +72,7 @@ impl Store {
     pub async fn insert_issuer_if_absent(&self, issuer: &IssuerRecord) -> Result<bool, StoreError> {
         let res = sqlx::query(
             "INSERT INTO issuers (id, kind, root_cert_pem, root_key_pem, intermediate_cert_pem, intermediate_key_pem, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+             created_at, settings) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&issuer.id)
         .bind(&issuer.kind)
@@ -61,6 +81,7 @@ impl Store {
         .bind(&issuer.intermediate_cert_pem)
         .bind(&issuer.intermediate_key_pem)
         .bind(to_ms(issuer.created_at))
+        .bind(&issuer.settings)
         .execute(&self.write)
         .await?;
         Ok(res.rows_affected() == 1)
@@ -69,24 +90,77 @@ impl Store {
     /// Every issuer, by id.
     pub async fn issuers(&self) -> Result<Vec<IssuerRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, kind, root_cert_pem, root_key_pem, intermediate_cert_pem, intermediate_key_pem, created_at \
+            "SELECT id, kind, root_cert_pem, root_key_pem, intermediate_cert_pem, intermediate_key_pem, created_at, \
+             settings, account_credentials, account_url, health, health_detail, health_checked_at \
              FROM issuers ORDER BY id",
         )
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(IssuerRecord {
-                    id: row.try_get("id")?,
-                    kind: row.try_get("kind")?,
-                    root_cert_pem: row.try_get("root_cert_pem")?,
-                    root_key_pem: row.try_get("root_key_pem")?,
-                    intermediate_cert_pem: row.try_get("intermediate_cert_pem")?,
-                    intermediate_key_pem: row.try_get("intermediate_key_pem")?,
-                    created_at: from_ms(row.try_get("created_at")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(issuer_from_row).collect()
+    }
+
+    /// One issuer, read from the writer (fresh after a concurrent update).
+    pub async fn issuer(&self, id: &str) -> Result<Option<IssuerRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, kind, root_cert_pem, root_key_pem, intermediate_cert_pem, intermediate_key_pem, created_at, \
+             settings, account_credentials, account_url, health, health_detail, health_checked_at \
+             FROM issuers WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.write)
+        .await?;
+        row.as_ref().map(issuer_from_row).transpose()
+    }
+
+    /// Replaces an issuer's settings (config-file issuers: the file is the source of truth).
+    /// Inserts the issuer when absent. Returns whether the settings changed.
+    pub async fn upsert_issuer_settings(
+        &self,
+        id: &str,
+        kind: &str,
+        settings: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO issuers (id, kind, settings, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET settings = excluded.settings, kind = excluded.kind \
+             WHERE issuers.settings IS DISTINCT FROM excluded.settings OR issuers.kind <> excluded.kind",
+        )
+        .bind(id)
+        .bind(kind)
+        .bind(settings)
+        .bind(to_ms(now))
+        .execute(&self.write)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Stores an issuer's ACME account (after registration or key rollover).
+    pub async fn set_issuer_account(
+        &self,
+        id: &str,
+        credentials: Option<&str>,
+        account_url: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE issuers SET account_credentials = $1, account_url = $2 WHERE id = $3")
+            .bind(credentials)
+            .bind(account_url)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a health check.
+    pub async fn set_issuer_health(&self, id: &str, health: &IssuerHealth) -> Result<(), StoreError> {
+        sqlx::query("UPDATE issuers SET health = $1, health_detail = $2, health_checked_at = $3 WHERE id = $4")
+            .bind(if health.healthy { "healthy" } else { "unhealthy" })
+            .bind(&health.detail)
+            .bind(to_ms(health.checked_at))
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
     }
 
     /// Stores a token hash.
@@ -134,4 +208,31 @@ impl Store {
             })
             .collect()
     }
+}
+
+fn issuer_from_row(row: &AnyRow) -> Result<IssuerRecord, StoreError> {
+    let health = match (
+        row.try_get::<Option<String>, _>("health")?,
+        row.try_get::<Option<i64>, _>("health_checked_at")?,
+    ) {
+        (Some(health), Some(at)) => Some(IssuerHealth {
+            healthy: health == "healthy",
+            detail: row.try_get::<Option<String>, _>("health_detail")?.unwrap_or_default(),
+            checked_at: from_ms(at)?,
+        }),
+        _ => None,
+    };
+    Ok(IssuerRecord {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        root_cert_pem: row.try_get("root_cert_pem")?,
+        root_key_pem: row.try_get("root_key_pem")?,
+        intermediate_cert_pem: row.try_get("intermediate_cert_pem")?,
+        intermediate_key_pem: row.try_get("intermediate_key_pem")?,
+        settings: row.try_get("settings")?,
+        account_credentials: row.try_get("account_credentials")?,
+        account_url: row.try_get("account_url")?,
+        health,
+        created_at: from_ms(row.try_get("created_at")?)?,
+    })
 }

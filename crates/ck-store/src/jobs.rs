@@ -5,7 +5,7 @@ use ck_domain::{CertificateId, CertificateStatus, Job, JobId, JobState};
 use sqlx::Row;
 use time::{Duration, OffsetDateTime};
 
-use crate::rows::{JOB_COLUMNS, SqlValue, bind_all, job, to_ms, values_list};
+use crate::rows::{JOB_COLUMNS, SqlValue, bind_all, from_ms, job, to_ms, values_list};
 use crate::{Store, StoreError};
 
 /// What `enqueue` did.
@@ -127,6 +127,7 @@ impl Store {
         owner: &str,
         claimed: &ClaimedJob,
         error: &str,
+        problem: Option<&str>,
         retry_at: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
@@ -134,14 +135,14 @@ impl Store {
         let res = match retry_at {
             Some(retry_at) => sqlx::query(
                 "UPDATE jobs SET state = 'pending', run_after = $1, lease_owner = NULL, lease_until = NULL, \
-                 last_error = $2, updated_at = $3 WHERE id = $4 AND state = 'running' AND lease_owner = $5 \
-                 AND attempts = $6",
+                 last_error = $2, updated_at = $3, problem = $7 WHERE id = $4 AND state = 'running' \
+                 AND lease_owner = $5 AND attempts = $6",
             )
             .bind(to_ms(retry_at)),
             None => sqlx::query(
                 "UPDATE jobs SET state = 'failed', active_key = NULL, lease_owner = NULL, lease_until = NULL, \
-                 last_error = $1, updated_at = $2, finished_at = $2 WHERE id = $3 AND state = 'running' \
-                 AND lease_owner = $4 AND attempts = $5",
+                 last_error = $1, updated_at = $2, finished_at = $2, problem = $6 WHERE id = $3 \
+                 AND state = 'running' AND lease_owner = $4 AND attempts = $5",
             ),
         }
         .bind(error)
@@ -149,6 +150,7 @@ impl Store {
         .bind(claimed.job.id.to_string())
         .bind(owner)
         .bind(i64::from(claimed.attempt))
+        .bind(problem)
         .execute(&mut *tx)
         .await?;
         if res.rows_affected() == 0 {
@@ -171,6 +173,130 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Puts a claimed job back to pending until `run_after` without counting the attempt (it
+    /// never reached the CA: an identifier is backing off). Returns false if the claim was stale.
+    pub async fn defer_job(
+        &self,
+        owner: &str,
+        claimed: &ClaimedJob,
+        reason: &str,
+        run_after: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "UPDATE jobs SET state = 'pending', run_after = $1, lease_owner = NULL, lease_until = NULL, \
+             attempts = attempts - 1, last_error = $2, updated_at = $3 WHERE id = $4 AND state = 'running' \
+             AND lease_owner = $5 AND attempts = $6",
+        )
+        .bind(to_ms(run_after))
+        .bind(reason)
+        .bind(to_ms(now))
+        .bind(claimed.job.id.to_string())
+        .bind(owner)
+        .bind(i64::from(claimed.attempt))
+        .execute(&self.write)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Extends the lease of a claimed job that is still at work (a long ACME order), so no
+    /// other worker takes it over. Returns false if the claim was lost.
+    pub async fn extend_lease(
+        &self,
+        owner: &str,
+        claimed: &ClaimedJob,
+        lease_until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "UPDATE jobs SET lease_until = $1 WHERE id = $2 AND state = 'running' AND lease_owner = $3 \
+             AND attempts = $4",
+        )
+        .bind(to_ms(lease_until))
+        .bind(claimed.job.id.to_string())
+        .bind(owner)
+        .bind(i64::from(claimed.attempt))
+        .execute(&self.write)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// The time before which no order for any of `identifiers` should be placed with `issuer`,
+    /// if one of them is backing off after failures.
+    pub async fn identifier_backoff(
+        &self,
+        issuer: &str,
+        identifiers: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Option<(String, OffsetDateTime)>, StoreError> {
+        if identifiers.is_empty() {
+            return Ok(None);
+        }
+        let placeholders: Vec<String> = (0..identifiers.len()).map(|i| format!("${}", i + 3)).collect();
+        let statement = format!(
+            "SELECT identifier, not_before FROM identifier_backoff WHERE issuer_id = $1 AND not_before > $2 \
+             AND identifier IN ({}) ORDER BY not_before DESC LIMIT 1",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement)).bind(issuer).bind(to_ms(now));
+        for identifier in identifiers {
+            query = query.bind(identifier);
+        }
+        let row = query.fetch_optional(&self.read).await?;
+        match row {
+            Some(row) => Ok(Some((row.try_get("identifier")?, from_ms(row.try_get("not_before")?)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Counts one more failure for each identifier and sets its backoff: `delay(failures)` from
+    /// now. Returns the largest failure count.
+    pub async fn record_identifier_failures(
+        &self,
+        issuer: &str,
+        identifiers: &[String],
+        now: OffsetDateTime,
+        delay: impl Fn(u32) -> Duration,
+    ) -> Result<u32, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let mut most = 0;
+        for identifier in identifiers {
+            let failures: Option<i64> = sqlx::query_scalar(
+                "SELECT failures FROM identifier_backoff WHERE issuer_id = $1 AND identifier = $2",
+            )
+            .bind(issuer)
+            .bind(identifier)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let failures = u32::try_from(failures.unwrap_or(0)).unwrap_or(u32::MAX).saturating_add(1);
+            most = most.max(failures);
+            sqlx::query(
+                "INSERT INTO identifier_backoff (issuer_id, identifier, failures, not_before) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (issuer_id, identifier) DO UPDATE SET failures = excluded.failures, \
+                 not_before = excluded.not_before",
+            )
+            .bind(issuer)
+            .bind(identifier)
+            .bind(i64::from(failures))
+            .bind(to_ms(now + delay(failures)))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(most)
+    }
+
+    /// Forgets the failures of `identifiers` after a success.
+    pub async fn clear_identifier_backoff(&self, issuer: &str, identifiers: &[String]) -> Result<(), StoreError> {
+        for identifier in identifiers {
+            sqlx::query("DELETE FROM identifier_backoff WHERE issuer_id = $1 AND identifier = $2")
+                .bind(issuer)
+                .bind(identifier)
+                .execute(&self.write)
+                .await?;
+        }
+        Ok(())
     }
 
     /// One job.

@@ -30,7 +30,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use certificates::{CertificateFilter, CertificatePage, Completion, NewVersion};
 pub use dialect::Backend;
-pub use issuers::{IssuerRecord, TokenRecord};
+pub use issuers::{IssuerHealth, IssuerRecord, TokenRecord};
 pub use jobs::{ClaimedJob, EnqueueOutcome, JobFilter};
 
 /// A failed store operation.

@@ -37,7 +37,7 @@ fn u32_of(column: &str, value: i64) -> Result<u32, StoreError> {
 }
 
 pub(crate) const CERTIFICATE_COLUMNS: &str = "id, name, common_name, sans, issuer_id, key_type, key_source, csr_pem, \
-     status, validity_days, renew_fraction, renew_days, renew_jitter, labels, current_version, serial, fingerprint, \
+     challenge, status, validity_days, renew_fraction, renew_days, renew_jitter, labels, current_version, serial, fingerprint, \
      not_before, not_after, renew_at, last_error, revoked_at, revocation_reason, created_at, updated_at";
 
 pub(crate) fn certificate(row: &AnyRow) -> Result<Certificate, StoreError> {
@@ -75,6 +75,7 @@ pub(crate) fn certificate(row: &AnyRow) -> Result<Certificate, StoreError> {
         key_type: parse("key_type", &row.try_get::<String, _>("key_type")?)?,
         key_source: parse("key_source", &row.try_get::<String, _>("key_source")?)?,
         csr_pem: row.try_get("csr_pem")?,
+        challenge: row.try_get("challenge")?,
         status: parse("status", &row.try_get::<String, _>("status")?)?,
         validity: Duration::days(row.try_get("validity_days")?),
         renewal_policy,
@@ -126,7 +127,7 @@ pub(crate) fn version(row: &AnyRow) -> Result<CertificateVersion, StoreError> {
     })
 }
 
-pub(crate) const JOB_COLUMNS: &str = "id, kind, certificate_id, state, attempts, max_attempts, run_after, last_error, created_at, updated_at, finished_at";
+pub(crate) const JOB_COLUMNS: &str = "id, kind, certificate_id, state, attempts, max_attempts, run_after, last_error, problem, created_at, updated_at, finished_at";
 
 pub(crate) fn job(row: &AnyRow) -> Result<Job, StoreError> {
     Ok(Job {
@@ -138,6 +139,7 @@ pub(crate) fn job(row: &AnyRow) -> Result<Job, StoreError> {
         max_attempts: u32_of("max_attempts", row.try_get("max_attempts")?)?,
         run_after: from_ms(row.try_get("run_after")?)?,
         last_error: row.try_get("last_error")?,
+        problem: row.try_get("problem")?,
         created_at: from_ms(row.try_get("created_at")?)?,
         updated_at: from_ms(row.try_get("updated_at")?)?,
         finished_at: opt_time(row, "finished_at")?,

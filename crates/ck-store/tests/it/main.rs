@@ -63,6 +63,8 @@ macro_rules! both_engines {
 }
 
 both_engines!(
+    acme_issuer_settings_account_and_health,
+    identifier_backoff_defer_and_lease_extension,
     issue_and_renew_lifecycle,
     one_active_job_per_certificate,
     concurrent_claims_never_share_a_job,
@@ -84,6 +86,10 @@ async fn with_issuer(store: &Store) {
         root_key_pem: None,
         intermediate_cert_pem: None,
         intermediate_key_pem: None,
+        settings: None,
+        account_credentials: None,
+        account_url: None,
+        health: None,
         created_at: now(),
     };
     store.insert_issuer_if_absent(&record).await.unwrap();
@@ -103,6 +109,7 @@ fn new_certificate(name: &str) -> Certificate {
         key_type: KeyType::EcdsaP256,
         key_source: KeySource::Csr,
         csr_pem: Some("csr".into()),
+        challenge: None,
         status: CertificateStatus::Pending,
         validity: Duration::days(90),
         renewal_policy: RenewalPolicy::default(),
@@ -131,6 +138,7 @@ fn new_job(certificate_id: CertificateId, kind: JobKind) -> Job {
         max_attempts: 3,
         run_after: now(),
         last_error: None,
+        problem: None,
         created_at: now(),
         updated_at: now(),
         finished_at: None,
@@ -301,6 +309,7 @@ async fn failures_retry_then_fail_and_stale_claims_are_fenced(store: Store) {
                 "w1",
                 &first,
                 "CA unreachable",
+                Some(r#"{"type":"urn:ietf:params:acme:error:serverInternal"}"#),
                 Some(now() + Duration::seconds(5)),
                 now()
             )
@@ -328,7 +337,7 @@ async fn failures_retry_then_fail_and_stale_claims_are_fenced(store: Store) {
         .remove(0);
     assert_eq!(second.attempt, 2);
     // The first claim is stale now: neither its failure nor its completion may land.
-    assert!(!store.fail_job("w1", &first, "late", None, now()).await.unwrap());
+    assert!(!store.fail_job("w1", &first, "late", None, None, now()).await.unwrap());
     let late = Completion {
         claimed: first.clone(),
         version: version("aa"),
@@ -337,7 +346,7 @@ async fn failures_retry_then_fail_and_stale_claims_are_fenced(store: Store) {
     assert_eq!(store.complete_jobs("w1", &[late], now()).await.unwrap(), vec![None]);
     assert!(
         store
-            .fail_job("w1", &second, "refused: bad name", None, now())
+            .fail_job("w1", &second, "refused: bad name", None, None, now())
             .await
             .unwrap()
     );
@@ -490,4 +499,72 @@ async fn batches_cross_statement_chunks(store: Store) {
         store.certificate(done).await.unwrap().unwrap().serial.as_deref(),
         Some("0000")
     );
+}
+
+async fn acme_issuer_settings_account_and_health(store: Store) {
+    assert!(store.upsert_issuer_settings("le", "acme", r#"{"directory":"a"}"#, now()).await.unwrap());
+    assert!(
+        !store.upsert_issuer_settings("le", "acme", r#"{"directory":"a"}"#, now()).await.unwrap(),
+        "same settings: no change"
+    );
+    assert!(store.upsert_issuer_settings("le", "acme", r#"{"directory":"b"}"#, now()).await.unwrap());
+    store.set_issuer_account("le", Some("{creds}"), Some("https://ca/acct/1")).await.unwrap();
+    let health = ck_store::IssuerHealth {
+        healthy: false,
+        detail: "directory unreachable".into(),
+        checked_at: now(),
+    };
+    store.set_issuer_health("le", &health).await.unwrap();
+    let record = store.issuer("le").await.unwrap().unwrap();
+    assert_eq!(record.settings.as_deref(), Some(r#"{"directory":"b"}"#));
+    assert_eq!(record.account_credentials.as_deref(), Some("{creds}"));
+    assert_eq!(record.account_url.as_deref(), Some("https://ca/acct/1"));
+    assert_eq!(record.health.map(|h| (h.healthy, h.detail)), Some((false, "directory unreachable".into())));
+    assert!(!format!("{:?}", store.issuers().await.unwrap()).contains("creds"), "Debug hides secrets");
+    assert!(store.issuer("nope").await.unwrap().is_none());
+}
+
+async fn identifier_backoff_defer_and_lease_extension(store: Store) {
+    with_issuer(&store).await;
+    let names = vec!["a.example".to_owned(), "b.example".to_owned()];
+    assert!(store.identifier_backoff("local", &names, now()).await.unwrap().is_none());
+    let most = store
+        .record_identifier_failures("local", &names[..1], now(), |n| Duration::seconds(60 * i64::from(n)))
+        .await
+        .unwrap();
+    assert_eq!(most, 1);
+    let most = store
+        .record_identifier_failures("local", &names, now(), |n| Duration::seconds(60 * i64::from(n)))
+        .await
+        .unwrap();
+    assert_eq!(most, 2);
+    let (name, until) = store.identifier_backoff("local", &names, now()).await.unwrap().unwrap();
+    assert_eq!(name, "a.example");
+    assert!(until > now() + Duration::seconds(100));
+    assert!(store.identifier_backoff("local", &names, now() + Duration::hours(1)).await.unwrap().is_none());
+    store.clear_identifier_backoff("local", &names).await.unwrap();
+    assert!(store.identifier_backoff("local", &names, now()).await.unwrap().is_none());
+
+    let cert = create(&store, "defer.internal").await;
+    let claimed = store.claim_jobs("w1", now(), Duration::minutes(1), 1).await.unwrap().remove(0);
+    assert!(store.extend_lease("w1", &claimed, now() + Duration::minutes(5)).await.unwrap());
+    assert!(!store.extend_lease("w2", &claimed, now() + Duration::minutes(5)).await.unwrap(), "fenced");
+    assert!(
+        store.claim_jobs("w2", now() + Duration::minutes(2), Duration::minutes(1), 1).await.unwrap().is_empty(),
+        "the extended lease holds"
+    );
+    assert!(store.defer_job("w1", &claimed, "backing off", now() + Duration::seconds(30), now()).await.unwrap());
+    let job = store.job(claimed.job.id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempts, job.last_error.as_deref()), (JobState::Pending, 0, Some("backing off")));
+    let again = store.claim_jobs("w1", now() + Duration::seconds(31), Duration::minutes(1), 1).await.unwrap();
+    assert_eq!(again[0].attempt, 1, "a deferral does not use up an attempt");
+    assert!(
+        store
+            .fail_job("w1", &again[0], "CA said no", Some(r#"{"type":"x"}"#), None, now())
+            .await
+            .unwrap()
+    );
+    let job = store.job(claimed.job.id).await.unwrap().unwrap();
+    assert_eq!(job.problem.as_deref(), Some(r#"{"type":"x"}"#));
+    let _ = cert;
 }
