@@ -133,6 +133,9 @@ pub(crate) enum CertCommand {
         /// Renew this many days before expiry.
         #[arg(long)]
         renew_before_days: Option<u32>,
+        /// ACME challenge for this certificate: http-01, tls-alpn-01 or dns-01 [default: the issuer's].
+        #[arg(long)]
+        challenge: Option<String>,
         /// Wait until the certificate is issued.
         #[arg(long)]
         wait: bool,
@@ -220,8 +223,37 @@ pub(crate) enum CertCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum IssuerCommand {
-    /// List issuers.
+    /// List issuers with their health.
     List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Show one issuer: directory, account, settings (secrets redacted), last health check.
+    Show {
+        /// Issuer id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Add an issuer. The server registers the account with the CA before it answers, so a
+    /// refused registration (say, a wrong EAB key) is reported here and nothing is stored.
+    #[command(subcommand)]
+    Add(IssuerAddCommand),
+    /// Replace an ACME issuer's account key (RFC 8555 key rollover); the account stays.
+    RolloverKey {
+        /// Issuer id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Deactivate an ACME issuer's account at the CA. It cannot be reactivated; the next order
+    /// registers a new account.
+    DeactivateAccount {
+        /// Issuer id.
+        id: String,
+        /// Confirm: deactivation cannot be undone.
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         connection: Connection,
     },
@@ -233,6 +265,65 @@ pub(crate) enum IssuerCommand {
         #[command(flatten)]
         connection: Connection,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum IssuerAddCommand {
+    /// An ACME CA (Let's Encrypt, ZeroSSL, a private step-ca or Pebble…).
+    ///
+    /// Examples:
+    ///   certkeeper issuer add acme letsencrypt --directory letsencrypt --email ops@example.com
+    ///   certkeeper issuer add acme internal --directory https://ca.internal/acme/directory     ///       --ca-bundle ca.pem --challenge dns-01 --dns-provider rfc2136 --dns-config dns.yaml
+    #[command(verbatim_doc_comment)]
+    Acme(AcmeIssuerArgs),
+}
+
+/// `issuer add acme`.
+#[derive(Debug, Args)]
+pub(crate) struct AcmeIssuerArgs {
+    /// Issuer id: lowercase letters, digits and dashes.
+    pub(crate) id: String,
+    /// Directory URL, or `letsencrypt` / `letsencrypt-staging`.
+    #[arg(long)]
+    pub(crate) directory: String,
+    /// Contact e-mail for the CA's notices.
+    #[arg(long)]
+    pub(crate) email: Option<String>,
+    /// PEM file of extra roots to trust for the CA's HTTPS endpoint (private ACME CAs).
+    #[arg(long)]
+    pub(crate) ca_bundle: Option<PathBuf>,
+    /// External account binding key id (with --eab-hmac-file).
+    #[arg(long, requires = "eab_hmac_file")]
+    pub(crate) eab_kid: Option<String>,
+    /// File holding the EAB MAC key (base64url, as the CA gave it). A file, so the key stays
+    /// out of shell history and `ps`.
+    #[arg(long, requires = "eab_kid")]
+    pub(crate) eab_hmac_file: Option<PathBuf>,
+    /// Default challenge: http-01, tls-alpn-01 or dns-01.
+    #[arg(long)]
+    pub(crate) challenge: Option<String>,
+    /// Address of the http-01 responder [default: 0.0.0.0:80 when http-01 is the default].
+    #[arg(long)]
+    pub(crate) http01_listen: Option<String>,
+    /// Serve http-01 tokens on the API port only (a proxy forwards /.well-known/acme-challenge/).
+    #[arg(long)]
+    pub(crate) http01_via_api: bool,
+    /// Address of the tls-alpn-01 responder [default: 0.0.0.0:443 when tls-alpn-01 is the default].
+    #[arg(long)]
+    pub(crate) tls_alpn01_listen: Option<String>,
+    /// dns-01 provider: rfc2136, exec or cloudflare (settings in --dns-config).
+    #[arg(long, requires = "dns_config")]
+    pub(crate) dns_provider: Option<String>,
+    /// YAML file with the dns-01 provider's settings (server, tsig_key_name, … / command,
+    /// sha256, timeout / api_token_file, zone_id) and optionally resolvers,
+    /// propagation_timeout_seconds.
+    #[arg(long, requires = "dns_provider")]
+    pub(crate) dns_config: Option<PathBuf>,
+    /// ACME profile, when the CA offers profiles.
+    #[arg(long)]
+    pub(crate) profile: Option<String>,
+    #[command(flatten)]
+    pub(crate) connection: Connection,
 }
 
 #[derive(Debug, Subcommand)]

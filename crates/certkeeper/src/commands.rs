@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use ck_api_types::{Certificate, CertificateWithJob, CreateCertificate, Job, Renewal};
+use ck_api_types::{Certificate, CertificateWithJob, CreateCertificate, CreateIssuer, Issuer, Job, Renewal};
 use ck_client::{CertificateQuery, Client};
 use comfy_table::{Table, presets};
 use serde::Serialize;
 
-use crate::cli::{CertCommand, Connection, IssuerCommand, JobCommand};
+use crate::cli::{AcmeIssuerArgs, CertCommand, Connection, IssuerAddCommand, IssuerCommand, JobCommand};
 
 fn connect(connection: &Connection) -> anyhow::Result<Client> {
     let url = match &connection.url {
@@ -155,6 +155,7 @@ pub(crate) async fn cert(command: CertCommand) -> anyhow::Result<()> {
             labels,
             validity_days,
             renew_before_days,
+            challenge,
             wait,
             timeout,
             connection,
@@ -186,6 +187,7 @@ pub(crate) async fn cert(command: CertCommand) -> anyhow::Result<()> {
                     renew_before_days: Some(days),
                     ..Renewal::default()
                 }),
+                challenge,
             };
             let progress = wait.then(|| spinner("issuing…"));
             let answer = client
@@ -327,16 +329,40 @@ pub(crate) async fn issuer(command: IssuerCommand) -> anyhow::Result<()> {
             }
             let mut table = Table::new();
             table.load_style(presets::UTF8_FULL_CONDENSED);
-            table.set_header(["ID", "KIND", "CA NOT AFTER"]);
+            table.set_header(["ID", "KIND", "DIRECTORY / CA NOT AFTER", "HEALTH"]);
             for issuer in &issuers {
                 table.add_row([
                     issuer.id.clone(),
                     issuer.kind.clone(),
-                    short_time(Some(issuer.not_after)),
+                    issuer.directory.clone().unwrap_or_else(|| short_time(issuer.not_after)),
+                    health_text(issuer),
                 ]);
             }
             println!("{table}");
             Ok(())
+        }
+        IssuerCommand::Show { id, connection } => {
+            let issuer = connect(&connection)?.issuer(&id).await?;
+            print_issuer(&issuer, connection.json)
+        }
+        IssuerCommand::Add(IssuerAddCommand::Acme(args)) => {
+            let request = acme_issuer_request(&args)?;
+            let client = connect(&args.connection)?;
+            let progress = spinner("registering the ACME account…");
+            let answer = client.create_issuer(&request).await;
+            progress.finish_and_clear();
+            print_issuer(&answer?, args.connection.json)
+        }
+        IssuerCommand::RolloverKey { id, connection } => {
+            let issuer = connect(&connection)?.rollover_account_key(&id).await?;
+            print_issuer(&issuer, connection.json)
+        }
+        IssuerCommand::DeactivateAccount { id, yes, connection } => {
+            if !yes {
+                bail!("deactivating the account of issuer '{id}' cannot be undone: pass --yes to confirm");
+            }
+            let issuer = connect(&connection)?.deactivate_account(&id).await?;
+            print_issuer(&issuer, connection.json)
         }
         IssuerCommand::Ca { id, connection } => {
             print!("{}", connect(&connection)?.issuer_ca_pem(&id).await?);
@@ -377,4 +403,98 @@ pub(crate) async fn job(command: JobCommand) -> anyhow::Result<()> {
             print_json(&job)
         }
     }
+}
+
+fn health_text(issuer: &Issuer) -> String {
+    match &issuer.health {
+        Some(health) => format!("{} ({})", health.status, short_time(Some(health.checked_at))),
+        None if issuer.kind == "acme" => "not checked yet".to_owned(),
+        None => "-".to_owned(),
+    }
+}
+
+fn print_issuer(issuer: &Issuer, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(issuer);
+    }
+    let mut table = Table::new();
+    table.load_style(presets::NOTHING);
+    let mut row = |key: &str, value: String| {
+        table.add_row([key.to_owned(), value]);
+    };
+    row("id", issuer.id.clone());
+    row("kind", issuer.kind.clone());
+    if let Some(directory) = &issuer.directory {
+        row("directory", directory.clone());
+    }
+    row("account", issuer.account_url.clone().unwrap_or_else(|| "-".to_owned()));
+    if issuer.not_after.is_some() {
+        row("CA not after", short_time(issuer.not_after));
+    }
+    row("health", health_text(issuer));
+    if let Some(health) = &issuer.health {
+        row("health detail", health.detail.clone());
+    }
+    if let Some(settings) = &issuer.settings {
+        row("settings", serde_json::to_string(settings)?);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+/// Builds `POST /issuers` from the flags, reading the files they name (the server may be
+/// remote, so contents travel, not paths).
+fn acme_issuer_request(args: &AcmeIssuerArgs) -> anyhow::Result<CreateIssuer> {
+    let mut acme = serde_json::Map::new();
+    acme.insert("directory".into(), args.directory.clone().into());
+    if let Some(email) = &args.email {
+        acme.insert("email".into(), email.clone().into());
+    }
+    if let Some(path) = &args.ca_bundle {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the CA bundle {}: give a PEM file", path.display()))?;
+        acme.insert("ca_bundle_pem".into(), pem.into());
+    }
+    if let (Some(kid), Some(path)) = (&args.eab_kid, &args.eab_hmac_file) {
+        let hmac = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the EAB MAC key file {}", path.display()))?;
+        acme.insert("eab".into(), serde_json::json!({ "kid": kid, "hmac": hmac.trim() }));
+    }
+    if let Some(challenge) = &args.challenge {
+        acme.insert("challenge".into(), challenge.clone().into());
+    }
+    let mut http01 = serde_json::Map::new();
+    if let Some(listen) = &args.http01_listen {
+        http01.insert("listen".into(), listen.clone().into());
+    }
+    if args.http01_via_api {
+        http01.insert("via_api".into(), true.into());
+    }
+    if !http01.is_empty() {
+        acme.insert("http01".into(), http01.into());
+    }
+    if let Some(listen) = &args.tls_alpn01_listen {
+        acme.insert("tls_alpn01".into(), serde_json::json!({ "listen": listen }));
+    }
+    if let (Some(provider), Some(path)) = (&args.dns_provider, &args.dns_config) {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the DNS provider settings {}", path.display()))?;
+        let settings: serde_json::Value = yaml_serde::from_str(&text)
+            .with_context(|| format!("{} is not valid YAML", path.display()))?;
+        let mut dns = match settings {
+            serde_json::Value::Object(map) => map,
+            serde_json::Value::Null => serde_json::Map::new(),
+            _ => bail!("{} must be a YAML mapping of the provider's settings", path.display()),
+        };
+        dns.insert("provider".into(), provider.clone().into());
+        acme.insert("dns01".into(), dns.into());
+    }
+    if let Some(profile) = &args.profile {
+        acme.insert("profile".into(), profile.clone().into());
+    }
+    Ok(CreateIssuer {
+        id: args.id.clone(),
+        kind: "acme".to_owned(),
+        acme: acme.into(),
+    })
 }

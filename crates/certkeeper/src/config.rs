@@ -36,6 +36,28 @@ struct FileConfig {
     ca: FileCa,
     #[serde(default)]
     certificates: FileCertificates,
+    #[serde(default)]
+    jobs: FileJobs,
+    #[serde(default)]
+    acme: FileAcme,
+    /// ACME issuers by id; each value holds the same settings as `POST /api/v1/issuers`' `acme`.
+    #[serde(default)]
+    acme_issuers: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileJobs {
+    max_attempts: Option<u32>,
+    retry_base_delay_seconds: Option<u64>,
+    retry_max_delay_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAcme {
+    concurrency: Option<usize>,
+    health_check_interval_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +147,32 @@ impl Settings {
             return Err(bad("scheduler_interval_seconds", "must be at least 1"));
         }
         server.scheduler_interval = std::time::Duration::from_secs(interval);
+
+        let jobs = file.jobs;
+        server.retry.max_attempts = jobs.max_attempts.unwrap_or(server.retry.max_attempts);
+        if server.retry.max_attempts == 0 || server.retry.max_attempts > 100 {
+            return Err(bad("jobs.max_attempts", "must be between 1 and 100"));
+        }
+        if let Some(seconds) = jobs.retry_base_delay_seconds {
+            server.retry.base_delay = Duration::seconds(i64::try_from(seconds.max(1)).unwrap_or(i64::MAX));
+        }
+        if let Some(seconds) = jobs.retry_max_delay_seconds {
+            server.retry.max_delay = Duration::seconds(i64::try_from(seconds.max(1)).unwrap_or(i64::MAX));
+        }
+        if server.retry.max_delay < server.retry.base_delay {
+            return Err(bad("jobs.retry_max_delay_seconds", "must not be below jobs.retry_base_delay_seconds"));
+        }
+        server.acme_concurrency = file.acme.concurrency.unwrap_or(server.acme_concurrency);
+        if server.acme_concurrency == 0 || server.acme_concurrency > 1024 {
+            return Err(bad("acme.concurrency", "must be between 1 and 1024"));
+        }
+        if let Some(seconds) = file.acme.health_check_interval_seconds {
+            server.issuer_health_interval = std::time::Duration::from_secs(seconds.max(1));
+        }
+        for (id, settings) in file.acme_issuers {
+            ck_acme::AcmeIssuerConfig::from_json(&settings).map_err(|e| bad(&format!("acme_issuers.{id}"), e.message))?;
+            server.acme_issuers.push((id, settings));
+        }
 
         let key_type_text = field(args.ca_key_type.clone(), file.ca.key_type, "ecdsa-p256".to_owned());
         let key_type: KeyType = key_type_text.parse().map_err(|e| bad("ca.key_type", e))?;

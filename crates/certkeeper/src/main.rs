@@ -3,6 +3,7 @@
 //! This is the only crate that uses `anyhow`: errors end here as one line for the user.
 
 mod bench;
+mod challenge_listeners;
 mod cli;
 mod commands;
 mod config;

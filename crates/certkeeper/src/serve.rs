@@ -71,12 +71,18 @@ pub(crate) async fn start(mut settings: Settings, reset_admin_token: bool) -> an
             "the admin token file is missing and only its hash is stored; restart with --reset-admin-token for a new one"
         ),
     }
-    for issuer in control_plane.issuers() {
-        tracing::info!(issuer = %issuer.id, not_after = %issuer.not_after, "issuer ready; its root CA is at GET /api/v1/issuers/{}/ca.pem", issuer.id);
+    for issuer in control_plane.issuers().await? {
+        match (&issuer.directory, issuer.not_after) {
+            (Some(directory), _) => tracing::info!(issuer = %issuer.id, %directory, "ACME issuer ready"),
+            (None, Some(not_after)) => tracing::info!(issuer = %issuer.id, %not_after,
+                "issuer ready; its root CA is at GET /api/v1/issuers/{}/ca.pem", issuer.id),
+            (None, None) => {}
+        }
     }
 
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-    let loops = spawn_background_loops(&control_plane, shutdown_rx.clone()).await?;
+    let mut loops = spawn_background_loops(&control_plane, shutdown_rx.clone()).await?;
+    loops.push(crate::challenge_listeners::spawn(&control_plane, shutdown_rx.clone()));
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {} (is another server running?)", settings.listen))?;

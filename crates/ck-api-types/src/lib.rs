@@ -47,6 +47,9 @@ pub struct CreateCertificate {
     /// When to renew; defaults to the server's policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal: Option<Renewal>,
+    /// ACME issuers only: `http-01`, `tls-alpn-01` or `dns-01`; defaults to the issuer's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
 }
 
 /// A renewal policy: give `renew_before_days` or `renew_at_fraction` (not both).
@@ -184,6 +187,10 @@ pub struct Job {
     pub run_after: OffsetDateTime,
     /// The last attempt's error.
     pub last_error: Option<String>,
+    /// The CA's problem document of the last failed attempt (RFC 7807: type, detail,
+    /// subproblems), when an ACME CA sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<serde_json::Value>,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -200,13 +207,53 @@ pub struct Job {
 pub struct Issuer {
     /// Id.
     pub id: String,
-    /// Kind: `local` (the built-in private CA).
+    /// Kind: `local` (the built-in private CA) or `acme`.
     pub kind: String,
-    /// The signing CA's expiry: no certificate outlives it.
+    /// Local CA: the signing CA's expiry; no certificate outlives it.
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<OffsetDateTime>,
+    /// Local CA: the root certificate to trust (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// ACME: the directory URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<String>,
+    /// ACME: the account URL at the CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_url: Option<String>,
+    /// ACME: the settings, with every secret shown as `<redacted>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<serde_json::Value>,
+    /// The last health check (ACME: the directory answers and the account is valid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<IssuerHealth>,
+}
+
+/// An issuer's last health check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssuerHealth {
+    /// `healthy` or `unhealthy`.
+    pub status: String,
+    /// What was found.
+    pub detail: String,
+    /// When.
     #[serde(with = "time::serde::rfc3339")]
-    pub not_after: OffsetDateTime,
-    /// The root certificate to trust (PEM).
-    pub ca_pem: String,
+    pub checked_at: OffsetDateTime,
+}
+
+/// `POST /api/v1/issuers`: adds an ACME issuer and registers its account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateIssuer {
+    /// Id: lowercase letters, digits and dashes (e.g. `letsencrypt`).
+    pub id: String,
+    /// `acme`.
+    pub kind: String,
+    /// The ACME settings: `directory` (URL or `letsencrypt`, `letsencrypt-staging`), `email`,
+    /// `eab` {kid, hmac}, `ca_bundle_pem`, `challenge`, `http01` {listen, via_api},
+    /// `tls_alpn01` {listen}, `dns01` {provider, …, resolvers, propagation_timeout_seconds},
+    /// `profile`.
+    pub acme: serde_json::Value,
 }
 
 /// A page of a list; pass `next_cursor` as `cursor` to get the next one.

@@ -72,6 +72,7 @@ pub(crate) async fn create(
         labels: body.labels,
         validity_days: body.validity_days,
         renewal_policy,
+        challenge: body.challenge,
     };
     let (cert, job) = control_plane.create_certificate(request).await?;
     let location = format!("/api/v1/certificates/{}", cert.id);

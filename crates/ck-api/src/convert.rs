@@ -83,6 +83,7 @@ pub(crate) fn job(job: &ck_domain::Job) -> wire::Job {
         max_attempts: job.max_attempts,
         run_after: job.run_after,
         last_error: job.last_error.clone(),
+        problem: job.problem.as_deref().and_then(|p| serde_json::from_str(p).ok()),
         created_at: job.created_at,
         updated_at: job.updated_at,
         finished_at: job.finished_at,
@@ -95,6 +96,14 @@ pub(crate) fn issuer(issuer: &ck_server::IssuerInfo) -> wire::Issuer {
         kind: issuer.kind.clone(),
         not_after: issuer.not_after,
         ca_pem: issuer.ca_pem.clone(),
+        directory: issuer.directory.clone(),
+        account_url: issuer.account_url.clone(),
+        settings: issuer.settings.clone(),
+        health: issuer.health.as_ref().map(|h| wire::IssuerHealth {
+            status: if h.healthy { "healthy" } else { "unhealthy" }.to_owned(),
+            detail: h.detail.clone(),
+            checked_at: h.checked_at,
+        }),
     }
 }
 

@@ -55,6 +55,11 @@ impl From<ServiceError> for ApiError {
                 kind: "conflict",
                 detail,
             },
+            ServiceError::Upstream(detail) => Self {
+                status: StatusCode::BAD_GATEWAY,
+                kind: "upstream",
+                detail,
+            },
             other => {
                 tracing::error!(error = %other, "request failed");
                 Self {

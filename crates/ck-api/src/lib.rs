@@ -34,8 +34,10 @@ pub fn router(control_plane: ControlPlane) -> Router {
         .route("/certificates/{id}/renew", post(certificates::renew))
         .route("/certificates/{id}/revoke", post(certificates::revoke))
         .route("/certificates/{id}/versions", get(certificates::versions))
-        .route("/issuers", get(ops::issuers))
+        .route("/issuers", get(ops::issuers).post(ops::create_issuer))
         .route("/issuers/{id}", get(ops::issuer))
+        .route("/issuers/{id}/account/rollover", post(ops::rollover_account_key))
+        .route("/issuers/{id}/account/deactivate", post(ops::deactivate_account))
         .route("/issuers/{id}/ca.pem", get(ops::issuer_ca_pem))
         .route("/jobs", get(ops::jobs))
         .route("/jobs/{id}", get(ops::job))
@@ -44,8 +46,12 @@ pub fn router(control_plane: ControlPlane) -> Router {
             control_plane.clone(),
             auth::require_token,
         ));
+    let challenges = Router::new()
+        .route("/.well-known/acme-challenge/{token}", get(ops::acme_http01))
+        .with_state(control_plane.challenge_responder());
     Router::new()
         .nest("/api/v1", api)
+        .merge(challenges)
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
@@ -53,4 +59,13 @@ pub fn router(control_plane: ControlPlane) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(control_plane)
+}
+
+/// The http-01 responder alone, for the challenge listeners (port 80 by default): it answers
+/// `/.well-known/acme-challenge/{token}` and nothing else.
+pub fn acme_challenge_router(responder: ck_acme::ChallengeResponder) -> Router {
+    Router::new()
+        .route("/.well-known/acme-challenge/{token}", get(ops::acme_http01))
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(responder)
 }

@@ -1,12 +1,13 @@
 //! Issuers, jobs, health, readiness and metrics handlers.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ck_api_types as wire;
 use ck_domain::{JobId, JobState};
+use ck_acme::ChallengeResponder;
 use ck_server::ControlPlane;
 use ck_store::JobFilter;
 use serde::Deserialize;
@@ -14,23 +15,77 @@ use serde::Deserialize;
 use crate::ApiError;
 use crate::convert::{self, parse};
 
-pub(crate) async fn issuers(State(control_plane): State<ControlPlane>) -> Json<Vec<wire::Issuer>> {
-    Json(control_plane.issuers().iter().map(convert::issuer).collect())
+pub(crate) async fn issuers(State(control_plane): State<ControlPlane>) -> Result<Json<Vec<wire::Issuer>>, ApiError> {
+    Ok(Json(control_plane.issuers().await?.iter().map(convert::issuer).collect()))
 }
 
 pub(crate) async fn issuer(
     State(control_plane): State<ControlPlane>,
     Path(id): Path<String>,
 ) -> Result<Json<wire::Issuer>, ApiError> {
-    Ok(Json(convert::issuer(&control_plane.issuer(&id)?)))
+    Ok(Json(convert::issuer(&control_plane.issuer(&id).await?)))
+}
+
+pub(crate) async fn create_issuer(
+    State(control_plane): State<ControlPlane>,
+    body: Result<Json<wire::CreateIssuer>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body?;
+    if body.kind != "acme" {
+        return Err(ApiError::bad_request(format!(
+            "kind `{}` cannot be added: only `acme` issuers are added at run time (the local CA exists already)",
+            body.kind
+        )));
+    }
+    let issuer = control_plane.add_acme_issuer(&body.id, body.acme).await?;
+    let location = format!("/api/v1/issuers/{}", issuer.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(convert::issuer(&issuer)),
+    )
+        .into_response())
+}
+
+pub(crate) async fn rollover_account_key(
+    State(control_plane): State<ControlPlane>,
+    Path(id): Path<String>,
+) -> Result<Json<wire::Issuer>, ApiError> {
+    Ok(Json(convert::issuer(&control_plane.rollover_account_key(&id).await?)))
+}
+
+pub(crate) async fn deactivate_account(
+    State(control_plane): State<ControlPlane>,
+    Path(id): Path<String>,
+) -> Result<Json<wire::Issuer>, ApiError> {
+    Ok(Json(convert::issuer(&control_plane.deactivate_account(&id).await?)))
 }
 
 pub(crate) async fn issuer_ca_pem(
     State(control_plane): State<ControlPlane>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let issuer = control_plane.issuer(&id)?;
-    Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], issuer.ca_pem).into_response())
+    let issuer = control_plane.issuer(&id).await?;
+    let pem = issuer.ca_pem.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "issuer '{id}' is an ACME CA: its roots come with each certificate's chain, not from certkeeper"
+        ))
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response())
+}
+
+/// `GET /.well-known/acme-challenge/{token}`: the key authorization of a pending http-01
+/// challenge (RFC 8555 §8.3). Unauthenticated, as the CA must reach it.
+pub(crate) async fn acme_http01(State(responder): State<ChallengeResponder>, Path(token): Path<String>) -> Response {
+    match responder.http01(&token) {
+        Some(key_authorization) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            key_authorization,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such challenge\n").into_response(),
+    }
 }
 
 #[derive(Debug, Deserialize)]

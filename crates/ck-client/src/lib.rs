@@ -2,10 +2,7 @@
 
 use std::time::Duration;
 
-use ck_api_types::{
-    Certificate, CertificateVersion, CertificateWithJob, CreateCertificate, Issuer, Job, Page, Problem,
-    RevokeCertificate,
-};
+use ck_api_types::{Certificate, CertificateVersion, CertificateWithJob, CreateCertificate, CreateIssuer, Issuer, Job, Page, Problem, RevokeCertificate};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
@@ -208,6 +205,28 @@ impl Client {
     /// Every issuer.
     pub async fn issuers(&self) -> Result<Vec<Issuer>, ClientError> {
         self.json(self.request(Method::GET, "/issuers")).await
+    }
+
+    /// One issuer.
+    pub async fn issuer(&self, id: &str) -> Result<Issuer, ClientError> {
+        self.json(self.request(Method::GET, &format!("/issuers/{id}"))).await
+    }
+
+    /// Adds an issuer (the server registers its ACME account before answering).
+    pub async fn create_issuer(&self, request: &CreateIssuer) -> Result<Issuer, ClientError> {
+        self.json(self.request(Method::POST, "/issuers").json(request)).await
+    }
+
+    /// Replaces an ACME issuer's account key.
+    pub async fn rollover_account_key(&self, id: &str) -> Result<Issuer, ClientError> {
+        self.json(self.request(Method::POST, &format!("/issuers/{id}/account/rollover")))
+            .await
+    }
+
+    /// Deactivates an ACME issuer's account at the CA.
+    pub async fn deactivate_account(&self, id: &str) -> Result<Issuer, ClientError> {
+        self.json(self.request(Method::POST, &format!("/issuers/{id}/account/deactivate")))
+            .await
     }
 
     /// An issuer's root certificate (PEM).

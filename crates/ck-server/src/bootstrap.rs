@@ -1,12 +1,14 @@
 //! First start and every start: the local CA exists, issuers are loaded, an admin token exists.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use ck_acme::AcmeIssuerConfig;
 use ck_domain::IssuerId;
 use ck_pki::{CaMaterial, LocalCa, PrivateKeyPem};
 use ck_store::{IssuerRecord, Store, TokenRecord};
 
+use crate::issuers::{AcmeIssuerState, Issuer};
 use crate::{ControlPlane, ServerConfig, ServiceError, TokenVerifier, hash_token, new_token, now};
 
 /// The admin token when bootstrap created (or reset) it: the only moment its plain text exists.
@@ -41,6 +43,10 @@ pub async fn bootstrap(
             root_key_pem: Some(material.root_key.expose().to_owned()),
             intermediate_cert_pem: Some(material.intermediate_cert_pem.clone()),
             intermediate_key_pem: Some(material.intermediate_key.expose().to_owned()),
+            settings: None,
+            account_credentials: None,
+            account_url: None,
+            health: None,
             created_at,
         };
         // Another node may have won the race; either way the stored CA is the one to load.
@@ -49,9 +55,37 @@ pub async fn bootstrap(
         }
         records = store.issuers().await?;
     }
-    let mut cas = HashMap::new();
+    // Issuers of the config file: the file wins over what an earlier start stored.
+    for (id, settings) in &config.acme_issuers {
+        let _: IssuerId = id
+            .parse()
+            .map_err(|e| ServiceError::Invalid(format!("config file issuer '{id}': {e}")))?;
+        AcmeIssuerConfig::from_json(settings)
+            .map_err(|e| ServiceError::Invalid(format!("config file issuer '{id}': {}", e.message)))?;
+        if store.upsert_issuer_settings(id, "acme", &settings.to_string(), now()).await? {
+            tracing::info!(issuer = %id, "stored the ACME issuer settings from the config file");
+        }
+    }
+    if !config.acme_issuers.is_empty() {
+        records = store.issuers().await?;
+    }
+    let mut issuers = BTreeMap::new();
     for record in &records {
+        if record.kind == "acme" {
+            let id: IssuerId = record
+                .id
+                .parse()
+                .map_err(|e| ServiceError::Unavailable(format!("{e}")))?;
+            let settings: serde_json::Value = serde_json::from_str(record.settings.as_deref().unwrap_or("null"))
+                .map_err(|e| ServiceError::Unavailable(format!("issuer {}: stored settings unreadable: {e}", record.id)))?;
+            let acme = AcmeIssuerConfig::from_json(&settings)
+                .map_err(|e| ServiceError::Unavailable(format!("issuer {}: {}", record.id, e.message)))?;
+            let state = AcmeIssuerState::new(id.clone(), acme, settings, record.created_at, None);
+            issuers.insert(id, Issuer::Acme(Arc::new(state)));
+            continue;
+        }
         if record.kind != "local" {
+            tracing::warn!(issuer = %record.id, kind = %record.kind, "unknown issuer kind; ignored");
             continue;
         }
         let missing = |what: &str| ServiceError::Unavailable(format!("issuer {} has no {what}", record.id));
@@ -78,7 +112,7 @@ pub async fn bootstrap(
             .id
             .parse()
             .map_err(|e| ServiceError::Unavailable(format!("{e}")))?;
-        cas.insert(id, Arc::new(ca));
+        issuers.insert(id, Issuer::Local(Arc::new(ca)));
     }
 
     let tokens = store.tokens().await?;
@@ -94,6 +128,6 @@ pub async fn bootstrap(
         created = Some(AdminToken(token));
     }
     let hashes = store.tokens().await?.into_iter().map(|t| t.token_hash).collect();
-    let control_plane = ControlPlane::new(store, config, cas, TokenVerifier::new(hashes));
+    let control_plane = ControlPlane::new(store, config, issuers, TokenVerifier::new(hashes));
     Ok((control_plane, created))
 }

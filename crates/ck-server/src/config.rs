@@ -30,6 +30,13 @@ pub struct ServerConfig {
     pub name_policy: NamePolicy,
     /// The renewal policy of certificates whose request names none.
     pub default_renewal: RenewalPolicy,
+    /// ACME orders in flight at once on this node.
+    pub acme_concurrency: usize,
+    /// How often each ACME issuer's directory and account are checked.
+    pub issuer_health_interval: std::time::Duration,
+    /// ACME issuers declared in the config file: id and settings. The file is the source of
+    /// truth for these; they are written to the store at every start.
+    pub acme_issuers: Vec<(String, serde_json::Value)>,
 }
 
 impl ServerConfig {
@@ -47,6 +54,9 @@ impl ServerConfig {
             max_validity: Duration::days(397),
             name_policy: NamePolicy::default(),
             default_renewal: RenewalPolicy::default(),
+            acme_concurrency: 32,
+            issuer_health_interval: std::time::Duration::from_secs(300),
+            acme_issuers: Vec::new(),
         }
     }
 }

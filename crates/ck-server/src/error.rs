@@ -16,6 +16,9 @@ pub enum ServiceError {
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// A remote CA refused or failed; the message carries its answer.
+    #[error("{0}")]
+    Upstream(String),
     /// The store or another dependency failed; retrying later may work.
     #[error("service unavailable: {0}")]
     Unavailable(String),

@@ -4,6 +4,7 @@
 //! Nothing here knows HTTP: `ck-api` maps requests onto [`ControlPlane`] methods. The clock is
 //! read in one place (`clock`), and pure rules come from `ck-domain`.
 
+mod acme_jobs;
 mod auth;
 mod bootstrap;
 mod clock;
@@ -11,6 +12,7 @@ mod config;
 mod error;
 mod group_commit;
 mod issuance;
+mod issuers;
 mod metrics;
 mod scheduler;
 mod service;
@@ -21,5 +23,6 @@ pub use bootstrap::{AdminToken, bootstrap};
 pub use clock::now;
 pub use config::ServerConfig;
 pub use error::ServiceError;
+pub use issuers::ChallengeListener;
 pub use service::{ControlPlane, IssuerInfo, NewCertificate};
 pub use workers::spawn_background_loops;

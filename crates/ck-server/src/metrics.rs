@@ -21,6 +21,8 @@ pub(crate) struct Metrics {
     issuances: Family<LabelPairs, Counter>,
     job_failures: Family<LabelPairs, Counter>,
     signing_seconds: Histogram,
+    issuer_healthy: Family<LabelPairs, Gauge>,
+    acme_orders: Family<LabelPairs, Counter>,
 }
 
 impl Metrics {
@@ -48,7 +50,21 @@ impl Metrics {
             "Time to prepare and sign one certificate",
             signing_seconds.clone(),
         );
+        let issuer_healthy = Family::<LabelPairs, Gauge>::default();
+        registry.register(
+            "issuer_healthy",
+            "1 when the issuer's last health check passed (ACME: directory answers, account valid), else 0",
+            issuer_healthy.clone(),
+        );
+        let acme_orders = Family::<LabelPairs, Counter>::default();
+        registry.register(
+            "acme_orders",
+            "ACME orders placed by this node, by issuer and outcome",
+            acme_orders.clone(),
+        );
         Self {
+            issuer_healthy,
+            acme_orders,
             registry,
             certificates,
             jobs,
@@ -67,6 +83,21 @@ impl Metrics {
     pub(crate) fn job_failed(&self, kind: &str) {
         self.job_failures
             .get_or_create(&vec![("kind".to_owned(), kind.to_owned())])
+            .inc();
+    }
+
+    pub(crate) fn issuer_health(&self, issuer: &str, healthy: bool) {
+        self.issuer_healthy
+            .get_or_create(&vec![("issuer".to_owned(), issuer.to_owned())])
+            .set(i64::from(healthy));
+    }
+
+    pub(crate) fn acme_order(&self, issuer: &str, outcome: &str) {
+        self.acme_orders
+            .get_or_create(&vec![
+                ("issuer".to_owned(), issuer.to_owned()),
+                ("outcome".to_owned(), outcome.to_owned()),
+            ])
             .inc();
     }
 

@@ -53,3 +53,61 @@ async fn enqueue_due_renewals(control_plane: &ControlPlane) -> Result<usize, Ser
         }
     }
 }
+
+/// Checks every ACME issuer now and then: the directory answers and the account is valid
+/// (registering it first if no node has yet). The result is stored (for `GET /issuers`) and
+/// exported as `certkeeper_issuer_healthy`.
+pub(crate) async fn issuer_health_loop(control_plane: ControlPlane, mut shutdown: Shutdown) {
+    let interval = control_plane.inner.config.issuer_health_interval;
+    loop {
+        control_plane.check_issuers().await;
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = shutdown.requested() => return,
+        }
+    }
+}
+
+impl ControlPlane {
+    /// One health pass over the ACME issuers.
+    pub async fn check_issuers(&self) {
+        let inner = &self.inner;
+        for (id, issuer) in inner.issuers.all() {
+            let crate::issuers::Issuer::Acme(state) = issuer else {
+                continue;
+            };
+            let check = match state.ready(&inner.store, &inner.issuers.responder).await {
+                Err(failure) => ck_acme::AccountCheck {
+                    healthy: false,
+                    detail: failure.message,
+                },
+                Ok(_) => match inner.store.issuer(id.as_str()).await {
+                    Ok(Some(record)) => match record.account_credentials {
+                        Some(credentials) => ck_acme::AcmeIssuer::check(&state.config, &credentials).await,
+                        None => ck_acme::AccountCheck {
+                            healthy: false,
+                            detail: "no account: it was deactivated; the next order registers a new one".to_owned(),
+                        },
+                    },
+                    Ok(None) => continue,
+                    Err(error) => {
+                        tracing::warn!(issuer = %id, %error, "issuer health: reading the issuer failed");
+                        continue;
+                    }
+                },
+            };
+            if !check.healthy {
+                tracing::warn!(issuer = %id, detail = %check.detail, "issuer unhealthy");
+            }
+            inner.metrics.issuer_health(id.as_str(), check.healthy);
+            let health = ck_store::IssuerHealth {
+                healthy: check.healthy,
+                detail: check.detail,
+                checked_at: now(),
+            };
+            if let Err(error) = inner.store.set_issuer_health(id.as_str(), &health).await {
+                tracing::warn!(issuer = %id, %error, "storing the issuer health failed");
+            }
+        }
+    }
+}

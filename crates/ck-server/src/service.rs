@@ -1,6 +1,6 @@
 //! The control plane: what the API (and later the UI and the agent protocol) can ask for.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
@@ -8,10 +8,13 @@ use ck_domain::{
     Certificate, CertificateId, CertificateStatus, CertificateVersion, IssuanceRequest, IssuerId, Job, JobId, JobKind,
     JobState, KeySource, KeyType, Labels, RenewalPolicy, RevocationReason, leaf_validity,
 };
-use ck_pki::{LocalCa, ParsedCsr};
-use ck_store::{CertificateFilter, CertificatePage, EnqueueOutcome, JobFilter, Store};
+use ck_acme::{AcmeIssuer, AcmeIssuerConfig, ChallengeKind, ChallengeResponder};
+use ck_pki::{ParsedCsr, pem_block_der};
+use ck_store::{CertificateFilter, CertificatePage, EnqueueOutcome, IssuerHealth, IssuerRecord, JobFilter, Store};
 use time::{Duration, OffsetDateTime};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot, watch};
+
+use crate::issuers::{AcmeIssuerState, ChallengeListener, Issuer, Issuers};
 
 use crate::group_commit::CreateQueue;
 use crate::metrics::Metrics;
@@ -38,6 +41,8 @@ pub struct NewCertificate {
     pub validity_days: Option<u32>,
     /// Renewal policy; defaults to the server's.
     pub renewal_policy: Option<RenewalPolicy>,
+    /// ACME challenge type (`http-01`, `tls-alpn-01`, `dns-01`); defaults to the issuer's.
+    pub challenge: Option<String>,
 }
 
 /// An issuer as the API shows it.
@@ -45,18 +50,30 @@ pub struct NewCertificate {
 pub struct IssuerInfo {
     /// Id.
     pub id: IssuerId,
-    /// Kind (`local`).
+    /// Kind: `local` or `acme`.
     pub kind: String,
-    /// The root certificate (what to trust).
-    pub ca_pem: String,
-    /// The signing CA's expiry.
-    pub not_after: OffsetDateTime,
+    /// The local CA's root certificate (what to trust).
+    pub ca_pem: Option<String>,
+    /// The local CA's expiry.
+    pub not_after: Option<OffsetDateTime>,
+    /// ACME: the directory URL.
+    pub directory: Option<String>,
+    /// ACME: the account URL, once registered.
+    pub account_url: Option<String>,
+    /// ACME: the settings, secrets replaced by `<redacted>`.
+    pub settings: Option<serde_json::Value>,
+    /// The last health check.
+    pub health: Option<IssuerHealth>,
+    /// When it was added.
+    pub created_at: Option<OffsetDateTime>,
 }
 
 pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) config: ServerConfig,
-    pub(crate) cas: HashMap<IssuerId, Arc<LocalCa>>,
+    pub(crate) issuers: Issuers,
+    /// Bounds the ACME orders in flight on this node.
+    pub(crate) acme_orders: Arc<Semaphore>,
     pub(crate) tokens: TokenVerifier,
     /// Wakes idle workers when a job is enqueued on this node.
     pub(crate) work_available: Arc<Notify>,
@@ -77,15 +94,17 @@ impl ControlPlane {
     pub(crate) fn new(
         store: Store,
         config: ServerConfig,
-        cas: HashMap<IssuerId, Arc<LocalCa>>,
+        issuers: BTreeMap<IssuerId, Issuer>,
         tokens: TokenVerifier,
     ) -> Self {
         let work_available = Arc::new(Notify::new());
         let creates = CreateQueue::start(store.clone(), work_available.clone());
+        let acme_orders = Arc::new(Semaphore::new(config.acme_concurrency.max(1)));
         let inner = Inner {
             store,
             config,
-            cas,
+            issuers: Issuers::new(issuers),
+            acme_orders,
             tokens,
             work_available,
             waiters: Mutex::new(HashMap::new()),
@@ -117,7 +136,7 @@ impl ControlPlane {
             Some(text) => text.parse().map_err(|e| ServiceError::Invalid(format!("{e}")))?,
             None => IssuerId::local(),
         };
-        let ca = self.ca(&issuer_id)?;
+        let issuer = self.issuer_handle(&issuer_id)?;
         let csr = match request.csr_pem.as_deref() {
             Some(pem) => Some(ParsedCsr::parse(pem.as_bytes()).map_err(|e| ServiceError::Invalid(e.to_string()))?),
             None => None,
@@ -135,8 +154,25 @@ impl ControlPlane {
             None => self.inner.config.default_validity,
         };
         let now = now();
-        leaf_validity(now, validity, self.inner.config.max_validity, ca.not_after())
-            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let challenge = match request.challenge.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+            Some(text) => Some(text.parse::<ChallengeKind>().map_err(ServiceError::Invalid)?),
+            None => None,
+        };
+        match &issuer {
+            Issuer::Local(ca) => {
+                leaf_validity(now, validity, self.inner.config.max_validity, ca.not_after())
+                    .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+                if challenge.is_some() {
+                    return Err(ServiceError::Invalid(format!(
+                        "issuer '{issuer_id}' is the local CA, which needs no challenge: drop the challenge or pick an ACME issuer"
+                    )));
+                }
+            }
+            Issuer::Acme(state) => {
+                let texts: Vec<String> = names.sans.iter().map(ToString::to_string).collect();
+                state.check_challenge(challenge, &texts).map_err(ServiceError::Invalid)?;
+            }
+        }
         let name = request
             .name
             .filter(|n| !n.trim().is_empty())
@@ -157,6 +193,7 @@ impl ControlPlane {
             key_type: request.key_type.unwrap_or_default(),
             key_source,
             csr_pem,
+            challenge: challenge.map(|c| c.as_str().to_owned()),
             status: CertificateStatus::Pending,
             validity,
             renewal_policy: request.renewal_policy.unwrap_or(self.inner.config.default_renewal),
@@ -182,7 +219,7 @@ impl ControlPlane {
     /// returned instead of a second one.
     pub async fn renew(&self, id: CertificateId) -> Result<(Job, bool), ServiceError> {
         let cert = self.certificate(id).await?;
-        self.ca(&cert.issuer_id)?;
+        self.issuer_handle(&cert.issuer_id)?;
         let outcome = self
             .inner
             .store
@@ -193,8 +230,32 @@ impl ControlPlane {
         Ok((outcome.job().clone(), created))
     }
 
-    /// Revokes the current version.
+    /// Revokes the current version. For an ACME issuer the CA revokes it first; a CA that
+    /// refuses leaves the certificate as it was.
     pub async fn revoke(&self, id: CertificateId, reason: RevocationReason) -> Result<Certificate, ServiceError> {
+        let cert = self.certificate(id).await?;
+        if let (Ok(Issuer::Acme(state)), true) = (self.issuer_handle(&cert.issuer_id), cert.current_version > 0)
+            && cert.revoked_at.is_none()
+        {
+            let (version, _) = self
+                .inner
+                .store
+                .version_with_key(id, cert.current_version)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound(format!("version {} of certificate {id}", cert.current_version)))?;
+            let der = pem_block_der(&version.cert_pem, "CERTIFICATE").map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+            let acme = state
+                .ready(&self.inner.store, &self.inner.issuers.responder)
+                .await
+                .map_err(|e| ServiceError::Upstream(e.message))?;
+            match acme.revoke(&der, reason.code()).await {
+                Ok(()) => tracing::info!(certificate = %id, serial = %version.serial, issuer = %state.id, "revoked at the CA"),
+                Err(failure) if failure.problem.as_ref().is_some_and(|p| p.short_type() == "alreadyRevoked") => {
+                    tracing::info!(certificate = %id, "the CA had already revoked it")
+                }
+                Err(failure) => return Err(ServiceError::Upstream(format!("the CA did not revoke it: {}", failure.message))),
+            }
+        }
         self.inner
             .store
             .revoke_certificate(id, reason, now())
@@ -252,29 +313,119 @@ impl ControlPlane {
             .ok_or_else(|| ServiceError::NotFound(format!("version {number} of certificate {id}")))
     }
 
-    /// Every issuer.
-    pub fn issuers(&self) -> Vec<IssuerInfo> {
-        let mut issuers: Vec<IssuerInfo> = self
+    /// Every issuer, with its last health check.
+    pub async fn issuers(&self) -> Result<Vec<IssuerInfo>, ServiceError> {
+        let records: HashMap<String, IssuerRecord> =
+            self.inner.store.issuers().await?.into_iter().map(|r| (r.id.clone(), r)).collect();
+        Ok(self
             .inner
-            .cas
-            .iter()
-            .map(|(id, ca)| IssuerInfo {
-                id: id.clone(),
-                kind: "local".to_owned(),
-                ca_pem: ca.root_pem().to_owned(),
-                not_after: ca.not_after(),
-            })
-            .collect();
-        issuers.sort_by(|a, b| a.id.cmp(&b.id));
-        issuers
+            .issuers
+            .all()
+            .into_iter()
+            .map(|(id, issuer)| issuer_info(&id, &issuer, records.get(id.as_str())))
+            .collect())
     }
 
     /// One issuer.
-    pub fn issuer(&self, id: &str) -> Result<IssuerInfo, ServiceError> {
+    pub async fn issuer(&self, id: &str) -> Result<IssuerInfo, ServiceError> {
         self.issuers()
+            .await?
             .into_iter()
             .find(|issuer| issuer.id.as_str() == id)
             .ok_or_else(|| ServiceError::NotFound(format!("issuer '{id}'")))
+    }
+
+    /// Adds an ACME issuer: checks the settings, registers the account with the CA (with EAB
+    /// when configured) and stores both. Nothing is stored when the CA refuses.
+    pub async fn add_acme_issuer(&self, id: &str, settings: serde_json::Value) -> Result<IssuerInfo, ServiceError> {
+        let issuer_id: IssuerId = id.parse().map_err(|e| ServiceError::Invalid(format!("{e}")))?;
+        if self.inner.issuers.get(&issuer_id).is_some() {
+            return Err(ServiceError::Conflict(format!("issuer '{issuer_id}' exists already")));
+        }
+        let config = AcmeIssuerConfig::from_json(&settings).map_err(|e| ServiceError::Invalid(e.message))?;
+        let registered = AcmeIssuer::register(config.clone(), self.inner.issuers.responder.clone())
+            .await
+            .map_err(|failure| {
+                let text = format!("the CA refused the account: {}", failure.message);
+                if failure.transient { ServiceError::Upstream(text) } else { ServiceError::Invalid(text) }
+            })?;
+        let now = now();
+        let record = IssuerRecord {
+            id: issuer_id.to_string(),
+            kind: "acme".to_owned(),
+            root_cert_pem: None,
+            root_key_pem: None,
+            intermediate_cert_pem: None,
+            intermediate_key_pem: None,
+            settings: Some(settings.to_string()),
+            account_credentials: None,
+            account_url: None,
+            health: None,
+            created_at: now,
+        };
+        if !self.inner.store.insert_issuer_if_absent(&record).await? {
+            return Err(ServiceError::Conflict(format!("issuer '{issuer_id}' exists already")));
+        }
+        self.inner
+            .store
+            .set_issuer_account(issuer_id.as_str(), Some(&registered.credentials_json), Some(&registered.account_url))
+            .await?;
+        tracing::info!(issuer = %issuer_id, directory = %config.directory_url(), account = %registered.account_url,
+            "added an ACME issuer and registered its account");
+        let state = AcmeIssuerState::new(issuer_id.clone(), config, settings, now, Some(registered.issuer));
+        self.inner.issuers.insert(issuer_id.clone(), Issuer::Acme(Arc::new(state)));
+        self.issuer(issuer_id.as_str()).await
+    }
+
+    /// Rolls the ACME account key over (RFC 8555 §7.3.5) and stores the new credentials.
+    pub async fn rollover_account_key(&self, id: &str) -> Result<IssuerInfo, ServiceError> {
+        let state = self.acme_state(id)?;
+        let acme = state
+            .ready(&self.inner.store, &self.inner.issuers.responder)
+            .await
+            .map_err(|e| ServiceError::Upstream(e.message))?;
+        let rolled = acme.rollover_key().await.map_err(|e| ServiceError::Upstream(e.message))?;
+        self.inner
+            .store
+            .set_issuer_account(id, Some(&rolled.credentials_json), Some(&rolled.account_url))
+            .await?;
+        state.replace(Some(rolled.issuer)).await;
+        tracing::info!(issuer = id, "rolled the ACME account key over");
+        self.issuer(id).await
+    }
+
+    /// Deactivates the ACME account (RFC 8555 §7.3.6). The next order registers a new one.
+    pub async fn deactivate_account(&self, id: &str) -> Result<IssuerInfo, ServiceError> {
+        let state = self.acme_state(id)?;
+        let acme = state
+            .ready(&self.inner.store, &self.inner.issuers.responder)
+            .await
+            .map_err(|e| ServiceError::Upstream(e.message))?;
+        let url = acme.account_url().to_owned();
+        acme.deactivate().await.map_err(|e| ServiceError::Upstream(e.message))?;
+        self.inner.store.set_issuer_account(id, None, None).await?;
+        state.replace(None).await;
+        tracing::info!(issuer = id, account = %url, "deactivated the ACME account");
+        self.issuer(id).await
+    }
+
+    fn acme_state(&self, id: &str) -> Result<Arc<AcmeIssuerState>, ServiceError> {
+        let issuer_id: IssuerId = id.parse().map_err(|e| ServiceError::Invalid(format!("{e}")))?;
+        match self.issuer_handle(&issuer_id)? {
+            Issuer::Acme(state) => Ok(state),
+            Issuer::Local(_) => Err(ServiceError::Invalid(format!("issuer '{id}' is not an ACME issuer"))),
+        }
+    }
+
+    /// The answers to http-01 and tls-alpn-01 challenges (served by the binary's listeners and
+    /// the API's `/.well-known/acme-challenge/`).
+    pub fn challenge_responder(&self) -> ChallengeResponder {
+        self.inner.issuers.responder.clone()
+    }
+
+    /// The challenge listeners the issuers need; changes when an issuer is added.
+    pub fn challenge_listeners(&self) -> watch::Receiver<BTreeSet<ChallengeListener>> {
+        self.inner.issuers.subscribe_listeners()
     }
 
     /// One job.
@@ -340,16 +491,11 @@ impl ControlPlane {
         }
     }
 
-    pub(crate) fn ca(&self, id: &IssuerId) -> Result<Arc<LocalCa>, ServiceError> {
-        self.inner.cas.get(id).cloned().ok_or_else(|| {
+    pub(crate) fn issuer_handle(&self, id: &IssuerId) -> Result<Issuer, ServiceError> {
+        self.inner.issuers.get(id).ok_or_else(|| {
             ServiceError::Invalid(format!(
-                "unknown issuer '{id}' (known: {})",
-                self.inner
-                    .cas
-                    .keys()
-                    .map(IssuerId::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "unknown issuer '{id}' (known: {}); add one with `certkeeper issuer add`",
+                self.inner.issuers.ids().join(", ")
             ))
         })
     }
@@ -364,6 +510,7 @@ impl ControlPlane {
             max_attempts: self.inner.config.retry.max_attempts,
             run_after: now,
             last_error: None,
+            problem: None,
             created_at: now,
             updated_at: now,
             finished_at: None,
@@ -375,5 +522,33 @@ fn not_found(error: ck_store::StoreError, what: &str, id: impl std::fmt::Display
     match error {
         ck_store::StoreError::NotFound => ServiceError::NotFound(format!("{what} {id}")),
         other => other.into(),
+    }
+}
+
+fn issuer_info(id: &IssuerId, issuer: &Issuer, record: Option<&IssuerRecord>) -> IssuerInfo {
+    let health = record.and_then(|r| r.health.clone());
+    match issuer {
+        Issuer::Local(ca) => IssuerInfo {
+            id: id.clone(),
+            kind: "local".to_owned(),
+            ca_pem: Some(ca.root_pem().to_owned()),
+            not_after: Some(ca.not_after()),
+            directory: None,
+            account_url: None,
+            settings: None,
+            health,
+            created_at: record.map(|r| r.created_at),
+        },
+        Issuer::Acme(state) => IssuerInfo {
+            id: id.clone(),
+            kind: "acme".to_owned(),
+            ca_pem: None,
+            not_after: None,
+            directory: Some(state.config.directory_url()),
+            account_url: record.and_then(|r| r.account_url.clone()),
+            settings: Some(ck_acme::config::redact_secrets(&state.settings)),
+            health,
+            created_at: Some(state.created_at),
+        },
     }
 }

@@ -12,7 +12,9 @@ use ck_store::{ClaimedJob, Completion};
 use rand::Rng;
 use tokio::task::JoinHandle;
 
+use crate::acme_jobs::run_acme_job;
 use crate::issuance::{IssueFailure, issue};
+use crate::issuers::Issuer;
 use crate::{ControlPlane, now};
 
 /// Asks the loops to stop; they finish the batch in hand first.
@@ -45,10 +47,15 @@ pub async fn spawn_background_loops(
             worker_loop(control_plane, worker_idx, shutdown).await
         }));
     }
-    let control_plane = control_plane.clone();
-    let shutdown = Shutdown(shutdown);
+    let scheduler = control_plane.clone();
+    let scheduler_shutdown = Shutdown(shutdown.clone());
     tasks.push(tokio::spawn(async move {
-        crate::scheduler::scheduler_loop(control_plane, shutdown).await
+        crate::scheduler::scheduler_loop(scheduler, scheduler_shutdown).await
+    }));
+    let health = control_plane.clone();
+    let health_shutdown = Shutdown(shutdown);
+    tasks.push(tokio::spawn(async move {
+        crate::scheduler::issuer_health_loop(health, health_shutdown).await
     }));
     Ok(tasks)
 }
@@ -105,8 +112,14 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
     for job in claimed {
         let res = match &certificates {
             Ok(found) => match found.get(&job.job.certificate_id) {
-                Some(cert) => match control_plane.ca(&cert.issuer_id) {
-                    Ok(ca) => Ok((cert.clone(), ca)),
+                Some(cert) => match control_plane.issuer_handle(&cert.issuer_id) {
+                    Ok(Issuer::Local(ca)) => Ok((cert.clone(), ca)),
+                    Ok(Issuer::Acme(state)) => {
+                        // An order waits on the CA and DNS for seconds: it runs as its own task.
+                        let task = run_acme_job(control_plane.clone(), owner.to_owned(), job, cert.clone(), state);
+                        tokio::spawn(task);
+                        continue;
+                    }
                     Err(error) => Err(IssueFailure {
                         message: error.to_string(),
                         transient: false,
@@ -123,6 +136,9 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
             }),
         };
         prepared.push((job, res));
+    }
+    if prepared.is_empty() {
+        return;
     }
     let fetched = started.elapsed();
     let max_validity = inner.config.max_validity;
@@ -206,7 +222,7 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
         inner.metrics.job_failed(claimed.job.kind.as_str());
         match inner
             .store
-            .fail_job(owner, &claimed, &failure.message, retry_at, now())
+            .fail_job(owner, &claimed, &failure.message, None, retry_at, now())
             .await
         {
             Ok(true) if retry_at.is_none() => finished.push(claimed.job.id),
@@ -220,7 +236,7 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
     tracing::debug!(n_jobs, ?fetched, ?signed_at, commit = ?commit_started.elapsed(), total = ?started.elapsed(), "job batch done");
 }
 
-fn record_completions(
+pub(crate) fn record_completions(
     control_plane: &ControlPlane,
     completions: &[Completion],
     stored: &[Option<u32>],

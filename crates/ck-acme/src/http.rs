@@ -1,0 +1,143 @@
+//! The HTTPS client under instant-acme: system roots plus an issuer's extra CA bundle, and a
+//! record of the last `Retry-After` so rate limits can be honoured.
+//!
+//! instant-acme turns an error response into a problem document and drops the headers, so the
+//! `Retry-After` of a 429/503 is captured here, on its way through.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header::RETRY_AFTER};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use crate::AcmeFailure;
+
+type Inner = Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, BodyWrapper<Bytes>>;
+
+/// Where the last `Retry-After` of a 429 or 503 is kept (shared by one issuer's requests).
+#[derive(Clone, Default, Debug)]
+pub(crate) struct RetryAfterSlot(Arc<Mutex<Option<SystemTime>>>);
+
+impl RetryAfterSlot {
+    /// The recorded time, if it is still in the future.
+    pub(crate) fn get(&self) -> Option<SystemTime> {
+        let slot = self.0.lock().ok()?;
+        slot.filter(|at| *at > SystemTime::now())
+    }
+
+    fn set(&self, at: SystemTime) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(at);
+        }
+    }
+}
+
+pub(crate) struct AcmeHttpClient {
+    inner: Inner,
+    retry_after: RetryAfterSlot,
+}
+
+impl AcmeHttpClient {
+    /// A client trusting the system's roots and the certificates of `extra_roots_pem`.
+    pub(crate) fn new(extra_roots_pem: Option<&str>, retry_after: RetryAfterSlot) -> Result<Self, AcmeFailure> {
+        let mut roots = rustls::RootCertStore::empty();
+        // A machine without a system store can still reach a private CA given by bundle.
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+        if let Some(pem) = extra_roots_pem {
+            let mut added = 0;
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert =
+                    cert.map_err(|e| AcmeFailure::local(format!("the CA bundle is not valid PEM: {e}"), false))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| AcmeFailure::local(format!("the CA bundle holds an unusable certificate: {e}"), false))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err(AcmeFailure::local(
+                    "the CA bundle holds no certificate: give a PEM file with BEGIN CERTIFICATE blocks",
+                    false,
+                ));
+            }
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| AcmeFailure::local(format!("TLS setup failed: {e}"), false))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        let inner = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(Self { inner, retry_after })
+    }
+}
+
+impl HttpClient for AcmeHttpClient {
+    fn request(
+        &self,
+        req: Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let fut = self.inner.request(req);
+        let slot = self.retry_after.clone();
+        Box::pin(async move {
+            // A stalled CA must not hold a job forever.
+            let rsp = tokio::time::timeout(Duration::from_secs(30), fut)
+                .await
+                .map_err(|_| instant_acme::Error::Str("the CA did not answer within 30 s"))?
+                .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
+            if matches!(rsp.status(), StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE)
+                && let Some(at) = rsp
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after)
+            {
+                slot.set(at);
+            }
+            Ok(BytesResponse::from(rsp))
+        })
+    }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+fn parse_retry_after(value: &str) -> Option<SystemTime> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(SystemTime::now() + Duration::from_secs(seconds.min(86_400)));
+    }
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let parsed = time::PrimitiveDateTime::parse(value, format).ok()?.assume_utc();
+    Some(SystemTime::from(parsed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let at = parse_retry_after("120").unwrap();
+        let delta = at.duration_since(SystemTime::now()).unwrap();
+        assert!(delta > Duration::from_secs(100) && delta <= Duration::from_secs(120));
+        let date = parse_retry_after("Fri, 31 Dec 2038 23:59:59 GMT").unwrap();
+        assert!(date > SystemTime::now());
+        assert!(parse_retry_after("soon").is_none());
+    }
+}

@@ -1,0 +1,344 @@
+//! One ACME order, from identifiers to a downloaded certificate chain.
+//!
+//! The steps follow RFC 8555 §7.4: new order (with `replaces` when renewing under ARI), one
+//! challenge per pending authorization, wait for the order to become ready, finalize with our
+//! CSR, download the chain. Whatever happens, every published challenge answer (token, ALPN
+//! certificate, TXT record) is removed before returning.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use instant_acme::{
+    AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
+};
+use rustls_pki_types::CertificateDer;
+use time::OffsetDateTime;
+
+use crate::error::SubproblemDocument;
+use crate::{AcmeFailure, AcmeIssuer, ChallengeKind, Dns01Config};
+
+/// Extra tries after the CA rejects a nonce. instant-acme already retries each request three
+/// times; a CA that rejects half its nonces (Pebble's fault mode) then still gets through.
+const BAD_NONCE_RETRIES: u32 = 10;
+
+/// What to order.
+#[derive(Debug, Clone)]
+pub struct OrderRequest<'a> {
+    /// DNS names (`*.example.com` for wildcards) and IP literals.
+    pub names: &'a [String],
+    /// DER CSR carrying the key to certify (server- or client-generated).
+    pub csr_der: &'a [u8],
+    /// The challenge for this certificate; `None` takes the issuer's default.
+    pub challenge: Option<ChallengeKind>,
+    /// DER of the certificate this order replaces, for ARI's `replaces` (RFC 9773 §5).
+    pub replaces: Option<&'a [u8]>,
+}
+
+/// A finished order.
+#[derive(Debug, Clone)]
+pub struct IssuedChain {
+    /// Leaf first, then the intermediates, as the CA sent them.
+    pub chain_pem: String,
+    /// The order's URL, for logs and support requests to the CA.
+    pub order_url: String,
+}
+
+/// The CA's suggested renewal window (ARI, RFC 9773).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewalWindow {
+    /// Renew no earlier than this.
+    pub start: OffsetDateTime,
+    /// Renew before this.
+    pub end: OffsetDateTime,
+}
+
+/// The dns-01 provider and the propagation check of one issuer.
+#[derive(Debug)]
+pub(crate) struct DnsSolver {
+    provider: ck_dns::DnsProvider,
+    check: ck_dns::PropagationCheck,
+}
+
+impl DnsSolver {
+    pub(crate) fn new(config: &Dns01Config) -> Result<Self, AcmeFailure> {
+        let provider = config
+            .provider
+            .build()
+            .map_err(|e| AcmeFailure::local(format!("dns-01 provider settings: {e}"), false))?;
+        let resolvers = Some(config.resolvers.clone()).filter(|r| !r.is_empty());
+        let check = ck_dns::PropagationCheck::new(resolvers, config.propagation_timeout(), config.propagation_interval())
+            .defaulting_to(&provider);
+        Ok(Self { provider, check })
+    }
+
+    /// Where `_acme-challenge.<name>` really lives: CNAME delegations are followed.
+    async fn challenge_target(&self, challenge_name: &str) -> Result<String, ck_dns::DnsError> {
+        match self.check.nameservers() {
+            Some(servers) if !servers.is_empty() => ck_dns::resolve_challenge_target(challenge_name, servers).await,
+            _ => Ok(challenge_name.to_owned()),
+        }
+    }
+}
+
+/// A published answer to remove when the order is over.
+enum Published {
+    Http01 { token: String },
+    TlsAlpn01 { name: String },
+    Dns01 { fqdn: String, value: String },
+}
+
+/// Runs `$call` again while the CA answers `badNonce`; maps the final error.
+macro_rules! with_nonce_retry {
+    ($issuer:expr, $what:expr, $call:expr) => {{
+        let mut retries = 0;
+        loop {
+            match $call.await {
+                Ok(value) => break Ok(value),
+                Err(error) if AcmeFailure::is_bad_nonce(&error) && retries < BAD_NONCE_RETRIES => retries += 1,
+                Err(error) => break Err(AcmeFailure::from_acme($what, error, $issuer.retry_after.get())),
+            }
+        }
+    }};
+}
+
+impl AcmeIssuer {
+    /// Places an order and sees it through. Challenge answers are cleaned up on every path.
+    pub async fn order(&self, request: &OrderRequest<'_>) -> Result<IssuedChain, AcmeFailure> {
+        let challenge = request.challenge.unwrap_or(self.config.challenge);
+        let identifiers: Vec<Identifier> = request
+            .names
+            .iter()
+            .map(|name| match name.parse::<IpAddr>() {
+                Ok(ip) => Identifier::Ip(ip),
+                Err(_) => Identifier::Dns(name.clone()),
+            })
+            .collect();
+        if identifiers.is_empty() {
+            return Err(AcmeFailure::local("the certificate has no names to order", false));
+        }
+        if challenge != ChallengeKind::Dns01 && request.names.iter().any(|n| n.starts_with("*.")) {
+            return Err(AcmeFailure::local(
+                format!(
+                    "wildcard names can only be validated with dns-01, not {}: configure dns01 on the issuer and choose --challenge dns-01",
+                    challenge.as_str()
+                ),
+                false,
+            ));
+        }
+        if challenge == ChallengeKind::Dns01 && self.dns.is_none() {
+            return Err(AcmeFailure::local(
+                "dns-01 was chosen but the issuer has no dns01 provider: add one with `certkeeper issuer add acme … --dns-provider`",
+                false,
+            ));
+        }
+        let mut published = Vec::new();
+        let outcome = self.run_order(&identifiers, request, challenge, &mut published).await;
+        self.clean_up(published).await;
+        outcome
+    }
+
+    async fn run_order(
+        &self,
+        identifiers: &[Identifier],
+        request: &OrderRequest<'_>,
+        challenge: ChallengeKind,
+        published: &mut Vec<Published>,
+    ) -> Result<IssuedChain, AcmeFailure> {
+        let replaces = request
+            .replaces
+            .and_then(|der| CertificateIdentifier::try_from(&CertificateDer::from(der)).ok());
+        let mut order = match replaces {
+            Some(replaces) => {
+                let with_replaces = || self.new_order(identifiers).replaces(replaces.clone());
+                match with_nonce_retry!(self, "creating the order", self.account.new_order(&with_replaces())) {
+                    Ok(order) => order,
+                    // A CA without ARI, or one that no longer knows the old certificate: order afresh.
+                    Err(failure) => {
+                        tracing::debug!(error = %failure, "order with `replaces` refused; ordering without it");
+                        with_nonce_retry!(self, "creating the order", self.account.new_order(&self.new_order(identifiers)))?
+                    }
+                }
+            }
+            None => with_nonce_retry!(self, "creating the order", self.account.new_order(&self.new_order(identifiers)))?,
+        };
+        let order_url = order.url().to_owned();
+
+        // Fetch every authorization; a rejected nonce leaves one unfetched for the next pass.
+        for pass in 0..=BAD_NONCE_RETRIES {
+            let mut missing = false;
+            let mut authorizations = order.authorizations();
+            while let Some(next) = authorizations.next().await {
+                if let Err(error) = next {
+                    if AcmeFailure::is_bad_nonce(&error) && pass < BAD_NONCE_RETRIES {
+                        missing = true;
+                    } else {
+                        return Err(AcmeFailure::from_acme("fetching authorizations", error, self.retry_after.get()));
+                    }
+                }
+            }
+            if !missing {
+                break;
+            }
+        }
+
+        let challenge_type = match challenge {
+            ChallengeKind::Http01 => ChallengeType::Http01,
+            ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            ChallengeKind::Dns01 => ChallengeType::Dns01,
+        };
+        let mut authorizations = order.authorizations();
+        while let Some(next) = authorizations.next().await {
+            let mut authz = next.map_err(|e| AcmeFailure::from_acme("fetching authorizations", e, self.retry_after.get()))?;
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => {
+                    return Err(AcmeFailure::local(
+                        format!("authorization for {} is {other:?}; a new order is needed", authz.identifier()),
+                        true,
+                    ));
+                }
+            }
+            let name = match &authz.identifier().identifier {
+                Identifier::Dns(name) => name.clone(),
+                Identifier::Ip(ip) => ip.to_string(),
+                _ => return Err(AcmeFailure::local("the CA asked about an identifier type we did not order", false)),
+            };
+            let shown = authz.identifier().to_string();
+            let mut handle = authz.challenge(challenge_type.clone()).ok_or_else(|| {
+                AcmeFailure::local(
+                    format!("the CA offers no {} challenge for {shown}: choose another challenge type", challenge.as_str()),
+                    false,
+                )
+            })?;
+            let key_authorization = handle.key_authorization();
+            match challenge {
+                ChallengeKind::Http01 => {
+                    self.responder.add_http01(&handle.token, key_authorization.as_str());
+                    published.push(Published::Http01 {
+                        token: handle.token.clone(),
+                    });
+                }
+                ChallengeKind::TlsAlpn01 => {
+                    self.responder.add_tls_alpn01(&name, key_authorization.digest().as_ref())?;
+                    published.push(Published::TlsAlpn01 { name: name.clone() });
+                }
+                ChallengeKind::Dns01 => {
+                    let dns = self
+                        .dns
+                        .as_ref()
+                        .ok_or_else(|| AcmeFailure::local("the issuer has no dns01 provider", false))?;
+                    let value = key_authorization.dns_value();
+                    let challenge_name = format!("_acme-challenge.{name}.");
+                    let fqdn = dns
+                        .challenge_target(&challenge_name)
+                        .await
+                        .map_err(|e| AcmeFailure::local(format!("dns-01 for {shown}: {e}"), true))?;
+                    // Published first so a half-done present is still cleaned up.
+                    published.push(Published::Dns01 {
+                        fqdn: fqdn.clone(),
+                        value: value.clone(),
+                    });
+                    dns.provider.present(&fqdn, &value).await.map_err(|e| {
+                        AcmeFailure::local(format!("dns-01 for {shown}: writing the TXT record failed: {e}"), true)
+                    })?;
+                    dns.check
+                        .wait_for(&fqdn, &value)
+                        .await
+                        .map_err(|e| AcmeFailure::local(format!("dns-01 for {shown}: {e}"), true))?;
+                }
+            }
+            with_nonce_retry!(self, "telling the CA the challenge is ready", handle.set_ready())?;
+        }
+
+        let policy = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(100))
+            .backoff(1.5)
+            .timeout(Duration::from_secs(120));
+        let status = with_nonce_retry!(self, "waiting for validation", order.poll_ready(&policy))?;
+        if status != OrderStatus::Ready {
+            let mut subproblems = Vec::new();
+            let mut authorizations = order.authorizations();
+            while let Some(Ok(mut authz)) = authorizations.next().await {
+                let state = match with_nonce_retry!(self, "reading the authorization", authz.refresh()) {
+                    Ok(state) => state,
+                    Err(_) => continue,
+                };
+                for ch in &state.challenges {
+                    if let Some(error) = &ch.error {
+                        subproblems.push(SubproblemDocument {
+                            identifier: Some(state.identifier().to_string()),
+                            problem_type: error.r#type.clone(),
+                            detail: error.detail.clone(),
+                        });
+                    }
+                }
+            }
+            return Err(AcmeFailure::challenge_invalid(subproblems));
+        }
+        with_nonce_retry!(self, "finalizing the order", order.finalize_csr(request.csr_der))?;
+        let chain_pem = with_nonce_retry!(self, "downloading the certificate", order.poll_certificate(&policy))?;
+        Ok(IssuedChain { chain_pem, order_url })
+    }
+
+    fn new_order<'a>(&'a self, identifiers: &'a [Identifier]) -> NewOrder<'a> {
+        let order = NewOrder::new(identifiers);
+        match &self.config.profile {
+            Some(profile) => order.profile(profile),
+            None => order,
+        }
+    }
+
+    async fn clean_up(&self, published: Vec<Published>) {
+        for item in published {
+            match item {
+                Published::Http01 { token } => self.responder.remove_http01(&token),
+                Published::TlsAlpn01 { name } => self.responder.remove_tls_alpn01(&name),
+                Published::Dns01 { fqdn, value } => {
+                    if let Some(dns) = &self.dns
+                        && let Err(error) = dns.provider.cleanup(&fqdn, &value).await
+                    {
+                        tracing::warn!(%fqdn, provider = dns.provider.kind(), %error, "removing the dns-01 TXT record failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Revokes `cert_der` through the CA, signed with the account key (RFC 8555 §7.6).
+    pub async fn revoke(&self, cert_der: &[u8], reason_code: u8) -> Result<(), AcmeFailure> {
+        use instant_acme::RevocationReason as R;
+        let reason = match reason_code {
+            1 => R::KeyCompromise,
+            2 => R::CaCompromise,
+            3 => R::AffiliationChanged,
+            4 => R::Superseded,
+            5 => R::CessationOfOperation,
+            6 => R::CertificateHold,
+            8 => R::RemoveFromCrl,
+            9 => R::PrivilegeWithdrawn,
+            10 => R::AaCompromise,
+            _ => R::Unspecified,
+        };
+        let certificate = CertificateDer::from(cert_der);
+        let request = instant_acme::RevocationRequest {
+            certificate: &certificate,
+            reason: Some(reason),
+        };
+        with_nonce_retry!(self, "revoking the certificate", self.account.revoke(&request))
+    }
+
+    /// The CA's suggested renewal window for `cert_der`, or `None` when the CA has no ARI.
+    pub async fn renewal_window(&self, cert_der: &[u8]) -> Result<Option<RenewalWindow>, AcmeFailure> {
+        let id = CertificateIdentifier::try_from(&CertificateDer::from(cert_der))
+            .map_err(|e| AcmeFailure::local(format!("ARI certificate id: {e}"), false))?;
+        match self.account.renewal_info(&id).await {
+            Ok((info, _)) => Ok(Some(RenewalWindow {
+                start: info.suggested_window.start,
+                end: info.suggested_window.end,
+            })),
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(error) => Err(AcmeFailure::from_acme("fetching renewal info", error, self.retry_after.get())),
+        }
+    }
+}

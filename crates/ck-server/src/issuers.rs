@@ -1,0 +1,187 @@
+//! The issuers the control plane signs with: the local CA and ACME CAs. Loaded at start, and
+//! ACME issuers can be added while running.
+//!
+//! An ACME issuer's account is made ready on first use (restored from stored credentials, or
+//! registered and stored), once per node: a mutex keeps concurrent first orders from
+//! registering twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use ck_acme::{AcmeFailure, AcmeIssuer, AcmeIssuerConfig, ChallengeKind, ChallengeResponder};
+use ck_domain::IssuerId;
+use ck_pki::LocalCa;
+use ck_store::Store;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+/// A listener the binary should run for challenge answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChallengeListener {
+    /// Plain HTTP serving `/.well-known/acme-challenge/<token>`.
+    Http01(SocketAddr),
+    /// TLS answering ALPN `acme-tls/1`.
+    TlsAlpn01(SocketAddr),
+}
+
+/// One issuer.
+#[derive(Clone)]
+pub(crate) enum Issuer {
+    Local(Arc<LocalCa>),
+    Acme(Arc<AcmeIssuerState>),
+}
+
+/// An ACME issuer's settings and, once ready, its account.
+pub(crate) struct AcmeIssuerState {
+    pub(crate) id: IssuerId,
+    pub(crate) config: AcmeIssuerConfig,
+    /// The settings as stored, for the redacted view.
+    pub(crate) settings: serde_json::Value,
+    pub(crate) created_at: OffsetDateTime,
+    ready: tokio::sync::Mutex<Option<AcmeIssuer>>,
+}
+
+impl AcmeIssuerState {
+    pub(crate) fn new(
+        id: IssuerId,
+        config: AcmeIssuerConfig,
+        settings: serde_json::Value,
+        created_at: OffsetDateTime,
+        ready: Option<AcmeIssuer>,
+    ) -> Self {
+        Self {
+            id,
+            config,
+            settings,
+            created_at,
+            ready: tokio::sync::Mutex::new(ready),
+        }
+    }
+
+    /// The account, restored or registered on first use.
+    pub(crate) async fn ready(&self, store: &Store, responder: &ChallengeResponder) -> Result<AcmeIssuer, AcmeFailure> {
+        let mut guard = self.ready.lock().await;
+        if let Some(issuer) = &*guard {
+            return Ok(issuer.clone());
+        }
+        let stored = store
+            .issuer(self.id.as_str())
+            .await
+            .map_err(|e| AcmeFailure::local(format!("reading the issuer: {e}"), true))?
+            .and_then(|record| record.account_credentials);
+        let issuer = match stored {
+            Some(credentials) => AcmeIssuer::restore(self.config.clone(), &credentials, responder.clone()).await?,
+            None => {
+                let registered = AcmeIssuer::register(self.config.clone(), responder.clone()).await?;
+                store
+                    .set_issuer_account(
+                        self.id.as_str(),
+                        Some(&registered.credentials_json),
+                        Some(&registered.account_url),
+                    )
+                    .await
+                    .map_err(|e| AcmeFailure::local(format!("storing the account: {e}"), true))?;
+                tracing::info!(issuer = %self.id, account = %registered.account_url, "registered the ACME account");
+                registered.issuer
+            }
+        };
+        *guard = Some(issuer.clone());
+        Ok(issuer)
+    }
+
+    /// Swaps the account after a key rollover (`Some`) or deactivation (`None`).
+    pub(crate) async fn replace(&self, issuer: Option<AcmeIssuer>) {
+        *self.ready.lock().await = issuer;
+    }
+
+    /// The listeners this issuer needs.
+    pub(crate) fn listeners(&self) -> Vec<ChallengeListener> {
+        let mut out = Vec::new();
+        if let Some(addr) = self.config.http01_listen() {
+            out.push(ChallengeListener::Http01(addr));
+        }
+        if let Some(addr) = self.config.tls_alpn01_listen() {
+            out.push(ChallengeListener::TlsAlpn01(addr));
+        }
+        out
+    }
+
+    /// Whether a certificate may use `challenge` with this issuer; the error says how to fix it.
+    pub(crate) fn check_challenge(&self, challenge: Option<ChallengeKind>, names: &[String]) -> Result<(), String> {
+        let effective = challenge.unwrap_or(self.config.challenge);
+        if effective == ChallengeKind::Dns01 && self.config.dns01.is_none() {
+            return Err(format!(
+                "issuer '{}' has no dns01 provider, so dns-01 cannot be used: add one to the issuer",
+                self.id
+            ));
+        }
+        if effective != ChallengeKind::Dns01 && names.iter().any(|n| n.starts_with("*.")) {
+            return Err(format!(
+                "wildcard names need the dns-01 challenge (issuer '{}' uses {} by default): pass challenge dns-01",
+                self.id,
+                effective.as_str()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Every issuer by id, the shared challenge answers, and the wanted listeners.
+pub(crate) struct Issuers {
+    map: RwLock<BTreeMap<IssuerId, Issuer>>,
+    pub(crate) responder: ChallengeResponder,
+    listeners: watch::Sender<BTreeSet<ChallengeListener>>,
+}
+
+impl Issuers {
+    pub(crate) fn new(map: BTreeMap<IssuerId, Issuer>) -> Self {
+        let (listeners, _) = watch::channel(BTreeSet::new());
+        let issuers = Self {
+            map: RwLock::new(map),
+            responder: ChallengeResponder::default(),
+            listeners,
+        };
+        issuers.publish_listeners();
+        issuers
+    }
+
+    pub(crate) fn get(&self, id: &IssuerId) -> Option<Issuer> {
+        self.map.read().ok()?.get(id).cloned()
+    }
+
+    pub(crate) fn all(&self) -> Vec<(IssuerId, Issuer)> {
+        self.map
+            .read()
+            .map(|map| map.iter().map(|(id, issuer)| (id.clone(), issuer.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn ids(&self) -> Vec<String> {
+        self.all().into_iter().map(|(id, _)| id.to_string()).collect()
+    }
+
+    pub(crate) fn insert(&self, id: IssuerId, issuer: Issuer) {
+        if let Ok(mut map) = self.map.write() {
+            map.insert(id, issuer);
+        }
+        self.publish_listeners();
+    }
+
+    pub(crate) fn subscribe_listeners(&self) -> watch::Receiver<BTreeSet<ChallengeListener>> {
+        self.listeners.subscribe()
+    }
+
+    fn publish_listeners(&self) {
+        let wanted: BTreeSet<ChallengeListener> = self
+            .all()
+            .into_iter()
+            .filter_map(|(_, issuer)| match issuer {
+                Issuer::Acme(state) => Some(state.listeners()),
+                Issuer::Local(_) => None,
+            })
+            .flatten()
+            .collect();
+        self.listeners.send_replace(wanted);
+    }
+}
