@@ -21,7 +21,13 @@ set -euo pipefail
 #   iproute2        `ss`, used to find free ports
 #   util-linux      `setpriv`, to run postgres as the postgres user
 #   ca-certificates TLS trust store for anything talking HTTPS
-PKGS=(postgresql-15 openssl curl iproute2 util-linux ca-certificates)
+#   pebble          ACME test CA + pebble-challtestsrv (ck-test-peers, start-pebble.sh)
+#   bind9           real authoritative DNS server for RFC 2136 / dns-01 tests
+#   bind9-utils     named-checkconf, tsig-keygen (BIND fixture)
+#   bind9-dnsutils  dig and nsupdate, to check what a DNS server really answers
+#   lego, certbot   reference ACME clients (interop tests, scripts/bench-acme.sh)
+PKGS=(postgresql-15 openssl curl iproute2 util-linux ca-certificates
+      pebble bind9 bind9-utils bind9-dnsutils lego certbot)
 
 LOG=${TMPDIR:-/tmp}/certkeeper-install-deps.log
 T0=$(date +%s)
@@ -47,7 +53,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # --- keep package postinst scripts from starting daemons ---------------------
-# postgresql-15's postinst would otherwise start a system cluster on :5432.
+# postgresql-15's postinst would otherwise start a system cluster on :5432,
+# and bind9's a system named on 0.0.0.0:53.
 # policy-rc.d exiting 101 tells invoke-rc.d "not allowed". Only create it if
 # absent, and then only for the duration of this script.
 POLICY=/usr/sbin/policy-rc.d

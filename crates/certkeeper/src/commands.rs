@@ -134,6 +134,22 @@ fn finish(answer: &CertificateWithJob, json: bool, waited: bool) -> anyhow::Resu
         );
     }
     if waited && answer.job.state != "succeeded" {
+        if let Some(error) = &answer.job.last_error {
+            let problem = answer
+                .job
+                .problem
+                .as_ref()
+                .and_then(|p| p.get("type"))
+                .and_then(|t| t.as_str())
+                .map(|t| format!(" [{t}]"))
+                .unwrap_or_default();
+            bail!(
+                "not issued yet: the last attempt failed: {error}{problem}; it is retried after {} \
+                 (details: `certkeeper job get {}`)",
+                answer.job.run_after,
+                answer.job.id
+            );
+        }
         bail!(
             "still {} after the timeout; check later with `certkeeper job get {}`",
             answer.job.state,

@@ -74,7 +74,17 @@ impl DnsSolver {
     /// Where `_acme-challenge.<name>` really lives: CNAME delegations are followed.
     async fn challenge_target(&self, challenge_name: &str) -> Result<String, ck_dns::DnsError> {
         match self.check.nameservers() {
-            Some(servers) if !servers.is_empty() => ck_dns::resolve_challenge_target(challenge_name, servers).await,
+            Some(servers) if !servers.is_empty() => {
+                match ck_dns::resolve_challenge_target(challenge_name, servers).await {
+                    // A server that cannot answer now (SERVFAIL, timeout) is no proof of a
+                    // delegation: write where the name is; the propagation check will tell.
+                    Err(ck_dns::DnsError::CnameLookup { name, reason }) => {
+                        tracing::warn!(%name, %reason, "CNAME lookup failed; writing the record at the name itself");
+                        Ok(challenge_name.to_owned())
+                    }
+                    other => other,
+                }
+            }
             _ => Ok(challenge_name.to_owned()),
         }
     }

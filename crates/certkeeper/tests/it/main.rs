@@ -6,6 +6,7 @@
 
 mod support;
 
+mod acme;
 mod bad_input;
 mod crash;
 mod newcomer;

@@ -32,6 +32,7 @@ pub(crate) struct Server {
     pub(crate) url: String,
     child: Option<Child>,
     extra_args: Vec<String>,
+    log_level: String,
 }
 
 impl Server {
@@ -41,9 +42,33 @@ impl Server {
             url: String::new(),
             child: None,
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            log_level: "warn".to_owned(),
         };
         server.spawn();
         server
+    }
+
+    /// Like [`Server::start`], logging at `level` into [`Server::log_path`].
+    pub(crate) fn start_logged(data_dir: &Path, extra_args: &[&str], level: &str) -> Self {
+        let mut server = Self {
+            data_dir: data_dir.to_owned(),
+            url: String::new(),
+            child: None,
+            extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            log_level: level.to_owned(),
+        };
+        server.spawn();
+        server
+    }
+
+    /// This server's log file (kept beside its data directory).
+    pub(crate) fn log_path(&self) -> PathBuf {
+        self.data_dir.with_extension("log")
+    }
+
+    /// Everything this server logged so far.
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     fn spawn(&mut self) {
@@ -52,14 +77,14 @@ impl Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(std::env::temp_dir().join(format!("ck-e2e-{}.log", std::process::id())))
+            .open(self.log_path())
             .unwrap();
         let child = Command::new(BIN)
             .args(["serve", "--data-dir"])
             .arg(&self.data_dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.extra_args)
-            .env("CERTKEEPER_LOG", "warn")
+            .env("CERTKEEPER_LOG", &self.log_level)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -71,7 +96,11 @@ impl Server {
                 self.url = text.trim().to_owned();
                 return;
             }
-            assert!(Instant::now() < deadline, "server did not start within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "server did not start within 30 s:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -1,0 +1,525 @@
+//! ACME issuance end to end: the real binary against a real Pebble (and BIND for RFC 2136),
+//! every chain checked by `openssl verify` against Pebble's own root.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ck_test_peers::bind::Bind;
+use ck_test_peers::pebble::{EAB_KEYS, Pebble, PebbleDns, PebbleOptions, openssl_verify_chain};
+use serde_json::Value;
+
+use crate::support::Server;
+
+/// A server tuned for tests: quick retries, a quick scheduler, health checks every 2 s.
+fn start_server(dir: &Path, extra_yaml: &str, level: &str) -> Server {
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "scheduler_interval_seconds: 1\njobs:\n  max_attempts: 20\n  retry_base_delay_seconds: 1\n  \
+             retry_max_delay_seconds: 2\nacme:\n  health_check_interval_seconds: 2\n{extra_yaml}"
+        ),
+    )
+    .unwrap();
+    Server::start_logged(&dir.join("data"), &["--config", config.to_str().unwrap()], level)
+}
+
+fn add_issuer(server: &Server, pebble: &Pebble, id: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "issuer",
+        "add",
+        "acme",
+        id,
+        "--directory",
+        &*Box::leak(pebble.directory_url().into_boxed_str()),
+        "--email",
+        "ops@example.com",
+        "--ca-bundle",
+        pebble.tls_ca_pem_path().to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&server.cli_ok(&args)).unwrap()
+}
+
+fn create(server: &Server, args: &[&str]) -> Value {
+    let mut all = vec!["cert", "create", "--wait", "--timeout", "120", "--json"];
+    all.extend_from_slice(args);
+    let out = server.cli(&all);
+    assert!(
+        out.status.success(),
+        "cert create {args:?} failed: {}\n--- server log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn chain_of(server: &Server, id: &str) -> String {
+    server.cli_ok(&["cert", "get", id, "--pem"])
+}
+
+fn assert_verifies(pebble: &Pebble, chain: &str) {
+    if let Err(openssl) = openssl_verify_chain(pebble.issuer_root_pem_path(), chain) {
+        panic!("openssl verify failed: {openssl}\n{chain}");
+    }
+}
+
+fn http01_args(pebble: &Pebble) -> Vec<String> {
+    vec![
+        "--challenge".into(),
+        "http-01".into(),
+        "--http01-listen".into(),
+        format!("127.0.0.1:{}", pebble.http_port()),
+    ]
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn sans_of(chain: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leaf.pem");
+    std::fs::write(&path, chain).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn http01_issues_a_chain_that_openssl_verifies() {
+    let Some(pebble) = Pebble::start(PebbleOptions::default(), "http01") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "", "info");
+    let issuer = add_issuer(&server, &pebble, "pebble", &strs(&http01_args(&pebble)));
+    assert_eq!(issuer["kind"], "acme");
+    assert!(issuer["account_url"].as_str().unwrap().starts_with("https://127.0.0.1"));
+    let created = create(&server, &["www.example.com", "--san", "api.example.com", "--issuer", "pebble"]);
+    assert_eq!(created["status"], "active", "{created}");
+    let chain = chain_of(&server, created["id"].as_str().unwrap());
+    assert_verifies(&pebble, &chain);
+    let sans = sans_of(&chain);
+    assert!(sans.contains("www.example.com") && sans.contains("api.example.com"), "{sans}");
+    // A server-generated key: the key endpoint hands it out and it matches the leaf.
+    let key = server.cli_ok(&["cert", "get", created["id"].as_str().unwrap(), "--key"]);
+    assert!(key.contains("PRIVATE KEY"));
+
+    // The health check finds the account valid and says so in `issuer list`.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list: Value = serde_json::from_str(&server.cli_ok(&["issuer", "list", "--json"])).unwrap();
+        let pebble_issuer = list.as_array().unwrap().iter().find(|i| i["id"] == "pebble").unwrap().clone();
+        if pebble_issuer["health"]["status"] == "healthy" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "issuer never reported healthy: {pebble_issuer}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let metrics = reqwest_blocking_get(&format!("{}/metrics", server.url));
+    assert!(metrics.contains("certkeeper_issuer_healthy{issuer=\"pebble\"} 1"), "{metrics}");
+    assert!(metrics.contains("certkeeper_acme_orders_total{issuer=\"pebble\",outcome=\"valid\"} 1"), "{metrics}");
+
+    // A wildcard without dns-01 is refused up front, with the fix in the message.
+    let out = server.cli(&["cert", "create", "*.example.com", "--issuer", "pebble"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("dns-01"), "{stderr}");
+}
+
+fn reqwest_blocking_get(url: &str) -> String {
+    let out = std::process::Command::new("curl").args(["-fsS", url]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn tls_alpn01_and_a_client_csr() {
+    let Some(pebble) = Pebble::start(PebbleOptions::default(), "tls_alpn01") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "", "warn");
+    let listen = format!("127.0.0.1:{}", pebble.tls_port());
+    add_issuer(&server, &pebble, "pebble-alpn", &["--challenge", "tls-alpn-01", "--tls-alpn01-listen", &listen]);
+    // The client keeps its key: an openssl CSR (RSA, with a must-staple extension).
+    let key = dir.path().join("client.key");
+    let csr = dir.path().join("client.csr");
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=alpn.example.com"])
+        .args(["-addext", "subjectAltName=DNS:alpn.example.com", "-addext", "tlsfeature=status_request"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr)
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let created = create(&server, &["--csr", csr.to_str().unwrap(), "--issuer", "pebble-alpn"]);
+    let chain = chain_of(&server, created["id"].as_str().unwrap());
+    assert_verifies(&pebble, &chain);
+    // The leaf certifies the client's key.
+    let leaf = dir.path().join("leaf.pem");
+    std::fs::write(&leaf, &chain).unwrap();
+    let pubkey = |args: &[&str], path: &PathBuf| {
+        std::process::Command::new("openssl").args(args).arg(path).output().unwrap().stdout
+    };
+    assert_eq!(
+        pubkey(&["x509", "-noout", "-pubkey", "-in"], &leaf),
+        pubkey(&["pkey", "-pubout", "-in"], &key)
+    );
+}
+
+/// dns-01 through RFC 2136 against a real BIND: apex and wildcard in one order, and the TXT
+/// records are gone afterwards.
+#[test]
+fn dns01_rfc2136_apex_and_wildcard_in_one_order() {
+    let Some(bind) = Bind::start(&["example.test"]) else {
+        return;
+    };
+    let options = PebbleOptions {
+        dns: PebbleDns::Server(bind.addr()),
+        ..PebbleOptions::default()
+    };
+    let Some(pebble) = Pebble::start(options, "dns01_rfc2136") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dns_config = dir.path().join("dns.yaml");
+    std::fs::write(
+        &dns_config,
+        format!(
+            "server: \"{}\"\ntsig_key_name: {}\ntsig_algorithm: hmac-sha256\ntsig_secret_file: {}\n\
+             propagation_timeout_seconds: 20\npropagation_interval_ms: 100\n",
+            bind.addr(),
+            bind.tsig_key_name(),
+            bind.key_file().display()
+        ),
+    )
+    .unwrap();
+    let server = start_server(dir.path(), "", "info");
+    add_issuer(
+        &server,
+        &pebble,
+        "pebble-dns",
+        &["--challenge", "dns-01", "--dns-provider", "rfc2136", "--dns-config", dns_config.to_str().unwrap()],
+    );
+    let created = create(&server, &["example.test", "--san", "*.example.test", "--issuer", "pebble-dns"]);
+    let chain = chain_of(&server, created["id"].as_str().unwrap());
+    assert_verifies(&pebble, &chain);
+    let sans = sans_of(&chain);
+    assert!(sans.contains("DNS:example.test") && sans.contains("DNS:*.example.test"), "{sans}");
+    assert!(bind.txt("_acme-challenge.example.test.").is_empty(), "TXT records left behind");
+    assert!(!server.log_text().contains(bind.tsig_secret()), "the TSIG secret was logged");
+}
+
+/// Writes an exec hook that forwards to challtestsrv, appending its calls to `calls`.
+/// `value_override` makes it publish a wrong value (a broken DNS setup).
+fn write_hook(path: &Path, mgmt: &str, calls: &Path, value_override: Option<&str>) {
+    let value = value_override.map_or_else(|| "$3".to_owned(), str::to_owned);
+    let script = format!(
+        "#!/bin/sh\nset -eu\necho \"$1 $2\" >> {calls}\ncase \"$1\" in\n  present) curl -fsS -X POST -d \
+         \"{{\\\"host\\\":\\\"$2\\\",\\\"value\\\":\\\"{value}\\\"}}\" {mgmt}/set-txt ;;\n  cleanup) curl -fsS -X POST \
+         -d \"{{\\\"host\\\":\\\"$2\\\"}}\" {mgmt}/clear-txt ;;\nesac\n",
+        calls = calls.display()
+    );
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn exec_issuer(dir: &Path, server: &Server, pebble: &Pebble, hook: &Path) {
+    let challtestsrv = pebble.challtestsrv().unwrap();
+    let dns_config = dir.join("exec.yaml");
+    std::fs::write(
+        &dns_config,
+        format!(
+            "command: {}\ntimeout: 10\nresolvers: [\"{}\"]\npropagation_timeout_seconds: 3\n\
+             propagation_interval_ms: 100\n",
+            hook.display(),
+            challtestsrv.dns_addr()
+        ),
+    )
+    .unwrap();
+    add_issuer(
+        server,
+        pebble,
+        "pebble-exec",
+        &["--challenge", "dns-01", "--dns-provider", "exec", "--dns-config", dns_config.to_str().unwrap()],
+    );
+}
+
+#[test]
+fn dns01_exec_hook() {
+    let Some(pebble) = Pebble::start(PebbleOptions::default(), "dns01_exec") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let hook = dir.path().join("hook.sh");
+    let calls = dir.path().join("calls.log");
+    write_hook(&hook, &pebble.challtestsrv().unwrap().mgmt_url(), &calls, None);
+    let server = start_server(dir.path(), "", "warn");
+    exec_issuer(dir.path(), &server, &pebble, &hook);
+    let created = create(&server, &["exec.example.com", "--san", "*.exec.example.com", "--issuer", "pebble-exec"]);
+    assert_verifies(&pebble, &chain_of(&server, created["id"].as_str().unwrap()));
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(calls.matches("present _acme-challenge.exec.example.com.").count(), 2, "{calls}");
+    assert_eq!(calls.matches("cleanup _acme-challenge.exec.example.com.").count(), 2, "{calls}");
+}
+
+/// SERVFAIL, then a wrong TXT value: each order fails with a clear error, the record is cleaned
+/// up, the job backs off, and once DNS is fixed a retry succeeds on its own.
+#[test]
+fn dns_faults_fail_clearly_clean_up_and_recover() {
+    let Some(pebble) = Pebble::start(PebbleOptions::default(), "dns_faults") else {
+        return;
+    };
+    let challtestsrv = pebble.challtestsrv().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let hook = dir.path().join("hook.sh");
+    let calls = dir.path().join("calls.log");
+    write_hook(&hook, &challtestsrv.mgmt_url(), &calls, None);
+    let server = start_server(dir.path(), "", "warn");
+    exec_issuer(dir.path(), &server, &pebble, &hook);
+    let client = server.client();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    for fault in ["servfail", "wrong-value"] {
+        let name = format!("{fault}.example.com");
+        let host = format!("_acme-challenge.{name}.");
+        match fault {
+            "servfail" => challtestsrv.set_servfail(&host),
+            _ => write_hook(&hook, &challtestsrv.mgmt_url(), &calls, Some("not-the-right-value")),
+        }
+        let request = ck_api_types::CreateCertificate {
+            common_name: Some(name.clone()),
+            issuer: Some("pebble-exec".into()),
+            ..Default::default()
+        };
+        let created = rt.block_on(client.create_certificate(&request, None)).unwrap();
+        // Wait for a failed attempt with a clear message.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let failed = loop {
+            let job = rt.block_on(client.job(&created.job.id)).unwrap();
+            if job.last_error.is_some() {
+                break job;
+            }
+            assert!(Instant::now() < deadline, "no failed attempt for {name}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let error = failed.last_error.clone().unwrap();
+        let expected = if fault == "servfail" { "SERVFAIL" } else { "not-the-right-value" };
+        assert!(error.contains(&name) && error.contains(expected), "{fault}: {error}");
+        assert_eq!(failed.state, "pending", "a DNS failure is retried: {failed:?}");
+        assert!(failed.run_after > failed.updated_at - time::Duration::seconds(1), "backs off");
+        // Cleaned up: the hook was told to remove the record.
+        let log = std::fs::read_to_string(&calls).unwrap();
+        assert!(log.contains(&format!("cleanup {host}")), "{fault}: no cleanup in {log}");
+
+        // Fix DNS: the next retry succeeds without anyone asking.
+        match fault {
+            "servfail" => challtestsrv.clear_servfail(&host),
+            _ => write_hook(&hook, &challtestsrv.mgmt_url(), &calls, None),
+        }
+        let job = rt
+            .block_on(async {
+                let deadline = Instant::now() + Duration::from_secs(90);
+                loop {
+                    let job = client.job(&created.job.id).await.unwrap();
+                    if job.state == "succeeded" || Instant::now() > deadline {
+                        return job;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+        assert_eq!(job.state, "succeeded", "{fault}: never recovered: {job:?}\n{}", server.log_text());
+        assert_verifies(&pebble, &chain_of(&server, &created.certificate.id));
+    }
+}
+
+#[test]
+fn eab_is_required_refused_without_and_accepted_with() {
+    let options = PebbleOptions {
+        eab: true,
+        ..PebbleOptions::default()
+    };
+    let Some(pebble) = Pebble::start(options, "eab") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "", "debug");
+    let http = http01_args(&pebble);
+    let directory = pebble.directory_url();
+    let tls_ca = pebble.tls_ca_pem_path().to_str().unwrap().to_owned();
+    let base = ["issuer", "add", "acme", "no-eab", "--directory", &directory, "--ca-bundle", &tls_ca];
+    let out = server.cli(&[&base[..], &strs(&http)[..]].concat());
+    assert!(!out.status.success(), "an account without EAB must be refused");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("externalAccountRequired"), "{stderr}");
+    assert!(server.cli_ok(&["issuer", "list", "--json"]).contains("\"local\""));
+    assert!(!server.cli_ok(&["issuer", "list", "--json"]).contains("no-eab"), "nothing stored");
+
+    let (kid, hmac) = EAB_KEYS[0];
+    let hmac_file = dir.path().join("eab.hmac");
+    std::fs::write(&hmac_file, hmac).unwrap();
+    let mut extra = vec!["--eab-kid", kid, "--eab-hmac-file", hmac_file.to_str().unwrap()];
+    extra.extend(strs(&http));
+    let issuer = add_issuer(&server, &pebble, "with-eab", &extra);
+    assert_eq!(issuer["settings"]["eab"]["hmac"], "<redacted>");
+    let created = create(&server, &["eab.example.com", "--issuer", "with-eab"]);
+    assert_verifies(&pebble, &chain_of(&server, created["id"].as_str().unwrap()));
+
+    // Secrets never show: not in the log (debug level), not in any API answer.
+    let shown = [
+        server.log_text(),
+        server.cli_ok(&["issuer", "list", "--json"]),
+        server.cli_ok(&["issuer", "show", "with-eab", "--json"]),
+        server.cli_ok(&["job", "list", "--json"]),
+        stderr.into_owned(),
+    ]
+    .concat();
+    assert!(!shown.contains(hmac), "the EAB MAC key leaked");
+    let account_key = account_key_of(&server, "with-eab");
+    assert!(!shown.contains(&account_key), "the account key leaked");
+}
+
+/// The stored account key (base64url PKCS#8), read straight from the database.
+fn account_key_of(server: &Server, issuer: &str) -> String {
+    let db = server.data_dir.join("certkeeper.db");
+    let out = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(format!("SELECT account_credentials FROM issuers WHERE id = '{issuer}'"))
+        .output();
+    let text = match out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => {
+            // No sqlite3 CLI: read it through the store crate instead.
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let store = ck_store::Store::connect(&ck_store::DatabaseUrl::sqlite_file(&db)).await.unwrap();
+                store.issuer(issuer).await.unwrap().unwrap().account_credentials.unwrap()
+            })
+        }
+    };
+    let credentials: Value = serde_json::from_str(text.trim()).unwrap();
+    credentials["key_pkcs8"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn revocation_reaches_the_ca_and_key_rollover_keeps_the_account() {
+    let Some(pebble) = Pebble::start(PebbleOptions::default(), "revocation") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "", "warn");
+    add_issuer(&server, &pebble, "pebble", &strs(&http01_args(&pebble)));
+    let created = create(&server, &["revoke.example.com", "--issuer", "pebble"]);
+    let id = created["id"].as_str().unwrap();
+    let serial = created["serial"].as_str().unwrap().to_owned();
+    assert_eq!(pebble.cert_status(&serial).0, "Valid");
+    let revoked: Value =
+        serde_json::from_str(&server.cli_ok(&["cert", "revoke", id, "--reason", "keyCompromise", "--json"])).unwrap();
+    assert_eq!(revoked["status"], "revoked");
+    assert_eq!(pebble.cert_status(&serial), ("Revoked".to_owned(), Some(1)));
+
+    // Key rollover: same account URL, new key; the next order works with the new key.
+    let before = account_key_of(&server, "pebble");
+    let rolled: Value = serde_json::from_str(&server.cli_ok(&["issuer", "rollover-key", "pebble", "--json"])).unwrap();
+    assert_eq!(rolled["account_url"], created_issuer_account(&server));
+    assert_ne!(account_key_of(&server, "pebble"), before);
+    let again = create(&server, &["after-rollover.example.com", "--issuer", "pebble"]);
+    assert_verifies(&pebble, &chain_of(&server, again["id"].as_str().unwrap()));
+
+    // Deactivation needs --yes, then the account is gone at the CA.
+    assert!(!server.cli(&["issuer", "deactivate-account", "pebble"]).status.success());
+    let deactivated: Value =
+        serde_json::from_str(&server.cli_ok(&["issuer", "deactivate-account", "pebble", "--yes", "--json"])).unwrap();
+    assert!(deactivated.get("account_url").is_none(), "{deactivated}");
+}
+
+fn created_issuer_account(server: &Server) -> Value {
+    let shown: Value = serde_json::from_str(&server.cli_ok(&["issuer", "show", "pebble", "--json"])).unwrap();
+    shown["account_url"].clone()
+}
+
+/// Pebble rejects half of all nonces: 20 concurrent orders still all succeed.
+#[test]
+fn half_the_nonces_rejected_twenty_orders_succeed() {
+    let options = PebbleOptions {
+        nonce_reject_percent: 50,
+        ..PebbleOptions::default()
+    };
+    let Some(pebble) = Pebble::start(options, "bad_nonce") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "", "warn");
+    add_issuer(&server, &pebble, "pebble", &strs(&http01_args(&pebble)));
+    let client = server.client();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let results = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let request = ck_api_types::CreateCertificate {
+                    common_name: Some(format!("nonce-{i}.example.com")),
+                    issuer: Some("pebble".into()),
+                    ..Default::default()
+                };
+                client.create_certificate(&request, Some(Duration::from_secs(120))).await
+            }));
+        }
+        let mut out = Vec::new();
+        for task in tasks {
+            out.push(task.await.unwrap().unwrap());
+        }
+        out
+    });
+    for answer in &results {
+        assert_eq!(answer.job.state, "succeeded", "{:?}", answer.job);
+        assert_eq!(answer.job.attempts, 1, "badNonce is retried inside the attempt: {:?}", answer.job);
+    }
+    assert_verifies(&pebble, &chain_of(&server, &results[0].certificate.id));
+}
+
+/// Short-lived certificates renew on their own, across a server restart.
+#[test]
+fn short_lived_certificates_renew_on_time_across_a_restart() {
+    let options = PebbleOptions {
+        validity_seconds: Some(40),
+        ..PebbleOptions::default()
+    };
+    let Some(pebble) = Pebble::start(options, "renewal") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "certificates:\n  renew_at_fraction: 0.3\n  renew_jitter: 0.0\n";
+    let mut server = start_server(dir.path(), yaml, "info");
+    add_issuer(&server, &pebble, "pebble", &strs(&http01_args(&pebble)));
+    let created = create(&server, &["renew.example.com", "--issuer", "pebble"]);
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["current_version"], 1);
+    // Restart (hard) while the certificate waits for its renewal time.
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let renewed = loop {
+        let cert: Value = serde_json::from_str(&server.cli_ok(&["cert", "get", &id, "--json"])).unwrap();
+        if cert["current_version"].as_u64().unwrap_or(0) >= 2 {
+            break cert;
+        }
+        assert!(Instant::now() < deadline, "not renewed: {cert}\n{}", server.log_text());
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_ne!(renewed["serial"], created["serial"]);
+    let not_after = |v: &Value| time::OffsetDateTime::parse(v["not_after"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+    assert!(not_after(&renewed) > not_after(&created), "a later expiry");
+    assert!(time::OffsetDateTime::now_utc() < not_after(&created), "renewed before the old one expired");
+    assert_verifies(&pebble, &chain_of(&server, &id));
+}
