@@ -971,11 +971,11 @@ mod self_check {
     #[test]
     fn dependency_direction_flags_unknown_crate_folder() {
         let fixture = Fixture::clean();
-        fixture.write("crates/ck-acme/Cargo.toml", "[package]\nname = \"ck-acme\"\n");
+        fixture.write("crates/ck-unknown/Cargo.toml", "[package]\nname = \"ck-unknown\"\n");
         assert_one(
             &check_dependency_direction(&fixture.root),
             &[
-                "crates/ck-acme/",
+                "crates/ck-unknown/",
                 "add it to DEPENDENCY_TABLE in xtask/src/tidy.rs",
                 "ARCHITECTURE.md",
             ],

@@ -322,6 +322,10 @@ pub(crate) struct AcmeIssuerArgs {
     /// ACME profile, when the CA offers profiles.
     #[arg(long)]
     pub(crate) profile: Option<String>,
+    /// When the CA offers several chains, prefer the one leading to the CA with this common
+    /// name (e.g. "ISRG Root X1").
+    #[arg(long)]
+    pub(crate) preferred_chain: Option<String>,
     #[command(flatten)]
     pub(crate) connection: Connection,
 }

@@ -508,6 +508,9 @@ fn acme_issuer_request(args: &AcmeIssuerArgs) -> anyhow::Result<CreateIssuer> {
     if let Some(profile) = &args.profile {
         acme.insert("profile".into(), profile.clone().into());
     }
+    if let Some(preferred) = &args.preferred_chain {
+        acme.insert("preferred_chain".into(), preferred.clone().into());
+    }
     Ok(CreateIssuer {
         id: args.id.clone(),
         kind: "acme".to_owned(),

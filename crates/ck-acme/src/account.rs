@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use instant_acme::{Account, AccountCredentials, ExternalAccountKey, Key, NewAccount};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use crate::chains::AccountSigner;
 use crate::config::decode_hmac;
 use crate::http::{AcmeHttpClient, RetryAfterSlot};
 use crate::{AcmeFailure, AcmeIssuerConfig, ChallengeResponder};
@@ -48,6 +49,10 @@ pub struct AcmeIssuer {
     pub(crate) responder: ChallengeResponder,
     pub(crate) retry_after: RetryAfterSlot,
     pub(crate) dns: Option<Arc<crate::order::DnsSolver>>,
+    /// Our own requests (alternate chains) and what the CA's responses announced.
+    pub(crate) http: AcmeHttpClient,
+    /// The account key for the requests instant-acme cannot make for us.
+    pub(crate) signer: Option<Arc<AccountSigner>>,
 }
 
 impl std::fmt::Debug for AcmeIssuer {
@@ -59,8 +64,8 @@ impl std::fmt::Debug for AcmeIssuer {
     }
 }
 
-fn http_client(config: &AcmeIssuerConfig, slot: &RetryAfterSlot) -> Result<Box<AcmeHttpClient>, AcmeFailure> {
-    Ok(Box::new(AcmeHttpClient::new(config.ca_bundle_pem.as_deref(), slot.clone())?))
+fn http_client(config: &AcmeIssuerConfig, slot: &RetryAfterSlot) -> Result<AcmeHttpClient, AcmeFailure> {
+    AcmeHttpClient::new(config.ca_bundle_pem.as_deref(), slot.clone())
 }
 
 impl AcmeIssuer {
@@ -76,7 +81,8 @@ impl AcmeIssuer {
             Some(eab) => Some(ExternalAccountKey::new(eab.kid.clone(), &decode_hmac(&eab.hmac)?)),
             None => None,
         };
-        let (account, credentials) = Account::builder_with_http(http_client(&config, &slot)?)
+        let http = http_client(&config, &slot)?;
+        let (account, credentials) = Account::builder_with_http(Box::new(http.clone()))
             .create(
                 &NewAccount {
                     contact: &contacts,
@@ -88,7 +94,7 @@ impl AcmeIssuer {
             )
             .await
             .map_err(|e| AcmeFailure::from_acme("registering the ACME account", e, slot.get()))?;
-        Self::registered(account, &credentials, config, responder, slot)
+        Self::registered(account, &credentials, config, responder, http, slot)
     }
 
     fn registered(
@@ -96,12 +102,14 @@ impl AcmeIssuer {
         credentials: &AccountCredentials,
         config: AcmeIssuerConfig,
         responder: ChallengeResponder,
+        http: AcmeHttpClient,
         slot: RetryAfterSlot,
     ) -> Result<RegisteredAccount, AcmeFailure> {
         let credentials_json = serde_json::to_string(credentials)
             .map_err(|e| AcmeFailure::local(format!("serialising the account credentials: {e}"), false))?;
         let account_url = account.id().to_owned();
-        let issuer = Self::assemble(account, config, responder, slot)?;
+        let signer = AccountSigner::from_credentials(&credentials_json);
+        let issuer = Self::assemble(account, config, responder, http, slot, signer)?;
         Ok(RegisteredAccount {
             issuer,
             credentials_json,
@@ -113,7 +121,9 @@ impl AcmeIssuer {
         account: Account,
         config: AcmeIssuerConfig,
         responder: ChallengeResponder,
+        http: AcmeHttpClient,
         retry_after: RetryAfterSlot,
+        signer: Option<Arc<AccountSigner>>,
     ) -> Result<Self, AcmeFailure> {
         let dns = match &config.dns01 {
             Some(dns) => Some(Arc::new(crate::order::DnsSolver::new(dns)?)),
@@ -125,6 +135,8 @@ impl AcmeIssuer {
             responder,
             retry_after,
             dns,
+            http,
+            signer,
         })
     }
 
@@ -137,11 +149,13 @@ impl AcmeIssuer {
         let slot = RetryAfterSlot::default();
         let credentials: AccountCredentials = serde_json::from_str(credentials_json)
             .map_err(|e| AcmeFailure::local(format!("the stored account credentials are unreadable: {e}"), false))?;
-        let account = Account::builder_with_http(http_client(&config, &slot)?)
+        let http = http_client(&config, &slot)?;
+        let account = Account::builder_with_http(Box::new(http.clone()))
             .from_credentials(credentials)
             .await
             .map_err(|e| AcmeFailure::from_acme("loading the ACME directory", e, slot.get()))?;
-        Self::assemble(account, config, responder, slot)
+        let signer = AccountSigner::from_credentials(credentials_json);
+        Self::assemble(account, config, responder, http, slot, signer)
     }
 
     /// Finds the account that belongs to the stored key again (RFC 8555 §7.3.1
@@ -154,7 +168,7 @@ impl AcmeIssuer {
             let der = PrivatePkcs8KeyDer::from(credentials.private_key().secret_pkcs8_der().to_vec());
             let key = Key::from_pkcs8_der(der.clone_key())
                 .map_err(|e| AcmeFailure::local(format!("stored account key unusable: {e}"), false))?;
-            let (account, _) = Account::builder_with_http(http_client(config, &slot)?)
+            let (account, _) = Account::builder_with_http(Box::new(http_client(config, &slot)?))
                 .from_key((key, PrivateKeyDer::Pkcs8(der)), config.directory_url())
                 .await
                 .map_err(|e| AcmeFailure::from_acme("looking up the account", e, slot.get()))?;
@@ -185,6 +199,7 @@ impl AcmeIssuer {
             &credentials,
             (*self.config).clone(),
             self.responder.clone(),
+            self.http.clone(),
             self.retry_after.clone(),
         )
     }

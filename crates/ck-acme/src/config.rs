@@ -45,6 +45,10 @@ pub struct AcmeIssuerConfig {
     /// ACME profile name, when the CA offers profiles (e.g. Let's Encrypt `shortlived`).
     #[serde(default)]
     pub profile: Option<String>,
+    /// When the CA offers several chains, take the one leading to the CA with this common
+    /// name (the root, or an intermediate); otherwise the CA's default.
+    #[serde(default)]
+    pub preferred_chain: Option<String>,
 }
 
 /// External account binding credentials (RFC 8555 §7.3.4, HS256).

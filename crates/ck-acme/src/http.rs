@@ -1,11 +1,14 @@
-//! The HTTPS client under instant-acme: system roots plus an issuer's extra CA bundle, and a
-//! record of the last `Retry-After` so rate limits can be honoured.
+//! The HTTPS client under instant-acme: system roots plus an issuer's extra CA bundle, a record
+//! of the last `Retry-After` so rate limits can be honoured, and a record of the alternate
+//! chains a certificate download offers.
 //!
-//! instant-acme turns an error response into a problem document and drops the headers, so the
-//! `Retry-After` of a 429/503 is captured here, on its way through.
+//! instant-acme turns an error response into a problem document and drops the headers, and it
+//! downloads only the default chain, so `Retry-After` and `Link: rel="alternate"` are captured
+//! here, on their way through.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -39,9 +42,32 @@ impl RetryAfterSlot {
     }
 }
 
+/// `Link: rel="alternate"` targets by the URL of the response that carried them.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct AlternateLinks(Arc<Mutex<HashMap<String, Vec<String>>>>);
+
+impl AlternateLinks {
+    /// The alternates offered by the response of `url`, forgotten once taken.
+    pub(crate) fn take(&self, url: &str) -> Vec<String> {
+        self.0.lock().ok().and_then(|mut map| map.remove(url)).unwrap_or_default()
+    }
+
+    fn record(&self, url: String, links: Vec<String>) {
+        if let Ok(mut map) = self.0.lock() {
+            // Bounded: entries are taken right after the download; stale ones must not pile up.
+            if map.len() > 1024 {
+                map.clear();
+            }
+            map.insert(url, links);
+        }
+    }
+}
+
+#[derive(Clone)]
 pub(crate) struct AcmeHttpClient {
     inner: Inner,
     retry_after: RetryAfterSlot,
+    pub(crate) alternates: AlternateLinks,
 }
 
 impl AcmeHttpClient {
@@ -83,8 +109,45 @@ impl AcmeHttpClient {
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Ok(Self { inner, retry_after })
+        Ok(Self {
+            inner,
+            retry_after,
+            alternates: AlternateLinks::default(),
+        })
     }
+
+    /// Sends a request outside instant-acme (alternate chain downloads).
+    pub(crate) async fn send(&self, req: Request<BodyWrapper<Bytes>>) -> Result<(http::response::Parts, Bytes), String> {
+        use http_body_util::BodyExt;
+        let rsp = tokio::time::timeout(Duration::from_secs(30), self.inner.request(req))
+            .await
+            .map_err(|_| "the CA did not answer within 30 s".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let (parts, body) = rsp.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((parts, body))
+    }
+}
+
+/// The targets of `Link: <url>;rel="alternate"` headers (RFC 8288), in order.
+fn alternate_links(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(http::header::LINK)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter(|link| {
+            link.split(';')
+                .skip(1)
+                .any(|param| matches!(param.trim(), "rel=\"alternate\"" | "rel=alternate"))
+        })
+        .filter_map(|link| {
+            let link = link.trim();
+            let start = link.find('<')? + 1;
+            let end = link.find('>')?;
+            link.get(start..end).map(str::to_owned)
+        })
+        .collect()
 }
 
 impl HttpClient for AcmeHttpClient {
@@ -92,8 +155,10 @@ impl HttpClient for AcmeHttpClient {
         &self,
         req: Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let url = req.uri().to_string();
         let fut = self.inner.request(req);
         let slot = self.retry_after.clone();
+        let alternates = self.alternates.clone();
         Box::pin(async move {
             // A stalled CA must not hold a job forever.
             let rsp = tokio::time::timeout(Duration::from_secs(30), fut)
@@ -108,6 +173,10 @@ impl HttpClient for AcmeHttpClient {
                     .and_then(parse_retry_after)
             {
                 slot.set(at);
+            }
+            let links = alternate_links(rsp.headers());
+            if !links.is_empty() {
+                alternates.record(url, links);
             }
             Ok(BytesResponse::from(rsp))
         })
@@ -130,6 +199,18 @@ fn parse_retry_after(value: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alternate_links_are_parsed() {
+        let mut headers = http::HeaderMap::new();
+        headers.append(http::header::LINK, "<https://ca/dir>;rel=\"index\"".parse().unwrap());
+        headers.append(http::header::LINK, "<https://ca/cert/1/1>;rel=\"alternate\"".parse().unwrap());
+        headers.append(
+            http::header::LINK,
+            "<https://ca/cert/1/2>; rel=alternate, <https://ca/x>;rel=\"up\"".parse().unwrap(),
+        );
+        assert_eq!(alternate_links(&headers), ["https://ca/cert/1/1", "https://ca/cert/1/2"]);
+    }
 
     #[test]
     fn retry_after_seconds_and_dates() {

@@ -11,9 +11,11 @@
 //!   every path and `badNonce` retried transparently.
 //! - [`responder`]: the shared http-01 token and tls-alpn-01 certificate tables, and the
 //!   tls-alpn-01 listener.
+//! - `chains`: alternate chains and the preferred-chain choice.
 //! - [`error`]: failures with the CA's problem document and whether a retry can help.
 
 pub mod account;
+mod chains;
 pub mod config;
 pub mod error;
 mod http;

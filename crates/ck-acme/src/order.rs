@@ -288,7 +288,35 @@ impl AcmeIssuer {
         }
         with_nonce_retry!(self, "finalizing the order", order.finalize_csr(request.csr_der))?;
         let chain_pem = with_nonce_retry!(self, "downloading the certificate", order.poll_certificate(&policy))?;
+        let certificate_url = order.state().certificate.clone().unwrap_or_default();
+        let alternates = self.http.alternates.take(&certificate_url);
+        let chain_pem = self.preferred_chain(chain_pem, &alternates).await;
         Ok(IssuedChain { chain_pem, order_url })
+    }
+
+    /// The configured preferred chain among the default and the alternates, or the default.
+    async fn preferred_chain(&self, default: String, alternates: &[String]) -> String {
+        let Some(preferred) = &self.config.preferred_chain else {
+            return default;
+        };
+        if crate::chains::chain_matches(&default, preferred) {
+            return default;
+        }
+        let Some(signer) = &self.signer else {
+            return default;
+        };
+        for url in alternates {
+            match crate::chains::fetch_chain(&self.http, signer, &self.config.directory_url(), url).await {
+                Ok(chain) if crate::chains::chain_matches(&chain, preferred) => {
+                    tracing::debug!(%url, %preferred, "took the preferred alternate chain");
+                    return chain;
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%url, %error, "alternate chain unavailable"),
+            }
+        }
+        tracing::info!(%preferred, offered = alternates.len() + 1, "no chain leads to the preferred CA; keeping the default");
+        default
     }
 
     fn new_order<'a>(&'a self, identifiers: &'a [Identifier]) -> NewOrder<'a> {

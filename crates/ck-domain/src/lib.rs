@@ -23,5 +23,5 @@ pub use job::{Job, JobKind, JobState, RetryPolicy, TransitionError};
 pub use key_type::{KeyType, UnknownKeyType};
 pub use labels::{LabelError, Labels};
 pub use names::{DnsName, NameError, SubjectAltName};
-pub use renewal::{PolicyError, RenewalPolicy, RenewalTrigger};
+pub use renewal::{PolicyError, RenewalPolicy, RenewalTrigger, renew_within_window};
 pub use revocation::{RevocationReason, UnknownRevocationReason};

@@ -105,6 +105,20 @@ impl Default for RenewalPolicy {
     }
 }
 
+/// When to renew inside a CA's suggested renewal window (ACME ARI, RFC 9773 §4.2): a uniformly
+/// random moment between `start` and `end` (from `jitter_sample` in `[0, 1)`), so a fleet does
+/// not renew in lockstep; at once (`now`) when that moment has passed. A window whose end is
+/// before its start is taken as the single moment `start`.
+pub fn renew_within_window(
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+    now: OffsetDateTime,
+    jitter_sample: f64,
+) -> OffsetDateTime {
+    let span = (end - start).max(Duration::ZERO);
+    (start + span * jitter_sample.clamp(0.0, 1.0)).max(now)
+}
+
 #[cfg(test)]
 mod tests {
     use time::macros::datetime;
@@ -148,4 +162,21 @@ mod tests {
         assert!(RenewalPolicy::new(RenewalTrigger::DaysBeforeExpiry(0), 0.0).is_err());
         assert!(RenewalPolicy::new(RenewalTrigger::LifetimeFraction(0.5), 0.9).is_err());
     }
+
+    #[test]
+    fn ari_window_is_sampled_uniformly_and_never_in_the_past() {
+        let start = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let end = start + Duration::days(2);
+        let before = start - Duration::days(1);
+        assert_eq!(renew_within_window(start, end, before, 0.0), start);
+        assert_eq!(renew_within_window(start, end, before, 0.5), start + Duration::days(1));
+        assert!(renew_within_window(start, end, before, 0.999) < end);
+        // Inside or after the window: at once, never in the past.
+        let late = end + Duration::hours(1);
+        assert_eq!(renew_within_window(start, end, late, 0.3), late);
+        // A reversed window collapses to its start; samples outside [0, 1) are clamped.
+        assert_eq!(renew_within_window(end, start, before, 0.7), end);
+        assert_eq!(renew_within_window(start, end, before, 7.0), end);
+    }
+
 }

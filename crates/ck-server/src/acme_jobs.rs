@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use ck_acme::{AcmeFailure, AcmeIssuer, ChallengeKind, OrderRequest};
-use ck_domain::{Certificate, KeySource};
+use ck_domain::{Certificate, KeySource, renew_within_window};
 use ck_pki::{ParsedCsr, ServerKey, inspect_received_chain, pem_block_der};
 use ck_store::{ClaimedJob, Completion, NewVersion};
 use rand::Rng;
@@ -154,11 +154,7 @@ async fn order_certificate(
         .map_err(|e| AcmeFailure::local(e.to_string(), false))?;
     let jitter = rand::rng().random::<f64>();
     let renew_at = match acme.renewal_window(&chain.leaf_der).await {
-        Ok(Some(window)) => {
-            // RFC 9773 §4.2: a uniformly random moment inside the suggested window.
-            let span = (window.end - window.start).max(Duration::ZERO);
-            (window.start + span * jitter).max(now())
-        }
+        Ok(Some(window)) => renew_within_window(window.start, window.end, now(), jitter),
         Ok(None) => cert.renewal_policy.renew_at(chain.not_before, chain.not_after, jitter),
         Err(error) => {
             tracing::warn!(certificate = %cert.id, %error, "renewal info unavailable; using the renewal policy");

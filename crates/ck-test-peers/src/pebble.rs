@@ -60,6 +60,9 @@ pub struct PebbleOptions {
     pub http_port: Option<u16>,
     /// Port Pebble's validation authority connects to for tls-alpn-01; default: a free port.
     pub tls_port: Option<u16>,
+    /// Extra issuing hierarchies: each order then offers this many alternate chains
+    /// (`PEBBLE_ALTERNATE_ROOTS`), each to its own root ([`Pebble::root_pem`]).
+    pub alternate_roots: u8,
 }
 
 /// A running Pebble, stopped (with its challtestsrv) and cleaned up on drop.
@@ -116,7 +119,8 @@ impl Pebble {
                 .current_dir(dir.path())
                 .env("PEBBLE_VA_NOSLEEP", "1")
                 .env("PEBBLE_WFE_NONCEREJECT", options.nonce_reject_percent.to_string())
-                .env("PEBBLE_AUTHZREUSE", "0");
+                .env("PEBBLE_AUTHZREUSE", "0")
+                .env("PEBBLE_ALTERNATE_ROOTS", options.alternate_roots.to_string());
             let mut pebble = ChildGuard::spawn(command, log.clone());
             let dir_url = format!("https://127.0.0.1:{listen_port}/dir");
             let ready = wait_while_running(&mut pebble, || {
@@ -164,6 +168,17 @@ impl Pebble {
             "{test}: Pebble found its ports taken {START_ATTEMPTS} times:\n{}",
             tail(&last_log)
         );
+    }
+
+    /// Root number `n` (0: the default chain's root; 1…: the alternate chains' roots) as PEM,
+    /// written to a file in the fixture's directory; returns its path.
+    pub fn root_pem(&self, n: u8) -> PathBuf {
+        let pem = curl_tls(&self.tls_ca, &[&format!("{}/roots/{n}", self.mgmt_url())])
+            .unwrap_or_else(|e| panic!("cannot fetch Pebble's roots/{n}: {e}"));
+        assert!(pem.contains("BEGIN CERTIFICATE"), "Pebble's roots/{n} is not PEM: {pem}");
+        let path = self.dir.path().join(format!("root-{n}.pem"));
+        std::fs::write(&path, pem).unwrap();
+        path
     }
 
     /// The ACME directory URL.

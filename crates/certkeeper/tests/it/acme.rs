@@ -523,3 +523,113 @@ fn short_lived_certificates_renew_on_time_across_a_restart() {
     assert!(time::OffsetDateTime::now_utc() < not_after(&created), "renewed before the old one expired");
     assert_verifies(&pebble, &chain_of(&server, &id));
 }
+
+/// The CA offers two chains (Pebble's alternate roots): the preferred one is taken, and the
+/// default stays the default without a preference.
+#[test]
+fn preferred_chain_picks_the_alternate() {
+    let options = PebbleOptions {
+        alternate_roots: 1,
+        ..PebbleOptions::default()
+    };
+    let Some(pebble) = Pebble::start(options, "preferred_chain") else {
+        return;
+    };
+    let alternate_root = pebble.root_pem(1);
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-nameopt", "multiline", "-in"])
+        .arg(&alternate_root)
+        .output()
+        .unwrap();
+    let subject = String::from_utf8_lossy(&out.stdout).into_owned();
+    let cn = subject
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("commonName").map(|v| v.trim().trim_start_matches('=').trim().to_owned()))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "", "warn");
+    let http = http01_args(&pebble);
+    let mut extra = strs(&http);
+    extra.extend(["--preferred-chain", cn.as_str()]);
+    add_issuer(&server, &pebble, "pebble-alt", &extra);
+    add_issuer(&server, &pebble, "pebble-default", &strs(&http01_args(&pebble)));
+
+    let preferred = create(&server, &["alt.example.com", "--issuer", "pebble-alt"]);
+    let chain = chain_of(&server, preferred["id"].as_str().unwrap());
+    openssl_verify_chain(&alternate_root, &chain).unwrap_or_else(|e| panic!("not the alternate chain: {e}"));
+    assert!(openssl_verify_chain(pebble.issuer_root_pem_path(), &chain).is_err());
+
+    let default = create(&server, &["default.example.com", "--issuer", "pebble-default"]);
+    assert_verifies(&pebble, &chain_of(&server, default["id"].as_str().unwrap()));
+}
+
+/// The Cloudflare token and an inline TSIG secret (with the EAB key and the account key, see
+/// the EAB test) never show in the log (debug level), API answers, job errors or problems —
+/// also when the provider fails.
+#[test]
+fn dns_provider_secrets_never_leak() {
+    let Some(pebble) = Pebble::start(PebbleOptions::default(), "secrets") else {
+        return;
+    };
+    let resolver = pebble.challtestsrv().unwrap().dns_addr();
+    let closed = ck_test_peers::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "", "debug");
+    let token = "cf-token-Zq8v1S3CRET";
+    let tsig = "dHNpZy1zZWNyZXQtdmFsdWUtMTIzNDU2Nzg5MA==";
+    let providers = [
+        (
+            "cf",
+            "cloudflare",
+            format!("api_token: {token}\napi_base: http://127.0.0.1:{closed}/client/v4\n"),
+        ),
+        (
+            "tsig",
+            "rfc2136",
+            format!("server: \"{resolver}\"\nzone: example.com\ntsig_key_name: k\ntsig_algorithm: hmac-sha256\ntsig_secret: \"{tsig}\"\n"),
+        ),
+    ];
+    let mut shown = String::new();
+    for (id, provider, yaml) in providers {
+        let path = dir.path().join(format!("{id}.yaml"));
+        std::fs::write(
+            &path,
+            format!("{yaml}resolvers: [\"{resolver}\"]\npropagation_timeout_seconds: 1\n"),
+        )
+        .unwrap();
+        add_issuer(
+            &server,
+            &pebble,
+            id,
+            &["--challenge", "dns-01", "--dns-provider", provider, "--dns-config", path.to_str().unwrap()],
+        );
+        let created: Value = serde_json::from_str(&server.cli_ok(&[
+            "cert",
+            "create",
+            &format!("{id}.example.com"),
+            "--issuer",
+            id,
+            "--json",
+        ]))
+        .unwrap();
+        let job_id = created["job"]["id"].as_str().unwrap().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let job = loop {
+            let job = server.cli_ok(&["job", "get", &job_id]);
+            if job.contains("dns-01 for") {
+                break job;
+            }
+            assert!(Instant::now() < deadline, "no failed attempt: {job}\n{}", server.log_text());
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        shown.push_str(&job);
+        shown.push_str(&server.cli_ok(&["issuer", "show", id, "--json"]));
+    }
+    shown.push_str(&server.cli_ok(&["job", "list", "--json"]));
+    shown.push_str(&server.cli_ok(&["issuer", "list", "--json"]));
+    shown.push_str(&server.log_text());
+    assert!(shown.contains("<redacted>"));
+    assert!(!shown.contains(token), "the Cloudflare token leaked");
+    assert!(!shown.contains(tsig), "the TSIG secret leaked");
+    assert!(!shown.contains(&account_key_of(&server, "cf")), "the account key leaked");
+}
