@@ -275,7 +275,7 @@ pub(crate) enum IssuerAddCommand {
     ///   certkeeper issuer add acme letsencrypt --directory letsencrypt --email ops@example.com
     ///   certkeeper issuer add acme internal --directory https://ca.internal/acme/directory     ///       --ca-bundle ca.pem --challenge dns-01 --dns-provider rfc2136 --dns-config dns.yaml
     #[command(verbatim_doc_comment)]
-    Acme(AcmeIssuerArgs),
+    Acme(Box<AcmeIssuerArgs>),
 }
 
 /// `issuer add acme`.

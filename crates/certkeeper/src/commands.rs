@@ -495,8 +495,8 @@ fn acme_issuer_request(args: &AcmeIssuerArgs) -> anyhow::Result<CreateIssuer> {
     if let (Some(provider), Some(path)) = (&args.dns_provider, &args.dns_config) {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the DNS provider settings {}", path.display()))?;
-        let settings: serde_json::Value = yaml_serde::from_str(&text)
-            .with_context(|| format!("{} is not valid YAML", path.display()))?;
+        let settings: serde_json::Value =
+            yaml_serde::from_str(&text).with_context(|| format!("{} is not valid YAML", path.display()))?;
         let mut dns = match settings {
             serde_json::Value::Object(map) => map,
             serde_json::Value::Null => serde_json::Map::new(),

@@ -160,7 +160,10 @@ impl Settings {
             server.retry.max_delay = Duration::seconds(i64::try_from(seconds.max(1)).unwrap_or(i64::MAX));
         }
         if server.retry.max_delay < server.retry.base_delay {
-            return Err(bad("jobs.retry_max_delay_seconds", "must not be below jobs.retry_base_delay_seconds"));
+            return Err(bad(
+                "jobs.retry_max_delay_seconds",
+                "must not be below jobs.retry_base_delay_seconds",
+            ));
         }
         server.acme_concurrency = file.acme.concurrency.unwrap_or(server.acme_concurrency);
         if server.acme_concurrency == 0 || server.acme_concurrency > 1024 {
@@ -170,7 +173,8 @@ impl Settings {
             server.issuer_health_interval = std::time::Duration::from_secs(seconds.max(1));
         }
         for (id, settings) in file.acme_issuers {
-            ck_acme::AcmeIssuerConfig::from_json(&settings).map_err(|e| bad(&format!("acme_issuers.{id}"), e.message))?;
+            ck_acme::AcmeIssuerConfig::from_json(&settings)
+                .map_err(|e| bad(&format!("acme_issuers.{id}"), e.message))?;
             server.acme_issuers.push((id, settings));
         }
 

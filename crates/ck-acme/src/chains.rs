@@ -55,7 +55,9 @@ impl AccountSigner {
 
 impl std::fmt::Debug for AccountSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccountSigner").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("AccountSigner")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -123,13 +125,19 @@ pub(crate) fn chain_matches(chain_pem: &str, preferred: &str) -> bool {
             return Vec::new();
         };
         let cn = |name: &x509_parser::x509::X509Name<'_>| {
-            name.iter_common_name().filter_map(|cn| cn.as_str().ok().map(str::to_owned)).collect::<Vec<_>>()
+            name.iter_common_name()
+                .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+                .collect::<Vec<_>>()
         };
         let mut names = cn(cert.subject());
         names.extend(cn(cert.issuer()));
         names
     };
-    blocks.iter().skip(1).chain(blocks.last()).any(|der| common_names(der).iter().any(|cn| cn == preferred))
+    blocks
+        .iter()
+        .skip(1)
+        .chain(blocks.last())
+        .any(|der| common_names(der).iter().any(|cn| cn == preferred))
 }
 
 fn pem_blocks(chain_pem: &str) -> Result<Vec<Vec<u8>>, ()> {

@@ -193,7 +193,10 @@ impl AcmeIssuerConfig {
         let url = self.directory_url();
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             return Err(AcmeFailure::local(
-                format!("directory `{}` is neither a URL nor a preset: use https://… or letsencrypt, letsencrypt-staging", self.directory),
+                format!(
+                    "directory `{}` is neither a URL nor a preset: use https://… or letsencrypt, letsencrypt-staging",
+                    self.directory
+                ),
                 false,
             ));
         }
@@ -205,7 +208,10 @@ impl AcmeIssuerConfig {
         if let Some(eab) = &self.eab {
             decode_hmac(&eab.hmac)?;
             if eab.kid.is_empty() {
-                return Err(AcmeFailure::local("eab.kid is empty: give the key id the CA issued", false));
+                return Err(AcmeFailure::local(
+                    "eab.kid is empty: give the key id the CA issued",
+                    false,
+                ));
             }
         }
         if self.challenge == ChallengeKind::Dns01 && self.dns01.is_none() {
@@ -246,9 +252,12 @@ impl AcmeIssuerConfig {
 }
 
 fn parse_listen(value: &str, field: &str) -> Result<SocketAddr, AcmeFailure> {
-    value
-        .parse()
-        .map_err(|_| AcmeFailure::local(format!("{field} `{value}` is not an address: use IP:PORT, e.g. 0.0.0.0:80"), false))
+    value.parse().map_err(|_| {
+        AcmeFailure::local(
+            format!("{field} `{value}` is not an address: use IP:PORT, e.g. 0.0.0.0:80"),
+            false,
+        )
+    })
 }
 
 /// The EAB MAC key bytes; CAs hand them out base64url without padding, some padded.
@@ -258,7 +267,12 @@ pub(crate) fn decode_hmac(hmac: &str) -> Result<Vec<u8>, AcmeFailure> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(trimmed)
         .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed))
-        .map_err(|_| AcmeFailure::local("eab.hmac is not base64url: paste the MAC key exactly as the CA gave it", false))
+        .map_err(|_| {
+            AcmeFailure::local(
+                "eab.hmac is not base64url: paste the MAC key exactly as the CA gave it",
+                false,
+            )
+        })
 }
 
 /// Key names whose values are secrets, wherever they appear in an issuer's settings.
@@ -296,8 +310,8 @@ mod tests {
         assert_eq!(config.http01_listen(), Some("0.0.0.0:80".parse().unwrap()));
         let bad = AcmeIssuerConfig::from_json(&serde_json::json!({"directory": "lets-encrypt"})).unwrap_err();
         assert!(bad.message.contains("preset"), "{}", bad.message);
-        let unknown = AcmeIssuerConfig::from_json(&serde_json::json!({"directory": "letsencrypt", "mail": "x"}))
-            .unwrap_err();
+        let unknown =
+            AcmeIssuerConfig::from_json(&serde_json::json!({"directory": "letsencrypt", "mail": "x"})).unwrap_err();
         assert!(unknown.message.contains("unknown field"), "{}", unknown.message);
         let dns = AcmeIssuerConfig::from_json(&serde_json::json!({"directory": "letsencrypt", "challenge": "dns-01"}))
             .unwrap_err();
@@ -311,8 +325,10 @@ mod tests {
         assert!(!format!("{config:?}").contains("zWNDZM6e"));
         let shown = redact_secrets(&json).to_string();
         assert!(!shown.contains("zWNDZM6e") && shown.contains("k1"), "{shown}");
-        let bad = AcmeIssuerConfig::from_json(&serde_json::json!({"directory": "https://ca.test/dir", "eab": {"kid": "k", "hmac": "not base64!"}}))
-            .unwrap_err();
+        let bad = AcmeIssuerConfig::from_json(
+            &serde_json::json!({"directory": "https://ca.test/dir", "eab": {"kid": "k", "hmac": "not base64!"}}),
+        )
+        .unwrap_err();
         assert!(!bad.message.contains("not base64!"));
     }
 }

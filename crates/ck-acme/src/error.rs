@@ -62,7 +62,11 @@ impl ProblemDocument {
     }
 
     fn summary(&self) -> String {
-        let mut out = format!("{}: {}", self.short_type(), self.detail.as_deref().unwrap_or("no detail"));
+        let mut out = format!(
+            "{}: {}",
+            self.short_type(),
+            self.detail.as_deref().unwrap_or("no detail")
+        );
         for sub in &self.subproblems {
             out.push_str(&format!(
                 "; {}: {} ({})",
@@ -82,8 +86,8 @@ impl ProblemDocument {
 pub struct AcmeFailure {
     /// One line for logs, job records and CLI output. Never holds a secret.
     pub message: String,
-    /// The CA's problem document, when the CA sent one.
-    pub problem: Option<ProblemDocument>,
+    /// The CA's problem document, when the CA sent one (boxed: failures travel in `Result`s).
+    pub problem: Option<Box<ProblemDocument>>,
     /// Whether trying again later can succeed (network trouble, rate limits, DNS not ready).
     pub transient: bool,
     /// The earliest retry the CA asked for (`Retry-After`).
@@ -134,7 +138,7 @@ impl AcmeFailure {
                 let transient = !PERMANENT_PROBLEMS.contains(&document.short_type());
                 Self {
                     message: format!("{what}: the CA answered {}", document.summary()),
-                    problem: Some(document),
+                    problem: Some(Box::new(document)),
                     transient,
                     retry_after: if matches!(problem.status, Some(429 | 503)) {
                         retry_after
@@ -167,7 +171,7 @@ impl AcmeFailure {
         };
         Self {
             message: format!("validation failed: {}", document.summary()),
-            problem: Some(document),
+            problem: Some(Box::new(document)),
             transient: true,
             retry_after: None,
         }

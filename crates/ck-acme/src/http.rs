@@ -6,9 +6,9 @@
 //! downloads only the default chain, so `Retry-After` and `Link: rel="alternate"` are captured
 //! here, on their way through.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -22,7 +22,8 @@ use rustls_pki_types::pem::PemObject;
 
 use crate::AcmeFailure;
 
-type Inner = Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, BodyWrapper<Bytes>>;
+type Inner =
+    Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, BodyWrapper<Bytes>>;
 
 /// Where the last `Retry-After` of a 429 or 503 is kept (shared by one issuer's requests).
 #[derive(Clone, Default, Debug)]
@@ -49,7 +50,11 @@ pub(crate) struct AlternateLinks(Arc<Mutex<HashMap<String, Vec<String>>>>);
 impl AlternateLinks {
     /// The alternates offered by the response of `url`, forgotten once taken.
     pub(crate) fn take(&self, url: &str) -> Vec<String> {
-        self.0.lock().ok().and_then(|mut map| map.remove(url)).unwrap_or_default()
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut map| map.remove(url))
+            .unwrap_or_default()
     }
 
     fn record(&self, url: String, links: Vec<String>) {
@@ -82,9 +87,9 @@ impl AcmeHttpClient {
             for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
                 let cert =
                     cert.map_err(|e| AcmeFailure::local(format!("the CA bundle is not valid PEM: {e}"), false))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| AcmeFailure::local(format!("the CA bundle holds an unusable certificate: {e}"), false))?;
+                roots.add(cert).map_err(|e| {
+                    AcmeFailure::local(format!("the CA bundle holds an unusable certificate: {e}"), false)
+                })?;
                 added += 1;
             }
             if added == 0 {
@@ -117,7 +122,10 @@ impl AcmeHttpClient {
     }
 
     /// Sends a request outside instant-acme (alternate chain downloads).
-    pub(crate) async fn send(&self, req: Request<BodyWrapper<Bytes>>) -> Result<(http::response::Parts, Bytes), String> {
+    pub(crate) async fn send(
+        &self,
+        req: Request<BodyWrapper<Bytes>>,
+    ) -> Result<(http::response::Parts, Bytes), String> {
         use http_body_util::BodyExt;
         let rsp = tokio::time::timeout(Duration::from_secs(30), self.inner.request(req))
             .await
@@ -165,12 +173,14 @@ impl HttpClient for AcmeHttpClient {
                 .await
                 .map_err(|_| instant_acme::Error::Str("the CA did not answer within 30 s"))?
                 .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
-            if matches!(rsp.status(), StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE)
-                && let Some(at) = rsp
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after)
+            if matches!(
+                rsp.status(),
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            ) && let Some(at) = rsp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after)
             {
                 slot.set(at);
             }
@@ -204,12 +214,20 @@ mod tests {
     fn alternate_links_are_parsed() {
         let mut headers = http::HeaderMap::new();
         headers.append(http::header::LINK, "<https://ca/dir>;rel=\"index\"".parse().unwrap());
-        headers.append(http::header::LINK, "<https://ca/cert/1/1>;rel=\"alternate\"".parse().unwrap());
         headers.append(
             http::header::LINK,
-            "<https://ca/cert/1/2>; rel=alternate, <https://ca/x>;rel=\"up\"".parse().unwrap(),
+            "<https://ca/cert/1/1>;rel=\"alternate\"".parse().unwrap(),
         );
-        assert_eq!(alternate_links(&headers), ["https://ca/cert/1/1", "https://ca/cert/1/2"]);
+        headers.append(
+            http::header::LINK,
+            "<https://ca/cert/1/2>; rel=alternate, <https://ca/x>;rel=\"up\""
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            alternate_links(&headers),
+            ["https://ca/cert/1/1", "https://ca/cert/1/2"]
+        );
     }
 
     #[test]

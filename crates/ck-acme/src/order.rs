@@ -66,8 +66,9 @@ impl DnsSolver {
             .build()
             .map_err(|e| AcmeFailure::local(format!("dns-01 provider settings: {e}"), false))?;
         let resolvers = Some(config.resolvers.clone()).filter(|r| !r.is_empty());
-        let check = ck_dns::PropagationCheck::new(resolvers, config.propagation_timeout(), config.propagation_interval())
-            .defaulting_to(&provider);
+        let check =
+            ck_dns::PropagationCheck::new(resolvers, config.propagation_timeout(), config.propagation_interval())
+                .defaulting_to(&provider);
         Ok(Self { provider, check })
     }
 
@@ -165,11 +166,19 @@ impl AcmeIssuer {
                     // A CA without ARI, or one that no longer knows the old certificate: order afresh.
                     Err(failure) => {
                         tracing::debug!(error = %failure, "order with `replaces` refused; ordering without it");
-                        with_nonce_retry!(self, "creating the order", self.account.new_order(&self.new_order(identifiers)))?
+                        with_nonce_retry!(
+                            self,
+                            "creating the order",
+                            self.account.new_order(&self.new_order(identifiers))
+                        )?
                     }
                 }
             }
-            None => with_nonce_retry!(self, "creating the order", self.account.new_order(&self.new_order(identifiers)))?,
+            None => with_nonce_retry!(
+                self,
+                "creating the order",
+                self.account.new_order(&self.new_order(identifiers))
+            )?,
         };
         let order_url = order.url().to_owned();
 
@@ -182,7 +191,11 @@ impl AcmeIssuer {
                     if AcmeFailure::is_bad_nonce(&error) && pass < BAD_NONCE_RETRIES {
                         missing = true;
                     } else {
-                        return Err(AcmeFailure::from_acme("fetching authorizations", error, self.retry_after.get()));
+                        return Err(AcmeFailure::from_acme(
+                            "fetching authorizations",
+                            error,
+                            self.retry_after.get(),
+                        ));
                     }
                 }
             }
@@ -198,13 +211,17 @@ impl AcmeIssuer {
         };
         let mut authorizations = order.authorizations();
         while let Some(next) = authorizations.next().await {
-            let mut authz = next.map_err(|e| AcmeFailure::from_acme("fetching authorizations", e, self.retry_after.get()))?;
+            let mut authz =
+                next.map_err(|e| AcmeFailure::from_acme("fetching authorizations", e, self.retry_after.get()))?;
             match authz.status {
                 AuthorizationStatus::Pending => {}
                 AuthorizationStatus::Valid => continue,
                 other => {
                     return Err(AcmeFailure::local(
-                        format!("authorization for {} is {other:?}; a new order is needed", authz.identifier()),
+                        format!(
+                            "authorization for {} is {other:?}; a new order is needed",
+                            authz.identifier()
+                        ),
                         true,
                     ));
                 }
@@ -212,12 +229,20 @@ impl AcmeIssuer {
             let name = match &authz.identifier().identifier {
                 Identifier::Dns(name) => name.clone(),
                 Identifier::Ip(ip) => ip.to_string(),
-                _ => return Err(AcmeFailure::local("the CA asked about an identifier type we did not order", false)),
+                _ => {
+                    return Err(AcmeFailure::local(
+                        "the CA asked about an identifier type we did not order",
+                        false,
+                    ));
+                }
             };
             let shown = authz.identifier().to_string();
             let mut handle = authz.challenge(challenge_type.clone()).ok_or_else(|| {
                 AcmeFailure::local(
-                    format!("the CA offers no {} challenge for {shown}: choose another challenge type", challenge.as_str()),
+                    format!(
+                        "the CA offers no {} challenge for {shown}: choose another challenge type",
+                        challenge.as_str()
+                    ),
                     false,
                 )
             })?;
@@ -230,7 +255,8 @@ impl AcmeIssuer {
                     });
                 }
                 ChallengeKind::TlsAlpn01 => {
-                    self.responder.add_tls_alpn01(&name, key_authorization.digest().as_ref())?;
+                    self.responder
+                        .add_tls_alpn01(&name, key_authorization.digest().as_ref())?;
                     published.push(Published::TlsAlpn01 { name: name.clone() });
                 }
                 ChallengeKind::Dns01 => {
@@ -376,7 +402,11 @@ impl AcmeIssuer {
                 end: info.suggested_window.end,
             })),
             Err(instant_acme::Error::Unsupported(_)) => Ok(None),
-            Err(error) => Err(AcmeFailure::from_acme("fetching renewal info", error, self.retry_after.get())),
+            Err(error) => Err(AcmeFailure::from_acme(
+                "fetching renewal info",
+                error,
+                self.retry_after.get(),
+            )),
         }
     }
 }

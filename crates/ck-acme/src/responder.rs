@@ -57,7 +57,8 @@ impl ChallengeResponder {
     /// Builds and publishes the RFC 8737 certificate for `name`: self-signed, SAN `name`, and
     /// the critical acmeIdentifier extension holding SHA-256 of the key authorization.
     pub(crate) fn add_tls_alpn01(&self, name: &str, key_authorization_digest: &[u8]) -> Result<(), AcmeFailure> {
-        let fail = |e: &dyn std::fmt::Display| AcmeFailure::local(format!("building the tls-alpn-01 certificate: {e}"), false);
+        let fail =
+            |e: &dyn std::fmt::Display| AcmeFailure::local(format!("building the tls-alpn-01 certificate: {e}"), false);
         let key = rcgen::KeyPair::generate().map_err(|e| fail(&e))?;
         let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(|e| fail(&e))?;
         params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(key_authorization_digest)];
@@ -89,7 +90,9 @@ struct AlpnResolver(ChallengeResponder);
 impl ResolvesServerCert for AlpnResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         // Only validation handshakes are answered: this listener serves nothing else.
-        let is_acme = hello.alpn().is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        let is_acme = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
         if !is_acme {
             return None;
         }

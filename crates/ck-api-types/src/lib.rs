@@ -210,7 +210,11 @@ pub struct Issuer {
     /// Kind: `local` (the built-in private CA) or `acme`.
     pub kind: String,
     /// Local CA: the signing CA's expiry; no certificate outlives it.
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub not_after: Option<OffsetDateTime>,
     /// Local CA: the root certificate to trust (PEM).
     #[serde(default, skip_serializing_if = "Option::is_none")]

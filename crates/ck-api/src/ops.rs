@@ -5,9 +5,9 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use ck_acme::ChallengeResponder;
 use ck_api_types as wire;
 use ck_domain::{JobId, JobState};
-use ck_acme::ChallengeResponder;
 use ck_server::ControlPlane;
 use ck_store::JobFilter;
 use serde::Deserialize;
@@ -16,7 +16,9 @@ use crate::ApiError;
 use crate::convert::{self, parse};
 
 pub(crate) async fn issuers(State(control_plane): State<ControlPlane>) -> Result<Json<Vec<wire::Issuer>>, ApiError> {
-    Ok(Json(control_plane.issuers().await?.iter().map(convert::issuer).collect()))
+    Ok(Json(
+        control_plane.issuers().await?.iter().map(convert::issuer).collect(),
+    ))
 }
 
 pub(crate) async fn issuer(

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use ck_api_types::{Certificate, CertificateVersion, CertificateWithJob, CreateCertificate, CreateIssuer, Issuer, Job, Page, Problem, RevokeCertificate};
+use ck_api_types::{
+    Certificate, CertificateVersion, CertificateWithJob, CreateCertificate, CreateIssuer, Issuer, Job, Page, Problem,
+    RevokeCertificate,
+};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 

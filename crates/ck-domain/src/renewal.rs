@@ -178,5 +178,4 @@ mod tests {
         assert_eq!(renew_within_window(end, start, before, 0.7), end);
         assert_eq!(renew_within_window(start, end, before, 7.0), end);
     }
-
 }

@@ -45,7 +45,10 @@ pub fn inspect_received_chain(chain_pem: &str, expected_public_key_der: &[u8]) -
         ));
     }
     let raw_serial = parsed.raw_serial();
-    let first_nonzero = raw_serial.iter().position(|b| *b != 0).unwrap_or(raw_serial.len().saturating_sub(1));
+    let first_nonzero = raw_serial
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(raw_serial.len().saturating_sub(1));
     let time = |t: x509_parser::time::ASN1Time| t.to_datetime();
     let chain_pem: String = blocks.iter().map(|b| pem_encode("CERTIFICATE", b.contents())).collect();
     Ok(ReceivedChain {

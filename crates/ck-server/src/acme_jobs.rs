@@ -58,10 +58,19 @@ pub(crate) async fn run_acme_job(
                 version,
                 renew_at,
             };
-            match inner.store.complete_jobs(&owner, std::slice::from_ref(&completion), now()).await {
+            match inner
+                .store
+                .complete_jobs(&owner, std::slice::from_ref(&completion), now())
+                .await
+            {
                 Ok(stored) => {
                     let mut finished = Vec::new();
-                    crate::workers::record_completions(&control_plane, std::slice::from_ref(&completion), &stored, &mut finished);
+                    crate::workers::record_completions(
+                        &control_plane,
+                        std::slice::from_ref(&completion),
+                        &stored,
+                        &mut finished,
+                    );
                     control_plane.notify_finished(&finished);
                     if let Err(error) = inner.store.clear_identifier_backoff(&issuer_id, &names).await {
                         tracing::warn!(%error, "clearing identifier backoff failed");
@@ -125,7 +134,8 @@ async fn order_certificate(
                 .csr_pem
                 .as_deref()
                 .ok_or_else(|| AcmeFailure::local("the stored CSR is missing", false))?;
-            let csr = ParsedCsr::parse_stored(stored.as_bytes()).map_err(|e| AcmeFailure::local(e.to_string(), false))?;
+            let csr =
+                ParsedCsr::parse_stored(stored.as_bytes()).map_err(|e| AcmeFailure::local(e.to_string(), false))?;
             (csr.public_key_der, csr.pem, None)
         }
         KeySource::Server => {
@@ -135,7 +145,11 @@ async fn order_certificate(
                 .await
                 .map_err(|e| AcmeFailure::local(format!("key generation: {e}"), true))?
                 .map_err(|e| AcmeFailure::local(e.to_string(), false))?;
-            (key.public_key_der, key.csr_pem, Some(key.private_key.expose().to_owned()))
+            (
+                key.public_key_der,
+                key.csr_pem,
+                Some(key.private_key.expose().to_owned()),
+            )
         }
     };
     let csr_der =
@@ -207,30 +221,28 @@ async fn record_failure(
         (base * 2_i32.saturating_pow(exponent)).min(MAX_IDENTIFIER_BACKOFF)
     };
     // Only failures that reached the CA count against the names.
-    if failure.problem.is_some() || failure.transient {
-        if let Err(error) = inner
+    if (failure.problem.is_some() || failure.transient)
+        && let Err(error) = inner
             .store
             .record_identifier_failures(issuer_id, names, now(), identifier_delay)
             .await
-        {
-            tracing::warn!(%error, "recording identifier backoff failed");
-        }
+    {
+        tracing::warn!(%error, "recording identifier backoff failed");
     }
     let retry_at = if failure.transient {
-        retry.next_delay(claimed.attempt, rand::rng().random::<f64>()).map(|delay| {
-            let at = now() + delay;
-            match failure.retry_after {
-                Some(ca_asked) => at.max(OffsetDateTime::from(ca_asked)),
-                None => at,
-            }
-        })
+        retry
+            .next_delay(claimed.attempt, rand::rng().random::<f64>())
+            .map(|delay| {
+                let at = now() + delay;
+                match failure.retry_after {
+                    Some(ca_asked) => at.max(OffsetDateTime::from(ca_asked)),
+                    None => at,
+                }
+            })
     } else {
         None
     };
-    let problem = failure
-        .problem
-        .as_ref()
-        .and_then(|p| serde_json::to_string(p).ok());
+    let problem = failure.problem.as_ref().and_then(|p| serde_json::to_string(p).ok());
     tracing::warn!(job = %claimed.job.id, certificate = %claimed.job.certificate_id, issuer = issuer_id,
         error = %failure.message, retry_at = ?retry_at, "ACME order failed");
     inner.metrics.job_failed(claimed.job.kind.as_str());
@@ -241,6 +253,8 @@ async fn record_failure(
     {
         Ok(true) if retry_at.is_none() => control_plane.notify_finished(&[claimed.job.id]),
         Ok(_) => {}
-        Err(error) => tracing::warn!(job = %claimed.job.id, %error, "recording the failure failed; the lease will expire"),
+        Err(error) => {
+            tracing::warn!(job = %claimed.job.id, %error, "recording the failure failed; the lease will expire")
+        }
     }
 }

@@ -62,7 +62,10 @@ pub async fn bootstrap(
             .map_err(|e| ServiceError::Invalid(format!("config file issuer '{id}': {e}")))?;
         AcmeIssuerConfig::from_json(settings)
             .map_err(|e| ServiceError::Invalid(format!("config file issuer '{id}': {}", e.message)))?;
-        if store.upsert_issuer_settings(id, "acme", &settings.to_string(), now()).await? {
+        if store
+            .upsert_issuer_settings(id, "acme", &settings.to_string(), now())
+            .await?
+        {
             tracing::info!(issuer = %id, "stored the ACME issuer settings from the config file");
         }
     }
@@ -77,7 +80,9 @@ pub async fn bootstrap(
                 .parse()
                 .map_err(|e| ServiceError::Unavailable(format!("{e}")))?;
             let settings: serde_json::Value = serde_json::from_str(record.settings.as_deref().unwrap_or("null"))
-                .map_err(|e| ServiceError::Unavailable(format!("issuer {}: stored settings unreadable: {e}", record.id)))?;
+                .map_err(|e| {
+                    ServiceError::Unavailable(format!("issuer {}: stored settings unreadable: {e}", record.id))
+                })?;
             let acme = AcmeIssuerConfig::from_json(&settings)
                 .map_err(|e| ServiceError::Unavailable(format!("issuer {}: {}", record.id, e.message)))?;
             let state = AcmeIssuerState::new(id.clone(), acme, settings, record.created_at, None);

@@ -4,11 +4,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
+use ck_acme::{AcmeIssuer, AcmeIssuerConfig, ChallengeKind, ChallengeResponder};
 use ck_domain::{
     Certificate, CertificateId, CertificateStatus, CertificateVersion, IssuanceRequest, IssuerId, Job, JobId, JobKind,
     JobState, KeySource, KeyType, Labels, RenewalPolicy, RevocationReason, leaf_validity,
 };
-use ck_acme::{AcmeIssuer, AcmeIssuerConfig, ChallengeKind, ChallengeResponder};
 use ck_pki::{ParsedCsr, pem_block_der};
 use ck_store::{CertificateFilter, CertificatePage, EnqueueOutcome, IssuerHealth, IssuerRecord, JobFilter, Store};
 use time::{Duration, OffsetDateTime};
@@ -170,7 +170,9 @@ impl ControlPlane {
             }
             Issuer::Acme(state) => {
                 let texts: Vec<String> = names.sans.iter().map(ToString::to_string).collect();
-                state.check_challenge(challenge, &texts).map_err(ServiceError::Invalid)?;
+                state
+                    .check_challenge(challenge, &texts)
+                    .map_err(ServiceError::Invalid)?;
             }
         }
         let name = request
@@ -242,18 +244,33 @@ impl ControlPlane {
                 .store
                 .version_with_key(id, cert.current_version)
                 .await?
-                .ok_or_else(|| ServiceError::NotFound(format!("version {} of certificate {id}", cert.current_version)))?;
-            let der = pem_block_der(&version.cert_pem, "CERTIFICATE").map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!("version {} of certificate {id}", cert.current_version))
+                })?;
+            let der = pem_block_der(&version.cert_pem, "CERTIFICATE")
+                .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
             let acme = state
                 .ready(&self.inner.store, &self.inner.issuers.responder)
                 .await
                 .map_err(|e| ServiceError::Upstream(e.message))?;
             match acme.revoke(&der, reason.code()).await {
-                Ok(()) => tracing::info!(certificate = %id, serial = %version.serial, issuer = %state.id, "revoked at the CA"),
-                Err(failure) if failure.problem.as_ref().is_some_and(|p| p.short_type() == "alreadyRevoked") => {
+                Ok(()) => {
+                    tracing::info!(certificate = %id, serial = %version.serial, issuer = %state.id, "revoked at the CA")
+                }
+                Err(failure)
+                    if failure
+                        .problem
+                        .as_ref()
+                        .is_some_and(|p| p.short_type() == "alreadyRevoked") =>
+                {
                     tracing::info!(certificate = %id, "the CA had already revoked it")
                 }
-                Err(failure) => return Err(ServiceError::Upstream(format!("the CA did not revoke it: {}", failure.message))),
+                Err(failure) => {
+                    return Err(ServiceError::Upstream(format!(
+                        "the CA did not revoke it: {}",
+                        failure.message
+                    )));
+                }
             }
         }
         self.inner
@@ -315,8 +332,14 @@ impl ControlPlane {
 
     /// Every issuer, with its last health check.
     pub async fn issuers(&self) -> Result<Vec<IssuerInfo>, ServiceError> {
-        let records: HashMap<String, IssuerRecord> =
-            self.inner.store.issuers().await?.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let records: HashMap<String, IssuerRecord> = self
+            .inner
+            .store
+            .issuers()
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
         Ok(self
             .inner
             .issuers
@@ -347,7 +370,11 @@ impl ControlPlane {
             .await
             .map_err(|failure| {
                 let text = format!("the CA refused the account: {}", failure.message);
-                if failure.transient { ServiceError::Upstream(text) } else { ServiceError::Invalid(text) }
+                if failure.transient {
+                    ServiceError::Upstream(text)
+                } else {
+                    ServiceError::Invalid(text)
+                }
             })?;
         let now = now();
         let record = IssuerRecord {
@@ -368,12 +395,18 @@ impl ControlPlane {
         }
         self.inner
             .store
-            .set_issuer_account(issuer_id.as_str(), Some(&registered.credentials_json), Some(&registered.account_url))
+            .set_issuer_account(
+                issuer_id.as_str(),
+                Some(&registered.credentials_json),
+                Some(&registered.account_url),
+            )
             .await?;
         tracing::info!(issuer = %issuer_id, directory = %config.directory_url(), account = %registered.account_url,
             "added an ACME issuer and registered its account");
         let state = AcmeIssuerState::new(issuer_id.clone(), config, settings, now, Some(registered.issuer));
-        self.inner.issuers.insert(issuer_id.clone(), Issuer::Acme(Arc::new(state)));
+        self.inner
+            .issuers
+            .insert(issuer_id.clone(), Issuer::Acme(Arc::new(state)));
         self.issuer(issuer_id.as_str()).await
     }
 
@@ -384,7 +417,10 @@ impl ControlPlane {
             .ready(&self.inner.store, &self.inner.issuers.responder)
             .await
             .map_err(|e| ServiceError::Upstream(e.message))?;
-        let rolled = acme.rollover_key().await.map_err(|e| ServiceError::Upstream(e.message))?;
+        let rolled = acme
+            .rollover_key()
+            .await
+            .map_err(|e| ServiceError::Upstream(e.message))?;
         self.inner
             .store
             .set_issuer_account(id, Some(&rolled.credentials_json), Some(&rolled.account_url))

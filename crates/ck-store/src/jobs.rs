@@ -239,7 +239,9 @@ impl Store {
              AND identifier IN ({}) ORDER BY not_before DESC LIMIT 1",
             placeholders.join(", ")
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement)).bind(issuer).bind(to_ms(now));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(issuer)
+            .bind(to_ms(now));
         for identifier in identifiers {
             query = query.bind(identifier);
         }
@@ -262,14 +264,15 @@ impl Store {
         let mut tx = self.write.begin().await?;
         let mut most = 0;
         for identifier in identifiers {
-            let failures: Option<i64> = sqlx::query_scalar(
-                "SELECT failures FROM identifier_backoff WHERE issuer_id = $1 AND identifier = $2",
-            )
-            .bind(issuer)
-            .bind(identifier)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let failures = u32::try_from(failures.unwrap_or(0)).unwrap_or(u32::MAX).saturating_add(1);
+            let failures: Option<i64> =
+                sqlx::query_scalar("SELECT failures FROM identifier_backoff WHERE issuer_id = $1 AND identifier = $2")
+                    .bind(issuer)
+                    .bind(identifier)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let failures = u32::try_from(failures.unwrap_or(0))
+                .unwrap_or(u32::MAX)
+                .saturating_add(1);
             most = most.max(failures);
             sqlx::query(
                 "INSERT INTO identifier_backoff (issuer_id, identifier, failures, not_before) VALUES ($1, $2, $3, $4) \

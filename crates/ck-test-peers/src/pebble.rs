@@ -175,7 +175,10 @@ impl Pebble {
     pub fn root_pem(&self, n: u8) -> PathBuf {
         let pem = curl_tls(&self.tls_ca, &[&format!("{}/roots/{n}", self.mgmt_url())])
             .unwrap_or_else(|e| panic!("cannot fetch Pebble's roots/{n}: {e}"));
-        assert!(pem.contains("BEGIN CERTIFICATE"), "Pebble's roots/{n} is not PEM: {pem}");
+        assert!(
+            pem.contains("BEGIN CERTIFICATE"),
+            "Pebble's roots/{n} is not PEM: {pem}"
+        );
         let path = self.dir.path().join(format!("root-{n}.pem"));
         std::fs::write(&path, pem).unwrap();
         path

@@ -100,12 +100,18 @@ fn http01_issues_a_chain_that_openssl_verifies() {
     let issuer = add_issuer(&server, &pebble, "pebble", &strs(&http01_args(&pebble)));
     assert_eq!(issuer["kind"], "acme");
     assert!(issuer["account_url"].as_str().unwrap().starts_with("https://127.0.0.1"));
-    let created = create(&server, &["www.example.com", "--san", "api.example.com", "--issuer", "pebble"]);
+    let created = create(
+        &server,
+        &["www.example.com", "--san", "api.example.com", "--issuer", "pebble"],
+    );
     assert_eq!(created["status"], "active", "{created}");
     let chain = chain_of(&server, created["id"].as_str().unwrap());
     assert_verifies(&pebble, &chain);
     let sans = sans_of(&chain);
-    assert!(sans.contains("www.example.com") && sans.contains("api.example.com"), "{sans}");
+    assert!(
+        sans.contains("www.example.com") && sans.contains("api.example.com"),
+        "{sans}"
+    );
     // A server-generated key: the key endpoint hands it out and it matches the leaf.
     let key = server.cli_ok(&["cert", "get", created["id"].as_str().unwrap(), "--key"]);
     assert!(key.contains("PRIVATE KEY"));
@@ -114,16 +120,31 @@ fn http01_issues_a_chain_that_openssl_verifies() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let list: Value = serde_json::from_str(&server.cli_ok(&["issuer", "list", "--json"])).unwrap();
-        let pebble_issuer = list.as_array().unwrap().iter().find(|i| i["id"] == "pebble").unwrap().clone();
+        let pebble_issuer = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == "pebble")
+            .unwrap()
+            .clone();
         if pebble_issuer["health"]["status"] == "healthy" {
             break;
         }
-        assert!(Instant::now() < deadline, "issuer never reported healthy: {pebble_issuer}");
+        assert!(
+            Instant::now() < deadline,
+            "issuer never reported healthy: {pebble_issuer}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let metrics = reqwest_blocking_get(&format!("{}/metrics", server.url));
-    assert!(metrics.contains("certkeeper_issuer_healthy{issuer=\"pebble\"} 1"), "{metrics}");
-    assert!(metrics.contains("certkeeper_acme_orders_total{issuer=\"pebble\",outcome=\"valid\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("certkeeper_issuer_healthy{issuer=\"pebble\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("certkeeper_acme_orders_total{issuer=\"pebble\",outcome=\"valid\"} 1"),
+        "{metrics}"
+    );
 
     // A wildcard without dns-01 is refused up front, with the fix in the message.
     let out = server.cli(&["cert", "create", "*.example.com", "--issuer", "pebble"]);
@@ -145,13 +166,31 @@ fn tls_alpn01_and_a_client_csr() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), "", "warn");
     let listen = format!("127.0.0.1:{}", pebble.tls_port());
-    add_issuer(&server, &pebble, "pebble-alpn", &["--challenge", "tls-alpn-01", "--tls-alpn01-listen", &listen]);
+    add_issuer(
+        &server,
+        &pebble,
+        "pebble-alpn",
+        &["--challenge", "tls-alpn-01", "--tls-alpn01-listen", &listen],
+    );
     // The client keeps its key: an openssl CSR (RSA, with a must-staple extension).
     let key = dir.path().join("client.key");
     let csr = dir.path().join("client.csr");
     let status = std::process::Command::new("openssl")
-        .args(["req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=alpn.example.com"])
-        .args(["-addext", "subjectAltName=DNS:alpn.example.com", "-addext", "tlsfeature=status_request"])
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=alpn.example.com",
+        ])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:alpn.example.com",
+            "-addext",
+            "tlsfeature=status_request",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -166,7 +205,12 @@ fn tls_alpn01_and_a_client_csr() {
     let leaf = dir.path().join("leaf.pem");
     std::fs::write(&leaf, &chain).unwrap();
     let pubkey = |args: &[&str], path: &PathBuf| {
-        std::process::Command::new("openssl").args(args).arg(path).output().unwrap().stdout
+        std::process::Command::new("openssl")
+            .args(args)
+            .arg(path)
+            .output()
+            .unwrap()
+            .stdout
     };
     assert_eq!(
         pubkey(&["x509", "-noout", "-pubkey", "-in"], &leaf),
@@ -206,15 +250,34 @@ fn dns01_rfc2136_apex_and_wildcard_in_one_order() {
         &server,
         &pebble,
         "pebble-dns",
-        &["--challenge", "dns-01", "--dns-provider", "rfc2136", "--dns-config", dns_config.to_str().unwrap()],
+        &[
+            "--challenge",
+            "dns-01",
+            "--dns-provider",
+            "rfc2136",
+            "--dns-config",
+            dns_config.to_str().unwrap(),
+        ],
     );
-    let created = create(&server, &["example.test", "--san", "*.example.test", "--issuer", "pebble-dns"]);
+    let created = create(
+        &server,
+        &["example.test", "--san", "*.example.test", "--issuer", "pebble-dns"],
+    );
     let chain = chain_of(&server, created["id"].as_str().unwrap());
     assert_verifies(&pebble, &chain);
     let sans = sans_of(&chain);
-    assert!(sans.contains("DNS:example.test") && sans.contains("DNS:*.example.test"), "{sans}");
-    assert!(bind.txt("_acme-challenge.example.test.").is_empty(), "TXT records left behind");
-    assert!(!server.log_text().contains(bind.tsig_secret()), "the TSIG secret was logged");
+    assert!(
+        sans.contains("DNS:example.test") && sans.contains("DNS:*.example.test"),
+        "{sans}"
+    );
+    assert!(
+        bind.txt("_acme-challenge.example.test.").is_empty(),
+        "TXT records left behind"
+    );
+    assert!(
+        !server.log_text().contains(bind.tsig_secret()),
+        "the TSIG secret was logged"
+    );
 }
 
 /// Writes an exec hook that forwards to challtestsrv, appending its calls to `calls`.
@@ -251,7 +314,14 @@ fn exec_issuer(dir: &Path, server: &Server, pebble: &Pebble, hook: &Path) {
         server,
         pebble,
         "pebble-exec",
-        &["--challenge", "dns-01", "--dns-provider", "exec", "--dns-config", dns_config.to_str().unwrap()],
+        &[
+            "--challenge",
+            "dns-01",
+            "--dns-provider",
+            "exec",
+            "--dns-config",
+            dns_config.to_str().unwrap(),
+        ],
     );
 }
 
@@ -266,11 +336,28 @@ fn dns01_exec_hook() {
     write_hook(&hook, &pebble.challtestsrv().unwrap().mgmt_url(), &calls, None);
     let server = start_server(dir.path(), "", "warn");
     exec_issuer(dir.path(), &server, &pebble, &hook);
-    let created = create(&server, &["exec.example.com", "--san", "*.exec.example.com", "--issuer", "pebble-exec"]);
+    let created = create(
+        &server,
+        &[
+            "exec.example.com",
+            "--san",
+            "*.exec.example.com",
+            "--issuer",
+            "pebble-exec",
+        ],
+    );
     assert_verifies(&pebble, &chain_of(&server, created["id"].as_str().unwrap()));
     let calls = std::fs::read_to_string(&calls).unwrap();
-    assert_eq!(calls.matches("present _acme-challenge.exec.example.com.").count(), 2, "{calls}");
-    assert_eq!(calls.matches("cleanup _acme-challenge.exec.example.com.").count(), 2, "{calls}");
+    assert_eq!(
+        calls.matches("present _acme-challenge.exec.example.com.").count(),
+        2,
+        "{calls}"
+    );
+    assert_eq!(
+        calls.matches("cleanup _acme-challenge.exec.example.com.").count(),
+        2,
+        "{calls}"
+    );
 }
 
 /// SERVFAIL, then a wrong TXT value: each order fails with a clear error, the record is cleaned
@@ -314,10 +401,17 @@ fn dns_faults_fail_clearly_clean_up_and_recover() {
             std::thread::sleep(Duration::from_millis(100));
         };
         let error = failed.last_error.clone().unwrap();
-        let expected = if fault == "servfail" { "SERVFAIL" } else { "not-the-right-value" };
+        let expected = if fault == "servfail" {
+            "SERVFAIL"
+        } else {
+            "not-the-right-value"
+        };
         assert!(error.contains(&name) && error.contains(expected), "{fault}: {error}");
         assert_eq!(failed.state, "pending", "a DNS failure is retried: {failed:?}");
-        assert!(failed.run_after > failed.updated_at - time::Duration::seconds(1), "backs off");
+        assert!(
+            failed.run_after > failed.updated_at - time::Duration::seconds(1),
+            "backs off"
+        );
         // Cleaned up: the hook was told to remove the record.
         let log = std::fs::read_to_string(&calls).unwrap();
         assert!(log.contains(&format!("cleanup {host}")), "{fault}: no cleanup in {log}");
@@ -327,18 +421,22 @@ fn dns_faults_fail_clearly_clean_up_and_recover() {
             "servfail" => challtestsrv.clear_servfail(&host),
             _ => write_hook(&hook, &challtestsrv.mgmt_url(), &calls, None),
         }
-        let job = rt
-            .block_on(async {
-                let deadline = Instant::now() + Duration::from_secs(90);
-                loop {
-                    let job = client.job(&created.job.id).await.unwrap();
-                    if job.state == "succeeded" || Instant::now() > deadline {
-                        return job;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+        let job = rt.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                let job = client.job(&created.job.id).await.unwrap();
+                if job.state == "succeeded" || Instant::now() > deadline {
+                    return job;
                 }
-            });
-        assert_eq!(job.state, "succeeded", "{fault}: never recovered: {job:?}\n{}", server.log_text());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        assert_eq!(
+            job.state,
+            "succeeded",
+            "{fault}: never recovered: {job:?}\n{}",
+            server.log_text()
+        );
         assert_verifies(&pebble, &chain_of(&server, &created.certificate.id));
     }
 }
@@ -357,13 +455,25 @@ fn eab_is_required_refused_without_and_accepted_with() {
     let http = http01_args(&pebble);
     let directory = pebble.directory_url();
     let tls_ca = pebble.tls_ca_pem_path().to_str().unwrap().to_owned();
-    let base = ["issuer", "add", "acme", "no-eab", "--directory", &directory, "--ca-bundle", &tls_ca];
+    let base = [
+        "issuer",
+        "add",
+        "acme",
+        "no-eab",
+        "--directory",
+        &directory,
+        "--ca-bundle",
+        &tls_ca,
+    ];
     let out = server.cli(&[&base[..], &strs(&http)[..]].concat());
     assert!(!out.status.success(), "an account without EAB must be refused");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("externalAccountRequired"), "{stderr}");
     assert!(server.cli_ok(&["issuer", "list", "--json"]).contains("\"local\""));
-    assert!(!server.cli_ok(&["issuer", "list", "--json"]).contains("no-eab"), "nothing stored");
+    assert!(
+        !server.cli_ok(&["issuer", "list", "--json"]).contains("no-eab"),
+        "nothing stored"
+    );
 
     let (kid, hmac) = EAB_KEYS[0];
     let hmac_file = dir.path().join("eab.hmac");
@@ -402,8 +512,16 @@ fn account_key_of(server: &Server, issuer: &str) -> String {
             // No sqlite3 CLI: read it through the store crate instead.
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async {
-                let store = ck_store::Store::connect(&ck_store::DatabaseUrl::sqlite_file(&db)).await.unwrap();
-                store.issuer(issuer).await.unwrap().unwrap().account_credentials.unwrap()
+                let store = ck_store::Store::connect(&ck_store::DatabaseUrl::sqlite_file(&db))
+                    .await
+                    .unwrap();
+                store
+                    .issuer(issuer)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .account_credentials
+                    .unwrap()
             })
         }
     };
@@ -473,7 +591,9 @@ fn half_the_nonces_rejected_twenty_orders_succeed() {
                     issuer: Some("pebble".into()),
                     ..Default::default()
                 };
-                client.create_certificate(&request, Some(Duration::from_secs(120))).await
+                client
+                    .create_certificate(&request, Some(Duration::from_secs(120)))
+                    .await
             }));
         }
         let mut out = Vec::new();
@@ -484,7 +604,11 @@ fn half_the_nonces_rejected_twenty_orders_succeed() {
     });
     for answer in &results {
         assert_eq!(answer.job.state, "succeeded", "{:?}", answer.job);
-        assert_eq!(answer.job.attempts, 1, "badNonce is retried inside the attempt: {:?}", answer.job);
+        assert_eq!(
+            answer.job.attempts, 1,
+            "badNonce is retried inside the attempt: {:?}",
+            answer.job
+        );
     }
     assert_verifies(&pebble, &chain_of(&server, &results[0].certificate.id));
 }
@@ -518,9 +642,18 @@ fn short_lived_certificates_renew_on_time_across_a_restart() {
         std::thread::sleep(Duration::from_millis(250));
     };
     assert_ne!(renewed["serial"], created["serial"]);
-    let not_after = |v: &Value| time::OffsetDateTime::parse(v["not_after"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+    let not_after = |v: &Value| {
+        time::OffsetDateTime::parse(
+            v["not_after"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
     assert!(not_after(&renewed) > not_after(&created), "a later expiry");
-    assert!(time::OffsetDateTime::now_utc() < not_after(&created), "renewed before the old one expired");
+    assert!(
+        time::OffsetDateTime::now_utc() < not_after(&created),
+        "renewed before the old one expired"
+    );
     assert_verifies(&pebble, &chain_of(&server, &id));
 }
 
@@ -544,7 +677,11 @@ fn preferred_chain_picks_the_alternate() {
     let subject = String::from_utf8_lossy(&out.stdout).into_owned();
     let cn = subject
         .lines()
-        .find_map(|l| l.trim().strip_prefix("commonName").map(|v| v.trim().trim_start_matches('=').trim().to_owned()))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("commonName")
+                .map(|v| v.trim().trim_start_matches('=').trim().to_owned())
+        })
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), "", "warn");
@@ -586,7 +723,9 @@ fn dns_provider_secrets_never_leak() {
         (
             "tsig",
             "rfc2136",
-            format!("server: \"{resolver}\"\nzone: example.com\ntsig_key_name: k\ntsig_algorithm: hmac-sha256\ntsig_secret: \"{tsig}\"\n"),
+            format!(
+                "server: \"{resolver}\"\nzone: example.com\ntsig_key_name: k\ntsig_algorithm: hmac-sha256\ntsig_secret: \"{tsig}\"\n"
+            ),
         ),
     ];
     let mut shown = String::new();
@@ -601,7 +740,14 @@ fn dns_provider_secrets_never_leak() {
             &server,
             &pebble,
             id,
-            &["--challenge", "dns-01", "--dns-provider", provider, "--dns-config", path.to_str().unwrap()],
+            &[
+                "--challenge",
+                "dns-01",
+                "--dns-provider",
+                provider,
+                "--dns-config",
+                path.to_str().unwrap(),
+            ],
         );
         let created: Value = serde_json::from_str(&server.cli_ok(&[
             "cert",
@@ -619,7 +765,11 @@ fn dns_provider_secrets_never_leak() {
             if job.contains("dns-01 for") {
                 break job;
             }
-            assert!(Instant::now() < deadline, "no failed attempt: {job}\n{}", server.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "no failed attempt: {job}\n{}",
+                server.log_text()
+            );
             std::thread::sleep(Duration::from_millis(200));
         };
         shown.push_str(&job);
@@ -631,5 +781,8 @@ fn dns_provider_secrets_never_leak() {
     assert!(shown.contains("<redacted>"));
     assert!(!shown.contains(token), "the Cloudflare token leaked");
     assert!(!shown.contains(tsig), "the TSIG secret leaked");
-    assert!(!shown.contains(&account_key_of(&server, "cf")), "the account key leaked");
+    assert!(
+        !shown.contains(&account_key_of(&server, "cf")),
+        "the account key leaked"
+    );
 }

@@ -502,13 +502,29 @@ async fn batches_cross_statement_chunks(store: Store) {
 }
 
 async fn acme_issuer_settings_account_and_health(store: Store) {
-    assert!(store.upsert_issuer_settings("le", "acme", r#"{"directory":"a"}"#, now()).await.unwrap());
     assert!(
-        !store.upsert_issuer_settings("le", "acme", r#"{"directory":"a"}"#, now()).await.unwrap(),
+        store
+            .upsert_issuer_settings("le", "acme", r#"{"directory":"a"}"#, now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .upsert_issuer_settings("le", "acme", r#"{"directory":"a"}"#, now())
+            .await
+            .unwrap(),
         "same settings: no change"
     );
-    assert!(store.upsert_issuer_settings("le", "acme", r#"{"directory":"b"}"#, now()).await.unwrap());
-    store.set_issuer_account("le", Some("{creds}"), Some("https://ca/acct/1")).await.unwrap();
+    assert!(
+        store
+            .upsert_issuer_settings("le", "acme", r#"{"directory":"b"}"#, now())
+            .await
+            .unwrap()
+    );
+    store
+        .set_issuer_account("le", Some("{creds}"), Some("https://ca/acct/1"))
+        .await
+        .unwrap();
     let health = ck_store::IssuerHealth {
         healthy: false,
         detail: "directory unreachable".into(),
@@ -519,15 +535,27 @@ async fn acme_issuer_settings_account_and_health(store: Store) {
     assert_eq!(record.settings.as_deref(), Some(r#"{"directory":"b"}"#));
     assert_eq!(record.account_credentials.as_deref(), Some("{creds}"));
     assert_eq!(record.account_url.as_deref(), Some("https://ca/acct/1"));
-    assert_eq!(record.health.map(|h| (h.healthy, h.detail)), Some((false, "directory unreachable".into())));
-    assert!(!format!("{:?}", store.issuers().await.unwrap()).contains("creds"), "Debug hides secrets");
+    assert_eq!(
+        record.health.map(|h| (h.healthy, h.detail)),
+        Some((false, "directory unreachable".into()))
+    );
+    assert!(
+        !format!("{:?}", store.issuers().await.unwrap()).contains("creds"),
+        "Debug hides secrets"
+    );
     assert!(store.issuer("nope").await.unwrap().is_none());
 }
 
 async fn identifier_backoff_defer_and_lease_extension(store: Store) {
     with_issuer(&store).await;
     let names = vec!["a.example".to_owned(), "b.example".to_owned()];
-    assert!(store.identifier_backoff("local", &names, now()).await.unwrap().is_none());
+    assert!(
+        store
+            .identifier_backoff("local", &names, now())
+            .await
+            .unwrap()
+            .is_none()
+    );
     let most = store
         .record_identifier_failures("local", &names[..1], now(), |n| Duration::seconds(60 * i64::from(n)))
         .await
@@ -541,22 +569,64 @@ async fn identifier_backoff_defer_and_lease_extension(store: Store) {
     let (name, until) = store.identifier_backoff("local", &names, now()).await.unwrap().unwrap();
     assert_eq!(name, "a.example");
     assert!(until > now() + Duration::seconds(100));
-    assert!(store.identifier_backoff("local", &names, now() + Duration::hours(1)).await.unwrap().is_none());
+    assert!(
+        store
+            .identifier_backoff("local", &names, now() + Duration::hours(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
     store.clear_identifier_backoff("local", &names).await.unwrap();
-    assert!(store.identifier_backoff("local", &names, now()).await.unwrap().is_none());
+    assert!(
+        store
+            .identifier_backoff("local", &names, now())
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     let cert = create(&store, "defer.internal").await;
-    let claimed = store.claim_jobs("w1", now(), Duration::minutes(1), 1).await.unwrap().remove(0);
-    assert!(store.extend_lease("w1", &claimed, now() + Duration::minutes(5)).await.unwrap());
-    assert!(!store.extend_lease("w2", &claimed, now() + Duration::minutes(5)).await.unwrap(), "fenced");
+    let claimed = store
+        .claim_jobs("w1", now(), Duration::minutes(1), 1)
+        .await
+        .unwrap()
+        .remove(0);
     assert!(
-        store.claim_jobs("w2", now() + Duration::minutes(2), Duration::minutes(1), 1).await.unwrap().is_empty(),
+        store
+            .extend_lease("w1", &claimed, now() + Duration::minutes(5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .extend_lease("w2", &claimed, now() + Duration::minutes(5))
+            .await
+            .unwrap(),
+        "fenced"
+    );
+    assert!(
+        store
+            .claim_jobs("w2", now() + Duration::minutes(2), Duration::minutes(1), 1)
+            .await
+            .unwrap()
+            .is_empty(),
         "the extended lease holds"
     );
-    assert!(store.defer_job("w1", &claimed, "backing off", now() + Duration::seconds(30), now()).await.unwrap());
+    assert!(
+        store
+            .defer_job("w1", &claimed, "backing off", now() + Duration::seconds(30), now())
+            .await
+            .unwrap()
+    );
     let job = store.job(claimed.job.id).await.unwrap().unwrap();
-    assert_eq!((job.state, job.attempts, job.last_error.as_deref()), (JobState::Pending, 0, Some("backing off")));
-    let again = store.claim_jobs("w1", now() + Duration::seconds(31), Duration::minutes(1), 1).await.unwrap();
+    assert_eq!(
+        (job.state, job.attempts, job.last_error.as_deref()),
+        (JobState::Pending, 0, Some("backing off"))
+    );
+    let again = store
+        .claim_jobs("w1", now() + Duration::seconds(31), Duration::minutes(1), 1)
+        .await
+        .unwrap();
     assert_eq!(again[0].attempt, 1, "a deferral does not use up an attempt");
     assert!(
         store
