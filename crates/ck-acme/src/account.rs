@@ -82,18 +82,19 @@ impl AcmeIssuer {
             None => None,
         };
         let http = http_client(&config, &slot)?;
-        let (account, credentials) = Account::builder_with_http(Box::new(http.clone()))
-            .create(
-                &NewAccount {
-                    contact: &contacts,
-                    terms_of_service_agreed: true,
-                    only_return_existing: false,
-                },
+        let new_account = NewAccount {
+            contact: &contacts,
+            terms_of_service_agreed: true,
+            only_return_existing: false,
+        };
+        let (account, credentials) = retry_bad_nonce("registering the ACME account", &slot, || {
+            Account::builder_with_http(Box::new(http.clone())).create(
+                &new_account,
                 config.directory_url(),
                 eab.as_ref(),
             )
-            .await
-            .map_err(|e| AcmeFailure::from_acme("registering the ACME account", e, slot.get()))?;
+        })
+        .await?;
         Self::registered(account, &credentials, config, responder, http, slot)
     }
 
@@ -166,12 +167,22 @@ impl AcmeIssuer {
             let credentials: AccountCredentials = serde_json::from_str(credentials_json)
                 .map_err(|e| AcmeFailure::local(format!("stored credentials unreadable: {e}"), false))?;
             let der = PrivatePkcs8KeyDer::from(credentials.private_key().secret_pkcs8_der().to_vec());
-            let key = Key::from_pkcs8_der(der.clone_key())
+            Key::from_pkcs8_der(der.clone_key())
                 .map_err(|e| AcmeFailure::local(format!("stored account key unusable: {e}"), false))?;
-            let (account, _) = Account::builder_with_http(Box::new(http_client(config, &slot)?))
-                .from_key((key, PrivateKeyDer::Pkcs8(der)), config.directory_url())
-                .await
-                .map_err(|e| AcmeFailure::from_acme("looking up the account", e, slot.get()))?;
+            let http = http_client(config, &slot)?;
+            let (account, _) = retry_bad_nonce("looking up the account", &slot, || {
+                let key = Key::from_pkcs8_der(der.clone_key());
+                let http = http.clone();
+                let der = der.clone_key();
+                let directory = config.directory_url();
+                async move {
+                    let key = key?;
+                    Account::builder_with_http(Box::new(http))
+                        .from_key((key, PrivateKeyDer::Pkcs8(der)), directory)
+                        .await
+                }
+            })
+            .await?;
             Ok::<_, AcmeFailure>(account.id().to_owned())
         }
         .await;
@@ -190,10 +201,20 @@ impl AcmeIssuer {
     /// Replaces the account key (RFC 8555 §7.3.5); store the returned credentials.
     pub async fn rollover_key(&self) -> Result<RegisteredAccount, AcmeFailure> {
         let mut account = self.account.clone();
-        let credentials = account
-            .update_key()
-            .await
-            .map_err(|e| AcmeFailure::from_acme("rolling over the account key", e, self.retry_after.get()))?;
+        let mut retries = 0;
+        let credentials = loop {
+            match account.update_key().await {
+                Ok(credentials) => break credentials,
+                Err(e) if AcmeFailure::is_bad_nonce(&e) && retries < 10 => retries += 1,
+                Err(e) => {
+                    return Err(AcmeFailure::from_acme(
+                        "rolling over the account key",
+                        e,
+                        self.retry_after.get(),
+                    ));
+                }
+            }
+        };
         Self::registered(
             account,
             &credentials,
@@ -207,10 +228,7 @@ impl AcmeIssuer {
     /// Deactivates the account at the CA (RFC 8555 §7.3.6); it cannot be used again.
     pub async fn deactivate(self) -> Result<(), AcmeFailure> {
         let slot = self.retry_after.clone();
-        self.account
-            .deactivate()
-            .await
-            .map_err(|e| AcmeFailure::from_acme("deactivating the account", e, slot.get()))
+        retry_bad_nonce("deactivating the account", &slot, || self.account.clone().deactivate()).await
     }
 
     /// The account URL.
@@ -226,5 +244,22 @@ impl AcmeIssuer {
     /// Until when the CA asked us to hold off, if it did.
     pub fn retry_after(&self) -> Option<SystemTime> {
         self.retry_after.get()
+    }
+}
+
+/// Runs `call` again while the CA answers `badNonce` (instant-acme retries each request only
+/// three times); maps the final error.
+async fn retry_bad_nonce<T, F, Fut>(what: &str, slot: &RetryAfterSlot, mut call: F) -> Result<T, AcmeFailure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, instant_acme::Error>>,
+{
+    let mut retries = 0;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(error) if AcmeFailure::is_bad_nonce(&error) && retries < 10 => retries += 1,
+            Err(error) => return Err(AcmeFailure::from_acme(what, error, slot.get())),
+        }
     }
 }

@@ -12,6 +12,10 @@ use crate::support::Server;
 
 /// A server tuned for tests: quick retries, a quick scheduler, health checks every 2 s.
 fn start_server(dir: &Path, extra_yaml: &str, level: &str) -> Server {
+    start_server_with(dir, extra_yaml, level, &[])
+}
+
+fn start_server_with(dir: &Path, extra_yaml: &str, level: &str, args: &[&str]) -> Server {
     let config = dir.join("config.yaml");
     std::fs::write(
         &config,
@@ -21,7 +25,9 @@ fn start_server(dir: &Path, extra_yaml: &str, level: &str) -> Server {
         ),
     )
     .unwrap();
-    Server::start_logged(&dir.join("data"), &["--config", config.to_str().unwrap()], level)
+    let mut all = vec!["--config", config.to_str().unwrap()];
+    all.extend_from_slice(args);
+    Server::start_logged(&dir.join("data"), &all, level)
 }
 
 fn add_issuer(server: &Server, pebble: &Pebble, id: &str, extra: &[&str]) -> Value {
@@ -624,9 +630,17 @@ fn short_lived_certificates_renew_on_time_across_a_restart() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let yaml = "certificates:\n  renew_at_fraction: 0.3\n  renew_jitter: 0.0\n";
-    let mut server = start_server(dir.path(), yaml, "info");
-    add_issuer(&server, &pebble, "pebble", &strs(&http01_args(&pebble)));
+    // The issuer comes from the config file (YAML accepts JSON): its account is registered on
+    // first use and survives the restart.
+    let issuer = serde_json::json!({
+        "pebble": {
+            "directory": pebble.directory_url(),
+            "ca_bundle_pem": pebble.tls_ca_pem(),
+            "http01": { "listen": format!("127.0.0.1:{}", pebble.http_port()) },
+        }
+    });
+    let yaml = format!("certificates:\n  renew_at_fraction: 0.3\n  renew_jitter: 0.0\nacme_issuers: {issuer}\n");
+    let mut server = start_server(dir.path(), &yaml, "info");
     let created = create(&server, &["renew.example.com", "--issuer", "pebble"]);
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["current_version"], 1);
@@ -785,4 +799,35 @@ fn dns_provider_secrets_never_leak() {
         !shown.contains(&account_key_of(&server, "cf")),
         "the account key leaked"
     );
+}
+
+/// Behind a proxy: the tokens are served on the API port, and no listener of our own runs.
+#[test]
+fn http01_via_the_api_port() {
+    let api_port = ck_test_peers::free_port();
+    let options = PebbleOptions {
+        http_port: Some(api_port),
+        ..PebbleOptions::default()
+    };
+    let Some(pebble) = Pebble::start(options, "http01_via_api") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{api_port}");
+    let server = start_server_with(dir.path(), "", "warn", &["--listen", &listen]);
+    add_issuer(
+        &server,
+        &pebble,
+        "behind-proxy",
+        &["--challenge", "http-01", "--http01-via-api"],
+    );
+    let created = create(&server, &["proxied.example.com", "--issuer", "behind-proxy"]);
+    assert_verifies(&pebble, &chain_of(&server, created["id"].as_str().unwrap()));
+    // Unknown tokens are a plain 404, without authentication.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{}/.well-known/acme-challenge/nope", server.url))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
 }

@@ -79,10 +79,12 @@ impl Server {
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--data-dir"])
-            .arg(&self.data_dir)
-            .args(["--listen", "127.0.0.1:0"])
+        let mut command = Command::new(BIN);
+        command.args(["serve", "--data-dir"]).arg(&self.data_dir);
+        if !self.extra_args.iter().any(|a| a == "--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        let child = command
             .args(&self.extra_args)
             .env("CERTKEEPER_LOG", &self.log_level)
             .stdout(Stdio::null())
