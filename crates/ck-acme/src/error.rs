@@ -158,16 +158,11 @@ impl AcmeFailure {
     /// A challenge that the CA found invalid: the subproblems name the identifiers.
     pub(crate) fn challenge_invalid(subproblems: Vec<SubproblemDocument>) -> Self {
         let document = ProblemDocument {
-            problem_type: Some("urn:ietf:params:acme:error:malformed".to_owned()).filter(|_| subproblems.is_empty()),
+            // The order has no problem of its own: the first challenge's type says the most.
+            problem_type: subproblems.first().and_then(|s| s.problem_type.clone()),
             detail: Some("the CA could not validate the challenges".to_owned()),
             status: None,
             subproblems,
-        };
-        let document = ProblemDocument {
-            problem_type: document
-                .problem_type
-                .or_else(|| document.subproblems.first().and_then(|s| s.problem_type.clone())),
-            ..document
         };
         Self {
             message: format!("validation failed: {}", document.summary()),

@@ -291,26 +291,19 @@ impl AcmeIssuer {
             .initial_delay(Duration::from_millis(100))
             .backoff(1.5)
             .timeout(Duration::from_secs(120));
-        let status = with_nonce_retry!(self, "waiting for validation", order.poll_ready(&policy))?;
-        if status != OrderStatus::Ready {
-            let mut subproblems = Vec::new();
-            let mut authorizations = order.authorizations();
-            while let Some(Ok(mut authz)) = authorizations.next().await {
-                let state = match with_nonce_retry!(self, "reading the authorization", authz.refresh()) {
-                    Ok(state) => state,
-                    Err(_) => continue,
-                };
-                for ch in &state.challenges {
-                    if let Some(error) = &ch.error {
-                        subproblems.push(SubproblemDocument {
-                            identifier: Some(state.identifier().to_string()),
-                            problem_type: error.r#type.clone(),
-                            detail: error.detail.clone(),
-                        });
-                    }
-                }
+        // An order that turns invalid carries no per-identifier detail: the failed challenges do.
+        match with_nonce_retry!(self, "waiting for validation", order.poll_ready(&policy)) {
+            Ok(OrderStatus::Ready) => {}
+            Ok(_) => return Err(AcmeFailure::challenge_invalid(self.challenge_errors(&mut order).await)),
+            Err(failure) if failure.problem.is_some() => {
+                let subproblems = self.challenge_errors(&mut order).await;
+                return Err(if subproblems.is_empty() {
+                    failure
+                } else {
+                    AcmeFailure::challenge_invalid(subproblems)
+                });
             }
-            return Err(AcmeFailure::challenge_invalid(subproblems));
+            Err(failure) => return Err(failure),
         }
         with_nonce_retry!(self, "finalizing the order", order.finalize_csr(request.csr_der))?;
         let chain_pem = with_nonce_retry!(self, "downloading the certificate", order.poll_certificate(&policy))?;
@@ -343,6 +336,27 @@ impl AcmeIssuer {
         }
         tracing::info!(%preferred, offered = alternates.len() + 1, "no chain leads to the preferred CA; keeping the default");
         default
+    }
+
+    /// The errors of the order's failed challenges, one subproblem per identifier.
+    async fn challenge_errors(&self, order: &mut instant_acme::Order) -> Vec<SubproblemDocument> {
+        let mut subproblems = Vec::new();
+        let mut authorizations = order.authorizations();
+        while let Some(Ok(mut authz)) = authorizations.next().await {
+            let Ok(state) = with_nonce_retry!(self, "reading the authorization", authz.refresh()) else {
+                continue;
+            };
+            for challenge in &state.challenges {
+                if let Some(error) = &challenge.error {
+                    subproblems.push(SubproblemDocument {
+                        identifier: Some(state.identifier().to_string()),
+                        problem_type: error.r#type.clone(),
+                        detail: error.detail.clone(),
+                    });
+                }
+            }
+        }
+        subproblems
     }
 
     fn new_order<'a>(&'a self, identifiers: &'a [Identifier]) -> NewOrder<'a> {

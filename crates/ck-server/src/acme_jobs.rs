@@ -45,7 +45,6 @@ pub(crate) async fn run_acme_job(
         Err(error) => tracing::warn!(%error, "reading identifier backoff failed; ordering anyway"),
     }
 
-    let _permit = inner.acme_orders.clone().acquire_owned().await;
     let started = std::time::Instant::now();
     let order = order_with_lease(&control_plane, &owner, &claimed, &cert, &issuer, &names);
     let outcome = order.await;
@@ -102,7 +101,12 @@ async fn order_with_lease(
     let inner = &control_plane.inner;
     let lease = inner.config.job_lease;
     let period = StdDuration::try_from(lease / 3).unwrap_or(StdDuration::from_secs(20));
-    let order = order_certificate(control_plane, cert, issuer, names);
+    // The wait for a free order slot is inside the leased part: a queue of orders must not
+    // let leases lapse, or another worker would start a second order for the same certificate.
+    let order = async {
+        let _slot = inner.acme_orders.acquire().await;
+        order_certificate(control_plane, cert, issuer, names).await
+    };
     tokio::pin!(order);
     let mut ticker = tokio::time::interval(period);
     ticker.tick().await;

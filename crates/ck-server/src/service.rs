@@ -412,11 +412,7 @@ impl ControlPlane {
 
     /// Rolls the ACME account key over (RFC 8555 §7.3.5) and stores the new credentials.
     pub async fn rollover_account_key(&self, id: &str) -> Result<IssuerInfo, ServiceError> {
-        let state = self.acme_state(id)?;
-        let acme = state
-            .ready(&self.inner.store, &self.inner.issuers.responder)
-            .await
-            .map_err(|e| ServiceError::Upstream(e.message))?;
+        let (state, acme) = self.ready_acme(id).await?;
         let rolled = acme
             .rollover_key()
             .await
@@ -432,11 +428,7 @@ impl ControlPlane {
 
     /// Deactivates the ACME account (RFC 8555 §7.3.6). The next order registers a new one.
     pub async fn deactivate_account(&self, id: &str) -> Result<IssuerInfo, ServiceError> {
-        let state = self.acme_state(id)?;
-        let acme = state
-            .ready(&self.inner.store, &self.inner.issuers.responder)
-            .await
-            .map_err(|e| ServiceError::Upstream(e.message))?;
+        let (state, acme) = self.ready_acme(id).await?;
         let url = acme.account_url().to_owned();
         acme.deactivate().await.map_err(|e| ServiceError::Upstream(e.message))?;
         self.inner.store.set_issuer_account(id, None, None).await?;
@@ -445,12 +437,18 @@ impl ControlPlane {
         self.issuer(id).await
     }
 
-    fn acme_state(&self, id: &str) -> Result<Arc<AcmeIssuerState>, ServiceError> {
+    /// The ACME issuer `id` with its account ready.
+    async fn ready_acme(&self, id: &str) -> Result<(Arc<AcmeIssuerState>, AcmeIssuer), ServiceError> {
         let issuer_id: IssuerId = id.parse().map_err(|e| ServiceError::Invalid(format!("{e}")))?;
-        match self.issuer_handle(&issuer_id)? {
-            Issuer::Acme(state) => Ok(state),
-            Issuer::Local(_) => Err(ServiceError::Invalid(format!("issuer '{id}' is not an ACME issuer"))),
-        }
+        let state = match self.issuer_handle(&issuer_id)? {
+            Issuer::Acme(state) => state,
+            Issuer::Local(_) => return Err(ServiceError::Invalid(format!("issuer '{id}' is not an ACME issuer"))),
+        };
+        let acme = state
+            .ready(&self.inner.store, &self.inner.issuers.responder)
+            .await
+            .map_err(|e| ServiceError::Upstream(e.message))?;
+        Ok((state, acme))
     }
 
     /// The answers to http-01 and tls-alpn-01 challenges (served by the binary's listeners and

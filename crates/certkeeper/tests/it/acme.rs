@@ -831,3 +831,73 @@ fn http01_via_the_api_port() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
 }
+
+/// The CA cannot reach our http-01 answer (we listen on the wrong port): the attempt fails, and
+/// the CA's problem document, with the identifier, is on the job for the API and the CLI.
+#[test]
+fn invalid_challenge_keeps_the_cas_problem_document() {
+    let Some(pebble) = Pebble::start(PebbleOptions::default(), "invalid_challenge") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "", "warn");
+    let wrong = format!("127.0.0.1:{}", ck_test_peers::free_port());
+    add_issuer(
+        &server,
+        &pebble,
+        "pebble",
+        &["--challenge", "http-01", "--http01-listen", &wrong],
+    );
+    let out = server.cli(&[
+        "cert",
+        "create",
+        "unreachable.example.com",
+        "--issuer",
+        "pebble",
+        "--json",
+    ]);
+    assert!(out.status.success());
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let job_id = created["job"]["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        let job: Value = serde_json::from_str(&server.cli_ok(&["job", "get", &job_id])).unwrap();
+        if job.get("problem").is_some() {
+            break job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no problem document: {job}\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let problem = &job["problem"];
+    assert!(
+        job["last_error"].as_str().unwrap().contains("validation failed"),
+        "{job}"
+    );
+    assert_eq!(
+        problem["subproblems"][0]["identifier"], "unreachable.example.com",
+        "{job}"
+    );
+    assert!(
+        problem["subproblems"][0]["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:ietf:params:acme:error:"),
+        "{job}"
+    );
+    assert!(problem["subproblems"][0]["detail"].as_str().is_some(), "{job}");
+    // The CLI's wait names the CA's problem type too.
+    let waited = server.cli(&[
+        "cert",
+        "renew",
+        created["id"].as_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&waited.stderr);
+    assert!(stderr.contains("urn:ietf:params:acme:error:"), "{stderr}");
+}
