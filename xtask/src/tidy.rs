@@ -69,6 +69,11 @@ const DEPENDENCY_TABLE: &[CrateRule] = &[
         forbidden: &["sqlx", "axum", "reqwest"],
     },
     CrateRule {
+        name: "certkeeper-tls",
+        internal: &["ck-acme", "ck-domain", "ck-test-peers"],
+        forbidden: &["sqlx", "axum"],
+    },
+    CrateRule {
         name: "ck-test-peers",
         internal: &[],
         forbidden: &["sqlx", "axum"],
@@ -101,6 +106,7 @@ const DEPENDENCY_TABLE: &[CrateRule] = &[
             "ck-acme",
             "ck-dns",
             "ck-test-peers",
+            "certkeeper-tls",
         ],
         forbidden: &[],
     },
