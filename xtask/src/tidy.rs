@@ -70,7 +70,7 @@ const DEPENDENCY_TABLE: &[CrateRule] = &[
     },
     CrateRule {
         name: "certkeeper-tls",
-        internal: &["ck-acme", "ck-domain", "ck-test-peers"],
+        internal: &["ck-acme", "ck-client", "ck-domain", "ck-pki", "ck-test-peers"],
         forbidden: &["sqlx", "axum"],
     },
     CrateRule {

@@ -10,3 +10,4 @@ mod acme;
 mod bad_input;
 mod crash;
 mod newcomer;
+mod tls_library;
