@@ -173,7 +173,6 @@ struct Shared {
 
 #[derive(Default)]
 struct OnDemandState {
-    in_flight: HashSet<String>,
     window_start: Option<std::time::Instant>,
     in_window: u32,
 }
@@ -294,6 +293,29 @@ impl AutoCert {
     pub fn http01_answer(&self, path: &str) -> Option<String> {
         let token = path.strip_prefix("/.well-known/acme-challenge/")?;
         self.shared.responder.http01(token)
+    }
+
+    /// The ready-made http-01 handler: serves `listener` (the CA connects to port 80) until the
+    /// task is dropped, answering `/.well-known/acme-challenge/<token>` and redirecting every
+    /// other request to `https://` on the same host.
+    ///
+    /// It reads just the request line, which is all a challenge needs: a hand-written loop
+    /// instead of an HTTP framework keeps this crate free of one for every server embedding it.
+    pub fn serve_http01(&self, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+        let responder = self.shared.responder.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let responder = responder.clone();
+                tokio::spawn(async move {
+                    // A client that sends nothing is cut off.
+                    let _ = tokio::time::timeout(Duration::from_secs(10), answer_http01(stream, responder)).await;
+                });
+            }
+        })
     }
 
     /// A resolver for the server: the store's, plus on-demand issuance for unknown names when
@@ -533,7 +555,7 @@ impl Shared {
         let group_name = format!("on-demand_{}", name.replace(['.', '*'], "_"));
         {
             let mut state = lock(&self.on_demand_state);
-            if state.in_flight.contains(name) || self.group(&group_name).is_some() {
+            if self.group(&group_name).is_some() {
                 return;
             }
             let now = std::time::Instant::now();
@@ -553,10 +575,8 @@ impl Shared {
                 return;
             }
             state.in_window += 1;
-            state.in_flight.insert(name.to_owned());
         }
         let Ok(san) = SubjectAltName::parse(name) else {
-            lock(&self.on_demand_state).in_flight.remove(name);
             return;
         };
         let group = Group {
@@ -569,14 +589,55 @@ impl Shared {
             config: template.config.clone(),
             names: vec![san],
         };
-        lock(&self.groups).insert(group_name.clone(), Arc::new(group));
-        let shared = self.clone();
-        let name = name.to_owned();
-        tokio::spawn(async move {
-            shared.obtain(&group_name).await;
-            lock(&shared.on_demand_state).in_flight.remove(&name);
-        });
+        // The scheduler obtains it (and renews it later) like any group; one place orders.
+        lock(&self.groups).insert(group_name, Arc::new(group));
+        self.wake.notify_one();
     }
+}
+
+async fn answer_http01(mut stream: tokio::net::TcpStream, responder: ChallengeResponder) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0_u8; 8192];
+    let mut len = 0;
+    // Up to the end of the headers (or 8 KiB): the path and the Host header are all we use.
+    while len < buf.len() {
+        match stream.read(&mut buf[len..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => len += n,
+        }
+        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let request = String::from_utf8_lossy(&buf[..len]);
+    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    let host = request
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("host")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let response = match path.strip_prefix("/.well-known/acme-challenge/") {
+        Some(token) => match responder.http01(token) {
+            Some(body) => format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+            None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned(),
+        },
+        None if !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)) => {
+            let host = host.split(':').next().unwrap_or_default();
+            format!(
+                "HTTP/1.1 301 Moved Permanently\r\nLocation: https://{host}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+        }
+        None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned(),
+    };
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 async fn run(shared: Arc<Shared>) {

@@ -84,9 +84,33 @@
 //!
 //! # Autocert
 //!
-//! With the `acme` feature, the autocert manager obtains certificates from an ACME CA
-//! (RFC 8555) for the names it is given, publishes them into a `CertStore` under their ids and
-//! renews them before they expire; tls-alpn-01 challenges are answered through
-//! [`CertStore::set_acme_tls_alpn`](crate::CertStore::set_acme_tls_alpn) on the same port the
-//! server already listens on. The details of configuring it are described with the autocert
-//! module.
+//! With the `acme` feature, [`AutoCert`](crate::autocert::AutoCert) obtains certificates from an
+//! ACME CA (RFC 8555) and keeps them valid in a `CertStore`:
+//!
+//! * **Groups.** Each [`CertGroup`](crate::autocert::CertGroup) is one certificate: its names,
+//!   key type and ACME settings (directory, contact, EAB, CA bundle, challenge, dns-01
+//!   provider). It is stored under the group's name. Groups with the same directory share one
+//!   ACME account, kept in the cache directory.
+//! * **Start.** A valid cached certificate is published at once. A failing CA never keeps the
+//!   server from serving what it has; missing certificates are obtained in the background.
+//! * **Renewal** happens at `renew_at_fraction` of the lifetime (2/3 by default), or inside the
+//!   CA's ARI window (RFC 9773) when it offers one.
+//! * **Failures** write `<group>.failed` in the cache directory. No new attempt is made for
+//!   `failure_cooldown` (1 h), across restarts too, so a crash loop cannot hammer the CA;
+//!   [`force_renew`](crate::autocert::AutoCert::force_renew) bypasses it.
+//! * **Events.** [`subscribe`](crate::autocert::AutoCert::subscribe) yields `LoadedFromCache`,
+//!   `Issued` (with `renewal`) and `Failed`.
+//! * **Challenges.** tls-alpn-01 is answered by the server's own resolver: put
+//!   [`ACME_TLS_ALPN`](crate::autocert::ACME_TLS_ALPN) in `ServerConfig::alpn_protocols` and use
+//!   [`AutoCert::resolver`](crate::autocert::AutoCert::resolver). http-01 needs port 80:
+//!   [`serve_http01`](crate::autocert::AutoCert::serve_http01) is a ready-made handler, and
+//!   [`http01_answer`](crate::autocert::AutoCert::http01_answer) lets an existing HTTP server
+//!   answer instead. dns-01 uses the group's `dns01` provider.
+//! * **On demand** ([`OnDemand`](crate::autocert::OnDemand), off by default). A handshake for
+//!   a name no group covers asks `ask(name)`, and within `per_minute` the name becomes a new
+//!   group. That first handshake fails; later ones get the certificate. `ask` runs inside the
+//!   handshake, so keep it fast. Anyone can send any SNI name, so a permissive `ask` lets
+//!   strangers spend your CA rate limits.
+//!
+//! The cache directory is created with mode 0700; keys and the account are written 0600,
+//! atomically (temporary file, fsync, rename).

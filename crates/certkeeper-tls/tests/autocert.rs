@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certkeeper_tls::CertStore;
-use certkeeper_tls::autocert::{ACME_TLS_ALPN, AutoCert, AutoCertConfig, AutoCertEvent, CertGroup};
+use certkeeper_tls::autocert::{ACME_TLS_ALPN, AutoCert, AutoCertConfig, AutoCertEvent, CertGroup, OnDemand};
 use ck_domain::KeyType;
 use ck_test_peers::pebble::{Pebble, PebbleOptions};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls_pki_types::pem::PemObject;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 
@@ -36,31 +36,10 @@ fn group(name: &str, domain: &str, pebble: &Pebble, challenge: &str) -> CertGrou
     }
 }
 
-/// The application's plain-HTTP listener, answering http-01 through the manager.
-async fn serve_http01(port: u16, autocert: Arc<AutoCert>) {
+/// The application's plain-HTTP listener: the manager's ready-made http-01 handler.
+async fn serve_http01(port: u16, autocert: &AutoCert) {
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let autocert = autocert.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0_u8; 4096];
-                let n = stream.read(&mut buf).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                let response = match autocert.http01_answer(&path) {
-                    Some(body) => format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    ),
-                    None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned(),
-                };
-                let _ = stream.write_all(response.as_bytes()).await;
-            });
-        }
-    });
+    let _task = autocert.serve_http01(listener);
 }
 
 /// The application's TLS listener on `port`, resolving through `resolver` (tls-alpn-01 too).
@@ -162,7 +141,7 @@ async fn obtains_serves_renews_and_restarts_from_cache() {
     quick(&mut config);
     let autocert = Arc::new(AutoCert::start(config.clone(), store.clone()).unwrap());
     let mut events = autocert.subscribe();
-    serve_http01(pebble.http_port(), autocert.clone()).await;
+    serve_http01(pebble.http_port(), &autocert).await;
     serve_tls(tls_port, autocert.resolver()).await;
 
     let first = next_event(&mut events, "main", Duration::from_secs(60)).await;
@@ -238,6 +217,17 @@ async fn tls_alpn01_in_process_and_the_failure_cooldown() {
     let failed = next_event(&mut events, "broken", Duration::from_secs(60)).await;
     assert!(matches!(failed, Some(AutoCertEvent::Failed { .. })), "{failed:?}");
     assert!(cache.path().join("broken.failed").exists(), "failure marker written");
+    let accounts = std::fs::read_dir(cache.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("account-")
+        })
+        .count();
+    assert_eq!(accounts, 1, "groups of one directory share one account");
 
     // Restart: the marker holds the cooldown (1 h), so no new attempt for "broken"…
     drop(events);
@@ -250,4 +240,51 @@ async fn tls_alpn01_in_process_and_the_failure_cooldown() {
     restarted.force_renew("broken");
     let forced = next_event(&mut events, "broken", Duration::from_secs(60)).await;
     assert!(matches!(forced, Some(AutoCertEvent::Failed { .. })), "{forced:?}");
+}
+
+/// On-demand issuance: a name `ask` allows gets a certificate after its first handshake
+/// triggers the order; a name it refuses never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_issuance_asks_first() {
+    let Some(pebble) = Pebble::start(PebbleOptions::default(), "autocert_on_demand") else {
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = AutoCertConfig::new(
+        cache.path(),
+        vec![group("main", "main.example.com", &pebble, "http-01")],
+    );
+    quick(&mut config);
+    config.on_demand = Some(OnDemand {
+        ask: Arc::new(|name: &str| name.ends_with(".customers.example.com")),
+        per_minute: 5,
+    });
+    let autocert = Arc::new(AutoCert::start(config, CertStore::new()).unwrap());
+    let mut events = autocert.subscribe();
+    serve_http01(pebble.http_port(), &autocert).await;
+    let tls_port = ck_test_peers::free_port();
+    serve_tls(tls_port, autocert.resolver()).await;
+    let root = pebble.issuer_root_pem_path();
+
+    assert!(
+        served_serial(tls_port, "shop.customers.example.com", root)
+            .await
+            .is_err(),
+        "first handshake: no certificate yet"
+    );
+    let issued = next_event(
+        &mut events,
+        "on-demand_shop_customers_example_com",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(matches!(issued, Some(AutoCertEvent::Issued { .. })), "{issued:?}");
+    served_serial(tls_port, "shop.customers.example.com", root)
+        .await
+        .unwrap();
+
+    assert!(served_serial(tls_port, "evil.example.net", root).await.is_err());
+    let none = next_event(&mut events, "on-demand_evil_example_net", Duration::from_secs(2)).await;
+    assert_eq!(none, None, "a name `ask` refuses is never ordered");
+    assert!(served_serial(tls_port, "evil.example.net", root).await.is_err());
 }
