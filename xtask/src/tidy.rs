@@ -74,6 +74,11 @@ const DEPENDENCY_TABLE: &[CrateRule] = &[
         forbidden: &["sqlx", "axum"],
     },
     CrateRule {
+        name: "ck-agent",
+        internal: &["ck-domain", "ck-pki", "ck-test-peers"],
+        forbidden: &["sqlx", "axum"],
+    },
+    CrateRule {
         name: "ck-test-peers",
         internal: &[],
         forbidden: &["sqlx", "axum"],
@@ -107,6 +112,7 @@ const DEPENDENCY_TABLE: &[CrateRule] = &[
             "ck-dns",
             "ck-test-peers",
             "certkeeper-tls",
+            "ck-agent",
         ],
         forbidden: &[],
     },

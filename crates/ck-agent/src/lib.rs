@@ -1,0 +1,1 @@
+//! The agent: keys made where they are used, certificates deployed to targets.
