@@ -29,6 +29,9 @@ pub(crate) enum Command {
     /// Show issuers and fetch their CA certificates.
     #[command(subcommand)]
     Issuer(IssuerCommand),
+    /// Register agents (hosts that make their own keys and deploy certificates) and list them.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
     /// Show jobs (issuance and renewal work).
     #[command(subcommand)]
     Job(JobCommand),
@@ -331,6 +334,22 @@ pub(crate) struct AcmeIssuerArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub(crate) enum AgentsCommand {
+    /// Register an agent and print its token (shown this once; store it on the agent's host).
+    Add {
+        /// Unique name, e.g. the host name.
+        name: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List agents: online (heartbeat within 90 s), offline, or never seen.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub(crate) enum JobCommand {
     /// List jobs.
     List {
@@ -375,6 +394,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cert(command) => crate::commands::cert(command).await,
         Command::Issuer(command) => crate::commands::issuer(command).await,
         Command::Job(command) => crate::commands::job(command).await,
+        Command::Agents(command) => crate::commands::agents(command).await,
         Command::Bench(args) => crate::bench::run(args).await,
     }
 }

@@ -9,7 +9,7 @@ use ck_client::{CertificateQuery, Client};
 use comfy_table::{Table, presets};
 use serde::Serialize;
 
-use crate::cli::{AcmeIssuerArgs, CertCommand, Connection, IssuerAddCommand, IssuerCommand, JobCommand};
+use crate::cli::{AcmeIssuerArgs, AgentsCommand, CertCommand, Connection, IssuerAddCommand, IssuerCommand, JobCommand};
 
 fn connect(connection: &Connection) -> anyhow::Result<Client> {
     let url = match &connection.url {
@@ -516,4 +516,44 @@ fn acme_issuer_request(args: &AcmeIssuerArgs) -> anyhow::Result<CreateIssuer> {
         kind: "acme".to_owned(),
         acme: acme.into(),
     })
+}
+
+pub(crate) async fn agents(command: AgentsCommand) -> anyhow::Result<()> {
+    match command {
+        AgentsCommand::Add { name, connection } => {
+            let created = connect(&connection)?.create_agent(&name).await?;
+            if connection.json {
+                return print_json(&created);
+            }
+            println!("agent {} ({}) registered.", created.agent.name, created.agent.id);
+            println!("Its token, shown only now: give it to the agent (certkeeper agent --token-file …):");
+            println!("{}", created.token);
+            Ok(())
+        }
+        AgentsCommand::List { connection } => {
+            let agents = connect(&connection)?.agents().await?;
+            if connection.json {
+                return print_json(&agents);
+            }
+            let mut table = Table::new();
+            table.load_style(presets::UTF8_FULL_CONDENSED);
+            table.set_header(["NAME", "STATUS", "HOSTNAME", "OS/ARCH", "VERSION", "LAST SEEN"]);
+            for agent in &agents {
+                table.add_row([
+                    agent.name.clone(),
+                    agent.status.clone(),
+                    agent.hostname.clone().unwrap_or_else(|| "-".into()),
+                    format!(
+                        "{}/{}",
+                        agent.os.as_deref().unwrap_or("-"),
+                        agent.arch.as_deref().unwrap_or("-")
+                    ),
+                    agent.version.clone().unwrap_or_else(|| "-".into()),
+                    short_time(agent.last_seen),
+                ]);
+            }
+            println!("{table}");
+            Ok(())
+        }
+    }
 }

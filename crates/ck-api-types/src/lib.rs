@@ -282,3 +282,72 @@ pub struct Problem {
     /// What went wrong this time, and how to fix it.
     pub detail: String,
 }
+
+/// `POST /api/v1/agents`: registers an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgent {
+    /// Unique name, e.g. the host name: letters, digits, `-`, `_`, `.`.
+    pub name: String,
+}
+
+/// An agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agent {
+    /// Id (UUID).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// `online`, `offline` (no heartbeat for 90 s) or `never-seen`.
+    pub status: String,
+    /// Reported host name.
+    pub hostname: Option<String>,
+    /// Reported operating system.
+    pub os: Option<String>,
+    /// Reported CPU architecture.
+    pub arch: Option<String>,
+    /// Reported agent version.
+    pub version: Option<String>,
+    /// Last heartbeat.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+    /// Registration time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// The answer to `POST /api/v1/agents`: the token is shown this once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreatedAgent {
+    /// The agent.
+    pub agent: Agent,
+    /// Its token (`Authorization: Bearer`), valid only for `/api/v1/agent/…`. Store it now.
+    pub token: String,
+}
+
+/// `POST /api/v1/agent/heartbeat`, sent by an agent about its host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// Host name.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Operating system.
+    #[serde(default)]
+    pub os: Option<String>,
+    /// CPU architecture.
+    #[serde(default)]
+    pub arch: Option<String>,
+    /// Agent version.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatAnswer {
+    /// The agent as the server sees it now.
+    pub agent: Agent,
+    /// Seconds until the next heartbeat and poll.
+    pub poll_interval_seconds: u64,
+}

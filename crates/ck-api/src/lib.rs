@@ -4,6 +4,7 @@
 //! Handlers stay thin: parse the request, call a `ControlPlane` method, convert the answer to a
 //! wire type from `ck-api-types`.
 
+mod agents;
 mod auth;
 mod certificates;
 mod convert;
@@ -39,6 +40,8 @@ pub fn router(control_plane: ControlPlane) -> Router {
         .route("/issuers/{id}/account/rollover", post(ops::rollover_account_key))
         .route("/issuers/{id}/account/deactivate", post(ops::deactivate_account))
         .route("/issuers/{id}/ca.pem", get(ops::issuer_ca_pem))
+        .route("/agents", get(agents::list).post(agents::create))
+        .route("/agent/heartbeat", post(agents::heartbeat))
         .route("/jobs", get(ops::jobs))
         .route("/jobs/{id}", get(ops::job))
         .fallback(ops::api_not_found)

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use ck_api_types::{
-    Certificate, CertificateVersion, CertificateWithJob, CreateCertificate, CreateIssuer, Issuer, Job, Page, Problem,
-    RevokeCertificate,
+    Agent, Certificate, CertificateVersion, CertificateWithJob, CreateAgent, CreateCertificate, CreateIssuer,
+    CreatedAgent, Heartbeat, HeartbeatAnswer, Issuer, Job, Page, Problem, RevokeCertificate,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -208,6 +208,23 @@ impl Client {
     /// Every issuer.
     pub async fn issuers(&self) -> Result<Vec<Issuer>, ClientError> {
         self.json(self.request(Method::GET, "/issuers")).await
+    }
+
+    /// Registers an agent; the answer carries its token (shown once).
+    pub async fn create_agent(&self, name: &str) -> Result<CreatedAgent, ClientError> {
+        let body = CreateAgent { name: name.to_owned() };
+        self.json(self.request(Method::POST, "/agents").json(&body)).await
+    }
+
+    /// Every agent with its status.
+    pub async fn agents(&self) -> Result<Vec<Agent>, ClientError> {
+        self.json(self.request(Method::GET, "/agents")).await
+    }
+
+    /// An agent's heartbeat (with the agent's own token).
+    pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<HeartbeatAnswer, ClientError> {
+        self.json(self.request(Method::POST, "/agent/heartbeat").json(heartbeat))
+            .await
     }
 
     /// One issuer.

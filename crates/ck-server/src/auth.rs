@@ -24,36 +24,62 @@ pub fn hash_token(token: &str) -> String {
     ck_pki::sha256_hex(token.as_bytes())
 }
 
+/// Who presented a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// An operator: the whole API except the agent endpoints.
+    Admin,
+    /// An agent (its id): only the agent endpoints, only about itself.
+    Agent(String),
+}
+
 /// Checks presented tokens against the stored hashes.
 #[derive(Debug, Clone, Default)]
 pub struct TokenVerifier {
-    hashes: Arc<RwLock<Vec<String>>>,
+    hashes: Arc<RwLock<Vec<(String, Principal)>>>,
 }
 
 impl TokenVerifier {
-    /// A verifier accepting these hashes.
+    /// A verifier accepting these admin token hashes.
     pub fn new(hashes: Vec<String>) -> Self {
+        Self::with_principals(hashes.into_iter().map(|h| (h, Principal::Admin)).collect())
+    }
+
+    /// A verifier accepting these hashes, each for its principal.
+    pub fn with_principals(hashes: Vec<(String, Principal)>) -> Self {
         Self {
             hashes: Arc::new(RwLock::new(hashes)),
         }
     }
 
-    /// Replaces the accepted hashes.
+    /// Replaces the accepted admin hashes (agent tokens stay).
     pub fn set(&self, hashes: Vec<String>) {
         if let Ok(mut guard) = self.hashes.write() {
-            *guard = hashes;
+            guard.retain(|(_, p)| *p != Principal::Admin);
+            guard.extend(hashes.into_iter().map(|h| (h, Principal::Admin)));
         }
     }
 
-    /// Whether the token is valid. Every stored hash is compared, in constant time each.
-    pub fn verify(&self, token: &str) -> bool {
-        let presented = hash_token(token);
-        let Ok(hashes) = self.hashes.read() else { return false };
-        let mut matched = subtle::Choice::from(0);
-        for hash in hashes.iter() {
-            matched |= presented.as_bytes().ct_eq(hash.as_bytes());
+    /// Accepts one more token hash.
+    pub fn add(&self, hash: String, principal: Principal) {
+        if let Ok(mut guard) = self.hashes.write() {
+            guard.push((hash, principal));
         }
-        matched.into()
+    }
+
+    /// Whose token this is, if it is valid. Every stored hash is compared, in constant time
+    /// each, and the loop never stops early, so timing says nothing about which one matched.
+    pub fn verify(&self, token: &str) -> Option<Principal> {
+        let presented = hash_token(token);
+        let Ok(hashes) = self.hashes.read() else { return None };
+        let mut found = None;
+        for (hash, principal) in hashes.iter() {
+            let matched: bool = presented.as_bytes().ct_eq(hash.as_bytes()).into();
+            if matched {
+                found = Some(principal.clone());
+            }
+        }
+        found
     }
 }
 
@@ -66,10 +92,18 @@ mod tests {
         let token = new_token().unwrap();
         assert!(token.starts_with("ck_") && token.len() == 46);
         let verifier = TokenVerifier::new(vec![hash_token(&token)]);
-        assert!(verifier.verify(&token));
-        assert!(!verifier.verify("ck_wrong"));
-        assert!(!verifier.verify(""));
+        assert_eq!(verifier.verify(&token), Some(Principal::Admin));
+        assert_eq!(verifier.verify("ck_wrong"), None);
+        assert_eq!(verifier.verify(""), None);
+        let agent_token = new_token().unwrap();
+        verifier.add(hash_token(&agent_token), Principal::Agent("a1".into()));
+        assert_eq!(verifier.verify(&agent_token), Some(Principal::Agent("a1".into())));
         verifier.set(Vec::new());
-        assert!(!verifier.verify(&token));
+        assert_eq!(verifier.verify(&token), None);
+        assert_eq!(
+            verifier.verify(&agent_token),
+            Some(Principal::Agent("a1".into())),
+            "agents stay"
+        );
     }
 }

@@ -9,7 +9,7 @@ use ck_pki::{CaMaterial, LocalCa, PrivateKeyPem};
 use ck_store::{IssuerRecord, Store, TokenRecord};
 
 use crate::issuers::{AcmeIssuerState, Issuer};
-use crate::{ControlPlane, ServerConfig, ServiceError, TokenVerifier, hash_token, new_token, now};
+use crate::{ControlPlane, Principal, ServerConfig, ServiceError, TokenVerifier, hash_token, new_token, now};
 
 /// The admin token when bootstrap created (or reset) it: the only moment its plain text exists.
 #[derive(Clone, PartialEq, Eq)]
@@ -132,7 +132,19 @@ pub async fn bootstrap(
         store.replace_token(&record, now()).await?;
         created = Some(AdminToken(token));
     }
-    let hashes = store.tokens().await?.into_iter().map(|t| t.token_hash).collect();
-    let control_plane = ControlPlane::new(store, config, issuers, TokenVerifier::new(hashes));
+    let mut hashes: Vec<(String, Principal)> = store
+        .tokens()
+        .await?
+        .into_iter()
+        .map(|t| (t.token_hash, Principal::Admin))
+        .collect();
+    hashes.extend(
+        store
+            .agent_token_hashes()
+            .await?
+            .into_iter()
+            .map(|(hash, id)| (hash, Principal::Agent(id))),
+    );
+    let control_plane = ControlPlane::new(store, config, issuers, TokenVerifier::with_principals(hashes));
     Ok((control_plane, created))
 }

@@ -5,6 +5,7 @@
 //! read in one place (`clock`), and pure rules come from `ck-domain`.
 
 mod acme_jobs;
+mod agents;
 mod auth;
 mod bootstrap;
 mod clock;
@@ -18,7 +19,8 @@ mod scheduler;
 mod service;
 mod workers;
 
-pub use auth::{TokenVerifier, hash_token, new_token};
+pub use agents::{AGENT_POLL_INTERVAL, AgentInfo, AgentStatus};
+pub use auth::{Principal, TokenVerifier, hash_token, new_token};
 pub use bootstrap::{AdminToken, bootstrap};
 pub use clock::now;
 pub use config::ServerConfig;

@@ -15,6 +15,7 @@ macro_rules! sql {
     };
 }
 
+mod agents;
 mod certificates;
 mod dialect;
 mod issuers;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
+pub use agents::{AgentFacts, AgentRecord};
 pub use certificates::{CertificateFilter, CertificatePage, Completion, NewVersion};
 pub use dialect::Backend;
 pub use issuers::{IssuerHealth, IssuerRecord, TokenRecord};

@@ -63,6 +63,7 @@ macro_rules! both_engines {
 }
 
 both_engines!(
+    agents_register_and_heartbeat,
     acme_issuer_settings_account_and_health,
     identifier_backoff_defer_and_lease_extension,
     issue_and_renew_lifecycle,
@@ -637,4 +638,36 @@ async fn identifier_backoff_defer_and_lease_extension(store: Store) {
     let job = store.job(claimed.job.id).await.unwrap().unwrap();
     assert_eq!(job.problem.as_deref(), Some(r#"{"type":"x"}"#));
     let _ = cert;
+}
+
+async fn agents_register_and_heartbeat(store: Store) {
+    store.insert_agent("a1", "web-1", "hash-1", now()).await.unwrap();
+    let taken = store.insert_agent("a2", "web-1", "hash-2", now()).await.unwrap_err();
+    assert!(matches!(taken, StoreError::Conflict(_)), "{taken:?}");
+    store.insert_agent("a3", "db-1", "hash-3", now()).await.unwrap();
+    let agents = store.agents().await.unwrap();
+    assert_eq!(
+        agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        ["db-1", "web-1"]
+    );
+    assert_eq!(agents[1].last_seen, None);
+    let mut hashes = store.agent_token_hashes().await.unwrap();
+    hashes.sort();
+    assert_eq!(
+        hashes,
+        [
+            ("hash-1".to_owned(), "a1".to_owned()),
+            ("hash-3".to_owned(), "a3".to_owned())
+        ]
+    );
+    let facts = ck_store::AgentFacts {
+        hostname: Some("web-1.example".into()),
+        os: Some("linux".into()),
+        arch: Some("x86_64".into()),
+        version: Some("0.1.0".into()),
+    };
+    let seen = now() + Duration::seconds(5);
+    let agent = store.agent_heartbeat("a1", &facts, seen).await.unwrap().unwrap();
+    assert_eq!((agent.facts, agent.last_seen), (facts.clone(), Some(seen)));
+    assert!(store.agent_heartbeat("gone", &facts, seen).await.unwrap().is_none());
 }

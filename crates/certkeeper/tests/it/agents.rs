@@ -1,0 +1,54 @@
+//! Agent registration, heartbeats and token scopes, through the real binary.
+
+use ck_api_types::Heartbeat;
+use serde_json::Value;
+
+use crate::support::Server;
+
+#[test]
+fn agents_register_heartbeat_and_stay_in_their_lane() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let created: Value = serde_json::from_str(&server.cli_ok(&["agents", "add", "web-1", "--json"])).unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("ck_"));
+    assert_eq!(created["agent"]["status"], "never-seen");
+    // A taken name, a bad name: clear errors.
+    let again = server.cli(&["agents", "add", "web-1"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    let bad = server.cli(&["agents", "add", "web 1/../x"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("letters, digits"));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let agent = ck_client::Client::new(&server.url, &token).unwrap();
+    let admin = server.client();
+    rt.block_on(async {
+        let beat = Heartbeat {
+            hostname: Some("web-1.example".into()),
+            os: Some("linux".into()),
+            arch: Some("x86_64".into()),
+            version: Some("0.1.0".into()),
+        };
+        let answer = agent.heartbeat(&beat).await.unwrap();
+        assert_eq!(
+            (answer.agent.status.as_str(), answer.poll_interval_seconds),
+            ("online", 30)
+        );
+        let listed = admin.agents().await.unwrap();
+        assert_eq!(listed[0].hostname.as_deref(), Some("web-1.example"));
+        assert_eq!(listed[0].status, "online");
+        // Scopes: an agent token cannot use the admin API, an admin token is no agent.
+        let refused = agent.certificates(&Default::default()).await.unwrap_err().to_string();
+        assert!(refused.contains("agent token only works"), "{refused}");
+        let refused = admin.heartbeat(&beat).await.unwrap_err().to_string();
+        assert!(refused.contains("for agents"), "{refused}");
+    });
+    // The token is stored hashed only.
+    let db = std::fs::read(server.data_dir.join("certkeeper.db")).unwrap();
+    assert!(
+        !db.windows(token.len()).any(|w| w == token.as_bytes()),
+        "agent token stored in clear"
+    );
+    let table = server.cli_ok(&["agents", "list"]);
+    assert!(table.contains("web-1") && table.contains("online"), "{table}");
+}
