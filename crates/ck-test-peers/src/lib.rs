@@ -1,4 +1,4 @@
-//! Real test peers on 127.0.0.1: Pebble, pebble-challtestsrv and BIND, started per test.
+//! Real test peers on 127.0.0.1: Pebble, pebble-challtestsrv, BIND, nginx and HAProxy, started per test.
 //!
 //! Every peer is a real Debian program started as a child process on free loopback ports and
 //! killed when its handle drops. When a program is missing, [`peer_or_skip`] fails the test with
@@ -10,6 +10,7 @@
 
 pub mod bind;
 pub mod pebble;
+pub mod webservers;
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
