@@ -11,6 +11,7 @@ use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::chains::AccountSigner;
 use crate::config::decode_hmac;
+use crate::error::with_nonce_retry;
 use crate::http::{AcmeHttpClient, RetryAfterSlot};
 use crate::{AcmeFailure, AcmeIssuerConfig, ChallengeResponder};
 
@@ -87,14 +88,15 @@ impl AcmeIssuer {
             terms_of_service_agreed: true,
             only_return_existing: false,
         };
-        let (account, credentials) = retry_bad_nonce("registering the ACME account", &slot, || {
+        let (account, credentials) = with_nonce_retry!(
+            slot,
+            "registering the ACME account",
             Account::builder_with_http(Box::new(http.clone())).create(
                 &new_account,
                 config.directory_url(),
-                eab.as_ref(),
+                eab.as_ref()
             )
-        })
-        .await?;
+        )?;
         Self::registered(account, &credentials, config, responder, http, slot)
     }
 
@@ -170,19 +172,12 @@ impl AcmeIssuer {
             Key::from_pkcs8_der(der.clone_key())
                 .map_err(|e| AcmeFailure::local(format!("stored account key unusable: {e}"), false))?;
             let http = http_client(config, &slot)?;
-            let (account, _) = retry_bad_nonce("looking up the account", &slot, || {
-                let key = Key::from_pkcs8_der(der.clone_key());
-                let http = http.clone();
-                let der = der.clone_key();
-                let directory = config.directory_url();
-                async move {
-                    let key = key?;
-                    Account::builder_with_http(Box::new(http))
-                        .from_key((key, PrivateKeyDer::Pkcs8(der)), directory)
-                        .await
-                }
-            })
-            .await?;
+            let (account, _) = with_nonce_retry!(slot, "looking up the account", async {
+                let key = Key::from_pkcs8_der(der.clone_key())?;
+                Account::builder_with_http(Box::new(http.clone()))
+                    .from_key((key, PrivateKeyDer::Pkcs8(der.clone_key())), config.directory_url())
+                    .await
+            })?;
             Ok::<_, AcmeFailure>(account.id().to_owned())
         }
         .await;
@@ -201,20 +196,7 @@ impl AcmeIssuer {
     /// Replaces the account key (RFC 8555 §7.3.5); store the returned credentials.
     pub async fn rollover_key(&self) -> Result<RegisteredAccount, AcmeFailure> {
         let mut account = self.account.clone();
-        let mut retries = 0;
-        let credentials = loop {
-            match account.update_key().await {
-                Ok(credentials) => break credentials,
-                Err(e) if AcmeFailure::is_bad_nonce(&e) && retries < 10 => retries += 1,
-                Err(e) => {
-                    return Err(AcmeFailure::from_acme(
-                        "rolling over the account key",
-                        e,
-                        self.retry_after.get(),
-                    ));
-                }
-            }
-        };
+        let credentials = with_nonce_retry!(self.retry_after, "rolling over the account key", account.update_key())?;
         Self::registered(
             account,
             &credentials,
@@ -227,8 +209,11 @@ impl AcmeIssuer {
 
     /// Deactivates the account at the CA (RFC 8555 §7.3.6); it cannot be used again.
     pub async fn deactivate(self) -> Result<(), AcmeFailure> {
-        let slot = self.retry_after.clone();
-        retry_bad_nonce("deactivating the account", &slot, || self.account.clone().deactivate()).await
+        with_nonce_retry!(
+            self.retry_after,
+            "deactivating the account",
+            self.account.clone().deactivate()
+        )
     }
 
     /// The account URL.
@@ -244,22 +229,5 @@ impl AcmeIssuer {
     /// Until when the CA asked us to hold off, if it did.
     pub fn retry_after(&self) -> Option<SystemTime> {
         self.retry_after.get()
-    }
-}
-
-/// Runs `call` again while the CA answers `badNonce` (instant-acme retries each request only
-/// three times); maps the final error.
-async fn retry_bad_nonce<T, F, Fut>(what: &str, slot: &RetryAfterSlot, mut call: F) -> Result<T, AcmeFailure>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, instant_acme::Error>>,
-{
-    let mut retries = 0;
-    loop {
-        match call().await {
-            Ok(value) => return Ok(value),
-            Err(error) if AcmeFailure::is_bad_nonce(&error) && retries < 10 => retries += 1,
-            Err(error) => return Err(AcmeFailure::from_acme(what, error, slot.get())),
-        }
     }
 }

@@ -229,6 +229,27 @@ impl AcmeIssuerConfig {
         Ok(())
     }
 
+    /// The challenge a certificate with `names` gets (its own choice, else the issuer's), or
+    /// why it cannot be validated: wildcards need dns-01, and dns-01 needs a provider.
+    pub fn challenge_for(&self, chosen: Option<ChallengeKind>, names: &[String]) -> Result<ChallengeKind, String> {
+        let challenge = chosen.unwrap_or(self.challenge);
+        if challenge == ChallengeKind::Dns01 && self.dns01.is_none() {
+            return Err(
+                "dns-01 needs a dns01 provider on the issuer: add one with `certkeeper issuer add acme … \
+                        --dns-provider`"
+                    .to_owned(),
+            );
+        }
+        if challenge != ChallengeKind::Dns01 && names.iter().any(|n| n.starts_with("*.")) {
+            return Err(format!(
+                "wildcard names can only be validated with dns-01, not {}: configure dns01 on the issuer and \
+                 choose challenge dns-01",
+                challenge.as_str()
+            ));
+        }
+        Ok(challenge)
+    }
+
     /// The http-01 listener this issuer needs: when given, or when http-01 is its default.
     pub fn http01_listen(&self) -> Option<SocketAddr> {
         if self.http01.via_api {

@@ -177,3 +177,28 @@ impl AcmeFailure {
         matches!(error, instant_acme::Error::Api(p) if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
     }
 }
+
+/// Extra tries after the CA rejects a nonce. instant-acme already retries each request three
+/// times; a CA that rejects half its nonces (Pebble's fault mode) then still gets through.
+pub(crate) const BAD_NONCE_RETRIES: u32 = 10;
+
+/// Evaluates and awaits `$call` again while the CA answers `badNonce`, then maps the final
+/// error with the `Retry-After` recorded in `$slot`. A macro, not a function: the calls borrow
+/// an order mutably, which a retried closure could not return.
+macro_rules! with_nonce_retry {
+    ($slot:expr, $what:expr, $call:expr) => {{
+        let mut retries = 0;
+        loop {
+            match $call.await {
+                Ok(value) => break Ok(value),
+                Err(error)
+                    if $crate::AcmeFailure::is_bad_nonce(&error) && retries < $crate::error::BAD_NONCE_RETRIES =>
+                {
+                    retries += 1
+                }
+                Err(error) => break Err($crate::AcmeFailure::from_acme($what, error, $slot.get())),
+            }
+        }
+    }};
+}
+pub(crate) use with_nonce_retry;

@@ -14,12 +14,8 @@ use instant_acme::{
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
-use crate::error::SubproblemDocument;
+use crate::error::{SubproblemDocument, with_nonce_retry};
 use crate::{AcmeFailure, AcmeIssuer, ChallengeKind, Dns01Config};
-
-/// Extra tries after the CA rejects a nonce. instant-acme already retries each request three
-/// times; a CA that rejects half its nonces (Pebble's fault mode) then still gets through.
-const BAD_NONCE_RETRIES: u32 = 10;
 
 /// What to order.
 #[derive(Debug, Clone)]
@@ -98,24 +94,13 @@ enum Published {
     Dns01 { fqdn: String, value: String },
 }
 
-/// Runs `$call` again while the CA answers `badNonce`; maps the final error.
-macro_rules! with_nonce_retry {
-    ($issuer:expr, $what:expr, $call:expr) => {{
-        let mut retries = 0;
-        loop {
-            match $call.await {
-                Ok(value) => break Ok(value),
-                Err(error) if AcmeFailure::is_bad_nonce(&error) && retries < BAD_NONCE_RETRIES => retries += 1,
-                Err(error) => break Err(AcmeFailure::from_acme($what, error, $issuer.retry_after.get())),
-            }
-        }
-    }};
-}
-
 impl AcmeIssuer {
     /// Places an order and sees it through. Challenge answers are cleaned up on every path.
     pub async fn order(&self, request: &OrderRequest<'_>) -> Result<IssuedChain, AcmeFailure> {
-        let challenge = request.challenge.unwrap_or(self.config.challenge);
+        let challenge = self
+            .config
+            .challenge_for(request.challenge, request.names)
+            .map_err(|message| AcmeFailure::local(message, false))?;
         let identifiers: Vec<Identifier> = request
             .names
             .iter()
@@ -126,21 +111,6 @@ impl AcmeIssuer {
             .collect();
         if identifiers.is_empty() {
             return Err(AcmeFailure::local("the certificate has no names to order", false));
-        }
-        if challenge != ChallengeKind::Dns01 && request.names.iter().any(|n| n.starts_with("*.")) {
-            return Err(AcmeFailure::local(
-                format!(
-                    "wildcard names can only be validated with dns-01, not {}: configure dns01 on the issuer and choose --challenge dns-01",
-                    challenge.as_str()
-                ),
-                false,
-            ));
-        }
-        if challenge == ChallengeKind::Dns01 && self.dns.is_none() {
-            return Err(AcmeFailure::local(
-                "dns-01 was chosen but the issuer has no dns01 provider: add one with `certkeeper issuer add acme … --dns-provider`",
-                false,
-            ));
         }
         let mut published = Vec::new();
         let outcome = self.run_order(&identifiers, request, challenge, &mut published).await;
@@ -161,13 +131,17 @@ impl AcmeIssuer {
         let mut order = match replaces {
             Some(replaces) => {
                 let with_replaces = || self.new_order(identifiers).replaces(replaces.clone());
-                match with_nonce_retry!(self, "creating the order", self.account.new_order(&with_replaces())) {
+                match with_nonce_retry!(
+                    self.retry_after,
+                    "creating the order",
+                    self.account.new_order(&with_replaces())
+                ) {
                     Ok(order) => order,
                     // A CA without ARI, or one that no longer knows the old certificate: order afresh.
                     Err(failure) => {
                         tracing::debug!(error = %failure, "order with `replaces` refused; ordering without it");
                         with_nonce_retry!(
-                            self,
+                            self.retry_after,
                             "creating the order",
                             self.account.new_order(&self.new_order(identifiers))
                         )?
@@ -175,7 +149,7 @@ impl AcmeIssuer {
                 }
             }
             None => with_nonce_retry!(
-                self,
+                self.retry_after,
                 "creating the order",
                 self.account.new_order(&self.new_order(identifiers))
             )?,
@@ -183,12 +157,12 @@ impl AcmeIssuer {
         let order_url = order.url().to_owned();
 
         // Fetch every authorization; a rejected nonce leaves one unfetched for the next pass.
-        for pass in 0..=BAD_NONCE_RETRIES {
+        for pass in 0..=crate::error::BAD_NONCE_RETRIES {
             let mut missing = false;
             let mut authorizations = order.authorizations();
             while let Some(next) = authorizations.next().await {
                 if let Err(error) = next {
-                    if AcmeFailure::is_bad_nonce(&error) && pass < BAD_NONCE_RETRIES {
+                    if AcmeFailure::is_bad_nonce(&error) && pass < crate::error::BAD_NONCE_RETRIES {
                         missing = true;
                     } else {
                         return Err(AcmeFailure::from_acme(
@@ -284,7 +258,11 @@ impl AcmeIssuer {
                         .map_err(|e| AcmeFailure::local(format!("dns-01 for {shown}: {e}"), true))?;
                 }
             }
-            with_nonce_retry!(self, "telling the CA the challenge is ready", handle.set_ready())?;
+            with_nonce_retry!(
+                self.retry_after,
+                "telling the CA the challenge is ready",
+                handle.set_ready()
+            )?;
         }
 
         let policy = RetryPolicy::new()
@@ -292,7 +270,7 @@ impl AcmeIssuer {
             .backoff(1.5)
             .timeout(Duration::from_secs(120));
         // An order that turns invalid carries no per-identifier detail: the failed challenges do.
-        match with_nonce_retry!(self, "waiting for validation", order.poll_ready(&policy)) {
+        match with_nonce_retry!(self.retry_after, "waiting for validation", order.poll_ready(&policy)) {
             Ok(OrderStatus::Ready) => {}
             Ok(_) => return Err(AcmeFailure::challenge_invalid(self.challenge_errors(&mut order).await)),
             Err(failure) if failure.problem.is_some() => {
@@ -305,8 +283,16 @@ impl AcmeIssuer {
             }
             Err(failure) => return Err(failure),
         }
-        with_nonce_retry!(self, "finalizing the order", order.finalize_csr(request.csr_der))?;
-        let chain_pem = with_nonce_retry!(self, "downloading the certificate", order.poll_certificate(&policy))?;
+        with_nonce_retry!(
+            self.retry_after,
+            "finalizing the order",
+            order.finalize_csr(request.csr_der)
+        )?;
+        let chain_pem = with_nonce_retry!(
+            self.retry_after,
+            "downloading the certificate",
+            order.poll_certificate(&policy)
+        )?;
         let certificate_url = order.state().certificate.clone().unwrap_or_default();
         let alternates = self.http.alternates.take(&certificate_url);
         let chain_pem = self.preferred_chain(chain_pem, &alternates).await;
@@ -343,7 +329,7 @@ impl AcmeIssuer {
         let mut subproblems = Vec::new();
         let mut authorizations = order.authorizations();
         while let Some(Ok(mut authz)) = authorizations.next().await {
-            let Ok(state) = with_nonce_retry!(self, "reading the authorization", authz.refresh()) else {
+            let Ok(state) = with_nonce_retry!(self.retry_after, "reading the authorization", authz.refresh()) else {
                 continue;
             };
             for challenge in &state.challenges {
@@ -403,7 +389,11 @@ impl AcmeIssuer {
             certificate: &certificate,
             reason: Some(reason),
         };
-        with_nonce_retry!(self, "revoking the certificate", self.account.revoke(&request))
+        with_nonce_retry!(
+            self.retry_after,
+            "revoking the certificate",
+            self.account.revoke(&request)
+        )
     }
 
     /// The CA's suggested renewal window for `cert_der`, or `None` when the CA has no ARI.

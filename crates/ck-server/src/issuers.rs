@@ -109,21 +109,10 @@ impl AcmeIssuerState {
 
     /// Whether a certificate may use `challenge` with this issuer; the error says how to fix it.
     pub(crate) fn check_challenge(&self, challenge: Option<ChallengeKind>, names: &[String]) -> Result<(), String> {
-        let effective = challenge.unwrap_or(self.config.challenge);
-        if effective == ChallengeKind::Dns01 && self.config.dns01.is_none() {
-            return Err(format!(
-                "issuer '{}' has no dns01 provider, so dns-01 cannot be used: add one to the issuer",
-                self.id
-            ));
-        }
-        if effective != ChallengeKind::Dns01 && names.iter().any(|n| n.starts_with("*.")) {
-            return Err(format!(
-                "wildcard names need the dns-01 challenge (issuer '{}' uses {} by default): pass challenge dns-01",
-                self.id,
-                effective.as_str()
-            ));
-        }
-        Ok(())
+        self.config
+            .challenge_for(challenge, names)
+            .map(|_| ())
+            .map_err(|message| format!("issuer '{}': {message}", self.id))
     }
 }
 

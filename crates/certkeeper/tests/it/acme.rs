@@ -142,7 +142,7 @@ fn http01_issues_a_chain_that_openssl_verifies() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let metrics = reqwest_blocking_get(&format!("{}/metrics", server.url));
+    let metrics = http_get(&format!("{}/metrics", server.url));
     assert!(
         metrics.contains("certkeeper_issuer_healthy{issuer=\"pebble\"} 1"),
         "{metrics}"
@@ -159,7 +159,8 @@ fn http01_issues_a_chain_that_openssl_verifies() {
     assert!(stderr.contains("dns-01"), "{stderr}");
 }
 
-fn reqwest_blocking_get(url: &str) -> String {
+/// GET with curl (a blocking call; the tests are synchronous).
+fn http_get(url: &str) -> String {
     let out = std::process::Command::new("curl").args(["-fsS", url]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
