@@ -67,9 +67,11 @@ fn nginx_reload_rollback_and_verification() {
         Some(true),
         "the reload must be served within the verify timeout"
     );
-    // Old workers may still accept a handshake or two while they wind down after the reload.
-    ck_test_peers::wait_until("nginx serving leaf 2 to openssl", Duration::from_secs(5), || {
-        s_client_fingerprint(nginx.port, NAME) == leaf2.fingerprint
+    // Old workers may still accept a handshake or two while they wind down after the reload:
+    // wait until every one of several handshakes in a row gets leaf 2, so a straggler cannot
+    // answer the checks below.
+    ck_test_peers::wait_until("nginx serving only leaf 2 to openssl", Duration::from_secs(10), || {
+        (0..5).all(|_| s_client_fingerprint(nginx.port, NAME) == leaf2.fingerprint)
     });
     assert_eq!(nginx.master_pid(), master, "reloaded, not restarted");
 
