@@ -35,6 +35,15 @@ pub(crate) enum Command {
     /// Show jobs (issuance and renewal work).
     #[command(subcommand)]
     Job(JobCommand),
+    /// Run an agent on this host: heartbeat, make keys, send CSRs, deploy certificates.
+    ///
+    ///   certkeeper agent --server https://ck.example:8989 --token-file /etc/certkeeper/agent.token \
+    ///       --config /etc/certkeeper/agent.yaml
+    ///
+    /// The config names the certificates (bound to this agent on the server) and their targets
+    /// (files, nginx, haproxy, apache, pkcs12, jks); see README "Agents".
+    #[command(verbatim_doc_comment)]
+    Agent(AgentArgs),
     /// Measure issuance throughput end to end through the API (in-process server).
     Bench(BenchArgs),
 }
@@ -139,6 +148,13 @@ pub(crate) enum CertCommand {
         /// ACME challenge for this certificate: http-01, tls-alpn-01 or dns-01 [default: the issuer's].
         #[arg(long)]
         challenge: Option<String>,
+        /// Bind it to this agent (name or id): the agent makes the key on its host, sends a CSR,
+        /// and deploys each version. Issuance waits for the agent's CSR.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Who makes the key: agent (default with --agent) or server (a read-scope agent pulls it).
+        #[arg(long)]
+        key_source: Option<String>,
         /// Wait until the certificate is issued.
         #[arg(long)]
         wait: bool,
@@ -339,6 +355,10 @@ pub(crate) enum AgentsCommand {
     Add {
         /// Unique name, e.g. the host name.
         name: String,
+        /// deploy (makes keys, sends CSRs, deploys) or read (pulls server-made keys and deploys
+        /// them: the acme-manager-client model).
+        #[arg(long, default_value = "deploy")]
+        scope: String,
         #[command(flatten)]
         connection: Connection,
     },
@@ -371,6 +391,27 @@ pub(crate) enum JobCommand {
     },
 }
 
+/// `certkeeper agent`.
+#[derive(Debug, Args)]
+pub(crate) struct AgentArgs {
+    /// The agent's YAML config.
+    #[arg(long, env = "CERTKEEPER_AGENT_CONFIG")]
+    pub(crate) config: PathBuf,
+    /// Control plane URL [default: `server` in the config].
+    #[arg(long, env = "CERTKEEPER_SERVER")]
+    pub(crate) server: Option<String>,
+    /// The agent's token [default: `token_file` in the config]. Prefer the variable or the file:
+    /// command lines are visible to other users.
+    #[arg(long, env = "CERTKEEPER_AGENT_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// File holding the agent's token.
+    #[arg(long)]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Run one cycle (heartbeat, CSRs, deployments) and exit: for cron or a first check.
+    #[arg(long)]
+    pub(crate) once: bool,
+}
+
 /// `certkeeper bench`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
@@ -395,6 +436,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Issuer(command) => crate::commands::issuer(command).await,
         Command::Job(command) => crate::commands::job(command).await,
         Command::Agents(command) => crate::commands::agents(command).await,
+        Command::Agent(args) => crate::agent::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
     }
 }

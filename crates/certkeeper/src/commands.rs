@@ -172,6 +172,8 @@ pub(crate) async fn cert(command: CertCommand) -> anyhow::Result<()> {
             validity_days,
             renew_before_days,
             challenge,
+            agent,
+            key_source,
             wait,
             timeout,
             connection,
@@ -204,6 +206,8 @@ pub(crate) async fn cert(command: CertCommand) -> anyhow::Result<()> {
                     ..Renewal::default()
                 }),
                 challenge,
+                agent,
+                key_source,
             };
             let progress = wait.then(|| spinner("issuing…"));
             let answer = client
@@ -520,12 +524,19 @@ fn acme_issuer_request(args: &AcmeIssuerArgs) -> anyhow::Result<CreateIssuer> {
 
 pub(crate) async fn agents(command: AgentsCommand) -> anyhow::Result<()> {
     match command {
-        AgentsCommand::Add { name, connection } => {
-            let created = connect(&connection)?.create_agent(&name).await?;
+        AgentsCommand::Add {
+            name,
+            scope,
+            connection,
+        } => {
+            let created = connect(&connection)?.create_agent(&name, Some(&scope)).await?;
             if connection.json {
                 return print_json(&created);
             }
-            println!("agent {} ({}) registered.", created.agent.name, created.agent.id);
+            println!(
+                "agent {} ({}) registered, scope {}.",
+                created.agent.name, created.agent.id, created.agent.scope
+            );
             println!("Its token, shown only now: give it to the agent (certkeeper agent --token-file …):");
             println!("{}", created.token);
             Ok(())
@@ -537,10 +548,11 @@ pub(crate) async fn agents(command: AgentsCommand) -> anyhow::Result<()> {
             }
             let mut table = Table::new();
             table.load_style(presets::UTF8_FULL_CONDENSED);
-            table.set_header(["NAME", "STATUS", "HOSTNAME", "OS/ARCH", "VERSION", "LAST SEEN"]);
+            table.set_header(["NAME", "SCOPE", "STATUS", "HOSTNAME", "OS/ARCH", "VERSION", "LAST SEEN"]);
             for agent in &agents {
                 table.add_row([
                     agent.name.clone(),
+                    agent.scope.clone(),
                     agent.status.clone(),
                     agent.hostname.clone().unwrap_or_else(|| "-".into()),
                     format!(

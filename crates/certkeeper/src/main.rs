@@ -2,6 +2,7 @@
 //!
 //! This is the only crate that uses `anyhow`: errors end here as one line for the user.
 
+mod agent;
 mod bench;
 mod challenge_listeners;
 mod cli;

@@ -117,34 +117,12 @@ pub fn deploy(
 ) -> Result<DeployReport, DeployError> {
     let target = config.target();
     let common = target.common();
-    check_name(common.name)?;
-    let planned = target.plan(bundle)?;
-    let mut files = Vec::with_capacity(planned.len());
-    for file in planned {
-        let path = fsops::confine(&file.path, allowed_roots)?;
-        if files.iter().any(|f: &Resolved| f.path == path) {
-            return Err(DeployError::InvalidConfig {
-                reason: format!("{} is configured twice", path.display()),
-            });
-        }
-        files.push(Resolved {
-            path,
-            contents: file.contents,
-            mode: file.mode,
-        });
-    }
-    let validate = target.validate_command();
-    let reload = target.reload_command();
-    for command in [common.pre_hook, validate.as_ref(), reload.as_ref(), common.post_hook]
-        .into_iter()
-        .flatten()
-    {
-        command.resolve_program()?;
-    }
-    let owner = (
-        fsops::resolve_id(common.owner, "/etc/passwd")?,
-        fsops::resolve_id(common.group, "/etc/group")?,
-    );
+    let Prepared {
+        files,
+        validate,
+        reload,
+        owner,
+    } = prepare(config, bundle, allowed_roots)?;
     let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
     let mut report = DeployReport {
         changed: false,
@@ -299,6 +277,68 @@ fn replace_and_validate(
         }
     }
     Ok(())
+}
+
+/// What a deployment will do, checked before anything is written.
+struct Prepared {
+    files: Vec<Resolved>,
+    validate: Option<Command>,
+    reload: Option<Command>,
+    owner: (Option<u32>, Option<u32>),
+}
+
+/// Plans the files, confines every path to the allowed roots, and checks that every program and
+/// owner exists.
+fn prepare(config: &TargetConfig, bundle: &Bundle, allowed_roots: &[PathBuf]) -> Result<Prepared, DeployError> {
+    let target = config.target();
+    let common = target.common();
+    check_name(common.name)?;
+    let planned = target.plan(bundle)?;
+    let mut files = Vec::with_capacity(planned.len());
+    for file in planned {
+        let path = fsops::confine(&file.path, allowed_roots)?;
+        if files.iter().any(|f: &Resolved| f.path == path) {
+            return Err(DeployError::InvalidConfig {
+                reason: format!("{} is configured twice", path.display()),
+            });
+        }
+        files.push(Resolved {
+            path,
+            contents: file.contents,
+            mode: file.mode,
+        });
+    }
+    let validate = target.validate_command();
+    let reload = target.reload_command();
+    for command in [common.pre_hook, validate.as_ref(), reload.as_ref(), common.post_hook]
+        .into_iter()
+        .flatten()
+    {
+        command.resolve_program()?;
+    }
+    let owner = (
+        fsops::resolve_id(common.owner, "/etc/passwd")?,
+        fsops::resolve_id(common.group, "/etc/group")?,
+    );
+    Ok(Prepared {
+        files,
+        validate,
+        reload,
+        owner,
+    })
+}
+
+/// Checks a target's configuration as [`deploy`] would, without writing anything: its name,
+/// every path inside `allowed_roots`, every program and owner existing, password files readable.
+/// `sample` is any valid bundle (keystores are built from it to find unreadable password files).
+pub fn preflight(config: &TargetConfig, sample: &Bundle, allowed_roots: &[PathBuf]) -> Result<(), DeployError> {
+    prepare(config, sample, allowed_roots).map(|_| ())
+}
+
+/// The fingerprint last deployed to the target named `name` (and verified, when configured).
+pub fn deployed_fingerprint(state_dir: &Path, name: &str) -> Result<Option<String>, DeployError> {
+    check_name(name)?;
+    Ok(journal::read_state(state_dir, name)?.fingerprint)
 }
 
 /// Retries until `address` serves the bundle's leaf for `sni`, or `timeout` passes.

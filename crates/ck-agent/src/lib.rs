@@ -11,6 +11,7 @@ mod deploy;
 mod error;
 mod fsops;
 mod journal;
+pub mod runtime;
 pub mod targets;
 mod verify;
 
@@ -19,7 +20,7 @@ pub use command::{Command, CommandOutput};
 pub use config::{
     ApacheTarget, Common, Endpoint, FilesTarget, HaproxyTarget, JksTarget, NginxTarget, Pkcs12Target, TargetConfig,
 };
-pub use deploy::{DeployReport, Recovery, deploy, recover};
+pub use deploy::{DeployReport, Recovery, deploy, deployed_fingerprint, preflight, recover};
 pub use error::DeployError;
 pub use targets::{PlannedFile, Target};
 pub use verify::fetch_served_leaf_fingerprint;

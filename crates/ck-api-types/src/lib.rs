@@ -50,6 +50,13 @@ pub struct CreateCertificate {
     /// ACME issuers only: `http-01`, `tls-alpn-01` or `dns-01`; defaults to the issuer's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub challenge: Option<String>,
+    /// The agent (name or id) that deploys it; by default that agent also makes its keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Who makes the key: `agent` (default with an agent of the deploy scope) or `server`
+    /// (default otherwise; a read-scope agent then pulls it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_source: Option<String>,
 }
 
 /// A renewal policy: give `renew_before_days` or `renew_at_fraction` (not both).
@@ -82,8 +89,11 @@ pub struct Certificate {
     pub issuer: String,
     /// Key type.
     pub key_type: String,
-    /// `server` (server-generated key) or `csr` (client-held key).
+    /// `server` (server-generated key), `csr` (client-held key) or `agent` (made by its agent).
     pub key_source: String,
+    /// The agent that deploys it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
     /// pending, active, failed, revoked or expired.
     pub status: String,
     /// The current version (0 before the first issuance).
@@ -289,6 +299,9 @@ pub struct Problem {
 pub struct CreateAgent {
     /// Unique name, e.g. the host name: letters, digits, `-`, `_`, `.`.
     pub name: String,
+    /// `deploy` (default: makes keys, sends CSRs) or `read` (pulls server-generated keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// An agent.
@@ -298,6 +311,8 @@ pub struct Agent {
     pub id: String,
     /// Name.
     pub name: String,
+    /// `deploy` or `read`.
+    pub scope: String,
     /// `online`, `offline` (no heartbeat for 90 s) or `never-seen`.
     pub status: String,
     /// Reported host name.
@@ -350,4 +365,88 @@ pub struct HeartbeatAnswer {
     pub agent: Agent,
     /// Seconds until the next heartbeat and poll.
     pub poll_interval_seconds: u64,
+}
+
+/// `GET /api/v1/agent/work`: the agent's certificates and what each needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentWork {
+    /// Seconds until the next poll.
+    pub poll_interval_seconds: u64,
+    /// The certificates bound to the agent.
+    pub certificates: Vec<AgentWorkItem>,
+}
+
+/// One certificate in an agent's work list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentWorkItem {
+    /// Certificate id.
+    pub id: String,
+    /// Its name (what the agent's configuration refers to).
+    pub name: String,
+    /// Every name, the common name first (what a CSR must ask for).
+    pub sans: Vec<String>,
+    /// Its labels (for label selectors in the agent's configuration).
+    pub labels: BTreeMap<String, String>,
+    /// `agent` (the agent makes keys) or `server` (the bundle carries the key).
+    pub key_source: String,
+    /// The key type the certificate was created with (a hint for the agent's default).
+    pub key_type: String,
+    /// pending, active, failed, revoked or expired.
+    pub status: String,
+    /// The current version (0 before the first issuance).
+    pub version: u32,
+    /// The current version's leaf fingerprint (SHA-256, hex).
+    pub fingerprint: Option<String>,
+    /// The current version's expiry.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub not_after: Option<OffsetDateTime>,
+    /// Its pending or running job.
+    pub job: Option<String>,
+    /// A job waits for the agent's CSR: make a key and send one now.
+    pub csr_wanted: bool,
+}
+
+/// `POST /api/v1/agent/certificates/{id}/csr`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentCsr {
+    /// A PEM PKCS#10 CSR with exactly the certificate's names.
+    pub csr: String,
+}
+
+/// `GET /api/v1/agent/certificates/{id}/bundle`: what the agent deploys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentBundle {
+    /// Certificate id.
+    pub certificate_id: String,
+    /// Its name.
+    pub name: String,
+    /// The version.
+    pub version: u32,
+    /// The leaf fingerprint (SHA-256, hex).
+    pub fingerprint: String,
+    /// Leaf and intermediates, PEM.
+    pub chain_pem: String,
+    /// The key, PEM: only for server-made keys (read-scope agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_pem: Option<String>,
+    /// Expiry.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+}
+
+/// `POST /api/v1/agent/certificates/{id}/deployments`: how a deployment went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentReport {
+    /// The version deployed.
+    pub version: u32,
+    /// The leaf fingerprint deployed.
+    pub fingerprint: String,
+    /// The targets (their names).
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Why it failed, with the failing command's stderr; absent on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

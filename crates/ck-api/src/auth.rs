@@ -37,7 +37,7 @@ pub(crate) async fn require_token(
     let path = request.uri().path();
     let agent_path = path.starts_with("/agent/") || path.starts_with("/api/v1/agent/");
     match (&principal, agent_path) {
-        (Principal::Agent(_), false) => {
+        (Principal::Agent { .. }, false) => {
             return Err(ApiError::forbidden(
                 "an agent token only works on /api/v1/agent/…; use an admin token for this endpoint",
             ));

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ck_api_types as wire;
-use ck_domain::{CertificateId, CertificateStatus, KeyType, RevocationReason};
+use ck_domain::{CertificateId, CertificateStatus, KeySource, KeyType, RevocationReason};
 use ck_server::{ControlPlane, NewCertificate, now};
 use ck_store::CertificateFilter;
 use serde::Deserialize;
@@ -73,6 +73,12 @@ pub(crate) async fn create(
         validity_days: body.validity_days,
         renewal_policy,
         challenge: body.challenge,
+        agent: body.agent,
+        key_source: body
+            .key_source
+            .as_deref()
+            .map(|k| parse::<KeySource>("key_source", k))
+            .transpose()?,
     };
     let (cert, job) = control_plane.create_certificate(request).await?;
     let location = format!("/api/v1/certificates/{}", cert.id);

@@ -14,6 +14,7 @@ pub(crate) fn certificate(cert: &ck_domain::Certificate, now: time::OffsetDateTi
         issuer: cert.issuer_id.to_string(),
         key_type: cert.key_type.to_string(),
         key_source: cert.key_source.as_str().to_owned(),
+        agent_id: cert.agent_id.clone(),
         status: cert.status_at(now).to_string(),
         current_version: cert.current_version,
         serial: cert.serial.clone(),

@@ -59,6 +59,7 @@ impl From<ServiceError> for ApiError {
         match error {
             ServiceError::Invalid(detail) => Self::bad_request(detail),
             ServiceError::NotFound(what) => Self::not_found(format!("{what} not found")),
+            ServiceError::Forbidden(detail) => Self::forbidden(detail),
             ServiceError::Conflict(detail) => Self {
                 status: StatusCode::CONFLICT,
                 kind: "conflict",

@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use ck_api_types::{
-    Agent, Certificate, CertificateVersion, CertificateWithJob, CreateAgent, CreateCertificate, CreateIssuer,
-    CreatedAgent, Heartbeat, HeartbeatAnswer, Issuer, Job, Page, Problem, RevokeCertificate,
+    Agent, AgentBundle, AgentCsr, AgentWork, Certificate, CertificateVersion, CertificateWithJob, CreateAgent,
+    CreateCertificate, CreateIssuer, CreatedAgent, DeploymentReport, Heartbeat, HeartbeatAnswer, Issuer, Job, Page,
+    Problem, RevokeCertificate,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -65,11 +66,28 @@ pub struct Client {
 impl Client {
     /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8989`).
     pub fn new(base_url: &str, token: &str) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
+        Self::with_options(base_url, token, None, Duration::from_secs(180))
+    }
+
+    /// A client that also trusts the CA certificates in `ca_pem` (a server with a private CA's
+    /// certificate) and gives each request `timeout`.
+    pub fn with_options(
+        base_url: &str,
+        token: &str,
+        ca_pem: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(180))
-            .build()
-            .map_err(|e| ClientError::Decode(e.to_string()))?;
+            .timeout(timeout);
+        if let Some(pem) = ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ClientError::Decode(format!("the CA file is not PEM certificates: {e}")))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| ClientError::Decode(e.to_string()))?;
         Ok(Self {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
@@ -210,9 +228,13 @@ impl Client {
         self.json(self.request(Method::GET, "/issuers")).await
     }
 
-    /// Registers an agent; the answer carries its token (shown once).
-    pub async fn create_agent(&self, name: &str) -> Result<CreatedAgent, ClientError> {
-        let body = CreateAgent { name: name.to_owned() };
+    /// Registers an agent with a scope (`deploy` by default); the answer carries its token
+    /// (shown once).
+    pub async fn create_agent(&self, name: &str, scope: Option<&str>) -> Result<CreatedAgent, ClientError> {
+        let body = CreateAgent {
+            name: name.to_owned(),
+            scope: scope.map(str::to_owned),
+        };
         self.json(self.request(Method::POST, "/agents").json(&body)).await
     }
 
@@ -225,6 +247,32 @@ impl Client {
     pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<HeartbeatAnswer, ClientError> {
         self.json(self.request(Method::POST, "/agent/heartbeat").json(heartbeat))
             .await
+    }
+
+    /// The agent's certificates and what each needs (agent token).
+    pub async fn agent_work(&self) -> Result<AgentWork, ClientError> {
+        self.json(self.request(Method::GET, "/agent/work")).await
+    }
+
+    /// Sends the CSR for the next version of one of the agent's certificates (agent token).
+    pub async fn submit_csr(&self, certificate_id: &str, csr_pem: &str) -> Result<Job, ClientError> {
+        let body = AgentCsr {
+            csr: csr_pem.to_owned(),
+        };
+        let path = format!("/agent/certificates/{certificate_id}/csr");
+        self.json(self.request(Method::POST, &path).json(&body)).await
+    }
+
+    /// The current version of one of the agent's certificates (agent token).
+    pub async fn agent_bundle(&self, certificate_id: &str) -> Result<AgentBundle, ClientError> {
+        let path = format!("/agent/certificates/{certificate_id}/bundle");
+        self.json(self.request(Method::GET, &path)).await
+    }
+
+    /// Reports a deployment; the answer is the `deploy` job recorded (agent token).
+    pub async fn report_deployment(&self, certificate_id: &str, report: &DeploymentReport) -> Result<Job, ClientError> {
+        let path = format!("/agent/certificates/{certificate_id}/deployments");
+        self.json(self.request(Method::POST, &path).json(report)).await
     }
 
     /// One issuer.

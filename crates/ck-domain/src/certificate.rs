@@ -66,6 +66,9 @@ pub enum KeySource {
     Server,
     /// The client sent a CSR; the server never sees the key.
     Csr,
+    /// The certificate's agent makes a key on its host and sends a CSR for every version; the
+    /// server never sees the key, and a job waits until the agent's CSR arrives.
+    Agent,
 }
 
 impl KeySource {
@@ -74,6 +77,7 @@ impl KeySource {
         match self {
             Self::Server => "server",
             Self::Csr => "csr",
+            Self::Agent => "agent",
         }
     }
 }
@@ -84,7 +88,8 @@ impl FromStr for KeySource {
         match s {
             "server" => Ok(Self::Server),
             "csr" => Ok(Self::Csr),
-            other => Err(format!("unknown key source '{other}'")),
+            "agent" => Ok(Self::Agent),
+            other => Err(format!("unknown key source '{other}' (expected server or agent)")),
         }
     }
 }
@@ -107,11 +112,14 @@ pub struct Certificate {
     pub key_type: KeyType,
     /// Who holds the key.
     pub key_source: KeySource,
-    /// The CSR, in CSR mode (re-signed on renewal: same key, new certificate).
+    /// The CSR: in CSR mode the client's (re-signed on renewal: same key, new certificate); in
+    /// agent mode the agent's CSR for the next version, cleared once that version is signed.
     pub csr_pem: Option<String>,
     /// ACME challenge type for this certificate (`http-01`, `tls-alpn-01`, `dns-01`), overriding
     /// the issuer's default; `None` for the default and for non-ACME issuers.
     pub challenge: Option<String>,
+    /// The agent (id) that deploys it and, with [`KeySource::Agent`], makes its keys.
+    pub agent_id: Option<String>,
     /// Lifecycle status.
     pub status: CertificateStatus,
     /// Requested lifetime of each version.
@@ -145,6 +153,11 @@ pub struct Certificate {
 }
 
 impl Certificate {
+    /// Whether a job for it must wait: its agent has not sent the CSR for the next version yet.
+    pub fn awaits_agent_csr(&self) -> bool {
+        self.key_source == KeySource::Agent && self.csr_pem.is_none()
+    }
+
     /// The status as a reader should see it at `now`: an active certificate past its expiry is
     /// expired even before any loop has noticed.
     pub fn status_at(&self, now: OffsetDateTime) -> CertificateStatus {

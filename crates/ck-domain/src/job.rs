@@ -21,6 +21,9 @@ pub enum JobKind {
     Issue,
     /// A renewal (scheduled or forced).
     Renew,
+    /// An agent's deployment of a version to its targets, recorded when the agent reports it
+    /// (never claimed by the server's workers).
+    Deploy,
 }
 
 impl JobKind {
@@ -29,6 +32,7 @@ impl JobKind {
         match self {
             Self::Issue => "issue",
             Self::Renew => "renew",
+            Self::Deploy => "deploy",
         }
     }
 }
@@ -39,6 +43,7 @@ impl FromStr for JobKind {
         match s {
             "issue" => Ok(Self::Issue),
             "renew" => Ok(Self::Renew),
+            "deploy" => Ok(Self::Deploy),
             other => Err(format!("unknown job kind '{other}'")),
         }
     }

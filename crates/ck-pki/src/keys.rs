@@ -74,6 +74,19 @@ impl ServerKey {
             csr_pem,
         })
     }
+
+    /// A new CSR for `names` signed by an existing key (PEM, PKCS#8): for reusing a key across
+    /// renewals.
+    pub fn reuse(key_pem: &str, names: &[ck_domain::SubjectAltName]) -> Result<Self, PkiError> {
+        use rcgen::PublicKeyData;
+        let key = KeyPair::from_pem(key_pem).map_err(|e| PkiError::KeyGeneration(format!("reading the key: {e}")))?;
+        let csr_pem = crate::build_csr(&key, names)?;
+        Ok(Self {
+            private_key: PrivateKeyPem::new(key.serialize_pem()),
+            public_key_der: key.subject_public_key_info(),
+            csr_pem,
+        })
+    }
 }
 
 #[cfg(test)]

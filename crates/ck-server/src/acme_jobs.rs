@@ -133,7 +133,7 @@ async fn order_certificate(
     let inner = &control_plane.inner;
     let acme: AcmeIssuer = issuer.ready(&inner.store, &inner.issuers.responder).await?;
     let (public_key_der, csr_pem, private_key_pem) = match cert.key_source {
-        KeySource::Csr => {
+        KeySource::Csr | KeySource::Agent => {
             let stored = cert
                 .csr_pem
                 .as_deref()

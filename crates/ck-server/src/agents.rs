@@ -3,10 +3,16 @@
 //! Agents pull; the server never connects to them. An agent is online while its heartbeats
 //! arrive: three missed intervals make it offline.
 
+use std::collections::BTreeSet;
+
+use ck_domain::{
+    Certificate, CertificateId, CertificateVersion, IssuanceRequest, Job, JobId, JobKind, JobState, KeySource,
+};
+use ck_pki::ParsedCsr;
 use ck_store::{AgentFacts, AgentRecord};
 use time::{Duration, OffsetDateTime};
 
-use crate::{ControlPlane, Principal, ServiceError, hash_token, new_token, now};
+use crate::{AgentScope, ControlPlane, Principal, ServiceError, hash_token, new_token, now};
 
 /// How often agents are asked to heartbeat and poll.
 pub const AGENT_POLL_INTERVAL: Duration = Duration::seconds(30);
@@ -56,7 +62,7 @@ fn info(record: AgentRecord, now: OffsetDateTime) -> AgentInfo {
 
 impl ControlPlane {
     /// Registers an agent and returns its token: the only time the token exists in clear.
-    pub async fn create_agent(&self, name: &str) -> Result<(AgentInfo, String), ServiceError> {
+    pub async fn create_agent(&self, name: &str, scope: AgentScope) -> Result<(AgentInfo, String), ServiceError> {
         let name = name.trim();
         if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
@@ -67,9 +73,12 @@ impl ControlPlane {
         let token = new_token().map_err(ServiceError::Unavailable)?;
         let id = uuid::Uuid::now_v7().to_string();
         let hash = hash_token(&token);
-        self.inner.store.insert_agent(&id, name, &hash, now()).await?;
-        self.inner.tokens.add(hash, Principal::Agent(id.clone()));
-        tracing::info!(agent = %id, name, "registered an agent");
+        self.inner
+            .store
+            .insert_agent(&id, name, scope.as_str(), &hash, now())
+            .await?;
+        self.inner.tokens.add(hash, Principal::Agent { id: id.clone(), scope });
+        tracing::info!(agent = %id, name, scope = scope.as_str(), "registered an agent");
         let record = self
             .inner
             .store
@@ -122,4 +131,183 @@ fn truncate(mut text: String, max: usize) -> String {
         text.truncate(end);
     }
     text
+}
+
+/// A certificate in an agent's work list.
+#[derive(Debug, Clone)]
+pub struct AgentWorkItem {
+    /// The certificate.
+    pub certificate: Certificate,
+    /// Its pending or running job.
+    pub job: Option<JobId>,
+    /// Whether a job waits for the agent's CSR: the agent should make a key and send one now.
+    pub csr_wanted: bool,
+}
+
+/// What an agent deploys: a version, with the key when the server made it.
+#[derive(Debug, Clone)]
+pub struct AgentBundle {
+    /// The certificate.
+    pub certificate: Certificate,
+    /// The version (the current one).
+    pub version: CertificateVersion,
+    /// The server-generated key (read-scope agents); `None` when the agent holds the key.
+    pub private_key_pem: Option<String>,
+}
+
+/// An agent's account of one deployment.
+#[derive(Debug, Clone)]
+pub struct DeploymentReport {
+    /// The version deployed.
+    pub version: u32,
+    /// The leaf fingerprint deployed.
+    pub fingerprint: String,
+    /// The targets written.
+    pub targets: Vec<String>,
+    /// Why it failed (with the failing command's stderr); `None` on success.
+    pub error: Option<String>,
+}
+
+impl ControlPlane {
+    /// The certificates bound to an agent, and whether each waits for a CSR.
+    pub async fn agent_work(&self, agent_id: &str) -> Result<Vec<AgentWorkItem>, ServiceError> {
+        let bound = self.inner.store.agent_certificates(agent_id).await?;
+        Ok(bound
+            .into_iter()
+            .map(|(certificate, job)| AgentWorkItem {
+                csr_wanted: job.is_some() && certificate.awaits_agent_csr(),
+                certificate,
+                job,
+            })
+            .collect())
+    }
+
+    /// Accepts an agent's CSR for the next version of one of its certificates: the key is
+    /// checked, the names must be the certificate's, and the waiting job runs at once.
+    pub async fn submit_agent_csr(
+        &self,
+        agent_id: &str,
+        scope: AgentScope,
+        certificate_id: CertificateId,
+        csr_pem: &str,
+    ) -> Result<Job, ServiceError> {
+        if scope == AgentScope::Read {
+            return Err(ServiceError::Forbidden(
+                "this agent's token has the read scope: it pulls server-generated keys and cannot send CSRs \
+                 (register the agent with the deploy scope to let it make keys)"
+                    .to_owned(),
+            ));
+        }
+        let cert = self.bound_certificate(agent_id, certificate_id).await?;
+        if cert.key_source != KeySource::Agent {
+            return Err(ServiceError::Conflict(format!(
+                "certificate {} ('{}') has a key made by the {}: fetch its bundle instead of sending a CSR",
+                cert.id,
+                cert.name,
+                cert.key_source.as_str()
+            )));
+        }
+        let csr = ParsedCsr::parse(csr_pem.as_bytes()).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let asked = IssuanceRequest::resolve(None, &[], Some(&csr.names), &self.inner.config.name_policy)
+            .map_err(|e| ServiceError::Invalid(format!("the CSR's names: {e}")))?;
+        let asked: BTreeSet<String> = asked.sans.iter().map(ToString::to_string).collect();
+        let wanted: BTreeSet<String> = cert.sans.iter().map(ToString::to_string).collect();
+        if asked != wanted {
+            return Err(ServiceError::Invalid(format!(
+                "the CSR asks for {} but certificate '{}' is for {}: make the CSR with exactly its names",
+                join(&asked),
+                cert.name,
+                join(&wanted)
+            )));
+        }
+        let job = self
+            .inner
+            .store
+            .submit_agent_csr(certificate_id, &csr.pem, now())
+            .await?
+            .ok_or_else(|| {
+                ServiceError::Conflict(format!(
+                    "certificate '{}' has no job waiting for a CSR (it may be running: try again in a moment)",
+                    cert.name
+                ))
+            })?;
+        self.inner.work_available.notify_one();
+        tracing::info!(agent = agent_id, certificate = %certificate_id, key = %csr.key_description, job = %job.id,
+            "received an agent's CSR");
+        Ok(job)
+    }
+
+    /// The current version of one of the agent's certificates, with the key if the server made it.
+    pub async fn agent_bundle(
+        &self,
+        agent_id: &str,
+        certificate_id: CertificateId,
+    ) -> Result<AgentBundle, ServiceError> {
+        let certificate = self.bound_certificate(agent_id, certificate_id).await?;
+        let (version, key) = self.version(certificate_id, None).await?;
+        let private_key_pem = if certificate.key_source == KeySource::Server {
+            key
+        } else {
+            None
+        };
+        Ok(AgentBundle {
+            certificate,
+            version,
+            private_key_pem,
+        })
+    }
+
+    /// Records an agent's deployment as a finished `deploy` job of the certificate.
+    pub async fn report_deployment(
+        &self,
+        agent_id: &str,
+        certificate_id: CertificateId,
+        report: DeploymentReport,
+    ) -> Result<Job, ServiceError> {
+        let cert = self.bound_certificate(agent_id, certificate_id).await?;
+        let now = now();
+        let mut job = self.new_job(cert.id, JobKind::Deploy, now);
+        job.attempts = 1;
+        job.max_attempts = 1;
+        job.finished_at = Some(now);
+        let targets = report.targets.join(", ");
+        match report.error {
+            None => {
+                job.state = JobState::Succeeded;
+                tracing::info!(agent = agent_id, certificate = %cert.id, version = report.version,
+                    fingerprint = %report.fingerprint, targets, "agent deployed a certificate");
+            }
+            Some(error) => {
+                job.state = JobState::Failed;
+                tracing::warn!(agent = agent_id, certificate = %cert.id, version = report.version, targets,
+                    %error, "agent's deployment failed");
+                job.last_error = Some(truncate(error, 8192));
+            }
+        }
+        self.inner.store.record_deployment(&job).await?;
+        Ok(job)
+    }
+
+    /// A certificate bound to this agent; any other is "not found", so an agent learns nothing
+    /// about certificates that are not its own.
+    async fn bound_certificate(&self, agent_id: &str, id: CertificateId) -> Result<Certificate, ServiceError> {
+        match self.inner.store.certificate(id).await? {
+            Some(cert) if cert.agent_id.as_deref() == Some(agent_id) => Ok(cert),
+            _ => Err(ServiceError::NotFound(format!("certificate {id} of this agent"))),
+        }
+    }
+
+    /// The agent named or numbered `id_or_name`, for binding a certificate.
+    pub(crate) async fn agent_record(&self, id_or_name: &str) -> Result<AgentRecord, ServiceError> {
+        self.inner.store.agent(id_or_name).await?.ok_or_else(|| {
+            ServiceError::Invalid(format!(
+                "unknown agent '{id_or_name}': register it with `certkeeper agents add {id_or_name}` \
+                 or see `certkeeper agents list`"
+            ))
+        })
+    }
+}
+
+fn join(names: &BTreeSet<String>) -> String {
+    names.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
 }

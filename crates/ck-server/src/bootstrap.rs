@@ -9,7 +9,9 @@ use ck_pki::{CaMaterial, LocalCa, PrivateKeyPem};
 use ck_store::{IssuerRecord, Store, TokenRecord};
 
 use crate::issuers::{AcmeIssuerState, Issuer};
-use crate::{ControlPlane, Principal, ServerConfig, ServiceError, TokenVerifier, hash_token, new_token, now};
+use crate::{
+    AgentScope, ControlPlane, Principal, ServerConfig, ServiceError, TokenVerifier, hash_token, new_token, now,
+};
 
 /// The admin token when bootstrap created (or reset) it: the only moment its plain text exists.
 #[derive(Clone, PartialEq, Eq)]
@@ -138,13 +140,11 @@ pub async fn bootstrap(
         .into_iter()
         .map(|t| (t.token_hash, Principal::Admin))
         .collect();
-    hashes.extend(
-        store
-            .agent_token_hashes()
-            .await?
-            .into_iter()
-            .map(|(hash, id)| (hash, Principal::Agent(id))),
-    );
+    hashes.extend(store.agent_token_hashes().await?.into_iter().map(|(hash, id, scope)| {
+        // An unknown stored scope reads as the narrower one.
+        let scope = scope.parse().unwrap_or(AgentScope::Read);
+        (hash, Principal::Agent { id, scope })
+    }));
     let control_plane = ControlPlane::new(store, config, issuers, TokenVerifier::with_principals(hashes));
     Ok((control_plane, created))
 }

@@ -13,6 +13,9 @@ pub enum ServiceError {
     /// The named thing does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// The caller's token does not allow this; the message says which token would.
+    #[error("{0}")]
+    Forbidden(String),
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),

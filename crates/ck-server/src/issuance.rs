@@ -30,7 +30,8 @@ pub(crate) fn issue(
     jitter_sample: f64,
 ) -> Result<(NewVersion, OffsetDateTime), IssueFailure> {
     let (public_key_der, csr_pem, private_key_pem) = match cert.key_source {
-        KeySource::Csr => {
+        // An agent's job runs only once its CSR is stored (the worker defers it until then).
+        KeySource::Csr | KeySource::Agent => {
             let csr_pem = cert
                 .csr_pem
                 .as_deref()

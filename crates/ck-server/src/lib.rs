@@ -19,8 +19,8 @@ mod scheduler;
 mod service;
 mod workers;
 
-pub use agents::{AGENT_POLL_INTERVAL, AgentInfo, AgentStatus};
-pub use auth::{Principal, TokenVerifier, hash_token, new_token};
+pub use agents::{AGENT_POLL_INTERVAL, AgentBundle, AgentInfo, AgentStatus, AgentWorkItem, DeploymentReport};
+pub use auth::{AgentScope, Principal, TokenVerifier, hash_token, new_token};
 pub use bootstrap::{AdminToken, bootstrap};
 pub use clock::now;
 pub use config::ServerConfig;

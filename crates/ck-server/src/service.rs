@@ -10,7 +10,9 @@ use ck_domain::{
     JobState, KeySource, KeyType, Labels, RenewalPolicy, RevocationReason, leaf_validity,
 };
 use ck_pki::{ParsedCsr, pem_block_der};
-use ck_store::{CertificateFilter, CertificatePage, EnqueueOutcome, IssuerHealth, IssuerRecord, JobFilter, Store};
+use ck_store::{
+    AgentRecord, CertificateFilter, CertificatePage, EnqueueOutcome, IssuerHealth, IssuerRecord, JobFilter, Store,
+};
 use time::{Duration, OffsetDateTime};
 use tokio::sync::{Notify, Semaphore, oneshot, watch};
 
@@ -18,7 +20,7 @@ use crate::issuers::{AcmeIssuerState, ChallengeListener, Issuer, Issuers};
 
 use crate::group_commit::CreateQueue;
 use crate::metrics::Metrics;
-use crate::{ServerConfig, ServiceError, TokenVerifier, now};
+use crate::{AgentScope, ServerConfig, ServiceError, TokenVerifier, now};
 
 /// A request for a new managed certificate, as the API received it (names not yet checked).
 #[derive(Debug, Clone, Default)]
@@ -43,6 +45,11 @@ pub struct NewCertificate {
     pub renewal_policy: Option<RenewalPolicy>,
     /// ACME challenge type (`http-01`, `tls-alpn-01`, `dns-01`); defaults to the issuer's.
     pub challenge: Option<String>,
+    /// The agent (name or id) that deploys it.
+    pub agent: Option<String>,
+    /// Who makes the key: the agent by default when one is named (the server for a read-scope
+    /// agent), else the server; a CSR means the client.
+    pub key_source: Option<KeySource>,
 }
 
 /// An issuer as the API shows it.
@@ -182,10 +189,11 @@ impl ControlPlane {
         if name.len() > 255 {
             return Err(ServiceError::Invalid("name is longer than 255 characters".to_owned()));
         }
-        let (key_source, csr_pem) = match csr {
-            Some(csr) => (KeySource::Csr, Some(csr.pem)),
-            None => (KeySource::Server, None),
+        let agent = match request.agent.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
+            Some(agent) => Some(self.agent_record(agent).await?),
+            None => None,
         };
+        let (key_source, csr_pem) = custody(csr, request.key_source, agent.as_ref())?;
         let cert = Certificate {
             id: CertificateId::new(),
             name,
@@ -196,6 +204,7 @@ impl ControlPlane {
             key_source,
             csr_pem,
             challenge: challenge.map(|c| c.as_str().to_owned()),
+            agent_id: agent.map(|a| a.id),
             status: CertificateStatus::Pending,
             validity,
             renewal_policy: request.renewal_policy.unwrap_or(self.inner.config.default_renewal),
@@ -549,6 +558,36 @@ impl ControlPlane {
             updated_at: now,
             finished_at: None,
         }
+    }
+}
+
+/// Who makes the key of a new certificate, and its CSR when the client sent one.
+fn custody(
+    csr: Option<ParsedCsr>,
+    asked: Option<KeySource>,
+    agent: Option<&AgentRecord>,
+) -> Result<(KeySource, Option<String>), ServiceError> {
+    let agent_scope = agent.map(|a| a.scope.parse().unwrap_or(AgentScope::Read));
+    match (csr, asked, agent_scope) {
+        (Some(_), _, Some(_)) => Err(ServiceError::Invalid(
+            "a certificate bound to an agent gets its CSRs from the agent: drop the CSR".to_owned(),
+        )),
+        (Some(csr), None | Some(KeySource::Csr), None) => Ok((KeySource::Csr, Some(csr.pem))),
+        (Some(_), Some(other), None) => Err(ServiceError::Invalid(format!(
+            "key_source '{}' contradicts the CSR: drop one of them",
+            other.as_str()
+        ))),
+        (None, Some(KeySource::Csr), _) => Err(ServiceError::Invalid(
+            "key_source 'csr' needs the CSR itself (csr field)".to_owned(),
+        )),
+        (None, Some(KeySource::Agent), None) => Err(ServiceError::Invalid(
+            "key_source 'agent' needs an agent: name it (agent field, --agent)".to_owned(),
+        )),
+        (None, Some(KeySource::Agent), Some(AgentScope::Read)) => Err(ServiceError::Invalid(
+            "this agent has a read-scope token and cannot make keys: use key_source 'server'".to_owned(),
+        )),
+        (None, None | Some(KeySource::Agent), Some(AgentScope::Deploy)) => Ok((KeySource::Agent, None)),
+        (None, None | Some(KeySource::Server), _) => Ok((KeySource::Server, None)),
     }
 }
 

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration as StdDuration;
 
-use ck_domain::JobId;
+use ck_domain::{Certificate, JobId};
 use ck_store::{ClaimedJob, Completion};
 use rand::Rng;
 use tokio::task::JoinHandle;
@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::acme_jobs::run_acme_job;
 use crate::issuance::{IssueFailure, issue};
 use crate::issuers::Issuer;
-use crate::{ControlPlane, now};
+use crate::{AGENT_POLL_INTERVAL, ControlPlane, now};
 
 /// Asks the loops to stop; they finish the batch in hand first.
 #[derive(Clone, Debug)]
@@ -112,6 +112,10 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
     for job in claimed {
         let res = match &certificates {
             Ok(found) => match found.get(&job.job.certificate_id) {
+                Some(cert) if cert.awaits_agent_csr() => {
+                    wait_for_agent_csr(control_plane, owner, &job, cert).await;
+                    continue;
+                }
                 Some(cert) => match control_plane.issuer_handle(&cert.issuer_id) {
                     Ok(Issuer::Local(ca)) => Ok((cert.clone(), ca)),
                     Ok(Issuer::Acme(state)) => {
@@ -234,6 +238,25 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
     }
     control_plane.notify_finished(&finished);
     tracing::debug!(n_jobs, ?fetched, ?signed_at, commit = ?commit_started.elapsed(), total = ?started.elapsed(), "job batch done");
+}
+
+/// Puts a job back until its agent's CSR arrives; the CSR's arrival makes it runnable at once,
+/// so the delay only bounds how often a job whose agent is away is looked at.
+async fn wait_for_agent_csr(control_plane: &ControlPlane, owner: &str, claimed: &ClaimedJob, cert: &Certificate) {
+    let agent = cert.agent_id.as_deref().unwrap_or("?");
+    let reason = format!(
+        "waiting for agent {agent} to send a CSR (it asks for work every {} s)",
+        AGENT_POLL_INTERVAL.whole_seconds()
+    );
+    let now = now();
+    if let Err(error) = control_plane
+        .inner
+        .store
+        .defer_job(owner, claimed, &reason, now + AGENT_POLL_INTERVAL * 2, now)
+        .await
+    {
+        tracing::warn!(job = %claimed.job.id, %error, "deferring the job failed; the lease will expire");
+    }
 }
 
 pub(crate) fn record_completions(

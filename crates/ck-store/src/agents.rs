@@ -4,7 +4,10 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
-use crate::rows::{from_ms, to_ms};
+use ck_domain::{Certificate, CertificateId, Job, JobId};
+
+use crate::jobs::insert_jobs;
+use crate::rows::{CERTIFICATE_COLUMNS, JOB_COLUMNS, certificate, from_ms, job, to_ms};
 use crate::{Store, StoreError};
 
 /// A registered agent.
@@ -14,6 +17,8 @@ pub struct AgentRecord {
     pub id: String,
     /// Unique display name, e.g. the host's name.
     pub name: String,
+    /// `deploy` (makes keys, sends CSRs) or `read` (pulls server-generated keys only).
+    pub scope: String,
     /// What the agent reported at its last heartbeat.
     pub facts: AgentFacts,
     /// When it last sent a heartbeat.
@@ -35,12 +40,13 @@ pub struct AgentFacts {
     pub version: Option<String>,
 }
 
-const AGENT_COLUMNS: &str = "id, name, hostname, os, arch, version, last_seen, created_at";
+const AGENT_COLUMNS: &str = "id, name, scope, hostname, os, arch, version, last_seen, created_at";
 
 fn agent(row: &AnyRow) -> Result<AgentRecord, StoreError> {
     Ok(AgentRecord {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
+        scope: row.try_get("scope")?,
         facts: AgentFacts {
             hostname: row.try_get("hostname")?,
             os: row.try_get("os")?,
@@ -58,14 +64,17 @@ impl Store {
         &self,
         id: &str,
         name: &str,
+        scope: &str,
         token_hash: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let res = sqlx::query(
-            "INSERT INTO agents (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO agents (id, name, scope, token_hash, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (name) DO NOTHING",
         )
         .bind(id)
         .bind(name)
+        .bind(scope)
         .bind(token_hash)
         .bind(to_ms(now))
         .execute(&self.write)
@@ -84,14 +93,81 @@ impl Store {
         rows.iter().map(agent).collect()
     }
 
-    /// Token hashes of every agent, with the agent's id (for the token verifier).
-    pub async fn agent_token_hashes(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query("SELECT id, token_hash FROM agents")
+    /// One agent, by id or by name.
+    pub async fn agent(&self, id_or_name: &str) -> Result<Option<AgentRecord>, StoreError> {
+        let row = sqlx::query(sql!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 OR name = $1"))
+            .bind(id_or_name)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(agent).transpose()
+    }
+
+    /// Token hashes of every agent, with the agent's id and scope (for the token verifier).
+    pub async fn agent_token_hashes(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT id, scope, token_hash FROM agents")
             .fetch_all(&self.read)
             .await?;
         rows.iter()
-            .map(|row| Ok((row.try_get("token_hash")?, row.try_get("id")?)))
+            .map(|row| Ok((row.try_get("token_hash")?, row.try_get("id")?, row.try_get("scope")?)))
             .collect()
+    }
+
+    /// The certificates bound to an agent, each with the id of its pending or running job.
+    pub async fn agent_certificates(&self, agent_id: &str) -> Result<Vec<(Certificate, Option<JobId>)>, StoreError> {
+        let rows = sqlx::query(sql!(
+            "SELECT {CERTIFICATE_COLUMNS}, (SELECT jobs.id FROM jobs WHERE jobs.active_key = certificates.id) \
+             AS active_job FROM certificates WHERE agent_id = $1 ORDER BY name"
+        ))
+        .bind(agent_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let job = row
+                    .try_get::<Option<String>, _>("active_job")?
+                    .map(|id| id.parse().map_err(|e| StoreError::Corrupt(format!("job id: {e}"))))
+                    .transpose()?;
+                Ok((certificate(row)?, job))
+            })
+            .collect()
+    }
+
+    /// Stores an agent's CSR for the next version of an agent-keyed certificate and makes its
+    /// waiting job runnable now, in one transaction. Returns that job, or `None` when the
+    /// certificate has no pending job (nothing was stored).
+    pub async fn submit_agent_csr(
+        &self,
+        certificate_id: CertificateId,
+        csr_pem: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<Job>, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let row = sqlx::query(sql!(
+            "UPDATE jobs SET run_after = $1, last_error = NULL, updated_at = $1 WHERE active_key = $2 \
+             AND state = 'pending' RETURNING {JOB_COLUMNS}"
+        ))
+        .bind(to_ms(now))
+        .bind(certificate_id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let job = job(&row)?;
+        sqlx::query("UPDATE certificates SET csr_pem = $1, updated_at = $2 WHERE id = $3 AND key_source = 'agent'")
+            .bind(csr_pem)
+            .bind(to_ms(now))
+            .bind(certificate_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(job))
+    }
+
+    /// Records an agent's finished deployment as a `deploy` job.
+    pub async fn record_deployment(&self, deployment: &Job) -> Result<(), StoreError> {
+        insert_jobs(&self.write, &[deployment]).await?;
+        Ok(())
     }
 
     /// Records a heartbeat; returns the agent, or `None` if it was removed meanwhile.

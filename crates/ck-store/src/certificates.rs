@@ -88,7 +88,7 @@ impl Store {
     /// Stores new certificates with their first jobs, all in one transaction with multi-row
     /// inserts: the group commit of concurrent create requests.
     pub async fn create_certificates(&self, new: &[(&Certificate, &Job)]) -> Result<(), StoreError> {
-        const COLUMNS: usize = 17;
+        const COLUMNS: usize = 18;
         let mut tx = self.write.begin().await?;
         for chunk in new.chunks(ROWS_PER_STATEMENT) {
             let mut values: Vec<SqlValue> = Vec::with_capacity(chunk.len() * COLUMNS);
@@ -107,6 +107,7 @@ impl Store {
                     cert.key_source.as_str().into(),
                     cert.csr_pem.clone().into(),
                     cert.challenge.clone().into(),
+                    cert.agent_id.clone().into(),
                     cert.status.as_str().into(),
                     cert.validity.whole_days().into(),
                     renew_fraction.into(),
@@ -119,7 +120,7 @@ impl Store {
             }
             let statement = sql!(
                 "INSERT INTO certificates (id, name, common_name, sans, issuer_id, key_type, key_source, csr_pem, \
-                 challenge, status, validity_days, renew_fraction, renew_days, renew_jitter, labels, created_at, updated_at) \
+                 challenge, agent_id, status, validity_days, renew_fraction, renew_days, renew_jitter, labels, created_at, updated_at) \
                  VALUES {}",
                 values_list(chunk.len(), COLUMNS, 0)
             );
@@ -362,7 +363,8 @@ impl Store {
                 "UPDATE certificates SET current_version = current_version + 1, status = 'active', \
                  serial = issued.column2, fingerprint = issued.column3, not_before = issued.column4, \
                  not_after = issued.column5, renew_at = issued.column6, last_error = NULL, revoked_at = NULL, \
-                 revocation_reason = NULL, updated_at = $1 FROM (VALUES {}) AS issued \
+                 revocation_reason = NULL, updated_at = $1, \
+                 csr_pem = CASE WHEN key_source = 'agent' THEN NULL ELSE csr_pem END FROM (VALUES {}) AS issued \
                  WHERE certificates.id = issued.column1 RETURNING id, current_version",
                 values_list(current.len(), 6, 1)
             );

@@ -37,7 +37,7 @@ fn u32_of(column: &str, value: i64) -> Result<u32, StoreError> {
 }
 
 pub(crate) const CERTIFICATE_COLUMNS: &str = "id, name, common_name, sans, issuer_id, key_type, key_source, csr_pem, \
-     challenge, status, validity_days, renew_fraction, renew_days, renew_jitter, labels, current_version, serial, fingerprint, \
+     challenge, agent_id, status, validity_days, renew_fraction, renew_days, renew_jitter, labels, current_version, serial, fingerprint, \
      not_before, not_after, renew_at, last_error, revoked_at, revocation_reason, created_at, updated_at";
 
 pub(crate) fn certificate(row: &AnyRow) -> Result<Certificate, StoreError> {
@@ -76,6 +76,7 @@ pub(crate) fn certificate(row: &AnyRow) -> Result<Certificate, StoreError> {
         key_source: parse("key_source", &row.try_get::<String, _>("key_source")?)?,
         csr_pem: row.try_get("csr_pem")?,
         challenge: row.try_get("challenge")?,
+        agent_id: row.try_get("agent_id")?,
         status: parse("status", &row.try_get::<String, _>("status")?)?,
         validity: Duration::days(row.try_get("validity_days")?),
         renewal_policy,

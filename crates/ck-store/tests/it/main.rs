@@ -64,6 +64,7 @@ macro_rules! both_engines {
 
 both_engines!(
     agents_register_and_heartbeat,
+    agent_certificates_wait_for_csrs_and_record_deployments,
     acme_issuer_settings_account_and_health,
     identifier_backoff_defer_and_lease_extension,
     issue_and_renew_lifecycle,
@@ -111,6 +112,7 @@ fn new_certificate(name: &str) -> Certificate {
         key_source: KeySource::Csr,
         csr_pem: Some("csr".into()),
         challenge: None,
+        agent_id: None,
         status: CertificateStatus::Pending,
         validity: Duration::days(90),
         renewal_policy: RenewalPolicy::default(),
@@ -641,10 +643,16 @@ async fn identifier_backoff_defer_and_lease_extension(store: Store) {
 }
 
 async fn agents_register_and_heartbeat(store: Store) {
-    store.insert_agent("a1", "web-1", "hash-1", now()).await.unwrap();
-    let taken = store.insert_agent("a2", "web-1", "hash-2", now()).await.unwrap_err();
+    store
+        .insert_agent("a1", "web-1", "deploy", "hash-1", now())
+        .await
+        .unwrap();
+    let taken = store
+        .insert_agent("a2", "web-1", "deploy", "hash-2", now())
+        .await
+        .unwrap_err();
     assert!(matches!(taken, StoreError::Conflict(_)), "{taken:?}");
-    store.insert_agent("a3", "db-1", "hash-3", now()).await.unwrap();
+    store.insert_agent("a3", "db-1", "read", "hash-3", now()).await.unwrap();
     let agents = store.agents().await.unwrap();
     assert_eq!(
         agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
@@ -656,8 +664,8 @@ async fn agents_register_and_heartbeat(store: Store) {
     assert_eq!(
         hashes,
         [
-            ("hash-1".to_owned(), "a1".to_owned()),
-            ("hash-3".to_owned(), "a3".to_owned())
+            ("hash-1".to_owned(), "a1".to_owned(), "deploy".to_owned()),
+            ("hash-3".to_owned(), "a3".to_owned(), "read".to_owned())
         ]
     );
     let facts = ck_store::AgentFacts {
@@ -670,4 +678,74 @@ async fn agents_register_and_heartbeat(store: Store) {
     let agent = store.agent_heartbeat("a1", &facts, seen).await.unwrap().unwrap();
     assert_eq!((agent.facts, agent.last_seen), (facts.clone(), Some(seen)));
     assert!(store.agent_heartbeat("gone", &facts, seen).await.unwrap().is_none());
+}
+
+async fn agent_certificates_wait_for_csrs_and_record_deployments(store: Store) {
+    with_issuer(&store).await;
+    store
+        .insert_agent("a1", "web-1", "deploy", "hash-1", now())
+        .await
+        .unwrap();
+    assert_eq!(store.agent("web-1").await.unwrap().unwrap().id, "a1");
+    assert_eq!(store.agent("a1").await.unwrap().unwrap().scope, "deploy");
+    let mut cert = new_certificate("web.internal");
+    cert.key_source = KeySource::Agent;
+    cert.csr_pem = None;
+    cert.agent_id = Some("a1".into());
+    let issue = new_job(cert.id, JobKind::Issue);
+    store.create_certificate(&cert, &issue).await.unwrap();
+    create(&store, "unbound.internal").await;
+
+    let bound = store.agent_certificates("a1").await.unwrap();
+    assert_eq!(bound.len(), 1, "only the agent's certificate");
+    assert_eq!(bound[0].1, Some(issue.id));
+    assert!(bound[0].0.awaits_agent_csr());
+
+    // A worker finds no CSR and defers the job; the CSR's arrival makes it runnable at once.
+    let claimed = store.claim_jobs("w1", now(), Duration::minutes(1), 10).await.unwrap();
+    let ours = claimed.iter().find(|c| c.job.id == issue.id).unwrap().clone();
+    assert!(
+        store.submit_agent_csr(cert.id, "CSR-1", now()).await.unwrap().is_none(),
+        "a running job takes no CSR"
+    );
+    let later = now() + Duration::minutes(1);
+    assert!(store.defer_job("w1", &ours, "waiting", later, now()).await.unwrap());
+    let job = store.submit_agent_csr(cert.id, "CSR-1", now()).await.unwrap().unwrap();
+    assert_eq!((job.id, job.run_after, job.last_error), (issue.id, now(), None));
+    let stored = store.certificate(cert.id).await.unwrap().unwrap();
+    assert_eq!(stored.csr_pem.as_deref(), Some("CSR-1"));
+    assert!(!stored.awaits_agent_csr());
+
+    // Issuance consumes the CSR: the next version needs a new one (a fresh key).
+    let claimed = store.claim_jobs("w1", now(), Duration::minutes(1), 10).await.unwrap();
+    let ours = claimed.into_iter().find(|c| c.job.id == issue.id).unwrap();
+    let completion = Completion {
+        claimed: ours,
+        version: version("0a"),
+        renew_at: now() + Duration::days(60),
+    };
+    assert_eq!(
+        store.complete_jobs("w1", &[completion], now()).await.unwrap(),
+        vec![Some(1)]
+    );
+    let stored = store.certificate(cert.id).await.unwrap().unwrap();
+    assert_eq!((stored.current_version, stored.csr_pem), (1, None));
+    assert_eq!(
+        store.agent_certificates("a1").await.unwrap()[0].1,
+        None,
+        "no job in flight"
+    );
+
+    // A deployment is a finished job of its own, beside the issuance.
+    let mut deployment = new_job(cert.id, JobKind::Deploy);
+    deployment.state = JobState::Failed;
+    deployment.last_error = Some("nginx -t failed".into());
+    deployment.finished_at = Some(now());
+    store.record_deployment(&deployment).await.unwrap();
+    let recorded = store.job(deployment.id).await.unwrap().unwrap();
+    assert_eq!(
+        (recorded.kind, recorded.state, recorded.last_error.as_deref()),
+        (JobKind::Deploy, JobState::Failed, Some("nginx -t failed"))
+    );
+    assert!(store.active_job(cert.id).await.unwrap().is_none());
 }

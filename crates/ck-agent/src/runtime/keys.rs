@@ -1,0 +1,128 @@
+//! The agent's private keys: made here, kept here (0600 files in a 0700 directory), never sent.
+//!
+//! A key file is named by the SHA-256 of its public key (SubjectPublicKeyInfo DER), so the key
+//! of an issued certificate is found from the certificate alone — after a crash, a restart or a
+//! renewal whose CSR was sent by an earlier run.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use ck_domain::{KeyType, SubjectAltName};
+use ck_pki::ServerKey;
+
+use crate::bundle::{SecretPem, sha256_hex};
+use crate::fsops;
+use crate::runtime::AgentError;
+
+/// The keys of one agent.
+#[derive(Clone, Debug)]
+pub struct KeyStore {
+    dir: PathBuf,
+}
+
+/// A key with the CSR that carries the certificate's names.
+pub struct NewKey {
+    /// The key's file name stem: SHA-256 of the public key.
+    pub id: String,
+    /// The CSR, PEM.
+    pub csr_pem: String,
+}
+
+impl KeyStore {
+    /// The store in `dir` (created 0700 when missing).
+    pub fn open(dir: &Path) -> Result<Self, AgentError> {
+        std::fs::create_dir_all(dir).map_err(|e| AgentError::io("create the key directory", dir, e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| AgentError::io("restrict the key directory", dir, e))?;
+        Ok(Self { dir: dir.to_owned() })
+    }
+
+    fn certificate_dir(&self, certificate_id: &str) -> PathBuf {
+        self.dir.join(certificate_id)
+    }
+
+    fn path(&self, certificate_id: &str, key_id: &str) -> PathBuf {
+        self.certificate_dir(certificate_id).join(format!("{key_id}.key"))
+    }
+
+    /// Makes a key (or, with `reuse`, takes the key of `current_leaf_pem`) and a CSR for
+    /// `names`. A new key is on disk, durably, before this returns: the CSR is sent only after.
+    /// Blocking (RSA keys take seconds).
+    pub fn key_for_csr(
+        &self,
+        certificate_id: &str,
+        key_type: KeyType,
+        names: &[SubjectAltName],
+        reuse_of: Option<&str>,
+    ) -> Result<NewKey, AgentError> {
+        let reused = match reuse_of {
+            Some(leaf_pem) => self.key_of(certificate_id, leaf_pem)?,
+            None => None,
+        };
+        let key = match reused {
+            Some(pem) => ServerKey::reuse(pem.expose(), names),
+            None => ServerKey::generate(key_type, names),
+        }
+        .map_err(|e| AgentError::Key(e.to_string()))?;
+        let id = sha256_hex(&key.public_key_der);
+        let dir = self.certificate_dir(certificate_id);
+        std::fs::create_dir_all(&dir).map_err(|e| AgentError::io("create the key directory", &dir, e))?;
+        let path = self.path(certificate_id, &id);
+        if !path.exists() {
+            // Temp file, fsync, rename: a crash leaves the whole key or none under its name.
+            let temp = fsops::temp_path(&path);
+            fsops::write_durable(&temp, key.private_key.expose().as_bytes(), 0o600, (None, None))
+                .and_then(|()| fsops::rename(&temp, &path))
+                .and_then(|()| fsops::sync_dir(&dir))
+                .map_err(|e| AgentError::Key(e.to_string()))?;
+        }
+        Ok(NewKey {
+            id,
+            csr_pem: key.csr_pem,
+        })
+    }
+
+    /// The key whose public key is in `leaf_pem` (the first certificate of a chain), if this
+    /// agent made it.
+    pub fn key_of(&self, certificate_id: &str, leaf_pem: &str) -> Result<Option<SecretPem>, AgentError> {
+        let id = leaf_key_id(leaf_pem)?;
+        let path = self.path(certificate_id, &id);
+        match std::fs::read_to_string(&path) {
+            Ok(pem) => Ok(Some(SecretPem::new(pem))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(AgentError::io("read the key", &path, e)),
+        }
+    }
+
+    /// Removes the certificate's keys older than the one in `leaf_pem` (deployed everywhere):
+    /// they can serve nothing any more. Newer keys (a CSR in flight) stay.
+    pub fn prune_older_than(&self, certificate_id: &str, leaf_pem: &str) -> Result<usize, AgentError> {
+        let keep = self.path(certificate_id, &leaf_key_id(leaf_pem)?);
+        let Ok(kept) = std::fs::metadata(&keep).and_then(|m| m.modified()) else {
+            return Ok(0);
+        };
+        let dir = self.certificate_dir(certificate_id);
+        let mut removed = 0;
+        let entries = std::fs::read_dir(&dir).map_err(|e| AgentError::io("list the key directory", &dir, e))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let older = entry.metadata().and_then(|m| m.modified()).is_ok_and(|m| m < kept);
+            if path != keep && older && path.extension().is_some_and(|e| e == "key") {
+                std::fs::remove_file(&path).map_err(|e| AgentError::io("remove an old key", &path, e))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// The SHA-256 of the leaf's SubjectPublicKeyInfo.
+fn leaf_key_id(chain_pem: &str) -> Result<String, AgentError> {
+    let block = pem::parse_many(chain_pem)
+        .ok()
+        .and_then(|blocks| blocks.into_iter().find(|b| b.tag() == "CERTIFICATE"))
+        .ok_or_else(|| AgentError::Key("the bundle holds no certificate".to_owned()))?;
+    let (_, leaf) = x509_parser::parse_x509_certificate(block.contents())
+        .map_err(|e| AgentError::Key(format!("the bundle's leaf does not parse: {e}")))?;
+    Ok(sha256_hex(leaf.tbs_certificate.subject_pki.raw))
+}
