@@ -7,6 +7,7 @@
 mod support;
 
 mod acme;
+mod agent_deploy;
 mod agents;
 mod bad_input;
 mod crash;
