@@ -14,10 +14,40 @@ use crate::error::DeployError;
 const STDERR_TAIL: usize = 4096;
 
 /// A command run without a shell: `argv[0]` is the program (absolute, or looked up in `PATH`).
+/// Written in YAML as a list (`[nginx, -s, reload]`) or as `{ argv: [nginx, -s, reload] }`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "CommandSpec")]
 pub struct Command {
     pub argv: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a command as a list of program and arguments, e.g. [nginx, -s, reload]"
+)]
+enum CommandSpec {
+    List(Vec<String>),
+    Table(ArgvTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArgvTable {
+    argv: Vec<String>,
+}
+
+impl TryFrom<CommandSpec> for Command {
+    type Error = String;
+    fn try_from(spec: CommandSpec) -> Result<Self, String> {
+        let argv = match spec {
+            CommandSpec::List(argv) | CommandSpec::Table(ArgvTable { argv }) => argv,
+        };
+        if argv.first().is_none_or(|program| program.trim().is_empty()) {
+            return Err("a command needs at least its program, e.g. [nginx, -s, reload]".to_owned());
+        }
+        Ok(Self { argv })
+    }
 }
 
 impl Command {

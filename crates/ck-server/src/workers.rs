@@ -17,6 +17,9 @@ use crate::issuance::{IssueFailure, issue};
 use crate::issuers::Issuer;
 use crate::{AGENT_POLL_INTERVAL, ControlPlane, now};
 
+/// How long a job waiting for its agent's CSR sleeps before it is looked at again.
+const AGENT_CSR_RECHECK: time::Duration = time::Duration::hours(1);
+
 /// Asks the loops to stop; they finish the batch in hand first.
 #[derive(Clone, Debug)]
 pub(crate) struct Shutdown(pub(crate) tokio::sync::watch::Receiver<bool>);
@@ -240,8 +243,9 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
     tracing::debug!(n_jobs, ?fetched, ?signed_at, commit = ?commit_started.elapsed(), total = ?started.elapsed(), "job batch done");
 }
 
-/// Puts a job back until its agent's CSR arrives; the CSR's arrival makes it runnable at once,
-/// so the delay only bounds how often a job whose agent is away is looked at.
+/// Puts a job back until its agent's CSR arrives. The CSR's arrival makes it runnable at once
+/// (and a CSR refused because the job was running here is sent again within seconds), so the
+/// long delay only keeps jobs of absent agents from being claimed over and over.
 async fn wait_for_agent_csr(control_plane: &ControlPlane, owner: &str, claimed: &ClaimedJob, cert: &Certificate) {
     let agent = cert.agent_id.as_deref().unwrap_or("?");
     let reason = format!(
@@ -252,7 +256,7 @@ async fn wait_for_agent_csr(control_plane: &ControlPlane, owner: &str, claimed: 
     if let Err(error) = control_plane
         .inner
         .store
-        .defer_job(owner, claimed, &reason, now + AGENT_POLL_INTERVAL * 2, now)
+        .defer_job(owner, claimed, &reason, now + AGENT_CSR_RECHECK, now)
         .await
     {
         tracing::warn!(job = %claimed.job.id, %error, "deferring the job failed; the lease will expire");

@@ -485,3 +485,172 @@ certificates:
         );
     }
 }
+
+/// Runs `certkeeper agent --once`; returns (success, stderr).
+fn agent_once(config: &Path, server: &str, token_file: &Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["agent", "--once", "--server", server, "--config"])
+        .arg(config)
+        .arg("--token-file")
+        .arg(token_file)
+        .env("CERTKEEPER_LOG", "warn")
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn agent_refuses_bad_configuration_before_writing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let created = json(&server.cli_ok(&["agents", "add", "web-2", "--json"]));
+    let token_file = dir.path().join("agent.token");
+    write_private(&token_file, created["token"].as_str().unwrap());
+    let cert = json(&server.cli_ok(&["cert", "create", "app.test", "--agent", "web-2", "--json"]));
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let outside = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&outside).unwrap();
+    let config = dir.path().join("agent.yaml");
+    let write_config = |name: &str, target_extra: &str, cert_dir: &Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir: {state}\nallowed_roots: [{root}]\ncertificates:\n  - name: {name}\n    targets:\n      \
+                 - type: files\n        name: app\n        cert_path: {dir}/app.crt\n        key_path: {dir}/app.key\n{target_extra}",
+                state = dir.path().join("state").display(),
+                root = root.display(),
+                dir = cert_dir.display(),
+            ),
+        )
+        .unwrap();
+    };
+    let cases: [(&str, &str, &Path, &str); 4] = [
+        ("app.test", "", &outside, "outside the allowed roots"),
+        (
+            "app.test",
+            "        reload: [/nonexistent/reload-app]\n",
+            &root,
+            "program `/nonexistent/reload-app` not found",
+        ),
+        (
+            "nope.test",
+            "",
+            &root,
+            "certificate 'nope.test' in the agent configuration is not bound to this agent (bound: app.test)",
+        ),
+        ("app.test", "        colour: blue\n", &root, "unknown field `colour`"),
+    ];
+    for (name, extra, cert_dir, expected) in cases {
+        write_config(name, extra, cert_dir);
+        let (ok, stderr) = agent_once(&config, &server.url, &token_file);
+        assert!(!ok, "{expected}: the agent must refuse");
+        let last = stderr.trim().lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("error: ") && last.contains(expected),
+            "{expected}: {stderr}"
+        );
+    }
+    assert!(
+        files_under(&root).is_empty() && files_under(&outside).is_empty(),
+        "nothing written"
+    );
+    let (_, stderr) = agent_once(&dir.path().join("missing.yaml"), &server.url, &token_file);
+    assert!(stderr.contains("missing.yaml: cannot read it"), "{stderr}");
+    write_private(&token_file, "ck_not-a-token");
+    write_config("app.test", "", &root);
+    let (_, stderr) = agent_once(&config, &server.url, &token_file);
+    assert!(stderr.contains("refused the agent's token"), "{stderr}");
+
+    // A CSR for other names, or garbage, is refused with a clear answer and stored nowhere.
+    let agent = ck_client::Client::new(&server.url, created["token"].as_str().unwrap()).unwrap();
+    let other = ck_pki::ServerKey::generate(
+        ck_domain::KeyType::EcdsaP256,
+        &["other.test".parse::<ck_domain::SubjectAltName>().unwrap()],
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let id = cert["id"].as_str().unwrap();
+    let refused = rt.block_on(agent.submit_csr(id, &other.csr_pem)).unwrap_err();
+    assert_eq!(refused.status(), Some(400));
+    assert!(
+        refused.to_string().contains("make the CSR with exactly its names"),
+        "{refused}"
+    );
+    let refused = rt.block_on(agent.submit_csr(id, "not a CSR")).unwrap_err();
+    assert_eq!(refused.status(), Some(400), "{refused}");
+    let stranger = rt
+        .block_on(agent.agent_bundle("01a2072d-9d15-71a6-933f-d036b5667bff"))
+        .unwrap_err();
+    assert_eq!(stranger.status(), Some(404), "{stranger}");
+    assert_eq!(current(&server, id).0, 0, "nothing issued");
+}
+
+#[test]
+fn read_scope_agent_pulls_server_made_keys_like_acme_manager_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let created = json(&server.cli_ok(&["agents", "add", "legacy-1", "--scope", "read", "--json"]));
+    assert_eq!(created["agent"]["scope"], "read");
+    let token = created["token"].as_str().unwrap().to_owned();
+    let token_file = dir.path().join("agent.token");
+    write_private(&token_file, &token);
+    let refused = server.cli(&[
+        "cert",
+        "create",
+        "x.test",
+        "--agent",
+        "legacy-1",
+        "--key-source",
+        "agent",
+    ]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("read-scope token and cannot make keys"));
+    let cert = json(&server.cli_ok(&["cert", "create", "app.test", "--agent", "legacy-1", "--wait", "--json"]));
+    assert_eq!(
+        (cert["key_source"].as_str(), cert["status"].as_str()),
+        (Some("server"), Some("active"))
+    );
+    let id = cert["id"].as_str().unwrap();
+
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {state}\nallowed_roots: [{root}]\ncertificates:\n  - name: app.test\n",
+            state = dir.path().join("state").display(),
+            root = root.display(),
+        ) + &format!(
+            "    targets:\n      - type: files\n        name: app\n        cert_path: {r}/app.crt\n        \
+             key_path: {r}/app.key\n        fullchain_path: {r}/fullchain.pem\n",
+            r = root.display()
+        ),
+    )
+    .unwrap();
+    let (ok, stderr) = agent_once(&config, &server.url, &token_file);
+    assert!(ok, "{stderr}");
+    let key = server.cli_ok(&["cert", "get", id, "--key"]);
+    assert_eq!(std::fs::read_to_string(root.join("app.key")).unwrap(), key);
+    let chain = server.cli_ok(&["cert", "get", id, "--pem"]);
+    assert_eq!(std::fs::read_to_string(root.join("fullchain.pem")).unwrap(), chain);
+    assert!(deploy_jobs(&server, id).iter().any(|j| j["state"] == "succeeded"));
+    // Unchanged: a second run writes nothing and reports nothing.
+    let (ok, stderr) = agent_once(&config, &server.url, &token_file);
+    assert!(ok, "{stderr}");
+    assert_eq!(deploy_jobs(&server, id).len(), 1);
+
+    let agent = ck_client::Client::new(&server.url, &token).unwrap();
+    let csr = ck_pki::ServerKey::generate(
+        ck_domain::KeyType::EcdsaP256,
+        &["app.test".parse::<ck_domain::SubjectAltName>().unwrap()],
+    )
+    .unwrap()
+    .csr_pem;
+    let refused = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(agent.submit_csr(id, &csr))
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(403));
+    assert!(refused.to_string().contains("read scope"), "{refused}");
+}

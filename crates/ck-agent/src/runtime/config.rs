@@ -151,3 +151,51 @@ impl AgentConfig {
         self.state_dir.join("keys")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<AgentConfig, String> {
+        let config: AgentConfig = yaml_serde::from_str(yaml).map_err(|e| e.to_string())?;
+        config.check().map(|()| config)
+    }
+
+    const TARGET: &str = "    targets:\n      - type: files\n        name: app\n        cert_path: /srv/a.crt\n        key_path: /srv/a.key\n";
+
+    #[test]
+    fn entries_commands_and_key_types_are_checked() {
+        let ok = parse(&format!(
+            "state_dir: /s\nallowed_roots: [/srv]\ncertificates:\n  - name: a.test\n    key: {{ type: rsa-3072, reuse: true }}\n{TARGET}        reload: [nginx, -s, reload]\n        validate: {{ argv: [nginx, -t] }}\n"
+        ))
+        .unwrap();
+        let entry = &ok.certificates[0];
+        assert_eq!((entry.key_type(), entry.key.reuse), (KeyType::Rsa3072, true));
+        let TargetConfig::Files(files) = &entry.targets[0] else {
+            panic!()
+        };
+        assert_eq!(files.reload.as_ref().unwrap().argv, ["nginx", "-s", "reload"]);
+        assert_eq!(files.validate.as_ref().unwrap().argv, ["nginx", "-t"]);
+
+        let both = parse(&format!(
+            "state_dir: /s\nallowed_roots: [/srv]\ncertificates:\n  - name: a.test\n    selector: {{ app: web }}\n{TARGET}"
+        ));
+        assert!(both.unwrap_err().contains("either a name or a selector"));
+        let twice = parse(&format!(
+            "state_dir: /s\nallowed_roots: [/srv]\ncertificates:\n  - name: a.test\n{TARGET}  - name: b.test\n{TARGET}"
+        ));
+        assert!(twice.unwrap_err().contains("target name 'app' is used twice"));
+        let bad_key = parse(&format!(
+            "state_dir: /s\nallowed_roots: [/srv]\ncertificates:\n  - name: a.test\n    key: {{ type: dsa }}\n{TARGET}"
+        ));
+        assert!(bad_key.unwrap_err().contains("dsa"));
+        let empty_command = parse(&format!(
+            "state_dir: /s\nallowed_roots: [/srv]\ncertificates:\n  - name: a.test\n{TARGET}        reload: []\n"
+        ));
+        assert!(empty_command.unwrap_err().contains("at least its program"));
+        let no_roots = parse(&format!(
+            "state_dir: /s\nallowed_roots: []\ncertificates:\n  - name: a.test\n{TARGET}"
+        ));
+        assert!(no_roots.unwrap_err().contains("allowed_roots is empty"));
+    }
+}
