@@ -75,7 +75,7 @@ const DEPENDENCY_TABLE: &[CrateRule] = &[
     },
     CrateRule {
         name: "ck-agent",
-        internal: &["ck-domain", "ck-pki", "ck-test-peers"],
+        internal: &["ck-domain", "ck-pki", "ck-api-types", "ck-client", "ck-test-peers"],
         forbidden: &["sqlx", "axum"],
     },
     CrateRule {

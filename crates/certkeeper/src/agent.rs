@@ -29,9 +29,26 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let client =
         ck_client::Client::with_options(&server, &token, ca_pem.as_deref(), std::time::Duration::from_secs(60))?;
-    let agent = Agent::start(config, client)?;
+    let mut agent = Agent::start(config, client)?;
+    if args.once {
+        let summary = agent.cycle().await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        } else {
+            println!(
+                "{} CSR(s) sent, {} target(s) deployed, {} failed",
+                summary.csrs_sent.len(),
+                summary.deployed.len(),
+                summary.failed.len()
+            );
+        }
+        if let Some((target, error)) = summary.failed.first() {
+            anyhow::bail!("deployment to target '{target}' failed: {error}");
+        }
+        return Ok(());
+    }
     tracing::info!(server = %server, "agent started");
-    agent.run(args.once, crate::serve::wait_for_signal()).await?;
+    agent.run(crate::serve::wait_for_signal()).await?;
     tracing::info!("agent stopped");
     Ok(())
 }

@@ -44,7 +44,8 @@ pub(crate) enum Command {
     /// (files, nginx, haproxy, apache, pkcs12, jks); see README "Agents".
     #[command(verbatim_doc_comment)]
     Agent(AgentArgs),
-    /// Measure issuance throughput end to end through the API (in-process server).
+    /// Measure issuance throughput end to end through the API (in-process server), or with
+    /// `bench agents` the load of an agent fleet (heartbeats and polls) on a server process.
     Bench(BenchArgs),
 }
 
@@ -116,6 +117,8 @@ pub(crate) struct Connection {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the biggest variant costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum CertCommand {
     /// Create a certificate (the server generates the key, or pass --csr to keep the key yourself).
     Create {
@@ -410,11 +413,17 @@ pub(crate) struct AgentArgs {
     /// Run one cycle (heartbeat, CSRs, deployments) and exit: for cron or a first check.
     #[arg(long)]
     pub(crate) once: bool,
+    /// With --once: print what the cycle did as JSON.
+    #[arg(long, requires = "once")]
+    pub(crate) json: bool,
 }
 
-/// `certkeeper bench`.
+/// `certkeeper bench`: issuance throughput, or `certkeeper bench agents`: an agent fleet's load.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<BenchCommand>,
     /// Database to measure: sqlite (a temp file) or a postgres:// URL (an empty database).
     #[arg(long, default_value = "sqlite")]
     pub(crate) database: String,
@@ -429,6 +438,32 @@ pub(crate) struct BenchArgs {
     pub(crate) json: bool,
 }
 
+/// The other measurements of `certkeeper bench`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Load one control plane (a child process on 127.0.0.1) with a simulated agent fleet: every
+    /// agent heartbeats and polls for work once per 30 s. Reports the server's CPU and the poll
+    /// latency (a benchmark: it reports, it asserts nothing).
+    Agents(BenchAgentsArgs),
+}
+
+/// `certkeeper bench agents`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchAgentsArgs {
+    /// Simulated agents (1 to 50000), each with one certificate bound to it.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) agents: usize,
+    /// Seconds of measured steady state (10 to 600), after the setup.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) duration: u64,
+    /// Database of the server: sqlite (a temp file) or a postgres:// URL (an empty database).
+    #[arg(long, default_value = "sqlite")]
+    pub(crate) database: String,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => crate::serve::run(args).await,
@@ -437,6 +472,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Job(command) => crate::commands::job(command).await,
         Command::Agents(command) => crate::commands::agents(command).await,
         Command::Agent(args) => crate::agent::run(args).await,
-        Command::Bench(args) => crate::bench::run(args).await,
+        Command::Bench(mut args) => match args.command.take() {
+            Some(BenchCommand::Agents(agents)) => crate::bench_agents::run(agents).await,
+            None => crate::bench::run(args).await,
+        },
     }
 }

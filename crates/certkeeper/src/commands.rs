@@ -95,6 +95,9 @@ fn certificate_details(cert: &Certificate, job: Option<&Job>) -> Table {
     row("sans", cert.sans.join(", "));
     row("issuer", cert.issuer.clone());
     row("key", format!("{} ({})", cert.key_type, cert.key_source));
+    if let Some(agent) = &cert.agent_id {
+        row("agent", agent.clone());
+    }
     row("version", cert.current_version.to_string());
     row("serial", cert.serial.clone().unwrap_or_else(|| "-".to_owned()));
     row("not before", short_time(cert.not_before));
@@ -107,7 +110,17 @@ fn certificate_details(cert: &Certificate, job: Option<&Job>) -> Table {
         row("last error", error.clone());
     }
     if let Some(job) = job {
-        row("job", format!("{} {} ({})", job.kind, job.id, job.state));
+        let waiting = job.last_error.as_deref().filter(|e| e.starts_with("waiting for agent"));
+        row(
+            "job",
+            format!(
+                "{} {} ({}{})",
+                job.kind,
+                job.id,
+                job.state,
+                waiting.map(|w| format!(": {w}")).unwrap_or_default()
+            ),
+        );
     }
     table
 }

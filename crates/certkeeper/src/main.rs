@@ -4,6 +4,7 @@
 
 mod agent;
 mod bench;
+mod bench_agents;
 mod challenge_listeners;
 mod cli;
 mod commands;
@@ -28,8 +29,12 @@ fn main() -> std::process::ExitCode {
             // One line: the error and its causes, no backtrace.
             let mut message = error.to_string();
             for cause in error.chain().skip(1) {
-                message.push_str(": ");
-                message.push_str(&cause.to_string());
+                // Library errors often name their source in their own message already.
+                let text = cause.to_string();
+                if !message.contains(&text) {
+                    message.push_str(": ");
+                    message.push_str(&text);
+                }
             }
             eprintln!("error: {message}");
             std::process::ExitCode::FAILURE

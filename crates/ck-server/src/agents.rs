@@ -82,10 +82,8 @@ impl ControlPlane {
         let record = self
             .inner
             .store
-            .agents()
+            .agent(&id)
             .await?
-            .into_iter()
-            .find(|a| a.id == id)
             .ok_or_else(|| ServiceError::Unavailable("the new agent vanished".to_owned()))?;
         Ok((info(record, now()), token))
     }

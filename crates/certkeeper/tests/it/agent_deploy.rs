@@ -605,7 +605,17 @@ fn read_scope_agent_pulls_server_made_keys_like_acme_manager_client() {
         "agent",
     ]);
     assert!(String::from_utf8_lossy(&refused.stderr).contains("read-scope token and cannot make keys"));
-    let cert = json(&server.cli_ok(&["cert", "create", "app.test", "--agent", "legacy-1", "--wait", "--json"]));
+    let cert = json(&server.cli_ok(&[
+        "cert",
+        "create",
+        "app.test",
+        "--agent",
+        "legacy-1",
+        "--label",
+        "app=legacy",
+        "--wait",
+        "--json",
+    ]));
     assert_eq!(
         (cert["key_source"].as_str(), cert["status"].as_str()),
         (Some("server"), Some("active"))
@@ -618,7 +628,7 @@ fn read_scope_agent_pulls_server_made_keys_like_acme_manager_client() {
     std::fs::write(
         &config,
         format!(
-            "state_dir: {state}\nallowed_roots: [{root}]\ncertificates:\n  - name: app.test\n",
+            "state_dir: {state}\nallowed_roots: [{root}]\ncertificates:\n  - selector: {{ app: legacy }}\n",
             state = dir.path().join("state").display(),
             root = root.display(),
         ) + &format!(

@@ -126,3 +126,53 @@ fn leaf_key_id(chain_pem: &str) -> Result<String, AgentError> {
         .map_err(|e| AgentError::Key(format!("the bundle's leaf does not parse: {e}")))?;
     Ok(sha256_hex(leaf.tbs_certificate.subject_pki.raw))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// A certificate for the key stored under `key_id` (as the CA would issue it).
+    fn leaf_for(store: &KeyStore, key_id: &str) -> String {
+        let pem = std::fs::read_to_string(store.path("c1", key_id)).unwrap();
+        let key = rcgen::KeyPair::from_pem(&pem).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["a.test".to_owned()]).unwrap();
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn keys_stay_private_are_found_from_their_certificate_and_are_reused_or_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(&dir.path().join("keys")).unwrap();
+        let names = ["a.test".parse::<SubjectAltName>().unwrap()];
+        let first = store.key_for_csr("c1", KeyType::EcdsaP256, &names, None).unwrap();
+        assert!(first.csr_pem.contains("CERTIFICATE REQUEST"));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("keys")), 0o700);
+        assert_eq!(mode(&store.path("c1", &first.id)), 0o600);
+        let leaf = leaf_for(&store, &first.id);
+        assert!(store.key_of("c1", &leaf).unwrap().is_some());
+        assert!(
+            store.key_of("other", &leaf).unwrap().is_none(),
+            "keys are per certificate"
+        );
+
+        let reused = store
+            .key_for_csr("c1", KeyType::EcdsaP256, &names, Some(&leaf))
+            .unwrap();
+        assert_eq!(reused.id, first.id, "reuse keeps the key");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let fresh = store.key_for_csr("c1", KeyType::Ed25519, &names, None).unwrap();
+        assert_ne!(fresh.id, first.id);
+        assert_eq!(
+            store.prune_older_than("c1", &leaf).unwrap(),
+            0,
+            "the newer key is in flight"
+        );
+        let fresh_leaf = leaf_for(&store, &fresh.id);
+        assert_eq!(store.prune_older_than("c1", &fresh_leaf).unwrap(), 1);
+        assert!(store.key_of("c1", &leaf).unwrap().is_none());
+        assert!(store.key_of("c1", &fresh_leaf).unwrap().is_some());
+    }
+}

@@ -87,7 +87,7 @@ const FIRST_DEPLOY_RETRY: Duration = Duration::from_secs(60);
 const MAX_DEPLOY_RETRY: Duration = Duration::from_secs(3600);
 
 /// What one cycle did (for `--once` and tests).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CycleSummary {
     /// Certificates a CSR was sent for.
     pub csrs_sent: Vec<String>,
@@ -150,28 +150,21 @@ impl Agent {
         })
     }
 
-    /// Runs cycles until `shutdown` resolves (or after one cycle with `once`). Only a fatal
-    /// error ends it early: a configuration the server contradicts, or a refused token.
-    pub async fn run(mut self, once: bool, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    /// Runs cycles until `shutdown` resolves. Only a fatal error ends it early: a configuration
+    /// the server contradicts, or a refused token.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
         tokio::pin!(shutdown);
         let mut failures: u32 = 0;
         loop {
             let wait = match self.cycle().await {
-                Ok(summary) => {
+                Ok(_) => {
                     if failures > 0 {
                         tracing::info!(after_failures = failures, "the server answers again");
                     }
                     failures = 0;
-                    if once {
-                        tracing::info!(?summary, "one cycle done");
-                        return Ok(());
-                    }
                     self.next_poll()
                 }
                 Err(error @ (AgentError::Server(_) | AgentError::Io { .. } | AgentError::Key(_))) => {
-                    if once {
-                        return Err(error);
-                    }
                     failures += 1;
                     let wait = server_backoff(failures);
                     tracing::warn!(%error, retry_in_s = wait.as_secs_f32(), "cycle failed; keeping what is deployed");
@@ -201,15 +194,14 @@ impl Agent {
         let answer = self.client.heartbeat(&host_facts()).await.map_err(refused_token)?;
         self.server_interval = Duration::from_secs(answer.poll_interval_seconds.clamp(1, 3600));
         let work = self.client.agent_work().await.map_err(refused_token)?;
-        let matched = match self.match_entries(&work) {
-            Ok(matched) => matched,
-            Err(error) if !self.checked_against_server => return Err(error),
-            Err(error) => {
-                // Changed on the server since start: keep serving what is deployed, say so.
-                tracing::error!(%error, "the agent configuration no longer matches the server");
-                return Ok(CycleSummary::default());
-            }
-        };
+        let (matched, mut mismatches) = self.match_entries(&work);
+        if !mismatches.is_empty() && !self.checked_against_server {
+            return Err(mismatches.remove(0));
+        }
+        for error in mismatches {
+            // Changed on the server since start: what is deployed stays, the rest goes on.
+            tracing::error!(%error, "the agent configuration no longer matches the server");
+        }
         self.checked_against_server = true;
         let mut summary = CycleSummary::default();
         for (entry_idx, item) in matched {
@@ -224,9 +216,10 @@ impl Agent {
         Ok(summary)
     }
 
-    /// Each configured entry with the one bound certificate it names.
-    fn match_entries(&self, work: &AgentWork) -> Result<Vec<(usize, AgentWorkItem)>, AgentError> {
-        let mut matched = Vec::new();
+    /// Each configured entry with the one bound certificate it names, and the entries that
+    /// name none or several.
+    fn match_entries(&self, work: &AgentWork) -> (Vec<(usize, AgentWorkItem)>, Vec<AgentError>) {
+        let (mut matched, mut mismatches) = (Vec::new(), Vec::new());
         for (idx, entry) in self.config.certificates.iter().enumerate() {
             let found: Vec<&AgentWorkItem> = work
                 .certificates
@@ -240,7 +233,7 @@ impl Agent {
                 [one] => matched.push((idx, (*one).clone())),
                 [] => {
                     let bound: Vec<&str> = work.certificates.iter().map(|c| c.name.as_str()).collect();
-                    return Err(AgentError::UnknownCertificate {
+                    mismatches.push(AgentError::UnknownCertificate {
                         label: entry.label(),
                         bound: if bound.is_empty() {
                             "none".to_owned()
@@ -249,16 +242,14 @@ impl Agent {
                         },
                     });
                 }
-                many => {
-                    return Err(AgentError::AmbiguousSelector {
-                        label: entry.label(),
-                        count: many.len(),
-                        names: many.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
-                    });
-                }
+                many => mismatches.push(AgentError::AmbiguousSelector {
+                    label: entry.label(),
+                    count: many.len(),
+                    names: many.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                }),
             }
         }
-        Ok(matched)
+        (matched, mismatches)
     }
 
     async fn send_csr(
@@ -352,8 +343,8 @@ impl Agent {
                     name: item.name.clone(),
                     source,
                 })?;
-                for target in due.iter().cloned() {
-                    let name = target.target().common().name.to_owned();
+                for target in &due {
+                    let (target, name) = (target.clone(), target.target().common().name.to_owned());
                     let (bundle, roots, dir) = (bundle.clone(), self.config.allowed_roots.clone(), state_dir.clone());
                     let outcome = tokio::task::spawn_blocking(move || deploy(&target, &bundle, &roots, &dir))
                         .await
