@@ -67,6 +67,10 @@ pub(crate) struct ServeArgs {
     /// This node's id on job leases [default: generated once, kept in <data-dir>/node.id].
     #[arg(long, env = "CERTKEEPER_NODE_ID")]
     pub(crate) node_id: Option<String>,
+    /// The URL relying parties reach this server at, e.g. https://ck.example: issued certificates
+    /// then name its CRL (/pki/crl/<issuer>) as their distribution point.
+    #[arg(long, env = "CERTKEEPER_PUBLIC_URL")]
+    pub(crate) public_url: Option<String>,
     /// Allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
     #[arg(long, env = "CERTKEEPER_INSECURE_HTTP")]
     pub(crate) insecure_http: bool,

@@ -40,6 +40,8 @@ struct FileConfig {
     jobs: FileJobs,
     #[serde(default)]
     acme: FileAcme,
+    #[serde(default)]
+    pki: FilePki,
     /// ACME issuers by id; each value holds the same settings as `POST /api/v1/issuers`' `acme`.
     #[serde(default)]
     acme_issuers: std::collections::BTreeMap<String, serde_json::Value>,
@@ -58,6 +60,13 @@ struct FileJobs {
 struct FileAcme {
     concurrency: Option<usize>,
     health_check_interval_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePki {
+    public_url: Option<String>,
+    crl_validity_hours: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,6 +180,19 @@ impl Settings {
         }
         if let Some(seconds) = file.acme.health_check_interval_seconds {
             server.issuer_health_interval = std::time::Duration::from_secs(seconds.max(1));
+        }
+        if let Some(url) = args.public_url.clone().or(file.pki.public_url) {
+            let url = url.trim_end_matches('/').to_owned();
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(char::is_whitespace) {
+                return Err(bad("pki.public_url", format!("'{url}' is not an http(s) URL like https://ck.example")));
+            }
+            server.public_base_url = Some(url);
+        }
+        if let Some(hours) = file.pki.crl_validity_hours {
+            if hours == 0 || hours > 24 * 30 {
+                return Err(bad("pki.crl_validity_hours", "must be between 1 and 720"));
+            }
+            server.crl_validity = Duration::hours(i64::from(hours));
         }
         for (id, settings) in file.acme_issuers {
             ck_acme::AcmeIssuerConfig::from_json(&settings)

@@ -10,6 +10,7 @@ mod certificates;
 mod convert;
 mod error;
 mod ops;
+mod pki;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -62,6 +63,7 @@ pub fn router(control_plane: ControlPlane) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .route("/pki/crl/{issuer}", get(pki::crl))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())

@@ -146,6 +146,8 @@ pub struct LocalCa {
     root_cert_pem: String,
     intermediate_cert_pem: String,
     intermediate_not_after: OffsetDateTime,
+    /// Put in every leaf as its CRL distribution point, when the server has a public URL.
+    crl_url: Option<String>,
 }
 
 impl std::fmt::Debug for LocalCa {
@@ -178,7 +180,14 @@ impl LocalCa {
             root_cert_pem: material.root_cert_pem.clone(),
             intermediate_cert_pem: material.intermediate_cert_pem.clone(),
             intermediate_not_after,
+            crl_url: None,
         })
+    }
+
+    /// Names `url` as the CRL distribution point of every leaf signed from now on.
+    pub fn with_crl_url(mut self, url: Option<String>) -> Self {
+        self.crl_url = url;
+        self
     }
 
     /// The root certificate: what relying parties trust.
@@ -189,6 +198,10 @@ impl LocalCa {
     /// The intermediate certificate.
     pub fn intermediate_pem(&self) -> &str {
         &self.intermediate_cert_pem
+    }
+
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
     }
 
     /// No leaf outlives this.
@@ -217,6 +230,9 @@ impl LocalCa {
             params.key_usages.push(KeyUsagePurpose::KeyEncipherment);
         }
         params.use_authority_key_identifier_extension = true;
+        if let Some(url) = &self.crl_url {
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: vec![url.clone()] }];
+        }
         let serial = params
             .serial_number
             .as_ref()

@@ -172,7 +172,8 @@ pub fn build_csr(key: &KeyPair, names: &[SubjectAltName]) -> Result<String, PkiE
     csr.pem().map_err(|e| PkiError::Signing(e.to_string()))
 }
 
-pub(crate) fn pem_encode(tag: &str, der: &[u8]) -> String {
+/// PEM text of one DER block, LF line endings.
+pub fn pem_encode(tag: &str, der: &[u8]) -> String {
     pem::encode_config(
         &pem::Pem::new(tag, der),
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),

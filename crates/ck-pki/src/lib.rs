@@ -5,12 +5,14 @@
 
 mod ca;
 mod chain;
+mod crl;
 mod csr;
 mod keys;
 
 pub use ca::{CaConfig, CaMaterial, IssuedCertificate, LeafProfile, LocalCa};
+pub use crl::{CrlRequest, RevokedSerial};
 pub use chain::{ReceivedChain, inspect_received_chain, pem_block_der};
-pub use csr::{ParsedCsr, build_csr};
+pub use csr::{ParsedCsr, build_csr, pem_encode};
 pub use keys::{PrivateKeyPem, ServerKey, generate_key};
 
 /// Something the PKI layer refused or failed to do.

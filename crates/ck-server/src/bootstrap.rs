@@ -113,8 +113,13 @@ pub async fn bootstrap(
                     .ok_or_else(|| missing("intermediate key"))?,
             ),
         };
-        let ca =
-            LocalCa::load(&material).map_err(|e| ServiceError::Unavailable(format!("issuer {}: {e}", record.id)))?;
+        let crl_url = config
+            .public_base_url
+            .as_ref()
+            .map(|base| format!("{base}/pki/crl/{}", record.id));
+        let ca = LocalCa::load(&material)
+            .map_err(|e| ServiceError::Unavailable(format!("issuer {}: {e}", record.id)))?
+            .with_crl_url(crl_url);
         let id: IssuerId = record
             .id
             .parse()

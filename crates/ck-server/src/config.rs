@@ -37,6 +37,12 @@ pub struct ServerConfig {
     /// ACME issuers declared in the config file: id and settings. The file is the source of
     /// truth for these; they are written to the store at every start.
     pub acme_issuers: Vec<(String, serde_json::Value)>,
+    /// The URL relying parties reach this server at (`https://ck.example`): CRL distribution
+    /// points and OCSP URLs in issued certificates point there. None: no such extensions.
+    pub public_base_url: Option<String>,
+    /// How long a CRL is valid (its nextUpdate); a new one is made at half of it, and at once
+    /// after a revocation.
+    pub crl_validity: Duration,
 }
 
 impl ServerConfig {
@@ -57,6 +63,8 @@ impl ServerConfig {
             acme_concurrency: 32,
             issuer_health_interval: std::time::Duration::from_secs(300),
             acme_issuers: Vec::new(),
+            public_base_url: None,
+            crl_validity: Duration::hours(24),
         }
     }
 }

@@ -89,6 +89,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     /// Group commit of new certificates.
     creates: CreateQueue,
+    /// The local CAs' CRLs.
+    pub(crate) crls: crate::pki::CrlCache,
 }
 
 /// The control plane's services. Cheap to clone.
@@ -117,6 +119,7 @@ impl ControlPlane {
             waiters: Mutex::new(HashMap::new()),
             metrics: Metrics::new(),
             creates,
+            crls: crate::pki::CrlCache::default(),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -282,11 +285,14 @@ impl ControlPlane {
                 }
             }
         }
-        self.inner
+        let revoked = self
+            .inner
             .store
             .revoke_certificate(id, reason, now())
             .await
-            .map_err(|e| not_found(e, "certificate", id))
+            .map_err(|e| not_found(e, "certificate", id))?;
+        self.revoked_on(&revoked.issuer_id).await;
+        Ok(revoked)
     }
 
     /// Deletes a certificate, its versions and jobs.

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use crate::jobs::insert_jobs;
 use crate::rows::{
     CERTIFICATE_COLUMNS, ROWS_PER_STATEMENT, SqlValue, VERSION_COLUMNS, bind_all, certificate, labels_json, sans_json,
-    to_ms, values_list, version,
+    from_ms, to_ms, values_list, version,
 };
 use crate::{ClaimedJob, Store, StoreError};
 
@@ -277,6 +277,17 @@ impl Store {
         .bind(id.to_string())
         .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "INSERT INTO revocations (issuer_id, serial, revoked_at, reason, not_after) \
+             SELECT c.issuer_id, v.serial, $1, $2, v.not_after FROM certificate_versions v \
+             JOIN certificates c ON c.id = v.certificate_id AND c.current_version = v.version WHERE c.id = $3 \
+             ON CONFLICT (issuer_id, serial) DO NOTHING",
+        )
+        .bind(to_ms(now))
+        .bind(reason.as_str())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
         cancel_active_jobs(&mut tx, id, now).await?;
         let row = sqlx::query(sql!("SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE id = $1"))
             .bind(id.to_string())
@@ -456,4 +467,56 @@ async fn cancel_active_jobs(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// A revoked serial of an issuer, for its CRL and OCSP answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Serial, hex.
+    pub serial: String,
+    /// When it was revoked.
+    pub revoked_at: OffsetDateTime,
+    /// Why.
+    pub reason: RevocationReason,
+    /// The certificate's expiry.
+    pub not_after: OffsetDateTime,
+}
+
+impl Store {
+    /// The issuer's revocations of certificates not yet expired at `now`, by serial.
+    pub async fn revocations(&self, issuer_id: &str, now: OffsetDateTime) -> Result<Vec<Revocation>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT serial, revoked_at, reason, not_after FROM revocations WHERE issuer_id = $1 AND not_after > $2 \
+             ORDER BY serial",
+        )
+        .bind(issuer_id)
+        .bind(to_ms(now))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Revocation {
+                    serial: row.try_get("serial")?,
+                    revoked_at: from_ms(row.try_get("revoked_at")?)?,
+                    reason: row
+                        .try_get::<String, _>("reason")?
+                        .parse()
+                        .map_err(|e| StoreError::Corrupt(format!("revocation reason: {e}")))?,
+                    not_after: from_ms(row.try_get("not_after")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The next CRL number of an issuer (1, 2, …), never given out twice.
+    pub async fn next_crl_number(&self, issuer_id: &str) -> Result<u64, StoreError> {
+        let number: i64 = sqlx::query_scalar(
+            "INSERT INTO crl_numbers (issuer_id, number) VALUES ($1, 1) ON CONFLICT (issuer_id) \
+             DO UPDATE SET number = crl_numbers.number + 1 RETURNING number",
+        )
+        .bind(issuer_id)
+        .fetch_one(&self.write)
+        .await?;
+        u64::try_from(number).map_err(|_| StoreError::Corrupt(format!("CRL number {number}")))
+    }
 }

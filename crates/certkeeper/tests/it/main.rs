@@ -12,4 +12,5 @@ mod agents;
 mod bad_input;
 mod crash;
 mod newcomer;
+mod pki;
 mod tls_library;

@@ -455,6 +455,23 @@ async fn revoke_list_and_delete(store: Store) {
     assert!(store.delete_certificate(ids[4]).await.unwrap());
     assert!(!store.delete_certificate(ids[4]).await.unwrap());
     assert!(store.certificate(ids[4]).await.unwrap().is_none());
+
+    // The revocation stays on the issuer's list, even after the certificate is deleted, until
+    // the certificate expires.
+    let serial = revoked.serial.clone().unwrap();
+    let listed = store.revocations("local", now()).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].serial.as_str(), listed[0].reason, listed[0].revoked_at),
+        (serial.as_str(), RevocationReason::KeyCompromise, now())
+    );
+    assert!(store.delete_certificate(issued).await.unwrap());
+    assert_eq!(store.revocations("local", now()).await.unwrap().len(), 1);
+    assert!(store.revocations("local", now() + Duration::days(91)).await.unwrap().is_empty());
+    assert!(store.revocations("other", now()).await.unwrap().is_empty());
+    assert_eq!(store.next_crl_number("local").await.unwrap(), 1);
+    assert_eq!(store.next_crl_number("local").await.unwrap(), 2);
+    assert_eq!(store.next_crl_number("other").await.unwrap(), 1);
 }
 
 async fn migrations_are_idempotent(store: Store) {

@@ -1,0 +1,124 @@
+//! The local CA's public PKI endpoints, checked with `openssl` as the independent verifier.
+
+use std::path::Path;
+use std::process::Command;
+
+use ck_test_peers::free_port;
+use serde_json::Value;
+
+use crate::support::{Server, require_peer};
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn fetch(url: &str, accept: Option<&str>) -> (u16, String, Vec<u8>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut request = reqwest::Client::new().get(url);
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, content_type, response.bytes().await.unwrap().to_vec())
+    })
+}
+
+#[test]
+fn crl_lists_revocations_with_reasons_and_openssl_checks_against_it() {
+    if !require_peer("openssl", "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let public = format!("http://{listen}");
+    let server = Server::start(&work.join("data"), &["--listen", &listen, "--public-url", &public]);
+    let good = json(&server.cli_ok(&["cert", "create", "good.test", "--wait", "--json"]));
+    let bad = json(&server.cli_ok(&["cert", "create", "bad.test", "--wait", "--json"]));
+    for (name, cert) in [("good", &good), ("bad", &bad)] {
+        let chain = server.cli_ok(&["cert", "get", cert["id"].as_str().unwrap(), "--pem"]);
+        let (leaf, intermediate) = chain.split_at(chain.find("-----END CERTIFICATE-----").unwrap() + 26);
+        std::fs::write(work.join(format!("{name}.pem")), leaf).unwrap();
+        std::fs::write(work.join("intermediate.pem"), intermediate.trim_start()).unwrap();
+    }
+    std::fs::write(work.join("root.pem"), server.cli_ok(&["issuer", "ca", "local"])).unwrap();
+    // The distribution point is in every leaf.
+    let (_, ext) = openssl(&["x509", "-in", "good.pem", "-noout", "-ext", "crlDistributionPoints"], work);
+    assert!(ext.contains(&format!("URI:{public}/pki/crl/local")), "{ext}");
+
+    server.cli_ok(&["cert", "revoke", bad["id"].as_str().unwrap(), "--reason", "keyCompromise"]);
+    let (status, content_type, der) = fetch(&format!("{public}/pki/crl/local"), None);
+    assert_eq!((status, content_type.as_str()), (200, "application/pkix-crl"));
+    std::fs::write(work.join("crl.der"), &der).unwrap();
+    let (ok, text) = openssl(&["crl", "-inform", "DER", "-in", "crl.der", "-noout", "-text"], work);
+    assert!(ok, "{text}");
+    let serial = bad["serial"].as_str().unwrap().to_ascii_uppercase();
+    assert!(text.contains(&serial), "the revoked serial {serial} is listed: {text}");
+    assert!(text.contains("Key Compromise"), "{text}");
+    assert!(text.contains("X509v3 CRL Number") && text.contains("Next Update"), "{text}");
+    let (ok, text) = openssl(
+        &["crl", "-inform", "DER", "-in", "crl.der", "-noout", "-CAfile", "intermediate.pem"],
+        work,
+    );
+    assert!(ok && text.contains("verify OK"), "the CRL is signed by the intermediate: {text}");
+
+    let (status, content_type, pem) = fetch(&format!("{public}/pki/crl/local?format=pem"), None);
+    assert_eq!((status, content_type.as_str()), (200, "application/x-pem-file"));
+    std::fs::write(work.join("crl.pem"), &pem).unwrap();
+    let (_, _, by_accept) = fetch(&format!("{public}/pki/crl/local"), Some("application/x-pem-file"));
+    assert!(String::from_utf8(by_accept).unwrap().starts_with("-----BEGIN X509 CRL-----"));
+    let verify = |leaf: &str| {
+        openssl(
+            &[
+                "verify", "-crl_check", "-CAfile", "root.pem", "-untrusted", "intermediate.pem", "-CRLfile", "crl.pem",
+                leaf,
+            ],
+            work,
+        )
+    };
+    let (ok, text) = verify("good.pem");
+    assert!(ok && text.contains("good.pem: OK"), "{text}");
+    let (ok, text) = verify("bad.pem");
+    assert!(!ok && text.contains("certificate revoked"), "{text}");
+
+    // Each new CRL has a higher number; unknown and ACME issuers get a clear 404.
+    let number = |text: &str| {
+        text.lines()
+            .skip_while(|l| !l.contains("CRL Number"))
+            .nth(1)
+            .map(|l| l.trim().to_owned())
+            .unwrap()
+    };
+    let (_, first) = openssl(&["crl", "-in", "crl.pem", "-noout", "-text"], work);
+    let third = json(&server.cli_ok(&["cert", "create", "third.test", "--wait", "--json"]));
+    server.cli_ok(&["cert", "revoke", third["id"].as_str().unwrap(), "--reason", "superseded"]);
+    let (_, _, pem) = fetch(&format!("{public}/pki/crl/local?format=pem"), None);
+    std::fs::write(work.join("crl2.pem"), &pem).unwrap();
+    let (_, second) = openssl(&["crl", "-in", "crl2.pem", "-noout", "-text"], work);
+    assert!(second.contains("Superseded") && second.contains("Key Compromise"), "{second}");
+    let (n1, n2) = (number(&first), number(&second));
+    assert!(
+        u64::from_str_radix(&n2, 16).unwrap() > u64::from_str_radix(&n1, 16).unwrap(),
+        "{n1} then {n2}"
+    );
+    let (status, content_type, body) = fetch(&format!("{public}/pki/crl/nope"), None);
+    assert_eq!((status, content_type.as_str()), (404, "application/problem+json"));
+    assert!(String::from_utf8_lossy(&body).contains("issuer 'nope'"));
+    let (status, _, _) = fetch(&format!("{public}/pki/crl/local?format=xml"), None);
+    assert_eq!(status, 400);
+}
