@@ -449,6 +449,20 @@ pub(crate) enum BenchCommand {
     /// agent heartbeats and polls for work once per 30 s. Reports the server's CPU and the poll
     /// latency (a benchmark: it reports, it asserts nothing).
     Agents(BenchAgentsArgs),
+    /// Sign CRLs of the local CA with many revoked serials: time and size per CRL, with
+    /// `openssl crl` parsing the same CRL as a reference.
+    Crl(BenchCrlArgs),
+}
+
+/// `certkeeper bench crl`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchCrlArgs {
+    /// Revoked serials per CRL (repeatable; 1 to 5000000 each).
+    #[arg(long = "entries", default_values_t = [100_000usize, 1_000_000])]
+    pub(crate) entries: Vec<usize>,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `certkeeper bench agents`.
@@ -478,6 +492,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(args) => crate::agent::run(args).await,
         Command::Bench(mut args) => match args.command.take() {
             Some(BenchCommand::Agents(agents)) => crate::bench_agents::run(agents).await,
+            Some(BenchCommand::Crl(crl)) => crate::bench_crl::run(crl).await,
             None => crate::bench::run(args).await,
         },
     }

@@ -5,6 +5,7 @@
 mod agent;
 mod bench;
 mod bench_agents;
+mod bench_crl;
 mod challenge_listeners;
 mod cli;
 mod commands;
