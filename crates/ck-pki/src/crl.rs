@@ -47,7 +47,7 @@ fn reason_code(reason: RevocationReason) -> rcgen::RevocationReason {
 }
 
 fn serial_from_hex(hex: &str) -> Result<SerialNumber, PkiError> {
-    if hex.is_empty() || hex.len() > 40 || hex.len() % 2 != 0 {
+    if hex.is_empty() || hex.len() > 40 || !hex.len().is_multiple_of(2) {
         return Err(PkiError::Signing(format!("serial '{hex}' is not 1 to 20 hex octets")));
     }
     let bytes = (0..hex.len())
