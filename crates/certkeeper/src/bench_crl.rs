@@ -31,7 +31,10 @@ pub(crate) async fn run(args: BenchCrlArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!("{:>10} {:>10} {:>12} {:>10} {:>14}", "entries", "sign s", "bytes", "B/entry", "openssl parse s");
+    println!(
+        "{:>10} {:>10} {:>12} {:>10} {:>14}",
+        "entries", "sign s", "bytes", "B/entry", "openssl parse s"
+    );
     for row in &rows {
         println!(
             "{:>10} {:>10.3} {:>12} {:>10.1} {:>14}",

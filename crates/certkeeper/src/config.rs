@@ -184,7 +184,10 @@ impl Settings {
         if let Some(url) = args.public_url.clone().or(file.pki.public_url) {
             let url = url.trim_end_matches('/').to_owned();
             if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(char::is_whitespace) {
-                return Err(bad("pki.public_url", format!("'{url}' is not an http(s) URL like https://ck.example")));
+                return Err(bad(
+                    "pki.public_url",
+                    format!("'{url}' is not an http(s) URL like https://ck.example"),
+                ));
             }
             server.public_base_url = Some(url);
         }

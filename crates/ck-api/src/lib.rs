@@ -64,6 +64,8 @@ pub fn router(control_plane: ControlPlane) -> Router {
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
         .route("/pki/crl/{issuer}", get(pki::crl))
+        .route("/pki/ocsp/{issuer}", post(pki::ocsp_post))
+        .route("/pki/ocsp/{issuer}/{*request}", get(pki::ocsp_get))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())

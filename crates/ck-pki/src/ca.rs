@@ -148,6 +148,8 @@ pub struct LocalCa {
     intermediate_not_after: OffsetDateTime,
     /// Put in every leaf as its CRL distribution point, when the server has a public URL.
     crl_url: Option<String>,
+    /// Put in every leaf as its OCSP responder (authorityInfoAccess), likewise.
+    ocsp_url: Option<String>,
 }
 
 impl std::fmt::Debug for LocalCa {
@@ -181,12 +183,14 @@ impl LocalCa {
             intermediate_cert_pem: material.intermediate_cert_pem.clone(),
             intermediate_not_after,
             crl_url: None,
+            ocsp_url: None,
         })
     }
 
-    /// Names `url` as the CRL distribution point of every leaf signed from now on.
-    pub fn with_crl_url(mut self, url: Option<String>) -> Self {
-        self.crl_url = url;
+    /// Names the CRL distribution point and the OCSP responder of every leaf signed from now on.
+    pub fn with_public_urls(mut self, crl_url: Option<String>, ocsp_url: Option<String>) -> Self {
+        self.crl_url = crl_url;
+        self.ocsp_url = ocsp_url;
         self
     }
 
@@ -231,7 +235,12 @@ impl LocalCa {
         }
         params.use_authority_key_identifier_extension = true;
         if let Some(url) = &self.crl_url {
-            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: vec![url.clone()] }];
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: vec![url.clone()],
+            }];
+        }
+        if let Some(url) = &self.ocsp_url {
+            params.custom_extensions.push(ocsp_aia(url)?);
         }
         let serial = params
             .serial_number
@@ -252,6 +261,24 @@ impl LocalCa {
     }
 }
 
+/// authorityInfoAccess with one OCSP URL (rcgen has no helper for it).
+fn ocsp_aia(url: &str) -> Result<rcgen::CustomExtension, PkiError> {
+    use const_oid::db::rfc5280::{ID_AD_OCSP, ID_PE_AUTHORITY_INFO_ACCESS};
+    use der::Encode;
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::{AccessDescription, AuthorityInfoAccessSyntax};
+    let location = der::asn1::Ia5String::new(url).map_err(|e| PkiError::Signing(format!("OCSP URL '{url}': {e}")))?;
+    let aia = AuthorityInfoAccessSyntax(vec![AccessDescription {
+        access_method: ID_AD_OCSP,
+        access_location: GeneralName::UniformResourceIdentifier(location),
+    }]);
+    let der = aia
+        .to_der()
+        .map_err(|e| PkiError::Signing(format!("authorityInfoAccess: {e}")))?;
+    let oid: Vec<u64> = ID_PE_AUTHORITY_INFO_ACCESS.arcs().map(u64::from).collect();
+    Ok(rcgen::CustomExtension::from_oid_content(&oid, der))
+}
+
 fn is_rsa(public_key_der: &[u8]) -> bool {
     x509_parser::x509::SubjectPublicKeyInfo::from_der(public_key_der)
         .is_ok_and(|(_, spki)| spki.algorithm.algorithm.to_id_string() == OID_RSA_ENCRYPTION)
@@ -270,7 +297,7 @@ fn san_type(san: &SubjectAltName) -> Result<SanType, PkiError> {
 
 /// 128 random bits with the top bit clear: positive, unique in practice, under RFC 5280's 20
 /// octets, and always 16 octets long (the second-highest bit is set).
-fn random_serial() -> Result<SerialNumber, PkiError> {
+pub(crate) fn random_serial() -> Result<SerialNumber, PkiError> {
     let mut bytes = [0u8; 16];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| PkiError::Signing("the system RNG failed".to_owned()))?;
     bytes[0] = (bytes[0] & 0x7f) | 0x40;

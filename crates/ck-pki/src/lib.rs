@@ -8,12 +8,17 @@ mod chain;
 mod crl;
 mod csr;
 mod keys;
+mod ocsp;
 
 pub use ca::{CaConfig, CaMaterial, IssuedCertificate, LeafProfile, LocalCa};
-pub use crl::{CrlRequest, RevokedSerial};
 pub use chain::{ReceivedChain, inspect_received_chain, pem_block_der};
+pub use crl::{CrlRequest, RevokedSerial};
 pub use csr::{ParsedCsr, build_csr, pem_encode};
 pub use keys::{PrivateKeyPem, ServerKey, generate_key};
+pub use ocsp::{
+    MAX_CERTS_PER_REQUEST, OcspError, OcspErrorStatus, OcspQuery, OcspSigner, OcspStatus, QueriedCert,
+    ocsp_error_response,
+};
 
 /// Something the PKI layer refused or failed to do.
 #[derive(Debug, thiserror::Error)]

@@ -113,13 +113,15 @@ pub async fn bootstrap(
                     .ok_or_else(|| missing("intermediate key"))?,
             ),
         };
-        let crl_url = config
-            .public_base_url
-            .as_ref()
-            .map(|base| format!("{base}/pki/crl/{}", record.id));
+        let url = |path: &str| {
+            config
+                .public_base_url
+                .as_ref()
+                .map(|base| format!("{base}/pki/{path}/{}", record.id))
+        };
         let ca = LocalCa::load(&material)
             .map_err(|e| ServiceError::Unavailable(format!("issuer {}: {e}", record.id)))?
-            .with_crl_url(crl_url);
+            .with_public_urls(url("crl"), url("ocsp"));
         let id: IssuerId = record
             .id
             .parse()

@@ -27,6 +27,6 @@ pub use clock::now;
 pub use config::ServerConfig;
 pub use error::ServiceError;
 pub use issuers::ChallengeListener;
-pub use pki::SignedCrl;
+pub use pki::{OcspAnswer, SignedCrl};
 pub use service::{ControlPlane, IssuerInfo, NewCertificate};
 pub use workers::spawn_background_loops;

@@ -1,4 +1,4 @@
-//! The local CA's public PKI answers: CRLs now (OCSP, EST and SCEP come next).
+//! The local CA's public PKI answers: CRLs and OCSP (EST and SCEP come next).
 //!
 //! A CRL is signed once and served from memory until half its validity has passed or a
 //! revocation on this node makes it stale; then the next request (or the revocation itself)
@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ck_domain::IssuerId;
-use ck_pki::{CrlRequest, RevokedSerial};
+use ck_pki::{CrlRequest, OcspErrorStatus, OcspSigner, OcspStatus, RevokedSerial, ocsp_error_response};
+use ck_store::SerialStatus;
 use time::OffsetDateTime;
 
 use crate::issuers::Issuer;
@@ -132,6 +133,7 @@ impl ControlPlane {
         if !matches!(self.inner.issuers.get(issuer), Some(Issuer::Local(_))) {
             return;
         }
+        self.forget_ocsp_responses(issuer);
         self.inner.crls.slot(issuer).lock().await.stale = true;
         let control_plane = self.clone();
         let issuer = issuer.to_string();
@@ -140,5 +142,164 @@ impl ControlPlane {
                 tracing::warn!(%issuer, %error, "signing the CRL after a revocation failed; the next request retries");
             }
         });
+    }
+}
+
+/// How long a delegated OCSP responder certificate is valid; a new one is issued at half.
+const OCSP_SIGNER_VALIDITY: time::Duration = time::Duration::days(7);
+/// nextUpdate of OCSP responses.
+const OCSP_RESPONSE_VALIDITY: time::Duration = time::Duration::hours(24);
+/// A cached response is signed anew after this (or at once after a revocation).
+const OCSP_REFRESH: time::Duration = time::Duration::hours(1);
+/// Cached responses per issuer at most; beyond it, new ones are signed but not kept.
+const OCSP_CACHE_LIMIT: usize = 1_000_000;
+
+struct CachedResponse {
+    der: Arc<Vec<u8>>,
+    this_update: OffsetDateTime,
+}
+
+struct OcspIssuer {
+    signer: Arc<OcspSigner>,
+    /// Responses to single-certificate requests without a nonce, by serial: the common case
+    /// (browsers, stapling servers) is served without a signature.
+    cache: HashMap<String, CachedResponse>,
+}
+
+/// Per issuer: the delegated responder and its cached responses.
+#[derive(Default)]
+pub(crate) struct OcspResponders {
+    issuers: Mutex<HashMap<IssuerId, OcspIssuer>>,
+}
+
+/// What an OCSP request got: the DER response and whether it came from the cache.
+#[derive(Debug, Clone)]
+pub struct OcspAnswer {
+    /// The OCSPResponse, DER (an error status for bad requests: OCSP answers errors in band).
+    pub der: Arc<Vec<u8>>,
+    /// Served from the cache, without a signature.
+    pub cached: bool,
+}
+
+impl ControlPlane {
+    /// Answers an OCSP request for a local CA issuer.
+    pub async fn ocsp(&self, issuer: &str, request: &[u8]) -> Result<OcspAnswer, ServiceError> {
+        let id: IssuerId = issuer
+            .parse()
+            .map_err(|e| ServiceError::NotFound(format!("issuer '{issuer}' ({e})")))?;
+        let ca = match self.inner.issuers.get(&id) {
+            Some(Issuer::Local(ca)) => ca,
+            Some(Issuer::Acme(_)) => {
+                return Err(ServiceError::NotFound(format!(
+                    "an OCSP responder for issuer '{id}': it is an ACME CA, which runs its own"
+                )));
+            }
+            None => return Err(ServiceError::NotFound(format!("issuer '{id}'"))),
+        };
+        let now = now();
+        let signer = self.ocsp_signer(&id, &ca, now)?;
+        let query = match signer.parse_request(request) {
+            Ok(query) => query,
+            Err(error) => {
+                tracing::debug!(issuer = %id, %error, "malformed OCSP request");
+                let der = ocsp_error_response(OcspErrorStatus::MalformedRequest);
+                return Ok(OcspAnswer {
+                    der: Arc::new(der),
+                    cached: false,
+                });
+            }
+        };
+        let cacheable = query.certs.len() == 1 && query.nonce.is_none();
+        if cacheable && let Some(der) = self.cached_ocsp(&id, &query.certs[0].serial_hex, now) {
+            return Ok(OcspAnswer { der, cached: true });
+        }
+        let mut statuses = Vec::with_capacity(query.certs.len());
+        for cert in &query.certs {
+            statuses.push(if cert.ours {
+                match self.inner.store.serial_status(id.as_str(), &cert.serial_hex).await? {
+                    SerialStatus::Issued => OcspStatus::Good,
+                    SerialStatus::Revoked(r) => OcspStatus::Revoked {
+                        at: r.revoked_at,
+                        reason: r.reason,
+                    },
+                    SerialStatus::Unknown => OcspStatus::Unknown,
+                }
+            } else {
+                OcspStatus::Unknown
+            });
+        }
+        let der = signer
+            .respond(
+                &query.certs,
+                &statuses,
+                query.nonce.as_ref(),
+                now,
+                now + OCSP_RESPONSE_VALIDITY,
+            )
+            .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+        let der = Arc::new(der);
+        if cacheable
+            && let Ok(mut issuers) = self.inner.ocsp.issuers.lock()
+            && let Some(entry) = issuers.get_mut(&id)
+            && Arc::ptr_eq(&entry.signer, &signer)
+            && entry.cache.len() < OCSP_CACHE_LIMIT
+        {
+            entry.cache.insert(
+                query.certs[0].serial_hex.clone(),
+                CachedResponse {
+                    der: der.clone(),
+                    this_update: now,
+                },
+            );
+        }
+        Ok(OcspAnswer { der, cached: false })
+    }
+
+    fn cached_ocsp(&self, id: &IssuerId, serial: &str, now: OffsetDateTime) -> Option<Arc<Vec<u8>>> {
+        let issuers = self.inner.ocsp.issuers.lock().ok()?;
+        let cached = issuers.get(id)?.cache.get(serial)?;
+        (now < cached.this_update + OCSP_REFRESH).then(|| cached.der.clone())
+    }
+
+    /// The issuer's delegated responder, issued (or rotated at half its validity) as needed.
+    fn ocsp_signer(
+        &self,
+        id: &IssuerId,
+        ca: &ck_pki::LocalCa,
+        now: OffsetDateTime,
+    ) -> Result<Arc<OcspSigner>, ServiceError> {
+        let mut issuers = self
+            .inner
+            .ocsp
+            .issuers
+            .lock()
+            .map_err(|_| ServiceError::Unavailable("the OCSP state is poisoned".to_owned()))?;
+        if let Some(entry) = issuers.get(id)
+            && now < entry.signer.not_after() - OCSP_SIGNER_VALIDITY / 2
+        {
+            return Ok(entry.signer.clone());
+        }
+        let signer = Arc::new(
+            ca.ocsp_signer(now, OCSP_SIGNER_VALIDITY)
+                .map_err(|e| ServiceError::Unavailable(format!("issuing the OCSP responder certificate: {e}")))?,
+        );
+        tracing::info!(issuer = %id, not_after = %signer.not_after(), "issued a delegated OCSP responder certificate");
+        issuers.insert(
+            id.clone(),
+            OcspIssuer {
+                signer: signer.clone(),
+                cache: HashMap::new(),
+            },
+        );
+        Ok(signer)
+    }
+
+    /// Drops the issuer's cached OCSP responses (after a revocation).
+    fn forget_ocsp_responses(&self, id: &IssuerId) {
+        if let Ok(mut issuers) = self.inner.ocsp.issuers.lock()
+            && let Some(entry) = issuers.get_mut(id)
+        {
+            entry.cache.clear();
+        }
     }
 }

@@ -91,6 +91,8 @@ pub(crate) struct Inner {
     creates: CreateQueue,
     /// The local CAs' CRLs.
     pub(crate) crls: crate::pki::CrlCache,
+    /// The local CAs' OCSP responders and cached responses.
+    pub(crate) ocsp: crate::pki::OcspResponders,
 }
 
 /// The control plane's services. Cheap to clone.
@@ -120,6 +122,7 @@ impl ControlPlane {
             metrics: Metrics::new(),
             creates,
             crls: crate::pki::CrlCache::default(),
+            ocsp: crate::pki::OcspResponders::default(),
         };
         Self { inner: Arc::new(inner) }
     }

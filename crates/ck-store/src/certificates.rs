@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 
 use crate::jobs::insert_jobs;
 use crate::rows::{
-    CERTIFICATE_COLUMNS, ROWS_PER_STATEMENT, SqlValue, VERSION_COLUMNS, bind_all, certificate, labels_json, sans_json,
-    from_ms, to_ms, values_list, version,
+    CERTIFICATE_COLUMNS, ROWS_PER_STATEMENT, SqlValue, VERSION_COLUMNS, bind_all, certificate, from_ms, labels_json,
+    sans_json, to_ms, values_list, version,
 };
 use crate::{ClaimedJob, Store, StoreError};
 
@@ -482,6 +482,18 @@ pub struct Revocation {
     pub not_after: OffsetDateTime,
 }
 
+fn revocation(row: &sqlx::any::AnyRow) -> Result<Revocation, StoreError> {
+    Ok(Revocation {
+        serial: row.try_get("serial")?,
+        revoked_at: from_ms(row.try_get("revoked_at")?)?,
+        reason: row
+            .try_get::<String, _>("reason")?
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("revocation reason: {e}")))?,
+        not_after: from_ms(row.try_get("not_after")?)?,
+    })
+}
+
 impl Store {
     /// The issuer's revocations of certificates not yet expired at `now`, by serial.
     pub async fn revocations(&self, issuer_id: &str, now: OffsetDateTime) -> Result<Vec<Revocation>, StoreError> {
@@ -493,19 +505,7 @@ impl Store {
         .bind(to_ms(now))
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Revocation {
-                    serial: row.try_get("serial")?,
-                    revoked_at: from_ms(row.try_get("revoked_at")?)?,
-                    reason: row
-                        .try_get::<String, _>("reason")?
-                        .parse()
-                        .map_err(|e| StoreError::Corrupt(format!("revocation reason: {e}")))?,
-                    not_after: from_ms(row.try_get("not_after")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(revocation).collect()
     }
 
     /// The next CRL number of an issuer (1, 2, …), never given out twice.
@@ -518,5 +518,45 @@ impl Store {
         .fetch_one(&self.write)
         .await?;
         u64::try_from(number).map_err(|_| StoreError::Corrupt(format!("CRL number {number}")))
+    }
+}
+
+/// What the store knows about a serial of an issuer, for OCSP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SerialStatus {
+    /// Issued by this issuer and not revoked.
+    Issued,
+    /// Revoked.
+    Revoked(Revocation),
+    /// Never issued by this issuer (or deleted without revocation).
+    Unknown,
+}
+
+impl Store {
+    /// The status of `serial` (lowercase hex) among `issuer_id`'s certificates.
+    pub async fn serial_status(&self, issuer_id: &str, serial: &str) -> Result<SerialStatus, StoreError> {
+        let revoked = sqlx::query(
+            "SELECT serial, revoked_at, reason, not_after FROM revocations WHERE issuer_id = $1 AND serial = $2",
+        )
+        .bind(issuer_id)
+        .bind(serial)
+        .fetch_optional(&self.read)
+        .await?;
+        if let Some(row) = revoked {
+            return Ok(SerialStatus::Revoked(revocation(&row)?));
+        }
+        let issued: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM certificate_versions v JOIN certificates c ON c.id = v.certificate_id \
+             WHERE v.serial = $1 AND c.issuer_id = $2",
+        )
+        .bind(serial)
+        .bind(issuer_id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(if issued.is_some() {
+            SerialStatus::Issued
+        } else {
+            SerialStatus::Unknown
+        })
     }
 }

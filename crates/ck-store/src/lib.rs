@@ -30,7 +30,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use agents::{AgentFacts, AgentRecord};
-pub use certificates::{CertificateFilter, CertificatePage, Completion, NewVersion, Revocation};
+pub use certificates::{CertificateFilter, CertificatePage, Completion, NewVersion, Revocation, SerialStatus};
 pub use dialect::Backend;
 pub use issuers::{IssuerHealth, IssuerRecord, TokenRecord};
 pub use jobs::{ClaimedJob, EnqueueOutcome, JobFilter};

@@ -58,10 +58,19 @@ fn crl_lists_revocations_with_reasons_and_openssl_checks_against_it() {
     }
     std::fs::write(work.join("root.pem"), server.cli_ok(&["issuer", "ca", "local"])).unwrap();
     // The distribution point is in every leaf.
-    let (_, ext) = openssl(&["x509", "-in", "good.pem", "-noout", "-ext", "crlDistributionPoints"], work);
+    let (_, ext) = openssl(
+        &["x509", "-in", "good.pem", "-noout", "-ext", "crlDistributionPoints"],
+        work,
+    );
     assert!(ext.contains(&format!("URI:{public}/pki/crl/local")), "{ext}");
 
-    server.cli_ok(&["cert", "revoke", bad["id"].as_str().unwrap(), "--reason", "keyCompromise"]);
+    server.cli_ok(&[
+        "cert",
+        "revoke",
+        bad["id"].as_str().unwrap(),
+        "--reason",
+        "keyCompromise",
+    ]);
     let (status, content_type, der) = fetch(&format!("{public}/pki/crl/local"), None);
     assert_eq!((status, content_type.as_str()), (200, "application/pkix-crl"));
     std::fs::write(work.join("crl.der"), &der).unwrap();
@@ -70,22 +79,48 @@ fn crl_lists_revocations_with_reasons_and_openssl_checks_against_it() {
     let serial = bad["serial"].as_str().unwrap().to_ascii_uppercase();
     assert!(text.contains(&serial), "the revoked serial {serial} is listed: {text}");
     assert!(text.contains("Key Compromise"), "{text}");
-    assert!(text.contains("X509v3 CRL Number") && text.contains("Next Update"), "{text}");
+    assert!(
+        text.contains("X509v3 CRL Number") && text.contains("Next Update"),
+        "{text}"
+    );
     let (ok, text) = openssl(
-        &["crl", "-inform", "DER", "-in", "crl.der", "-noout", "-CAfile", "intermediate.pem"],
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            "crl.der",
+            "-noout",
+            "-CAfile",
+            "intermediate.pem",
+        ],
         work,
     );
-    assert!(ok && text.contains("verify OK"), "the CRL is signed by the intermediate: {text}");
+    assert!(
+        ok && text.contains("verify OK"),
+        "the CRL is signed by the intermediate: {text}"
+    );
 
     let (status, content_type, pem) = fetch(&format!("{public}/pki/crl/local?format=pem"), None);
     assert_eq!((status, content_type.as_str()), (200, "application/x-pem-file"));
     std::fs::write(work.join("crl.pem"), &pem).unwrap();
     let (_, _, by_accept) = fetch(&format!("{public}/pki/crl/local"), Some("application/x-pem-file"));
-    assert!(String::from_utf8(by_accept).unwrap().starts_with("-----BEGIN X509 CRL-----"));
+    assert!(
+        String::from_utf8(by_accept)
+            .unwrap()
+            .starts_with("-----BEGIN X509 CRL-----")
+    );
     let verify = |leaf: &str| {
         openssl(
             &[
-                "verify", "-crl_check", "-CAfile", "root.pem", "-untrusted", "intermediate.pem", "-CRLfile", "crl.pem",
+                "verify",
+                "-crl_check",
+                "-CAfile",
+                "root.pem",
+                "-untrusted",
+                "intermediate.pem",
+                "-CRLfile",
+                "crl.pem",
                 leaf,
             ],
             work,
@@ -106,11 +141,20 @@ fn crl_lists_revocations_with_reasons_and_openssl_checks_against_it() {
     };
     let (_, first) = openssl(&["crl", "-in", "crl.pem", "-noout", "-text"], work);
     let third = json(&server.cli_ok(&["cert", "create", "third.test", "--wait", "--json"]));
-    server.cli_ok(&["cert", "revoke", third["id"].as_str().unwrap(), "--reason", "superseded"]);
+    server.cli_ok(&[
+        "cert",
+        "revoke",
+        third["id"].as_str().unwrap(),
+        "--reason",
+        "superseded",
+    ]);
     let (_, _, pem) = fetch(&format!("{public}/pki/crl/local?format=pem"), None);
     std::fs::write(work.join("crl2.pem"), &pem).unwrap();
     let (_, second) = openssl(&["crl", "-in", "crl2.pem", "-noout", "-text"], work);
-    assert!(second.contains("Superseded") && second.contains("Key Compromise"), "{second}");
+    assert!(
+        second.contains("Superseded") && second.contains("Key Compromise"),
+        "{second}"
+    );
     let (n1, n2) = (number(&first), number(&second));
     assert!(
         u64::from_str_radix(&n2, 16).unwrap() > u64::from_str_radix(&n1, 16).unwrap(),
@@ -121,4 +165,125 @@ fn crl_lists_revocations_with_reasons_and_openssl_checks_against_it() {
     assert!(String::from_utf8_lossy(&body).contains("issuer 'nope'"));
     let (status, _, _) = fetch(&format!("{public}/pki/crl/local?format=xml"), None);
     assert_eq!(status, 400);
+}
+
+fn post(url: &str, body: Vec<u8>) -> (u16, String, Vec<u8>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let response = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/ocsp-request")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, content_type, response.bytes().await.unwrap().to_vec())
+    })
+}
+
+#[test]
+fn ocsp_responder_answers_good_revoked_and_unknown_signed_by_a_delegated_certificate() {
+    if !require_peer("openssl", "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let public = format!("http://{listen}");
+    let server = Server::start(&work.join("data"), &["--listen", &listen, "--public-url", &public]);
+    let good = json(&server.cli_ok(&["cert", "create", "good.test", "--wait", "--json"]));
+    let bad = json(&server.cli_ok(&["cert", "create", "bad.test", "--wait", "--json"]));
+    for (name, cert) in [("good", &good), ("bad", &bad)] {
+        let chain = server.cli_ok(&["cert", "get", cert["id"].as_str().unwrap(), "--pem"]);
+        let (leaf, intermediate) = chain.split_at(chain.find("-----END CERTIFICATE-----").unwrap() + 26);
+        std::fs::write(work.join(format!("{name}.pem")), leaf).unwrap();
+        std::fs::write(work.join("intermediate.pem"), intermediate.trim_start()).unwrap();
+    }
+    std::fs::write(work.join("root.pem"), server.cli_ok(&["issuer", "ca", "local"])).unwrap();
+    let (_, aia) = openssl(
+        &["x509", "-in", "good.pem", "-noout", "-ext", "authorityInfoAccess"],
+        work,
+    );
+    let url = format!("{public}/pki/ocsp/local");
+    assert!(aia.contains(&format!("OCSP - URI:{url}")), "{aia}");
+    server.cli_ok(&[
+        "cert",
+        "revoke",
+        bad["id"].as_str().unwrap(),
+        "--reason",
+        "keyCompromise",
+    ]);
+
+    let ask = |extra: &[&str]| {
+        let mut args = vec![
+            "ocsp",
+            "-issuer",
+            "intermediate.pem",
+            "-url",
+            &url,
+            "-CAfile",
+            "root.pem",
+        ];
+        args.extend_from_slice(extra);
+        openssl(&args, work)
+    };
+    // Nonce (openssl sends one by default): echoed, so no "WARNING: no nonce in response".
+    let (ok, text) = ask(&["-cert", "good.pem", "-resp_text"]);
+    assert!(
+        ok && text.contains("Response verify OK") && text.contains("good.pem: good"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("WARNING") && text.contains("OCSP Nonce"),
+        "nonce echoed: {text}"
+    );
+    assert!(
+        text.contains("certkeeper OCSP responder"),
+        "a delegated responder signs: {text}"
+    );
+    let (ok, text) = ask(&["-cert", "bad.pem"]);
+    assert!(ok && text.contains("bad.pem: revoked"), "{text}");
+    assert!(
+        text.contains("Reason: keyCompromise") && text.contains("Revocation Time"),
+        "{text}"
+    );
+    let (ok, text) = ask(&["-serial", "0x4000000000000000000000000000abcd"]);
+    assert!(ok && text.contains(": unknown"), "{text}");
+    // Without a nonce the response comes from the cache; both certificates in one request too.
+    for _ in 0..2 {
+        let (ok, text) = ask(&["-cert", "good.pem", "-no_nonce"]);
+        assert!(ok && text.contains("good.pem: good"), "{text}");
+    }
+    let (ok, text) = ask(&["-cert", "good.pem", "-cert", "bad.pem"]);
+    assert!(
+        ok && text.contains("good.pem: good") && text.contains("bad.pem: revoked"),
+        "{text}"
+    );
+
+    // GET with the base64 request in the path (RFC 6960 A.1).
+    let (ok, text) = ask(&["-cert", "bad.pem", "-no_nonce", "-reqout", "req.der"]);
+    assert!(ok, "{text}");
+    let request = std::fs::read(work.join("req.der")).unwrap();
+    let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &request);
+    let (status, content_type, body) = fetch(&format!("{url}/{}", encoded.replace('/', "%2F")), None);
+    assert_eq!((status, content_type.as_str()), (200, "application/ocsp-response"));
+    std::fs::write(work.join("resp.der"), body).unwrap();
+    let (ok, text) = openssl(&["ocsp", "-respin", "resp.der", "-resp_text", "-noverify"], work);
+    assert!(ok && text.contains("Cert Status: revoked"), "{text}");
+
+    // Garbage is answered in band with malformedRequest, never a panic or an HTML page.
+    for garbage in [b"not der at all".to_vec(), vec![0x30, 0x82, 0xff, 0xff], Vec::new()] {
+        let (status, content_type, body) = post(&url, garbage);
+        assert_eq!((status, content_type.as_str()), (200, "application/ocsp-response"));
+        assert_eq!(body, [0x30, 0x03, 0x0a, 0x01, 0x01], "malformedRequest");
+    }
+    let (status, _, _) = post(&format!("{public}/pki/ocsp/nope"), request);
+    assert_eq!(status, 404);
 }

@@ -467,7 +467,13 @@ async fn revoke_list_and_delete(store: Store) {
     );
     assert!(store.delete_certificate(issued).await.unwrap());
     assert_eq!(store.revocations("local", now()).await.unwrap().len(), 1);
-    assert!(store.revocations("local", now() + Duration::days(91)).await.unwrap().is_empty());
+    assert!(
+        store
+            .revocations("local", now() + Duration::days(91))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(store.revocations("other", now()).await.unwrap().is_empty());
     assert_eq!(store.next_crl_number("local").await.unwrap(), 1);
     assert_eq!(store.next_crl_number("local").await.unwrap(), 2);
