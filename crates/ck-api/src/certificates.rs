@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ck_api_types as wire;
 use ck_domain::{CertificateId, CertificateStatus, KeySource, KeyType, RevocationReason};
-use ck_server::{ControlPlane, NewCertificate, now};
+use ck_server::{ControlPlane, ExportFormat, NewCertificate, now};
 use ck_store::CertificateFilter;
 use serde::Deserialize;
 
@@ -261,4 +261,41 @@ pub(crate) async fn versions(
 ) -> Result<Json<Vec<wire::CertificateVersion>>, ApiError> {
     let versions = control_plane.versions(parse("certificate id", &id)?).await?;
     Ok(Json(versions.iter().map(convert::version).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExportQuery {
+    format: Option<String>,
+    version: Option<u32>,
+}
+
+/// The header carrying a PKCS#12 export's password (a header, not the query string, so that it
+/// stays out of access logs).
+const EXPORT_PASSWORD: &str = "x-export-password";
+
+/// `GET /certificates/{id}/export?format=pem|der|pkcs12[&version=N]`.
+pub(crate) async fn export(
+    State(control_plane): State<ControlPlane>,
+    Path(id): Path<String>,
+    query: Result<Query<ExportQuery>, QueryRejection>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    let format = parse::<ExportFormat>("format", query.format.as_deref().unwrap_or("pem"))?;
+    let password = headers.get(EXPORT_PASSWORD).and_then(|v| v.to_str().ok());
+    let export = control_plane
+        .export(parse("certificate id", &id)?, query.version, format, password)
+        .await?;
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", export.file_name))
+        .unwrap_or(HeaderValue::from_static("attachment"));
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(export.content_type)),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        export.bytes,
+    )
+        .into_response())
 }

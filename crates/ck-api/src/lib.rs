@@ -33,6 +33,7 @@ pub fn router(control_plane: ControlPlane) -> Router {
         )
         .route("/certificates/{id}/pem", get(certificates::pem))
         .route("/certificates/{id}/key", get(certificates::key))
+        .route("/certificates/{id}/export", get(certificates::export))
         .route("/certificates/{id}/renew", post(certificates::renew))
         .route("/certificates/{id}/revoke", post(certificates::revoke))
         .route("/certificates/{id}/versions", get(certificates::versions))

@@ -8,6 +8,7 @@ mod chain;
 mod crl;
 mod csr;
 mod keys;
+mod keystore;
 mod ocsp;
 
 pub use ca::{CaConfig, CaMaterial, IssuedCertificate, LeafProfile, LocalCa};
@@ -15,6 +16,7 @@ pub use chain::{ReceivedChain, inspect_received_chain, pem_block_der};
 pub use crl::{CrlRequest, RevokedSerial};
 pub use csr::{ParsedCsr, build_csr, pem_encode};
 pub use keys::{PrivateKeyPem, ServerKey, generate_key};
+pub use keystore::{Pkcs12Contents, pkcs12, pkcs12_from_pem};
 pub use ocsp::{
     MAX_CERTS_PER_REQUEST, OcspError, OcspErrorStatus, OcspQuery, OcspSigner, OcspStatus, QueriedCert,
     ocsp_error_response,
@@ -48,6 +50,9 @@ pub enum PkiError {
     /// Signing failed inside rcgen or the crypto provider.
     #[error("signing failed: {0}")]
     Signing(String),
+    /// A keystore could not be encoded.
+    #[error("keystore: {0}")]
+    Keystore(String),
 }
 
 /// The lowercase hex SHA-256 of some bytes (certificate fingerprints).

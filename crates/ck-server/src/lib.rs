@@ -28,5 +28,5 @@ pub use config::ServerConfig;
 pub use error::ServiceError;
 pub use issuers::ChallengeListener;
 pub use pki::{OcspAnswer, SignedCrl};
-pub use service::{ControlPlane, IssuerInfo, NewCertificate};
+pub use service::{ControlPlane, Export, ExportFormat, IssuerInfo, NewCertificate};
 pub use workers::spawn_background_loops;

@@ -634,3 +634,94 @@ fn issuer_info(id: &IssuerId, issuer: &Issuer, record: Option<&IssuerRecord>) ->
         },
     }
 }
+
+/// How `export` encodes a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// The chain, PEM, leaf first.
+    Pem,
+    /// The leaf alone, DER.
+    Der,
+    /// Key and chain in a password-protected PKCS#12 file (server-made keys only).
+    Pkcs12,
+}
+
+impl std::str::FromStr for ExportFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pem" => Ok(Self::Pem),
+            "der" => Ok(Self::Der),
+            "pkcs12" | "p12" | "pfx" => Ok(Self::Pkcs12),
+            other => Err(format!("unknown export format '{other}' (expected pem, der or pkcs12)")),
+        }
+    }
+}
+
+/// An exported certificate.
+#[derive(Debug, Clone)]
+pub struct Export {
+    /// The encoded bytes.
+    pub bytes: Vec<u8>,
+    /// Their media type.
+    pub content_type: &'static str,
+    /// A file name for them.
+    pub file_name: String,
+}
+
+impl ControlPlane {
+    /// A version (the current one by default) as PEM, DER or PKCS#12. PKCS#12 needs the
+    /// server-held key and a password of at least 8 characters.
+    pub async fn export(
+        &self,
+        id: CertificateId,
+        number: Option<u32>,
+        format: ExportFormat,
+        password: Option<&str>,
+    ) -> Result<Export, ServiceError> {
+        let cert = self.certificate(id).await?;
+        let (version, key) = self.version(id, number).await?;
+        let stem = cert
+            .name
+            .replace(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'), "_");
+        match format {
+            ExportFormat::Pem => Ok(Export {
+                bytes: version.chain_pem.into_bytes(),
+                content_type: "application/x-pem-file",
+                file_name: format!("{stem}.pem"),
+            }),
+            ExportFormat::Der => Ok(Export {
+                bytes: pem_block_der(&version.cert_pem, "CERTIFICATE")
+                    .map_err(|e| ServiceError::Unavailable(e.to_string()))?,
+                content_type: "application/pkix-cert",
+                file_name: format!("{stem}.der"),
+            }),
+            ExportFormat::Pkcs12 => {
+                let key = key.ok_or_else(|| {
+                    ServiceError::Conflict(format!(
+                        "certificate '{}' has a key made by the {}: the server has no key to put in a PKCS#12 file",
+                        cert.name,
+                        match cert.key_source {
+                            KeySource::Agent => "agent",
+                            _ => "client",
+                        }
+                    ))
+                })?;
+                let password = password.filter(|p| p.chars().count() >= 8).ok_or_else(|| {
+                    ServiceError::Invalid(
+                        "a PKCS#12 export needs a password of at least 8 characters (X-Export-Password header)"
+                            .to_owned(),
+                    )
+                })?;
+                let bytes = ck_pki::pkcs12_from_pem(&version.chain_pem, &key, password, &cert.name)
+                    .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+                tracing::info!(certificate = %id, version = version.version, "exported key and chain as PKCS#12");
+                Ok(Export {
+                    bytes,
+                    content_type: "application/x-pkcs12",
+                    file_name: format!("{stem}.p12"),
+                })
+            }
+        }
+    }
+}

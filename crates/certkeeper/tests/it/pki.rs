@@ -287,3 +287,83 @@ fn ocsp_responder_answers_good_revoked_and_unknown_signed_by_a_delegated_certifi
     let (status, _, _) = post(&format!("{public}/pki/ocsp/nope"), request);
     assert_eq!(status, 404);
 }
+
+#[test]
+fn export_as_pem_der_and_password_protected_pkcs12() {
+    if !require_peer("openssl", "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let server = Server::start(&work.join("data"), &[]);
+    let cert = json(&server.cli_ok(&["cert", "create", "app.test", "--wait", "--json"]));
+    let id = cert["id"].as_str().unwrap();
+    let token = server.token();
+    let get = |query: &str, password: Option<&str>| {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let mut request = reqwest::Client::new()
+                .get(format!("{}/api/v1/certificates/{id}/export{query}", server.url))
+                .bearer_auth(&token);
+            if let Some(password) = password {
+                request = request.header("x-export-password", password);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let headers = format!("{:?}", response.headers());
+            (status, headers, response.bytes().await.unwrap().to_vec())
+        })
+    };
+    let (status, _, pem) = get("?format=pem", None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        String::from_utf8(pem).unwrap(),
+        server.cli_ok(&["cert", "get", id, "--pem"])
+    );
+    let (status, headers, der) = get("?format=der", None);
+    assert_eq!(status, 200);
+    assert!(
+        headers.contains("application/pkix-cert") && headers.contains("app.test.der"),
+        "{headers}"
+    );
+    std::fs::write(work.join("leaf.der"), der).unwrap();
+    let (ok, text) = openssl(
+        &["x509", "-inform", "DER", "-in", "leaf.der", "-noout", "-subject"],
+        work,
+    );
+    assert!(ok && text.contains("app.test"), "{text}");
+
+    let (status, headers, p12) = get("?format=pkcs12", Some("correct horse"));
+    assert_eq!(status, 200);
+    assert!(headers.contains("no-store"), "{headers}");
+    std::fs::write(work.join("app.p12"), p12).unwrap();
+    let (ok, text) = openssl(
+        &["pkcs12", "-in", "app.p12", "-passin", "pass:correct horse", "-nodes"],
+        work,
+    );
+    assert!(
+        ok && text.contains("BEGIN PRIVATE KEY") && text.matches("BEGIN CERTIFICATE").count() == 2,
+        "{text}"
+    );
+    let key = server.cli_ok(&["cert", "get", id, "--key"]);
+    let body = |pem: &str| pem.lines().filter(|l| !l.starts_with("-----")).collect::<String>();
+    let exported_key = &text[text.find("-----BEGIN PRIVATE KEY-----").unwrap()..];
+    assert!(
+        body(exported_key).starts_with(&body(&key)),
+        "the server's key is in the file"
+    );
+    let (ok, _) = openssl(&["pkcs12", "-in", "app.p12", "-passin", "pass:wrong", "-nodes"], work);
+    assert!(!ok, "a wrong password opens nothing");
+
+    // No password, a short one, an unknown format: 400 with a clear problem; nothing exported.
+    for (query, password, needle) in [
+        ("?format=pkcs12", None, "password of at least 8 characters"),
+        ("?format=pkcs12", Some("short"), "password of at least 8 characters"),
+        ("?format=xml", None, "expected pem, der or pkcs12"),
+    ] {
+        let (status, headers, body) = get(query, password);
+        assert_eq!(status, 400, "{query}");
+        assert!(headers.contains("application/problem+json"));
+        assert!(String::from_utf8_lossy(&body).contains(needle), "{query}");
+    }
+}

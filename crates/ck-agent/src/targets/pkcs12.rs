@@ -11,23 +11,15 @@ impl Target for Pkcs12Target {
     fn plan(&self, bundle: &Bundle) -> Result<Vec<PlannedFile>, DeployError> {
         let common = Pkcs12Target::common(self);
         let password = read_password(&self.password_file)?;
-        let keystore_error = |e: p12_keystore::error::Error| DeployError::Keystore { reason: e.to_string() };
-        let key = p12_keystore::PrivateKey::from_der(&bundle.key_pkcs8_der()?).map_err(keystore_error)?;
-        let certs = bundle
-            .certs_der()?
-            .iter()
-            .map(|der| p12_keystore::Certificate::from_der(der))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(keystore_error)?;
-        // The leaf fingerprint ties the key to its certificate, as localKeyId is meant to.
-        let key_id = hex::decode(&bundle.fingerprint).unwrap_or_default();
-        let chain = p12_keystore::PrivateKeyChain::new(key_id, key, certs);
-        let mut store = p12_keystore::KeyStore::new();
-        store.add_entry(
-            self.alias.as_deref().unwrap_or("certkeeper"),
-            p12_keystore::KeyStoreEntry::PrivateKeyChain(chain),
-        );
-        let bytes = store.writer(&password).write().map_err(keystore_error)?;
+        let contents = ck_pki::Pkcs12Contents {
+            chain_der: &bundle.certs_der()?,
+            key_pkcs8_der: &bundle.key_pkcs8_der()?,
+            alias: self.alias.as_deref().unwrap_or("certkeeper"),
+            // The leaf fingerprint ties the key to its certificate, as localKeyId is meant to.
+            key_id: hex::decode(&bundle.fingerprint).unwrap_or_default(),
+        };
+        let bytes =
+            ck_pki::pkcs12(&contents, &password).map_err(|e| DeployError::Keystore { reason: e.to_string() })?;
         Ok(vec![key_file(&self.path, bytes, &common)])
     }
 }
