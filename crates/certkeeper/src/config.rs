@@ -42,6 +42,8 @@ struct FileConfig {
     acme: FileAcme,
     #[serde(default)]
     pki: FilePki,
+    #[serde(default)]
+    est: Option<FileEst>,
     /// ACME issuers by id; each value holds the same settings as `POST /api/v1/issuers`' `acme`.
     #[serde(default)]
     acme_issuers: std::collections::BTreeMap<String, serde_json::Value>,
@@ -67,6 +69,21 @@ struct FileAcme {
 struct FilePki {
     public_url: Option<String>,
     crl_validity_hours: Option<u32>,
+}
+
+/// `est:`: EST enrollment with HTTP Basic credentials.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEst {
+    username: String,
+    /// A file holding the enrollment secret (kept out of the config file itself).
+    password_file: PathBuf,
+    #[serde(default)]
+    issuer: Option<String>,
+    #[serde(default)]
+    allowed_suffixes: Vec<String>,
+    #[serde(default)]
+    validity_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -196,6 +213,37 @@ impl Settings {
                 return Err(bad("pki.crl_validity_hours", "must be between 1 and 720"));
             }
             server.crl_validity = Duration::hours(i64::from(hours));
+        }
+        if let Some(est) = file.est {
+            let password = std::fs::read_to_string(&est.password_file)
+                .map_err(|e| {
+                    bad(
+                        "est.password_file",
+                        format!("cannot read {}: {e}", est.password_file.display()),
+                    )
+                })?
+                .trim()
+                .to_owned();
+            if password.chars().count() < 12 {
+                return Err(bad(
+                    "est.password_file",
+                    "the enrollment secret must be at least 12 characters",
+                ));
+            }
+            if est.username.is_empty() || est.username.contains(':') {
+                return Err(bad("est.username", "must be non-empty and without ':'"));
+            }
+            server.est = Some(ck_server::EstProfile {
+                username: est.username,
+                password,
+                issuer: est.issuer.unwrap_or_else(|| "local".to_owned()),
+                allowed_suffixes: est
+                    .allowed_suffixes
+                    .into_iter()
+                    .map(|s| s.trim().trim_start_matches("*.").trim_matches('.').to_ascii_lowercase())
+                    .collect(),
+                validity_days: est.validity_days,
+            });
         }
         for (id, settings) in file.acme_issuers {
             ck_acme::AcmeIssuerConfig::from_json(&settings)

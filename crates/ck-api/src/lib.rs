@@ -9,6 +9,7 @@ mod auth;
 mod certificates;
 mod convert;
 mod error;
+mod est;
 mod ops;
 mod pki;
 
@@ -65,6 +66,10 @@ pub fn router(control_plane: ControlPlane) -> Router {
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
         .route("/pki/crl/{issuer}", get(pki::crl))
+        .route("/.well-known/est/cacerts", get(est::cacerts))
+        .route("/.well-known/est/csrattrs", get(est::csrattrs))
+        .route("/.well-known/est/simpleenroll", post(est::simpleenroll))
+        .route("/.well-known/est/simplereenroll", post(est::simplereenroll))
         .route("/pki/ocsp/{issuer}", post(pki::ocsp_post))
         .route("/pki/ocsp/{issuer}/{*request}", get(pki::ocsp_get))
         .fallback(ops::not_found)

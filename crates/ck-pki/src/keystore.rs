@@ -35,12 +35,7 @@ pub fn pkcs12(contents: &Pkcs12Contents<'_>, password: &str) -> Result<Vec<u8>, 
 /// [`pkcs12`] from PEM text: the chain (leaf first) and a PKCS#8 key; localKeyId is the
 /// leaf's SHA-256.
 pub fn pkcs12_from_pem(chain_pem: &str, key_pem: &str, password: &str, alias: &str) -> Result<Vec<u8>, PkiError> {
-    let chain_der: Vec<Vec<u8>> = pem::parse_many(chain_pem)
-        .map_err(|e| PkiError::Keystore(format!("the chain: {e}")))?
-        .into_iter()
-        .filter(|block| block.tag() == "CERTIFICATE")
-        .map(pem::Pem::into_contents)
-        .collect();
+    let chain_der = crate::chain_der(chain_pem)?;
     let leaf = chain_der
         .first()
         .ok_or_else(|| PkiError::Keystore("the chain holds no certificate".to_owned()))?;

@@ -7,6 +7,7 @@ mod ca;
 mod chain;
 mod crl;
 mod csr;
+mod est;
 mod keys;
 mod keystore;
 mod ocsp;
@@ -15,6 +16,7 @@ pub use ca::{CaConfig, CaMaterial, IssuedCertificate, LeafProfile, LocalCa};
 pub use chain::{ReceivedChain, inspect_received_chain, pem_block_der};
 pub use crl::{CrlRequest, RevokedSerial};
 pub use csr::{ParsedCsr, build_csr, pem_encode};
+pub use est::{MAX_EST_BODY, certs_only_pkcs7, chain_der, csr_attributes, decode_est_body};
 pub use keys::{PrivateKeyPem, ServerKey, generate_key};
 pub use keystore::{Pkcs12Contents, pkcs12, pkcs12_from_pem};
 pub use ocsp::{

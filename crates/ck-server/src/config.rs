@@ -43,6 +43,34 @@ pub struct ServerConfig {
     /// How long a CRL is valid (its nextUpdate); a new one is made at half of it, and at once
     /// after a revocation.
     pub crl_validity: Duration,
+    /// EST enrollment (`/.well-known/est/`), when configured.
+    pub est: Option<EstProfile>,
+}
+
+/// Who may enroll over EST, and what they get.
+#[derive(Clone)]
+pub struct EstProfile {
+    /// HTTP Basic user name.
+    pub username: String,
+    /// HTTP Basic password: the enrollment secret.
+    pub password: String,
+    /// The local CA issuer that signs.
+    pub issuer: String,
+    /// Names must equal one of these or end in `.` + one (empty: any name the policy allows).
+    pub allowed_suffixes: Vec<String>,
+    /// Lifetime of enrolled certificates (default: the server's default validity).
+    pub validity_days: Option<u32>,
+}
+
+impl std::fmt::Debug for EstProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EstProfile")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("issuer", &self.issuer)
+            .field("allowed_suffixes", &self.allowed_suffixes)
+            .finish()
+    }
 }
 
 impl ServerConfig {
@@ -65,6 +93,7 @@ impl ServerConfig {
             acme_issuers: Vec::new(),
             public_base_url: None,
             crl_validity: Duration::hours(24),
+            est: None,
         }
     }
 }

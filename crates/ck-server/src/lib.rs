@@ -11,6 +11,7 @@ mod bootstrap;
 mod clock;
 mod config;
 mod error;
+mod est;
 mod group_commit;
 mod issuance;
 mod issuers;
@@ -24,7 +25,7 @@ pub use agents::{AGENT_POLL_INTERVAL, AgentBundle, AgentInfo, AgentStatus, Agent
 pub use auth::{AgentScope, Principal, TokenVerifier, hash_token, new_token};
 pub use bootstrap::{AdminToken, bootstrap};
 pub use clock::now;
-pub use config::ServerConfig;
+pub use config::{EstProfile, ServerConfig};
 pub use error::ServiceError;
 pub use issuers::ChallengeListener;
 pub use pki::{OcspAnswer, SignedCrl};

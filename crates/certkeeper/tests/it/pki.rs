@@ -367,3 +367,140 @@ fn export_as_pem_der_and_password_protected_pkcs12() {
         assert!(String::from_utf8_lossy(&body).contains(needle), "{query}");
     }
 }
+
+fn sh(script: &str, dir: &Path) -> (bool, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn est_enrollment_with_curl_and_openssl() {
+    if !(require_peer("openssl", "openssl") && require_peer("curl", "curl")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    std::fs::write(work.join("est.secret"), "enroll-me-please-42\n").unwrap();
+    std::fs::write(
+        work.join("config.yaml"),
+        format!(
+            "est:\n  username: devices\n  password_file: {}\n  allowed_suffixes: [devices.test]\n  validity_days: 30\n",
+            work.join("est.secret").display()
+        ),
+    )
+    .unwrap();
+    let config = work.join("config.yaml");
+    let server = Server::start(&work.join("data"), &["--config", config.to_str().unwrap()]);
+    let base = format!("{}/.well-known/est", server.url);
+
+    let (ok, text) = sh(
+        &format!("curl -fsS {base}/cacerts | base64 -d | openssl pkcs7 -inform DER -print_certs > ca-chain.pem"),
+        work,
+    );
+    assert!(ok, "{text}");
+    let chain = std::fs::read_to_string(work.join("ca-chain.pem")).unwrap();
+    assert_eq!(
+        chain.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "root and intermediate: {chain}"
+    );
+
+    let csr = |name: &str, key: &str, file: &str| {
+        let (ok, text) = sh(
+            &format!(
+                "openssl req -new -newkey {key} -nodes -keyout {file}.key -subj /CN={name} \
+                 -addext subjectAltName=DNS:{name} -outform DER 2>/dev/null | base64 > {file}.b64"
+            ),
+            work,
+        );
+        assert!(ok, "{text}");
+    };
+    csr("dev1.devices.test", "ec -pkeyopt ec_paramgen_curve:P-256", "dev1");
+    let enroll = |file: &str, credentials: &str| {
+        sh(
+            &format!(
+                "curl -sS -o {file}.out -w '%{{http_code}}' -u '{credentials}' -H 'Content-Type: application/pkcs10' \
+                 --data-binary @{file}.b64 {base}/simpleenroll"
+            ),
+            work,
+        )
+    };
+    let (_, status) = enroll("dev1", "devices:enroll-me-please-42");
+    assert_eq!(
+        status,
+        "200",
+        "{}",
+        std::fs::read_to_string(work.join("dev1.out")).unwrap_or_default()
+    );
+    let (ok, text) = sh(
+        "base64 -d dev1.out | openssl pkcs7 -inform DER -print_certs > dev1.pem && \
+         openssl verify -CAfile ca-chain.pem dev1.pem && openssl x509 -in dev1.pem -noout -subject -enddate",
+        work,
+    );
+    assert!(
+        ok && text.contains("dev1.pem: OK") && text.contains("dev1.devices.test"),
+        "{text}"
+    );
+    let listed = server.cli_ok(&["cert", "list", "--json"]);
+    assert!(
+        listed.contains("dev1.devices.test") && listed.contains("\"enrolled-via\""),
+        "{listed}"
+    );
+
+    // Wrong secret, no credentials: 401 with a Basic challenge.
+    let (_, status) = enroll("dev1", "devices:wrong");
+    assert_eq!(status, "401");
+    let (_, headers) = sh(
+        &format!("curl -sS -D - -o /dev/null --data-binary @dev1.b64 {base}/simpleenroll"),
+        work,
+    );
+    assert!(
+        headers.contains("401") && headers.to_ascii_lowercase().contains("www-authenticate: basic"),
+        "{headers}"
+    );
+    // A name outside the profile, a weak key, a body that is not base64: refused, nothing issued.
+    csr("evil.other.test", "ec -pkeyopt ec_paramgen_curve:P-256", "evil");
+    let (_, status) = enroll("evil", "devices:enroll-me-please-42");
+    assert_eq!(status, "403");
+    assert!(
+        std::fs::read_to_string(work.join("evil.out"))
+            .unwrap()
+            .contains("does not allow evil.other.test")
+    );
+    csr("weak.devices.test", "rsa:1024", "weak");
+    let (_, status) = enroll("weak", "devices:enroll-me-please-42");
+    assert_eq!(
+        status,
+        "400",
+        "{}",
+        std::fs::read_to_string(work.join("weak.out")).unwrap()
+    );
+    std::fs::write(work.join("junk.b64"), "%%% not base64 %%%").unwrap();
+    let (_, status) = enroll("junk", "devices:enroll-me-please-42");
+    assert_eq!(status, "400");
+    assert!(
+        std::fs::read_to_string(work.join("junk.out"))
+            .unwrap()
+            .contains("not base64")
+    );
+    let listed = server.cli_ok(&["cert", "list", "--json"]);
+    assert!(!listed.contains("evil.other.test") && !listed.contains("weak.devices.test"));
+
+    let (ok, text) = sh(
+        &format!("curl -fsS {base}/csrattrs | base64 -d | openssl asn1parse -inform DER"),
+        work,
+    );
+    assert!(ok && text.contains("ecdsa-with-SHA256"), "{text}");
+    let (_, status) = sh(
+        &format!("curl -sS -o /dev/null -w '%{{http_code}}' -X POST --data-binary @dev1.b64 {base}/simplereenroll"),
+        work,
+    );
+    assert_eq!(status, "501");
+}

@@ -1,0 +1,124 @@
+//! EST enrollment (RFC 7030) over the local CA: HTTP Basic with an enrollment secret, bounded
+//! by a profile (allowed names, lifetime); the CSR goes through the same checks and job queue as
+//! `POST /certificates`, so enrolled certificates are in the inventory like any other.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration as StdDuration;
+
+use ck_domain::{IssuanceRequest, IssuerId, JobState};
+use ck_pki::{ParsedCsr, certs_only_pkcs7, chain_der, decode_est_body, pem_block_der, pem_encode};
+
+use crate::issuers::Issuer;
+use crate::{ControlPlane, EstProfile, NewCertificate, ServiceError};
+
+/// How long an enrollment waits for its certificate before answering "try later".
+const ENROLL_WAIT: StdDuration = StdDuration::from_secs(30);
+
+impl ControlPlane {
+    fn est_profile(&self) -> Result<&EstProfile, ServiceError> {
+        self.inner.config.est.as_ref().ok_or_else(|| {
+            ServiceError::NotFound("EST (it is off: configure `est:` in the server's config file)".to_owned())
+        })
+    }
+
+    /// Whether these HTTP Basic credentials may enroll. Compared in constant time.
+    pub fn est_credentials_ok(&self, username: &str, password: &str) -> Result<bool, ServiceError> {
+        let profile = self.est_profile()?;
+        let user_ok = aws_lc_rs::constant_time::verify_slices_are_equal(
+            ck_pki::sha256_hex(username.as_bytes()).as_bytes(),
+            ck_pki::sha256_hex(profile.username.as_bytes()).as_bytes(),
+        )
+        .is_ok();
+        let password_ok = aws_lc_rs::constant_time::verify_slices_are_equal(
+            ck_pki::sha256_hex(password.as_bytes()).as_bytes(),
+            ck_pki::sha256_hex(profile.password.as_bytes()).as_bytes(),
+        )
+        .is_ok();
+        Ok(user_ok & password_ok)
+    }
+
+    /// `/cacerts`: the issuing CA's root and intermediate, certs-only PKCS#7 (DER).
+    pub fn est_cacerts(&self) -> Result<Vec<u8>, ServiceError> {
+        let profile = self.est_profile()?;
+        let id: IssuerId = profile
+            .issuer
+            .parse()
+            .map_err(|e| ServiceError::Unavailable(format!("est.issuer: {e}")))?;
+        let Some(Issuer::Local(ca)) = self.inner.issuers.get(&id) else {
+            return Err(ServiceError::Unavailable(format!(
+                "est.issuer '{id}' is not a local CA issuer"
+            )));
+        };
+        let mut certs = Vec::new();
+        for pem in [ca.root_pem(), ca.intermediate_pem()] {
+            certs.push(pem_block_der(pem, "CERTIFICATE").map_err(|e| ServiceError::Unavailable(e.to_string()))?);
+        }
+        certs_only_pkcs7(&certs).map_err(|e| ServiceError::Unavailable(e.to_string()))
+    }
+
+    /// `/simpleenroll`: signs the CSR (the request body: base64 of DER) within the profile and
+    /// returns the new certificate as certs-only PKCS#7 (DER). Credentials are checked by the
+    /// caller.
+    pub async fn est_enroll(&self, body: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        let profile = self.est_profile()?.clone();
+        let csr_der = decode_est_body(body).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let csr_der = csr_der.as_slice();
+        let csr = ParsedCsr::parse(csr_der).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let names = IssuanceRequest::resolve(None, &[], Some(&csr.names), &self.inner.config.name_policy)
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        if !profile.allowed_suffixes.is_empty() {
+            let refused: BTreeSet<String> = names
+                .sans
+                .iter()
+                .map(ToString::to_string)
+                .filter(|name| {
+                    !profile
+                        .allowed_suffixes
+                        .iter()
+                        .any(|suffix| name == suffix || name.ends_with(&format!(".{suffix}")))
+                })
+                .collect();
+            if !refused.is_empty() {
+                return Err(ServiceError::Forbidden(format!(
+                    "the EST profile does not allow {} (allowed: names under {})",
+                    refused.into_iter().collect::<Vec<_>>().join(", "),
+                    profile.allowed_suffixes.join(", ")
+                )));
+            }
+        }
+        let request = NewCertificate {
+            csr_pem: Some(pem_encode("CERTIFICATE REQUEST", csr_der)),
+            issuer: Some(profile.issuer.clone()),
+            validity_days: profile.validity_days,
+            labels: BTreeMap::from([("enrolled-via".to_owned(), "est".to_owned())]),
+            ..NewCertificate::default()
+        };
+        let (cert, job) = self.create_certificate(request).await?;
+        let job = self.wait_for_job(job.id, ENROLL_WAIT).await?;
+        match job.state {
+            JobState::Succeeded => {}
+            JobState::Failed | JobState::Cancelled => {
+                return Err(ServiceError::Invalid(format!(
+                    "the enrollment failed: {}",
+                    job.last_error.unwrap_or_default()
+                )));
+            }
+            JobState::Pending | JobState::Running => {
+                return Err(ServiceError::Unavailable(format!(
+                    "the certificate is not issued yet (job {}); enroll again in a moment",
+                    job.id
+                )));
+            }
+        }
+        let (version, _) = self.version(cert.id, None).await?;
+        tracing::info!(certificate = %cert.id, name = %cert.name, "enrolled over EST");
+        let leaf = chain_der(&version.cert_pem).map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+        certs_only_pkcs7(&leaf).map_err(|e| ServiceError::Unavailable(e.to_string()))
+    }
+
+    /// `/csrattrs`: what a CSR should look like (DER).
+    pub fn est_csr_attributes(&self) -> Result<Vec<u8>, ServiceError> {
+        self.est_profile()?;
+        Ok(ck_pki::csr_attributes())
+    }
+}
