@@ -610,7 +610,11 @@ fn half_the_nonces_rejected_twenty_orders_succeed() {
         out
     });
     for answer in &results {
-        assert_eq!(answer.job.state, "succeeded", "{:?}", answer.job);
+        // The server's warnings say why an order failed, if one did.
+        let log = server.log_text();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        assert_eq!(answer.job.state, "succeeded", "{:?}\nserver log:\n{tail}", answer.job);
         assert_eq!(
             answer.job.attempts, 1,
             "badNonce is retried inside the attempt: {:?}",
