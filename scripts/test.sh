@@ -15,6 +15,7 @@
 # Environment:
 #   CK_SKIP_LINT=1      skip the fmt and clippy steps (quick local runs)
 #   CK_KEEP_WORKDIR=1   keep the postgres work dir after the run (debugging)
+#   CK_SKIP_FUZZ=1      skip building and smoke-running the fuzz targets
 #
 # The tests get CERTKEEPER_TEST_POSTGRES_URL (the cluster) and
 # CERTKEEPER_REQUIRE_PEERS=1 (a missing peer is a failure, not a skip).
@@ -151,5 +152,27 @@ echo "CERTKEEPER_REQUIRE_PEERS=$CERTKEEPER_REQUIRE_PEERS"
 # Plain `cargo test` (not nextest) so the usual "test result:" lines appear.
 step "cargo test --workspace --locked $*"
 run cargo test --workspace --locked "$@"
+
+# --- 8. fuzz targets: build, and a short smoke run each -----------------------
+# The real fuzzing runs are long and manual (see fuzz/README.md); CI only makes sure the
+# targets build and survive their seeds plus a few seconds of mutation.
+if [ "${CK_SKIP_FUZZ:-0}" = 1 ]; then
+  step "fuzz smoke skipped (CK_SKIP_FUZZ=1)"
+else
+  step "fuzz targets: build and smoke-run (fuzz/)"
+  command -v rustup >/dev/null 2>&1 || die "rustup not found: the fuzz targets need a nightly toolchain"
+  rustup run nightly rustc --version >/dev/null 2>&1 || run rustup toolchain install nightly --profile minimal
+  cargo fuzz --version >/dev/null 2>&1 || run cargo install cargo-fuzz --version 0.13.2 --locked
+  FUZZ_CORPUS="$WORK/fuzz-corpus"
+  for target in $(cd "$REPO/fuzz" && cargo fuzz list); do
+    mkdir -p "$FUZZ_CORPUS/$target"
+    if ! (cd "$REPO/fuzz" && run cargo +nightly fuzz run -O "$target" "$FUZZ_CORPUS/$target" "seeds/$target" \
+      -- -max_total_time=10 -print_final_stats=1) > "$WORK/fuzz-$target.log" 2>&1; then
+      tail -n 40 "$WORK/fuzz-$target.log" >&2
+      die "fuzz target $target failed its smoke run (crash input under fuzz/artifacts/$target)"
+    fi
+    echo "$target: $(grep -E '^stat::number_of_executed_units' "$WORK/fuzz-$target.log" || echo 'ran')"
+  done
+fi
 
 step "all steps passed in $(( $(date +%s) - T0 )) s"
