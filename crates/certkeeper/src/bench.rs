@@ -54,6 +54,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         database,
         log_json: false,
         server: ServerConfig::new("bench-node".to_owned()),
+        tls: None,
     };
 
     eprintln!("preparing {} CSRs…", args.count);

@@ -32,7 +32,14 @@ fn connect(connection: &Connection) -> anyhow::Result<Client> {
             })?
             }
         };
-    Ok(Client::new(&url, &token)?)
+    // A server with a listener certificate from its own CA leaves the root in its data dir.
+    let ca_pem = std::fs::read(connection.data_dir.join("ca.pem")).ok();
+    Ok(Client::with_options(
+        &url,
+        &token,
+        ca_pem.as_deref(),
+        Duration::from_secs(180),
+    )?)
 }
 
 fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {

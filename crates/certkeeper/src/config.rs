@@ -44,6 +44,8 @@ struct FileConfig {
     pki: FilePki,
     #[serde(default)]
     est: Option<FileEst>,
+    #[serde(default)]
+    tls: Option<FileTls>,
     /// ACME issuers by id; each value holds the same settings as `POST /api/v1/issuers`' `acme`.
     #[serde(default)]
     acme_issuers: std::collections::BTreeMap<String, serde_json::Value>,
@@ -69,6 +71,28 @@ struct FileAcme {
 struct FilePki {
     public_url: Option<String>,
     crl_validity_hours: Option<u32>,
+}
+
+/// `tls:`: serve HTTPS. Either a certificate of your own, or one the local CA issues itself.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    #[serde(default)]
+    cert_file: Option<PathBuf>,
+    #[serde(default)]
+    key_file: Option<PathBuf>,
+    /// Names (DNS or IP) for a listener certificate from the local CA, re-issued at every start.
+    #[serde(default)]
+    auto_names: Vec<String>,
+}
+
+/// How the listener does TLS.
+#[derive(Debug, Clone)]
+pub(crate) enum TlsSettings {
+    /// Certificate chain and key files (PEM).
+    Files { cert_file: PathBuf, key_file: PathBuf },
+    /// A certificate from the local CA for these names.
+    Auto { names: Vec<String> },
 }
 
 /// `est:`: EST enrollment with HTTP Basic credentials.
@@ -116,6 +140,8 @@ pub(crate) struct Settings {
     pub(crate) database: DatabaseUrl,
     pub(crate) log_json: bool,
     pub(crate) server: ServerConfig,
+    /// HTTPS instead of plain HTTP.
+    pub(crate) tls: Option<TlsSettings>,
 }
 
 fn field<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
@@ -140,8 +166,27 @@ impl Settings {
                 format!("'{listen_text}' is not ADDRESS:PORT (e.g. 127.0.0.1:8989)"),
             )
         })?;
+        let tls = match file.tls {
+            None => None,
+            Some(FileTls {
+                cert_file: Some(cert_file),
+                key_file: Some(key_file),
+                auto_names,
+            }) if auto_names.is_empty() => Some(TlsSettings::Files { cert_file, key_file }),
+            Some(FileTls {
+                cert_file: None,
+                key_file: None,
+                auto_names,
+            }) if !auto_names.is_empty() => Some(TlsSettings::Auto { names: auto_names }),
+            Some(_) => {
+                return Err(bad(
+                    "tls",
+                    "give cert_file and key_file (PEM), or auto_names for a certificate from the local CA",
+                ));
+            }
+        };
         let insecure_http = args.insecure_http || file.insecure_http.unwrap_or(false);
-        if !listen.ip().is_loopback() && !insecure_http {
+        if !listen.ip().is_loopback() && !insecure_http && tls.is_none() {
             bail!(
                 "refusing to serve plain HTTP on non-loopback address {listen}: tokens would cross the network \
                  in clear text. Bind 127.0.0.1, or pass --insecure-http if a TLS proxy sits in front"
@@ -315,6 +360,7 @@ impl Settings {
             database,
             log_json,
             server,
+            tls,
         })
     }
 }

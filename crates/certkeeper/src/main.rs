@@ -12,6 +12,7 @@ mod commands;
 mod config;
 mod files;
 mod serve;
+mod tls_listener;
 
 use clap::Parser;
 

@@ -87,21 +87,31 @@ pub(crate) async fn start(mut settings: Settings, reset_admin_token: bool) -> an
         .await
         .with_context(|| format!("cannot listen on {} (is another server running?)", settings.listen))?;
     let addr = listener.local_addr()?;
+    let tls = match &settings.tls {
+        Some(tls) => Some(tls_config(tls, &control_plane, &data_dir).await?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     write_atomic(
         &data_dir.join("server.url"),
-        format!("http://{addr}\n").as_bytes(),
+        format!("{scheme}://{addr}\n").as_bytes(),
         0o600,
     )?;
-    tracing::info!(%addr, data_dir = %data_dir.display(), "certkeeper is serving on http://{addr}");
+    tracing::info!(%addr, data_dir = %data_dir.display(), "certkeeper is serving on {scheme}://{addr}");
 
     let app = ck_api::router(control_plane.clone());
     let mut http_shutdown = shutdown_rx;
     let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.wait_for(|stop| *stop).await;
-            })
-            .await
+        match tls {
+            Some(config) => crate::tls_listener::serve(listener, config, app, http_shutdown).await,
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = http_shutdown.wait_for(|stop| *stop).await;
+                    })
+                    .await
+            }
+        }
     });
     Ok(Running {
         addr,
@@ -110,6 +120,33 @@ pub(crate) async fn start(mut settings: Settings, reset_admin_token: bool) -> an
         http,
         loops,
     })
+}
+
+/// The listener's TLS configuration. With `auto_names` the local CA issues the listener a
+/// certificate at every start and its root is written to `<data-dir>/ca.pem` for clients.
+async fn tls_config(
+    tls: &crate::config::TlsSettings,
+    control_plane: &ck_server::ControlPlane,
+    data_dir: &Path,
+) -> anyhow::Result<std::sync::Arc<rustls::ServerConfig>> {
+    let root_pem = control_plane
+        .issuer("local")
+        .await?
+        .ca_pem
+        .context("the local CA has no root certificate")?;
+    let (chain_pem, key_pem) = match tls {
+        crate::config::TlsSettings::Files { cert_file, key_file } => (
+            std::fs::read_to_string(cert_file).with_context(|| format!("cannot read {}", cert_file.display()))?,
+            std::fs::read_to_string(key_file).with_context(|| format!("cannot read {}", key_file.display()))?,
+        ),
+        crate::config::TlsSettings::Auto { names } => {
+            let issued = control_plane.listener_certificate(names, time::Duration::days(90))?;
+            tracing::info!(names = ?names, not_after = %issued.not_after, "issued the listener's TLS certificate from the local CA");
+            (issued.chain_pem, issued.key_pem.expose().to_owned())
+        }
+    };
+    write_atomic(&data_dir.join("ca.pem"), root_pem.as_bytes(), 0o644)?;
+    crate::tls_listener::server_config(&chain_pem, &key_pem, &control_plane.local_trust_anchors()?)
 }
 
 /// The node id, generated once and kept in the data directory so a restarted node recognises

@@ -26,15 +26,6 @@ impl ApiError {
         }
     }
 
-    /// 501: a protocol feature this server does not offer yet.
-    pub fn not_implemented(detail: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::NOT_IMPLEMENTED,
-            kind: "not-implemented",
-            detail: detail.into(),
-        }
-    }
-
     /// 401.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self {

@@ -1,6 +1,7 @@
 //! `/.well-known/est/…` (RFC 7030): enrollment for devices with standard EST clients, without
 //! certkeeper API tokens (HTTP Basic with the profile's enrollment secret).
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -8,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use ck_server::ControlPlane;
 
-use crate::ApiError;
+use crate::{ApiError, ClientCertificate};
 
 /// base64 with a line break every 76 characters, as MIME transfer encoding writes it (LF only:
 /// `base64 -d`, the usual client tool, refuses CR).
@@ -87,9 +88,20 @@ pub(crate) async fn simpleenroll(
     Ok(base64_body(CERTS_ONLY, &pkcs7))
 }
 
-pub(crate) async fn simplereenroll() -> Result<Response, ApiError> {
-    Err(ApiError::not_implemented(
-        "simplereenroll authenticates with the current TLS client certificate, which this server does not \
-         terminate yet; enroll again with simpleenroll and the enrollment secret",
-    ))
+/// Re-enrollment: authenticated by the current certificate, presented as the TLS client
+/// certificate (so only over the server's TLS listener).
+pub(crate) async fn simplereenroll(
+    State(control_plane): State<ControlPlane>,
+    client: Option<Extension<ClientCertificate>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Some(Extension(ClientCertificate(leaf))) = client else {
+        control_plane.est_csr_attributes()?;
+        return Err(ApiError::unauthorized(
+            "simplereenroll authenticates with the current certificate as the TLS client certificate \
+             (https with --cert/--key); without one, enroll with simpleenroll and the enrollment secret",
+        ));
+    };
+    let pkcs7 = control_plane.est_reenroll(&leaf, &body).await?;
+    Ok(base64_body(CERTS_ONLY, &pkcs7))
 }

@@ -21,6 +21,11 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 
+/// The client certificate of a TLS connection (leaf, DER), put in the request's extensions by
+/// the listener after the TLS layer verified it against the local CA.
+#[derive(Debug, Clone)]
+pub struct ClientCertificate(pub Vec<u8>);
+
 /// The largest request body accepted (a CSR with 100 names fits many times over).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 

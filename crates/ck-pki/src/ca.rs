@@ -228,7 +228,8 @@ impl LocalCa {
         params.not_after = profile.not_after.min(self.intermediate_not_after);
         params.serial_number = Some(random_serial()?);
         params.is_ca = IsCa::ExplicitNoCa;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        // clientAuth too: devices enrolled over EST or SCEP present them as client certificates.
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         if is_rsa(public_key_der) {
             params.key_usages.push(KeyUsagePurpose::KeyEncipherment);

@@ -53,6 +53,43 @@ pub fn csr_attributes() -> Vec<u8> {
     vec![0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]
 }
 
+/// What a client certificate says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafIdentity {
+    /// Its DNS and IP subjectAltNames, as text.
+    pub names: Vec<String>,
+    /// Its serial, lowercase hex.
+    pub serial_hex: String,
+}
+
+/// The names and serial of a DER certificate.
+pub fn leaf_names_and_serial(der: &[u8]) -> Result<LeafIdentity, PkiError> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::BadChain(e.to_string()))?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(dns) => names.push(dns.to_ascii_lowercase()),
+                GeneralName::IPAddress(bytes) => match bytes.len() {
+                    4 => names.push(std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).to_string()),
+                    16 => {
+                        let mut octets = [0u8; 16];
+                        octets.copy_from_slice(bytes);
+                        names.push(std::net::Ipv6Addr::from(octets).to_string());
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    Ok(LeafIdentity {
+        names,
+        serial_hex: crate::hex(cert.raw_serial()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,9 @@ pub use ca::{CaConfig, CaMaterial, IssuedCertificate, LeafProfile, LocalCa};
 pub use chain::{ReceivedChain, inspect_received_chain, pem_block_der};
 pub use crl::{CrlRequest, RevokedSerial};
 pub use csr::{ParsedCsr, build_csr, pem_encode};
-pub use est::{MAX_EST_BODY, certs_only_pkcs7, chain_der, csr_attributes, decode_est_body};
+pub use est::{
+    LeafIdentity, MAX_EST_BODY, certs_only_pkcs7, chain_der, csr_attributes, decode_est_body, leaf_names_and_serial,
+};
 pub use keys::{PrivateKeyPem, ServerKey, generate_key};
 pub use keystore::{Pkcs12Contents, pkcs12, pkcs12_from_pem};
 pub use ocsp::{

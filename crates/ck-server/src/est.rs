@@ -122,3 +122,38 @@ impl ControlPlane {
         Ok(ck_pki::csr_attributes())
     }
 }
+
+impl ControlPlane {
+    /// `/simplereenroll`: the client proves itself with its current certificate (`client_leaf`,
+    /// DER, already verified against the CA by the TLS layer); the CSR must ask for exactly that
+    /// certificate's names (RFC 7030 §4.2.2). A revoked certificate may not re-enroll.
+    pub async fn est_reenroll(&self, client_leaf: &[u8], body: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        let profile = self.est_profile()?.clone();
+        let current = ck_pki::leaf_names_and_serial(client_leaf)
+            .map_err(|e| ServiceError::Forbidden(format!("the client certificate: {e}")))?;
+        if let ck_store::SerialStatus::Revoked(_) = self
+            .inner
+            .store
+            .serial_status(&profile.issuer, &current.serial_hex)
+            .await?
+        {
+            return Err(ServiceError::Forbidden(
+                "the client certificate is revoked: enroll anew with simpleenroll".to_owned(),
+            ));
+        }
+        let csr_der = decode_est_body(body).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let csr = ParsedCsr::parse(&csr_der).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let asked = IssuanceRequest::resolve(None, &[], Some(&csr.names), &self.inner.config.name_policy)
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let asked: BTreeSet<String> = asked.sans.iter().map(ToString::to_string).collect();
+        let held: BTreeSet<String> = current.names.into_iter().collect();
+        if asked != held {
+            return Err(ServiceError::Forbidden(format!(
+                "a re-enrollment must ask for the names of the current certificate ({}), not {}",
+                held.into_iter().collect::<Vec<_>>().join(", "),
+                asked.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        self.est_enroll(body).await
+    }
+}

@@ -28,6 +28,6 @@ pub use clock::now;
 pub use config::{EstProfile, ServerConfig};
 pub use error::ServiceError;
 pub use issuers::ChallengeListener;
-pub use pki::{OcspAnswer, SignedCrl};
+pub use pki::{ListenerCertificate, OcspAnswer, SignedCrl};
 pub use service::{ControlPlane, Export, ExportFormat, IssuerInfo, NewCertificate};
 pub use workers::spawn_background_loops;

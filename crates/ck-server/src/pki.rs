@@ -303,3 +303,72 @@ impl ControlPlane {
         }
     }
 }
+
+/// A TLS certificate for the server's own listener, signed by the local CA.
+#[derive(Debug, Clone)]
+pub struct ListenerCertificate {
+    /// Leaf and intermediate, PEM.
+    pub chain_pem: String,
+    /// The key, PEM (PKCS#8).
+    pub key_pem: ck_pki::PrivateKeyPem,
+    /// The local CA's root, PEM: what clients trust, and what client certificates must chain to.
+    pub root_pem: String,
+    /// Expiry.
+    pub not_after: OffsetDateTime,
+}
+
+impl ControlPlane {
+    /// Signs a certificate for the server's own TLS listener with the `local` CA (outside the
+    /// inventory: it belongs to the server, not to a user).
+    pub fn listener_certificate(
+        &self,
+        names: &[String],
+        validity: time::Duration,
+    ) -> Result<ListenerCertificate, ServiceError> {
+        let Some(Issuer::Local(ca)) = self.inner.issuers.get(&IssuerId::local()) else {
+            return Err(ServiceError::Unavailable("the local CA is not loaded".to_owned()));
+        };
+        let sans = names
+            .iter()
+            .map(|n| {
+                n.parse::<ck_domain::SubjectAltName>()
+                    .map_err(|e| ServiceError::Invalid(format!("tls.auto_names: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = sans
+            .first()
+            .ok_or_else(|| ServiceError::Invalid("tls.auto_names is empty".to_owned()))?
+            .to_string();
+        let key = ck_pki::ServerKey::generate(ck_domain::KeyType::EcdsaP256, &sans)
+            .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+        let now = now();
+        let issued = ca
+            .sign(
+                &key.public_key_der,
+                &ck_pki::LeafProfile {
+                    common_name: first,
+                    sans,
+                    not_before: now - time::Duration::minutes(1),
+                    not_after: now + validity,
+                },
+            )
+            .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+        Ok(ListenerCertificate {
+            chain_pem: issued.chain_pem,
+            key_pem: key.private_key,
+            root_pem: ca.root_pem().to_owned(),
+            not_after: issued.not_after,
+        })
+    }
+}
+
+impl ControlPlane {
+    /// The local CA's root and intermediate (PEM): what client certificates are verified
+    /// against. The intermediate is included because clients usually send only their leaf.
+    pub fn local_trust_anchors(&self) -> Result<String, ServiceError> {
+        let Some(Issuer::Local(ca)) = self.inner.issuers.get(&IssuerId::local()) else {
+            return Err(ServiceError::Unavailable("the local CA is not loaded".to_owned()));
+        };
+        Ok(format!("{}{}", ca.root_pem(), ca.intermediate_pem()))
+    }
+}

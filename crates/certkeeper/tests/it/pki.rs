@@ -502,5 +502,107 @@ fn est_enrollment_with_curl_and_openssl() {
         &format!("curl -sS -o /dev/null -w '%{{http_code}}' -X POST --data-binary @dev1.b64 {base}/simplereenroll"),
         work,
     );
-    assert_eq!(status, "501");
+    assert_eq!(status, "401", "re-enrollment needs the current certificate as TLS client certificate");
+}
+
+#[test]
+fn https_listener_and_est_reenrollment_with_the_current_certificate() {
+    if !(require_peer("openssl", "openssl") && require_peer("curl", "curl")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    std::fs::write(work.join("est.secret"), "enroll-me-please-42\n").unwrap();
+    std::fs::write(
+        work.join("config.yaml"),
+        format!(
+            "tls:\n  auto_names: [127.0.0.1, localhost]\nest:\n  username: devices\n  password_file: {}\n  \
+             allowed_suffixes: [devices.test]\n",
+            work.join("est.secret").display()
+        ),
+    )
+    .unwrap();
+    let config = work.join("config.yaml");
+    let server = Server::start(&work.join("data"), &["--config", config.to_str().unwrap()]);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    std::fs::copy(work.join("data/ca.pem"), work.join("ca.pem")).unwrap();
+    let (ok, text) = sh(&format!("curl -fsS --cacert ca.pem {}/health", server.url), work);
+    assert!(ok, "the listener certificate verifies against the local root: {text}");
+    let (ok, _) = sh(&format!("curl -fsS {}/health", server.url), work);
+    assert!(!ok, "and against nothing else");
+    server.cli_ok(&["cert", "list"]); // the CLI trusts <data-dir>/ca.pem
+
+    let base = format!("{}/.well-known/est", server.url);
+    let csr = |name: &str, file: &str| {
+        let (ok, text) = sh(
+            &format!(
+                "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {file}.key \
+                 -subj /CN={name} -addext subjectAltName=DNS:{name} -outform DER 2>/dev/null | base64 > {file}.b64"
+            ),
+            work,
+        );
+        assert!(ok, "{text}");
+    };
+    let post = |path: &str, file: &str, auth: &str| {
+        sh(
+            &format!(
+                "curl -sS --cacert ca.pem {auth} -o {file}.out -w '%{{http_code}}' -H 'Content-Type: application/pkcs10' \
+                 --data-binary @{file}.b64 {base}/{path}"
+            ),
+            work,
+        )
+        .1
+    };
+    csr("dev1.devices.test", "dev1");
+    assert_eq!(post("simpleenroll", "dev1", "-u devices:enroll-me-please-42"), "200");
+    let (ok, text) = sh(
+        "base64 -d dev1.out | openssl pkcs7 -inform DER -print_certs > dev1.pem",
+        work,
+    );
+    assert!(ok, "{text}");
+
+    // Re-enrollment: the current certificate is the TLS client certificate; no secret needed.
+    csr("dev1.devices.test", "renew");
+    assert_eq!(post("simplereenroll", "renew", "--cert dev1.pem --key dev1.key"), "200");
+    let (ok, text) = sh(
+        "base64 -d renew.out | openssl pkcs7 -inform DER -print_certs > renewed.pem && \
+         openssl verify -CAfile ca.pem -untrusted data/ca.pem renewed.pem; \
+         openssl x509 -in dev1.pem -noout -serial; openssl x509 -in renewed.pem -noout -serial",
+        work,
+    );
+    let serials: Vec<&str> = text.lines().filter(|l| l.starts_with("serial=")).collect();
+    assert!(
+        ok && serials.len() == 2 && serials[0] != serials[1],
+        "a new certificate: {text}"
+    );
+    // Without a client certificate, or for other names: refused.
+    assert_eq!(post("simplereenroll", "renew", ""), "401");
+    csr("other.devices.test", "other");
+    assert_eq!(post("simplereenroll", "other", "--cert dev1.pem --key dev1.key"), "403");
+    assert!(
+        std::fs::read_to_string(work.join("other.out"))
+            .unwrap()
+            .contains("names of the current certificate")
+    );
+    // A revoked certificate cannot renew itself.
+    let listed = json(&server.cli_ok(&["cert", "list", "--json"]));
+    let (_, serial) = sh("openssl x509 -in dev1.pem -noout -serial", work);
+    let serial = serial.trim().trim_start_matches("serial=").to_ascii_lowercase();
+    let id = listed
+        .as_array()
+        .or_else(|| listed["items"].as_array())
+        .unwrap()
+        .iter()
+        .find(|c| c["serial"].as_str() == Some(serial.as_str()))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.cli_ok(&["cert", "revoke", &id, "--reason", "keyCompromise"]);
+    assert_eq!(post("simplereenroll", "renew", "--cert dev1.pem --key dev1.key"), "403");
+    assert!(
+        std::fs::read_to_string(work.join("renew.out"))
+            .unwrap()
+            .contains("revoked")
+    );
 }
