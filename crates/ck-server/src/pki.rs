@@ -62,20 +62,23 @@ impl CrlCache {
 }
 
 impl ControlPlane {
-    /// The current CRL of a local CA issuer, signed anew when stale.
-    pub async fn crl(&self, issuer: &str) -> Result<Arc<SignedCrl>, ServiceError> {
+    /// The local CA issuer named `issuer`, for a public PKI endpoint (`what`, for messages).
+    fn local_ca(&self, issuer: &str, what: &str) -> Result<(IssuerId, Arc<ck_pki::LocalCa>), ServiceError> {
         let id: IssuerId = issuer
             .parse()
             .map_err(|e| ServiceError::NotFound(format!("issuer '{issuer}' ({e})")))?;
-        let ca = match self.inner.issuers.get(&id) {
-            Some(Issuer::Local(ca)) => ca,
-            Some(Issuer::Acme(_)) => {
-                return Err(ServiceError::NotFound(format!(
-                    "a CRL of issuer '{id}': it is an ACME CA, which publishes its own"
-                )));
-            }
-            None => return Err(ServiceError::NotFound(format!("issuer '{id}'"))),
-        };
+        match self.inner.issuers.get(&id) {
+            Some(Issuer::Local(ca)) => Ok((id, ca)),
+            Some(Issuer::Acme(_)) => Err(ServiceError::NotFound(format!(
+                "{what} for issuer '{id}': it is an ACME CA, which runs its own"
+            ))),
+            None => Err(ServiceError::NotFound(format!("issuer '{id}'"))),
+        }
+    }
+
+    /// The current CRL of a local CA issuer, signed anew when stale.
+    pub async fn crl(&self, issuer: &str) -> Result<Arc<SignedCrl>, ServiceError> {
+        let (id, ca) = self.local_ca(issuer, "a CRL")?;
         let slot = self.inner.crls.slot(&id);
         let mut slot = slot.lock().await;
         let now = now();
@@ -184,18 +187,7 @@ pub struct OcspAnswer {
 impl ControlPlane {
     /// Answers an OCSP request for a local CA issuer.
     pub async fn ocsp(&self, issuer: &str, request: &[u8]) -> Result<OcspAnswer, ServiceError> {
-        let id: IssuerId = issuer
-            .parse()
-            .map_err(|e| ServiceError::NotFound(format!("issuer '{issuer}' ({e})")))?;
-        let ca = match self.inner.issuers.get(&id) {
-            Some(Issuer::Local(ca)) => ca,
-            Some(Issuer::Acme(_)) => {
-                return Err(ServiceError::NotFound(format!(
-                    "an OCSP responder for issuer '{id}': it is an ACME CA, which runs its own"
-                )));
-            }
-            None => return Err(ServiceError::NotFound(format!("issuer '{id}'"))),
-        };
+        let (id, ca) = self.local_ca(issuer, "an OCSP responder")?;
         let now = now();
         let signer = self.ocsp_signer(&id, &ca, now)?;
         let query = match signer.parse_request(request) {

@@ -19,12 +19,16 @@ fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn fetch(url: &str, accept: Option<&str>) -> (u16, String, Vec<u8>) {
+/// One HTTP request: (status, content type, body).
+fn request(method: reqwest::Method, url: &str, accept: Option<&str>, body: Option<Vec<u8>>) -> (u16, String, Vec<u8>) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut request = reqwest::Client::new().get(url);
+        let mut request = reqwest::Client::new().request(method, url);
         if let Some(accept) = accept {
             request = request.header("accept", accept);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/ocsp-request").body(body);
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
@@ -38,13 +42,17 @@ fn fetch(url: &str, accept: Option<&str>) -> (u16, String, Vec<u8>) {
     })
 }
 
-#[test]
-fn crl_lists_revocations_with_reasons_and_openssl_checks_against_it() {
-    if !require_peer("openssl", "openssl") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path();
+fn fetch(url: &str, accept: Option<&str>) -> (u16, String, Vec<u8>) {
+    request(reqwest::Method::GET, url, accept, None)
+}
+
+fn post(url: &str, body: Vec<u8>) -> (u16, String, Vec<u8>) {
+    request(reqwest::Method::POST, url, None, Some(body))
+}
+
+/// A server with a public URL and two issued certificates, "good" and "bad", whose leaves are
+/// in `good.pem` and `bad.pem` beside `intermediate.pem` and `root.pem`.
+fn server_with_two_leaves(work: &Path) -> (Server, String, Value, Value) {
     let listen = format!("127.0.0.1:{}", free_port());
     let public = format!("http://{listen}");
     let server = Server::start(&work.join("data"), &["--listen", &listen, "--public-url", &public]);
@@ -57,6 +65,17 @@ fn crl_lists_revocations_with_reasons_and_openssl_checks_against_it() {
         std::fs::write(work.join("intermediate.pem"), intermediate.trim_start()).unwrap();
     }
     std::fs::write(work.join("root.pem"), server.cli_ok(&["issuer", "ca", "local"])).unwrap();
+    (server, public, good, bad)
+}
+
+#[test]
+fn crl_lists_revocations_with_reasons_and_openssl_checks_against_it() {
+    if !require_peer("openssl", "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let (server, public, good, bad) = server_with_two_leaves(work);
     // The distribution point is in every leaf.
     let (_, ext) = openssl(
         &["x509", "-in", "good.pem", "-noout", "-ext", "crlDistributionPoints"],
@@ -167,27 +186,6 @@ fn crl_lists_revocations_with_reasons_and_openssl_checks_against_it() {
     assert_eq!(status, 400);
 }
 
-fn post(url: &str, body: Vec<u8>) -> (u16, String, Vec<u8>) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let response = reqwest::Client::new()
-            .post(url)
-            .header("content-type", "application/ocsp-request")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        (status, content_type, response.bytes().await.unwrap().to_vec())
-    })
-}
-
 #[test]
 fn ocsp_responder_answers_good_revoked_and_unknown_signed_by_a_delegated_certificate() {
     if !require_peer("openssl", "openssl") {
@@ -195,18 +193,7 @@ fn ocsp_responder_answers_good_revoked_and_unknown_signed_by_a_delegated_certifi
     }
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let public = format!("http://{listen}");
-    let server = Server::start(&work.join("data"), &["--listen", &listen, "--public-url", &public]);
-    let good = json(&server.cli_ok(&["cert", "create", "good.test", "--wait", "--json"]));
-    let bad = json(&server.cli_ok(&["cert", "create", "bad.test", "--wait", "--json"]));
-    for (name, cert) in [("good", &good), ("bad", &bad)] {
-        let chain = server.cli_ok(&["cert", "get", cert["id"].as_str().unwrap(), "--pem"]);
-        let (leaf, intermediate) = chain.split_at(chain.find("-----END CERTIFICATE-----").unwrap() + 26);
-        std::fs::write(work.join(format!("{name}.pem")), leaf).unwrap();
-        std::fs::write(work.join("intermediate.pem"), intermediate.trim_start()).unwrap();
-    }
-    std::fs::write(work.join("root.pem"), server.cli_ok(&["issuer", "ca", "local"])).unwrap();
+    let (server, public, good, bad) = server_with_two_leaves(work);
     let (_, aia) = openssl(
         &["x509", "-in", "good.pem", "-noout", "-ext", "authorityInfoAccess"],
         work,
@@ -502,7 +489,10 @@ fn est_enrollment_with_curl_and_openssl() {
         &format!("curl -sS -o /dev/null -w '%{{http_code}}' -X POST --data-binary @dev1.b64 {base}/simplereenroll"),
         work,
     );
-    assert_eq!(status, "401", "re-enrollment needs the current certificate as TLS client certificate");
+    assert_eq!(
+        status, "401",
+        "re-enrollment needs the current certificate as TLS client certificate"
+    );
 }
 
 #[test]
