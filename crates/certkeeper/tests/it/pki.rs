@@ -50,9 +50,9 @@ fn post(url: &str, body: Vec<u8>) -> (u16, String, Vec<u8>) {
     request(reqwest::Method::POST, url, None, Some(body))
 }
 
-/// A server with a public URL and two issued certificates, "good" and "bad", whose leaves are
-/// in `good.pem` and `bad.pem` beside `intermediate.pem` and `root.pem`.
-fn server_with_two_leaves(work: &Path) -> (Server, String, Value, Value) {
+/// A server with a public URL and two issued certificates, "good" and "bad" (returned), whose
+/// leaves are in `good.pem` and `bad.pem` beside `intermediate.pem` and `root.pem`.
+fn server_with_two_leaves(work: &Path) -> (Server, String, Value) {
     let listen = format!("127.0.0.1:{}", free_port());
     let public = format!("http://{listen}");
     let server = Server::start(&work.join("data"), &["--listen", &listen, "--public-url", &public]);
@@ -65,7 +65,7 @@ fn server_with_two_leaves(work: &Path) -> (Server, String, Value, Value) {
         std::fs::write(work.join("intermediate.pem"), intermediate.trim_start()).unwrap();
     }
     std::fs::write(work.join("root.pem"), server.cli_ok(&["issuer", "ca", "local"])).unwrap();
-    (server, public, good, bad)
+    (server, public, bad)
 }
 
 #[test]
@@ -75,7 +75,7 @@ fn crl_lists_revocations_with_reasons_and_openssl_checks_against_it() {
     }
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    let (server, public, good, bad) = server_with_two_leaves(work);
+    let (server, public, bad) = server_with_two_leaves(work);
     // The distribution point is in every leaf.
     let (_, ext) = openssl(
         &["x509", "-in", "good.pem", "-noout", "-ext", "crlDistributionPoints"],
@@ -193,7 +193,7 @@ fn ocsp_responder_answers_good_revoked_and_unknown_signed_by_a_delegated_certifi
     }
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    let (server, public, good, bad) = server_with_two_leaves(work);
+    let (server, public, bad) = server_with_two_leaves(work);
     let (_, aia) = openssl(
         &["x509", "-in", "good.pem", "-noout", "-ext", "authorityInfoAccess"],
         work,
