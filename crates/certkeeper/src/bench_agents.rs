@@ -417,7 +417,7 @@ fn generate_csrs(n: usize) -> anyhow::Result<Vec<String>> {
 
 /// Runs `task(i)` for every i in 0..n with `SETUP_CONCURRENCY` in flight, with a progress line
 /// every few seconds; stops at the first error.
-async fn bounded<T, F, Fut>(label: &str, n: usize, task: F) -> anyhow::Result<Vec<T>>
+pub(crate) async fn bounded<T, F, Fut>(label: &str, n: usize, task: F) -> anyhow::Result<Vec<T>>
 where
     T: Send + 'static,
     F: Fn(usize) -> Fut + Send + Sync + 'static,
@@ -565,7 +565,7 @@ impl Stats {
     }
 }
 
-fn micros(latency: Duration) -> u32 {
+pub(crate) fn micros(latency: Duration) -> u32 {
     u32::try_from(latency.as_micros()).unwrap_or(u32::MAX)
 }
 
@@ -702,7 +702,7 @@ async fn timed(request: reqwest::RequestBuilder, poll: bool) -> Result<Duration,
     Ok(latency)
 }
 
-fn percentile_ms(sorted_micros: &[u32], p: f64) -> f64 {
+pub(crate) fn percentile_ms(sorted_micros: &[u32], p: f64) -> f64 {
     if sorted_micros.is_empty() {
         return 0.0;
     }
@@ -714,13 +714,13 @@ fn percentile_ms(sorted_micros: &[u32], p: f64) -> f64 {
 
 /// The server under test: a `certkeeper serve` child process, stopped on drop (SIGTERM, then
 /// SIGKILL after 10 s).
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
-    pid: u32,
+    pub(crate) pid: u32,
 }
 
 impl ServerProcess {
-    fn start(data_dir: &Path, database: Option<&str>) -> anyhow::Result<Self> {
+    pub(crate) fn start(data_dir: &Path, database: Option<&str>) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find this program's path")?;
         let mut command = Command::new(exe);
         command
@@ -750,7 +750,7 @@ impl ServerProcess {
 
     /// Waits (60 s at most) for `<data-dir>/server.url`, then for `/health`; returns the URL and
     /// the admin token.
-    async fn wait_ready(&mut self, data_dir: &Path) -> anyhow::Result<(String, String)> {
+    pub(crate) async fn wait_ready(&mut self, data_dir: &Path) -> anyhow::Result<(String, String)> {
         let url_file: PathBuf = data_dir.join("server.url");
         let deadline = Instant::now() + Duration::from_secs(60);
         let url = loop {
@@ -811,7 +811,7 @@ impl Drop for ServerProcess {
 }
 
 /// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`, normally 100).
-fn clock_ticks_per_second() -> f64 {
+pub(crate) fn clock_ticks_per_second() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -823,13 +823,13 @@ fn clock_ticks_per_second() -> f64 {
 }
 
 /// The fields of a `/proc/<pid>/stat` line after the command name: index 0 is field 3 (state).
-fn stat_fields(text: &str) -> Option<Vec<&str>> {
+pub(crate) fn stat_fields(text: &str) -> Option<Vec<&str>> {
     let (_, rest) = text.rsplit_once(')')?;
     Some(rest.split_whitespace().collect())
 }
 
 /// utime + stime of every thread of a process, in seconds.
-fn cpu_seconds_of(stat_path: &Path, clock_ticks: f64) -> anyhow::Result<f64> {
+pub(crate) fn cpu_seconds_of(stat_path: &Path, clock_ticks: f64) -> anyhow::Result<f64> {
     let text = std::fs::read_to_string(stat_path).with_context(|| format!("cannot read {}", stat_path.display()))?;
     let fields = stat_fields(&text).with_context(|| format!("{} has no ')'", stat_path.display()))?;
     // Fields 14 (utime) and 15 (stime), counted from 1, are indexes 11 and 12 here.
@@ -842,11 +842,11 @@ fn cpu_seconds_of(stat_path: &Path, clock_ticks: f64) -> anyhow::Result<f64> {
     Ok((ticks(11)? + ticks(12)?) as f64 / clock_ticks)
 }
 
-fn process_cpu_seconds(pid: u32, clock_ticks: f64) -> anyhow::Result<f64> {
+pub(crate) fn process_cpu_seconds(pid: u32, clock_ticks: f64) -> anyhow::Result<f64> {
     cpu_seconds_of(&Path::new("/proc").join(pid.to_string()).join("stat"), clock_ticks)
 }
 
-fn process_cpu_seconds_self(clock_ticks: f64) -> anyhow::Result<f64> {
+pub(crate) fn process_cpu_seconds_self(clock_ticks: f64) -> anyhow::Result<f64> {
     cpu_seconds_of(Path::new("/proc/self/stat"), clock_ticks)
 }
 

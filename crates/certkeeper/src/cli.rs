@@ -452,6 +452,12 @@ pub(crate) enum BenchCommand {
     /// Sign CRLs of the local CA with many revoked serials: time and size per CRL, with
     /// `openssl crl` parsing the same CRL as a reference.
     Crl(BenchCrlArgs),
+    /// Compare the local CA's OCSP responder (answers from its cache, and answers signed fresh for
+    /// requests with a nonce) with `openssl ocsp` as a responder on the same certificates:
+    /// responses/s and latency, one target after the other (a benchmark: it asserts nothing).
+    /// openssl's responder binds every interface: run it through scripts/bench-ocsp.sh, which
+    /// starts it in a private network namespace.
+    Ocsp(BenchOcspArgs),
 }
 
 /// `certkeeper bench crl`.
@@ -460,6 +466,23 @@ pub(crate) struct BenchCrlArgs {
     /// Revoked serials per CRL (repeatable; 1 to 5000000 each).
     #[arg(long = "entries", default_values_t = [100_000usize, 1_000_000])]
     pub(crate) entries: Vec<usize>,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `certkeeper bench ocsp`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchOcspArgs {
+    /// Certificates to issue (1 to 100000); every 10th is revoked.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) certs: usize,
+    /// Requests in flight at once (1 to 1024).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) concurrency: usize,
+    /// Seconds measured per target (1 to 60).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) seconds: u64,
     /// Print the figures as JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -493,6 +516,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(mut args) => match args.command.take() {
             Some(BenchCommand::Agents(agents)) => crate::bench_agents::run(agents).await,
             Some(BenchCommand::Crl(crl)) => crate::bench_crl::run(crl).await,
+            Some(BenchCommand::Ocsp(ocsp)) => crate::bench_ocsp::run(ocsp).await,
             None => crate::bench::run(args).await,
         },
     }

@@ -6,6 +6,7 @@ mod agent;
 mod bench;
 mod bench_agents;
 mod bench_crl;
+mod bench_ocsp;
 mod challenge_listeners;
 mod cli;
 mod commands;
