@@ -119,7 +119,7 @@ fn signs_a_csr_with_leaf_extensions() {
          aki\n\
          san: DNS:app.internal DNS:api.internal IP:[10, 0, 0, 1]\n\
          ku: Digital Signature\n\
-         eku: server=true client=false\n\
+         eku: server=true client=true\n\
          ski\n\
          basic: ca=false pathlen=None"
     );
