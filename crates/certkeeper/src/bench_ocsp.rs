@@ -900,18 +900,11 @@ fn is_successful_ocsp(body: &[u8]) -> bool {
     }
 }
 
-/// The TLV at the start of `der`: its tag, its content and what follows it.
-fn tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (tag, header, length) = tlv_header(der)?;
-    let end = header.checked_add(length)?;
-    Some((tag, der.get(header..end)?, der.get(end..)?))
-}
-
 /// What the one SingleResponse of an OCSP answer says.
 #[derive(Debug, PartialEq, Eq)]
-struct SingleAnswer<'a> {
+struct SingleAnswer {
     /// The CertID's serial: the INTEGER's content octets.
-    serial: &'a [u8],
+    serial: Vec<u8>,
     /// The CertStatus choice: 0 good, 1 revoked, 2 unknown.
     status: u8,
     /// The CRLReason of a revoked status, when given.
@@ -920,77 +913,27 @@ struct SingleAnswer<'a> {
 
 /// Reads the serial and status of the one SingleResponse of a successful BasicOCSPResponse
 /// (RFC 6960 4.2.1) without checking the signature; `None` for anything else.
-fn single_answer(body: &[u8]) -> Option<SingleAnswer<'_>> {
-    let Some((0x30, response, [])) = tlv(body) else {
-        return None;
-    };
-    let Some((0x0a, [0x00], rest)) = tlv(response) else {
-        return None;
-    };
-    let Some((0xa0, explicit, _)) = tlv(rest) else {
-        return None;
-    };
-    let Some((0x30, response_bytes, _)) = tlv(explicit) else {
-        return None;
-    };
-    let Some((0x06, _basic_oid, rest)) = tlv(response_bytes) else {
-        return None;
-    };
-    let Some((0x04, basic, _)) = tlv(rest) else { return None };
-    let Some((0x30, basic, _)) = tlv(basic) else {
-        return None;
-    };
-    let Some((0x30, data, _)) = tlv(basic) else { return None };
-    // ResponseData: [0] version (optional), responderID ([1] or [2]), producedAt, responses.
-    let (mut tag, _, mut rest) = tlv(data)?;
-    if tag == 0xa0 {
-        (tag, _, rest) = tlv(rest)?;
-    }
-    if tag != 0xa1 && tag != 0xa2 {
+fn single_answer(body: &[u8]) -> Option<SingleAnswer> {
+    use der::Decode;
+    use x509_ocsp::{BasicOcspResponse, CertStatus, OcspResponse, OcspResponseStatus};
+    let response = OcspResponse::from_der(body).ok()?;
+    if response.response_status != OcspResponseStatus::Successful {
         return None;
     }
-    let Some((0x18, _produced_at, rest)) = tlv(rest) else {
+    let basic = BasicOcspResponse::from_der(response.response_bytes?.response.as_bytes()).ok()?;
+    let [single] = basic.tbs_response_data.responses.as_slice() else {
         return None;
     };
-    let Some((0x30, responses, _)) = tlv(rest) else {
-        return None;
+    let (status, reason) = match &single.cert_status {
+        CertStatus::Good(_) => (0, None),
+        CertStatus::Revoked(info) => (1, info.revocation_reason.map(|r| r as u8)),
+        CertStatus::Unknown(_) => (2, None),
     };
-    let Some((0x30, single, [])) = tlv(responses) else {
-        return None;
-    };
-    let Some((0x30, cert_id, rest)) = tlv(single) else {
-        return None;
-    };
-    let Some((0x30, _hash_algorithm, id)) = tlv(cert_id) else {
-        return None;
-    };
-    let Some((0x04, _name_hash, id)) = tlv(id) else {
-        return None;
-    };
-    let Some((0x04, _key_hash, id)) = tlv(id) else {
-        return None;
-    };
-    let Some((0x02, serial, _)) = tlv(id) else { return None };
-    let (status, reason) = match tlv(rest)? {
-        (0x80, _, _) => (0, None),
-        (0x82, _, _) => (2, None),
-        (0xa1, revoked_info, _) => {
-            // RevokedInfo: revocationTime, then [0] EXPLICIT CRLReason (optional).
-            let Some((0x18, _time, rest)) = tlv(revoked_info) else {
-                return None;
-            };
-            let reason = match tlv(rest) {
-                Some((0xa0, reason, _)) => match tlv(reason) {
-                    Some((0x0a, [code], _)) => Some(*code),
-                    _ => return None,
-                },
-                _ => None,
-            };
-            (1, reason)
-        }
-        _ => return None,
-    };
-    Some(SingleAnswer { serial, status, reason })
+    Some(SingleAnswer {
+        serial: single.cert_id.serial_number.as_bytes().to_vec(),
+        status,
+        reason,
+    })
 }
 
 /// Checks an answer against what the probe expects: one answer, for its serial, good, or
@@ -1002,7 +945,7 @@ fn check_body(body: &[u8], probe: &Probe) -> Result<(), String> {
             body.len()
         ));
     };
-    let serial = answer.serial.strip_prefix(&[0u8]).unwrap_or(answer.serial);
+    let serial = answer.serial.strip_prefix(&[0u8]).unwrap_or(&answer.serial);
     if serial != probe.serial_der.as_slice() {
         return Err(format!("the answer for serial {} names another serial", probe.serial));
     }
@@ -1335,7 +1278,7 @@ mod tests {
             assert!(is_successful_ocsp(&body));
             let answer = single_answer(&body).unwrap();
             assert_eq!(
-                (answer.serial, answer.status, answer.reason),
+                (answer.serial.as_slice(), answer.status, answer.reason),
                 (&serial[..], expected.0, expected.1)
             );
             probe.revoked = expected.0 == 1;
