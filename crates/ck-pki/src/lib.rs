@@ -11,6 +11,7 @@ mod est;
 mod keys;
 mod keystore;
 mod ocsp;
+mod scep;
 
 pub use ca::{CaConfig, CaMaterial, IssuedCertificate, LeafProfile, LocalCa};
 pub use chain::{ReceivedChain, inspect_received_chain, pem_block_der};
@@ -21,6 +22,10 @@ pub use est::{
 };
 pub use keys::{PrivateKeyPem, ServerKey, generate_key};
 pub use keystore::{Pkcs12Contents, pkcs12, pkcs12_from_pem};
+pub use scep::{
+    FailInfo, MAX_SCEP_MESSAGE, MessageType, SCEP_CAPABILITIES, ScepHeader, ScepMalformed, ScepRa, ScepRefusal, ScepRequest,
+    csr_challenge_password, pkcs_req, read_cert_rep,
+};
 pub use ocsp::{
     MAX_CERTS_PER_REQUEST, OcspError, OcspErrorStatus, OcspQuery, OcspSigner, OcspStatus, QueriedCert,
     ocsp_error_response,

@@ -1,0 +1,935 @@
+//! SCEP (RFC 8894) messages over the local CA.
+//!
+//! A request is a CMS SignedData, signed by the requester (with a self-signed certificate for
+//! its new key, or its current certificate), whose content is an EnvelopedData encrypted to
+//! our RA certificate, whose content is the PKCS#10 CSR. The answer (CertRep) is a SignedData
+//! signed by the RA whose content is an EnvelopedData, encrypted to the requester's signing
+//! certificate, of a certs-only SignedData holding the new certificate.
+//!
+//! SCEP moves keys with RSA key transport, and the local CA's keys are ECDSA, so the
+//! intermediate issues an RSA "registration authority" certificate that decrypts requests and
+//! signs answers. The ASN.1 types are the `cms` crate's; the crypto is aws-lc-rs (RSA PKCS#1
+//! v1.5, digests) and RustCrypto's CBC ciphers (AES, and DES / 3DES, which SCEP clients still
+//! send by default and which aws-lc-rs does not offer). No Rust SCEP crate exists, hence the
+//! message layer here.
+
+use aws_lc_rs::digest::{self, SHA1_FOR_LEGACY_USE_ONLY, SHA256, SHA512};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::rsa::{Pkcs1PrivateDecryptingKey, Pkcs1PublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey};
+use aws_lc_rs::signature::{self, UnparsedPublicKey};
+use cbc::cipher::block_padding::Pkcs7;
+use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
+use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
+use cms::content_info::{CmsVersion, ContentInfo};
+use cms::enveloped_data::{
+    EncryptedContentInfo, EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo, RecipientInfos,
+};
+use cms::signed_data::{
+    CertificateSet, EncapsulatedContentInfo, SignedAttributes, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
+};
+use const_oid::ObjectIdentifier;
+use const_oid::db::rfc5911::{
+    DES_EDE_3_CBC, ID_AES_128_CBC, ID_AES_192_CBC, ID_AES_256_CBC, ID_CONTENT_TYPE, ID_DATA, ID_ENVELOPED_DATA,
+    ID_MESSAGE_DIGEST, ID_SIGNED_DATA,
+};
+use const_oid::db::rfc5912::{ID_SHA_1, ID_SHA_256, ID_SHA_512, RSA_ENCRYPTION};
+use const_oid::db::rfc8894::{
+    ID_FAIL_INFO, ID_MESSAGE_TYPE, ID_PKI_STATUS, ID_RECIPIENT_NONCE, ID_SENDER_NONCE, ID_TRANSACTION_ID,
+};
+use der::asn1::{Any, OctetString, PrintableStringRef, SetOfVec};
+use der::{Decode, Encode, Tag, Tagged};
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose, PublicKeyData, SigningKey,
+};
+use spki::AlgorithmIdentifierOwned;
+use time::{Duration, OffsetDateTime};
+use x509_cert::attr::Attribute;
+
+use ck_domain::KeyType;
+
+use crate::{LocalCa, PkiError, generate_key};
+
+/// DES-CBC (1.3.14.3.2.7): still the default of several SCEP clients; accepted, never chosen.
+const DES_CBC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.7");
+
+/// The largest PKIOperation message accepted.
+pub const MAX_SCEP_MESSAGE: usize = 64 * 1024;
+
+/// The operations `GetCACaps` advertises (RFC 8894 §3.5.2).
+pub const SCEP_CAPABILITIES: &str = "POSTPKIOperation\nSHA-256\nSHA-512\nAES\nDES3\nSCEPStandard\n";
+
+/// A SCEP messageType (RFC 8894 §3.2.1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageType {
+    /// 3: the answer.
+    CertRep,
+    /// 17: a request signed with the current certificate.
+    RenewalReq,
+    /// 19: a first request, signed with a self-signed certificate.
+    PkcsReq,
+    /// 20: polling for a pending request.
+    CertPoll,
+    /// 21: fetching a certificate.
+    GetCert,
+    /// 22: fetching a CRL.
+    GetCrl,
+}
+
+impl MessageType {
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "3" => Self::CertRep,
+            "17" => Self::RenewalReq,
+            "19" => Self::PkcsReq,
+            "20" => Self::CertPoll,
+            "21" => Self::GetCert,
+            "22" => Self::GetCrl,
+            _ => return None,
+        })
+    }
+
+    fn code(self) -> &'static str {
+        match self {
+            Self::CertRep => "3",
+            Self::RenewalReq => "17",
+            Self::PkcsReq => "19",
+            Self::CertPoll => "20",
+            Self::GetCert => "21",
+            Self::GetCrl => "22",
+        }
+    }
+}
+
+/// Why a request failed, as CertRep `failInfo` tells the client (RFC 8894 §3.2.1.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailInfo {
+    /// Unrecognized or unsupported algorithm.
+    BadAlg,
+    /// The integrity check (signature) failed, or the envelope does not open.
+    BadMessageCheck,
+    /// The transaction is not permitted or supported.
+    BadRequest,
+    /// The signing time is off.
+    BadTime,
+    /// No certificate matches.
+    BadCertId,
+}
+
+impl FailInfo {
+    fn code(self) -> &'static str {
+        match self {
+            Self::BadAlg => "0",
+            Self::BadMessageCheck => "1",
+            Self::BadRequest => "2",
+            Self::BadTime => "3",
+            Self::BadCertId => "4",
+        }
+    }
+}
+
+/// A request that cannot be answered with a CertRep: the HTTP layer answers 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed SCEP message: {0}")]
+pub struct ScepMalformed(pub String);
+
+/// A request we can answer but refuse: the client gets a CertRep FAILURE with `fail`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScepRefusal {
+    /// What the client is told.
+    pub fail: FailInfo,
+    /// What the log says.
+    pub reason: String,
+}
+
+impl ScepRefusal {
+    /// A refusal with a log line.
+    pub fn new(fail: FailInfo, reason: impl Into<String>) -> Self {
+        Self {
+            fail,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The digests a SCEP signer may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DigestAlg {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl DigestAlg {
+    fn from_oid(oid: ObjectIdentifier) -> Option<Self> {
+        match oid {
+            ID_SHA_1 => Some(Self::Sha1),
+            ID_SHA_256 => Some(Self::Sha256),
+            ID_SHA_512 => Some(Self::Sha512),
+            _ => None,
+        }
+    }
+
+    fn digest(self, data: &[u8]) -> Vec<u8> {
+        let algorithm = match self {
+            Self::Sha1 => &SHA1_FOR_LEGACY_USE_ONLY,
+            Self::Sha256 => &SHA256,
+            Self::Sha512 => &SHA512,
+        };
+        digest::digest(algorithm, data).as_ref().to_vec()
+    }
+
+    fn rsa_verification(self) -> &'static signature::RsaParameters {
+        match self {
+            Self::Sha1 => &signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            Self::Sha256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+            Self::Sha512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+        }
+    }
+}
+
+/// The content-encryption ciphers of a SCEP envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ContentCipher {
+    Des,
+    DesEde3,
+    Aes128,
+    Aes192,
+    Aes256,
+}
+
+impl ContentCipher {
+    fn from_oid(oid: ObjectIdentifier) -> Option<Self> {
+        match oid {
+            DES_CBC => Some(Self::Des),
+            DES_EDE_3_CBC => Some(Self::DesEde3),
+            ID_AES_128_CBC => Some(Self::Aes128),
+            ID_AES_192_CBC => Some(Self::Aes192),
+            ID_AES_256_CBC => Some(Self::Aes256),
+            _ => None,
+        }
+    }
+
+    fn oid(self) -> ObjectIdentifier {
+        match self {
+            Self::Des => DES_CBC,
+            Self::DesEde3 => DES_EDE_3_CBC,
+            Self::Aes128 => ID_AES_128_CBC,
+            Self::Aes192 => ID_AES_192_CBC,
+            Self::Aes256 => ID_AES_256_CBC,
+        }
+    }
+
+    fn key_len(self) -> usize {
+        match self {
+            Self::Des => 8,
+            Self::DesEde3 | Self::Aes192 => 24,
+            Self::Aes128 => 16,
+            Self::Aes256 => 32,
+        }
+    }
+
+    fn iv_len(self) -> usize {
+        match self {
+            Self::Des | Self::DesEde3 => 8,
+            Self::Aes128 | Self::Aes192 | Self::Aes256 => 16,
+        }
+    }
+
+    /// The cipher for an answer: the request's, except that single DES (56-bit keys) is
+    /// answered with 3DES, which every client that sends DES also reads.
+    fn for_answer(self) -> Self {
+        match self {
+            Self::Des => Self::DesEde3,
+            other => other,
+        }
+    }
+
+    fn decrypt(self, key: &[u8], iv: &[u8], data: &[u8]) -> Option<Vec<u8>> {
+        fn run<C: BlockModeDecrypt + KeyIvInit>(key: &[u8], iv: &[u8], data: &[u8]) -> Option<Vec<u8>> {
+            C::new_from_slices(key, iv).ok()?.decrypt_padded_vec::<Pkcs7>(data).ok()
+        }
+        match self {
+            Self::Des => run::<cbc::Decryptor<des::Des>>(key, iv, data),
+            Self::DesEde3 => run::<cbc::Decryptor<des::TdesEde3>>(key, iv, data),
+            Self::Aes128 => run::<cbc::Decryptor<aes::Aes128>>(key, iv, data),
+            Self::Aes192 => run::<cbc::Decryptor<aes::Aes192>>(key, iv, data),
+            Self::Aes256 => run::<cbc::Decryptor<aes::Aes256>>(key, iv, data),
+        }
+    }
+
+    fn encrypt(self, key: &[u8], iv: &[u8], data: &[u8]) -> Option<Vec<u8>> {
+        fn run<C: BlockModeEncrypt + KeyIvInit>(key: &[u8], iv: &[u8], data: &[u8]) -> Option<Vec<u8>> {
+            Some(C::new_from_slices(key, iv).ok()?.encrypt_padded_vec::<Pkcs7>(data))
+        }
+        match self {
+            Self::Des => run::<cbc::Encryptor<des::Des>>(key, iv, data),
+            Self::DesEde3 => run::<cbc::Encryptor<des::TdesEde3>>(key, iv, data),
+            Self::Aes128 => run::<cbc::Encryptor<aes::Aes128>>(key, iv, data),
+            Self::Aes192 => run::<cbc::Encryptor<aes::Aes192>>(key, iv, data),
+            Self::Aes256 => run::<cbc::Encryptor<aes::Aes256>>(key, iv, data),
+        }
+    }
+}
+
+/// What every request carries, enough to answer it (even with a failure).
+#[derive(Debug, Clone)]
+pub struct ScepHeader {
+    /// The operation asked for.
+    pub message_type: MessageType,
+    /// The client's transaction id, echoed.
+    pub transaction_id: String,
+    sender_nonce: OctetString,
+    /// The certificate the request is signed with (DER): self-signed for `PKCSReq`.
+    pub signer_cert_der: Vec<u8>,
+    signer_cert: x509_cert::Certificate,
+    cipher: ContentCipher,
+}
+
+/// A parsed PKIOperation: the header, and the CSR or why the request is refused.
+#[derive(Debug, Clone)]
+pub struct ScepRequest {
+    /// How to answer.
+    pub header: ScepHeader,
+    /// The DER PKCS#10 request from inside the envelope.
+    pub csr_der: Result<Vec<u8>, ScepRefusal>,
+}
+
+/// The RSA registration authority that decrypts requests and signs answers for one issuer.
+pub struct ScepRa {
+    cert: x509_cert::Certificate,
+    cert_der: Vec<u8>,
+    key: KeyPair,
+    decrypting: Pkcs1PrivateDecryptingKey,
+    not_after: OffsetDateTime,
+}
+
+impl std::fmt::Debug for ScepRa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScepRa")
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+fn malformed<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> ScepMalformed {
+    move |e| ScepMalformed(format!("{what}: {e}"))
+}
+
+fn signing<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> PkiError {
+    move |e| PkiError::Signing(format!("{what}: {e}"))
+}
+
+impl LocalCa {
+    /// Issues a SCEP registration authority certificate for a fresh RSA-2048 key (valid
+    /// `validity`, never past the intermediate). RSA key generation takes tens of
+    /// milliseconds: call this off the async runtime's worker threads.
+    pub fn scep_ra(&self, now: OffsetDateTime, validity: Duration) -> Result<ScepRa, PkiError> {
+        let key = generate_key(KeyType::Rsa2048)?;
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::OrganizationName, "certkeeper");
+        name.push(DnType::CommonName, "certkeeper SCEP RA");
+        params.distinguished_name = name;
+        params.not_before = now - Duration::minutes(1);
+        params.not_after = (now + validity).min(self.not_after());
+        params.serial_number = Some(crate::ca::random_serial()?);
+        params.is_ca = IsCa::ExplicitNoCa;
+        // Clients pick the certificate to encrypt to by keyEncipherment (RFC 8894 §2.2).
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.use_authority_key_identifier_extension = true;
+        let issued = params.signed_by(&key, self.issuer()).map_err(signing("SCEP RA certificate"))?;
+        let cert_der = issued.der().to_vec();
+        let cert = x509_cert::Certificate::from_der(&cert_der).map_err(signing("SCEP RA certificate"))?;
+        let decrypting = PrivateDecryptingKey::from_pkcs8(&key.serialize_der())
+            .map_err(signing("SCEP RA key"))
+            .and_then(|k| Pkcs1PrivateDecryptingKey::new(k).map_err(signing("SCEP RA key")))?;
+        Ok(ScepRa {
+            cert,
+            cert_der,
+            key,
+            decrypting,
+            not_after: params.not_after,
+        })
+    }
+}
+
+/// The values of the attribute `oid`, if present once.
+fn attribute<'a>(attrs: &'a SignedAttributes, oid: ObjectIdentifier) -> Option<&'a Any> {
+    attrs.iter().find(|a| a.oid == oid).and_then(|a| a.values.iter().next())
+}
+
+fn printable_text(value: &Any) -> Option<String> {
+    match value.tag() {
+        Tag::PrintableString | Tag::Utf8String | Tag::Ia5String => {
+            std::str::from_utf8(value.value()).ok().map(str::to_owned)
+        }
+        _ => None,
+    }
+}
+
+fn same_issuer_serial(id: &IssuerAndSerialNumber, cert: &x509_cert::Certificate) -> bool {
+    id.issuer == cert.tbs_certificate.issuer && id.serial_number == cert.tbs_certificate.serial_number
+}
+
+impl ScepRa {
+    /// When the RA certificate expires (rotate well before).
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
+    }
+
+    /// The RA certificate, DER.
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    /// Parses a PKIOperation message: checks the requester's signature, opens the envelope.
+    /// `Err` only when there is nothing to answer to (not a SCEP SignedData, no transaction
+    /// id, nonce or signer certificate); any later problem is a refusal inside the request.
+    pub fn parse(&self, der: &[u8]) -> Result<ScepRequest, ScepMalformed> {
+        if der.len() > MAX_SCEP_MESSAGE {
+            return Err(ScepMalformed(format!(
+                "{} bytes; at most {MAX_SCEP_MESSAGE} are accepted",
+                der.len()
+            )));
+        }
+        let info = ContentInfo::from_der(der).map_err(malformed("not a DER CMS ContentInfo"))?;
+        if info.content_type != ID_SIGNED_DATA {
+            return Err(ScepMalformed(format!("content type {} is not signedData", info.content_type)));
+        }
+        let signed: SignedData = info.content.decode_as().map_err(malformed("SignedData"))?;
+        let [signer]: [&SignerInfo; 1] = signed
+            .signer_infos
+            .0
+            .iter()
+            .collect::<Vec<_>>()
+            .try_into()
+            .map_err(|v: Vec<_>| ScepMalformed(format!("{} signers; a SCEP message has one", v.len())))?;
+        let attrs = signer
+            .signed_attrs
+            .as_ref()
+            .ok_or_else(|| ScepMalformed("the signer has no signed attributes".to_owned()))?;
+        let text = |oid, what: &'static str| {
+            attribute(attrs, oid)
+                .and_then(printable_text)
+                .ok_or_else(|| ScepMalformed(format!("no {what} attribute")))
+        };
+        let transaction_id = text(ID_TRANSACTION_ID, "transactionID")?;
+        let message_type_text = text(ID_MESSAGE_TYPE, "messageType")?;
+        let sender_nonce: OctetString = attribute(attrs, ID_SENDER_NONCE)
+            .and_then(|v| v.decode_as().ok())
+            .ok_or_else(|| ScepMalformed("no senderNonce attribute".to_owned()))?;
+        let SignerIdentifier::IssuerAndSerialNumber(signer_id) = &signer.sid else {
+            return Err(ScepMalformed("the signer is named by key id; SCEP names it by issuer and serial".to_owned()));
+        };
+        let signer_cert = signed
+            .certificates
+            .iter()
+            .flat_map(|set| set.0.iter())
+            .find_map(|choice| match choice {
+                CertificateChoices::Certificate(cert) if same_issuer_serial(signer_id, cert) => Some(cert.clone()),
+                _ => None,
+            })
+            .ok_or_else(|| ScepMalformed("the signer's certificate is not in the message".to_owned()))?;
+        let signer_cert_der = signer_cert.to_der().map_err(malformed("the signer's certificate"))?;
+        let message_type = MessageType::parse(&message_type_text);
+        let mut header = ScepHeader {
+            message_type: message_type.unwrap_or(MessageType::PkcsReq),
+            transaction_id,
+            sender_nonce,
+            signer_cert_der,
+            signer_cert,
+            cipher: ContentCipher::Aes256,
+        };
+        let csr_der = match message_type {
+            None => Err(ScepRefusal::new(
+                FailInfo::BadRequest,
+                format!("unknown messageType {message_type_text}"),
+            )),
+            Some(_) => self.open(&signed, signer, attrs, &mut header),
+        };
+        Ok(ScepRequest { header, csr_der })
+    }
+
+    /// Checks the signature and decrypts the envelope.
+    fn open(
+        &self,
+        signed: &SignedData,
+        signer: &SignerInfo,
+        attrs: &SignedAttributes,
+        header: &mut ScepHeader,
+    ) -> Result<Vec<u8>, ScepRefusal> {
+        let refuse = |fail, reason: String| ScepRefusal::new(fail, reason);
+        if !matches!(header.message_type, MessageType::PkcsReq | MessageType::RenewalReq) {
+            return Err(refuse(
+                FailInfo::BadRequest,
+                format!("messageType {} is not supported (PKCSReq and RenewalReq are)", header.message_type.code()),
+            ));
+        }
+        let digest_alg = DigestAlg::from_oid(signer.digest_alg.oid)
+            .ok_or_else(|| refuse(FailInfo::BadAlg, format!("digest {}", signer.digest_alg.oid)))?;
+        let spki = &header.signer_cert.tbs_certificate.subject_public_key_info;
+        if spki.algorithm.oid != RSA_ENCRYPTION {
+            return Err(refuse(
+                FailInfo::BadAlg,
+                "the signer's key is not RSA, so the answer could not be encrypted to it".to_owned(),
+            ));
+        }
+        let content = signed
+            .encap_content_info
+            .econtent
+            .as_ref()
+            .ok_or_else(|| refuse(FailInfo::BadRequest, "the message has no content".to_owned()))?;
+        let content: OctetString = content
+            .decode_as()
+            .map_err(|e| refuse(FailInfo::BadRequest, format!("the content is not an OCTET STRING: {e}")))?;
+        let stated_digest: OctetString = attribute(attrs, ID_MESSAGE_DIGEST)
+            .and_then(|v| v.decode_as().ok())
+            .ok_or_else(|| refuse(FailInfo::BadMessageCheck, "no messageDigest attribute".to_owned()))?;
+        if stated_digest.as_bytes() != digest_alg.digest(content.as_bytes()).as_slice() {
+            return Err(refuse(FailInfo::BadMessageCheck, "the content does not match its digest".to_owned()));
+        }
+        let signed_bytes = attrs
+            .to_der()
+            .map_err(|e| refuse(FailInfo::BadMessageCheck, format!("signed attributes: {e}")))?;
+        let key_bits = spki.subject_public_key.raw_bytes();
+        UnparsedPublicKey::new(digest_alg.rsa_verification(), key_bits)
+            .verify(&signed_bytes, signer.signature.as_bytes())
+            .map_err(|_| refuse(FailInfo::BadMessageCheck, "the signature does not verify".to_owned()))?;
+        let (csr, cipher) = self.decrypt(content.as_bytes())?;
+        header.cipher = cipher;
+        Ok(csr)
+    }
+
+    /// Opens the EnvelopedData addressed to this RA.
+    fn decrypt(&self, enveloped_der: &[u8]) -> Result<(Vec<u8>, ContentCipher), ScepRefusal> {
+        let refuse = |fail, reason: String| ScepRefusal::new(fail, reason);
+        let info = ContentInfo::from_der(enveloped_der)
+            .map_err(|e| refuse(FailInfo::BadRequest, format!("the content is not a ContentInfo: {e}")))?;
+        if info.content_type != ID_ENVELOPED_DATA {
+            return Err(refuse(FailInfo::BadRequest, format!("content type {} is not envelopedData", info.content_type)));
+        }
+        let enveloped: EnvelopedData = info
+            .content
+            .decode_as()
+            .map_err(|e| refuse(FailInfo::BadRequest, format!("EnvelopedData: {e}")))?;
+        let recipient = enveloped
+            .recip_infos
+            .0
+            .iter()
+            .find_map(|r| match r {
+                RecipientInfo::Ktri(ktri) => match &ktri.rid {
+                    RecipientIdentifier::IssuerAndSerialNumber(id) if same_issuer_serial(id, &self.cert) => Some(ktri),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .ok_or_else(|| {
+                refuse(
+                    FailInfo::BadMessageCheck,
+                    "the envelope is not addressed to the current RA certificate (fetch GetCACert again)".to_owned(),
+                )
+            })?;
+        let mut key_buf = vec![0u8; self.decrypting.min_output_size()];
+        let content_key = self
+            .decrypting
+            .decrypt(recipient.enc_key.as_bytes(), &mut key_buf)
+            .map_err(|_| refuse(FailInfo::BadMessageCheck, "the content key does not decrypt".to_owned()))?;
+        let encrypted = &enveloped.encrypted_content;
+        let cipher = ContentCipher::from_oid(encrypted.content_enc_alg.oid).ok_or_else(|| {
+            refuse(
+                FailInfo::BadAlg,
+                format!("content cipher {} (AES-CBC, 3DES and DES are supported)", encrypted.content_enc_alg.oid),
+            )
+        })?;
+        let iv: OctetString = encrypted
+            .content_enc_alg
+            .parameters
+            .as_ref()
+            .and_then(|p| p.decode_as().ok())
+            .filter(|iv: &OctetString| iv.as_bytes().len() == cipher.iv_len())
+            .ok_or_else(|| refuse(FailInfo::BadAlg, "the cipher's IV is missing or of the wrong size".to_owned()))?;
+        if content_key.len() != cipher.key_len() {
+            return Err(refuse(FailInfo::BadMessageCheck, "the content key has the wrong length".to_owned()));
+        }
+        let ciphertext = encrypted
+            .encrypted_content
+            .as_ref()
+            .ok_or_else(|| refuse(FailInfo::BadRequest, "the envelope is empty".to_owned()))?;
+        let csr = cipher
+            .decrypt(content_key, iv.as_bytes(), ciphertext.as_bytes())
+            .ok_or_else(|| refuse(FailInfo::BadMessageCheck, "the content does not decrypt".to_owned()))?;
+        Ok((csr, cipher))
+    }
+
+    /// CertRep SUCCESS carrying `chain_der` (the new certificate first), encrypted to the
+    /// requester.
+    pub fn success(&self, header: &ScepHeader, chain_der: &[Vec<u8>]) -> Result<Vec<u8>, PkiError> {
+        let certs_only = crate::certs_only_pkcs7(chain_der)?;
+        let enveloped = envelope(&header.signer_cert, header.cipher.for_answer(), &certs_only)?;
+        self.cert_rep(header, "0", None, Some(enveloped))
+    }
+
+    /// CertRep FAILURE with `fail`.
+    pub fn failure(&self, header: &ScepHeader, fail: FailInfo) -> Result<Vec<u8>, PkiError> {
+        self.cert_rep(header, "2", Some(fail), None)
+    }
+}
+
+/// An EnvelopedData (as ContentInfo DER) of `content` for `recipient`'s RSA key.
+fn envelope(recipient: &x509_cert::Certificate, cipher: ContentCipher, content: &[u8]) -> Result<Vec<u8>, PkiError> {
+    let rng = SystemRandom::new();
+        let mut content_key = vec![0u8; cipher.key_len()];
+        let mut iv = vec![0u8; cipher.iv_len()];
+        rng.fill(&mut content_key).map_err(signing("random key"))?;
+        rng.fill(&mut iv).map_err(signing("random IV"))?;
+        let ciphertext = cipher
+            .encrypt(&content_key, &iv, content)
+            .ok_or_else(|| PkiError::Signing("content encryption".to_owned()))?;
+        let spki = recipient
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .map_err(signing("the requester's key"))?;
+        let public = PublicEncryptingKey::from_der(&spki)
+            .map_err(signing("the requester's key"))
+            .and_then(|k| Pkcs1PublicEncryptingKey::new(k).map_err(signing("the requester's key")))?;
+        let mut wrapped = vec![0u8; public.ciphertext_size()];
+        let wrapped = public
+            .encrypt(&content_key, &mut wrapped)
+            .map_err(signing("content key encryption"))?
+            .to_vec();
+        let recipient = RecipientInfo::Ktri(KeyTransRecipientInfo {
+            version: CmsVersion::V0,
+            rid: RecipientIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+                issuer: recipient.tbs_certificate.issuer.clone(),
+                serial_number: recipient.tbs_certificate.serial_number.clone(),
+            }),
+            key_enc_alg: AlgorithmIdentifierOwned {
+                oid: RSA_ENCRYPTION,
+                parameters: Some(Any::null()),
+            },
+            enc_key: OctetString::new(wrapped).map_err(signing("envelope"))?,
+        });
+        let enveloped = EnvelopedData {
+            version: CmsVersion::V0,
+            originator_info: None,
+            recip_infos: RecipientInfos(SetOfVec::try_from(vec![recipient]).map_err(signing("envelope"))?),
+            encrypted_content: EncryptedContentInfo {
+                content_type: ID_DATA,
+                content_enc_alg: AlgorithmIdentifierOwned {
+                    oid: cipher.oid(),
+                    parameters: Some(Any::encode_from(&OctetString::new(iv).map_err(signing("IV"))?).map_err(signing("IV"))?),
+                },
+                encrypted_content: Some(OctetString::new(ciphertext).map_err(signing("envelope"))?),
+            },
+            unprotected_attrs: None,
+        };
+        ContentInfo {
+            content_type: ID_ENVELOPED_DATA,
+            content: Any::encode_from(&enveloped).map_err(signing("envelope"))?,
+        }
+        .to_der()
+        .map_err(signing("envelope"))
+    }
+
+impl ScepRa {
+    /// A CertRep SignedData signed by the RA, with `content` (an EnvelopedData) or none.
+    fn cert_rep(
+        &self,
+        header: &ScepHeader,
+        status: &str,
+        fail: Option<FailInfo>,
+        content: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, PkiError> {
+        let mut attrs = vec![
+            printable_attr(ID_MESSAGE_TYPE, MessageType::CertRep.code())?,
+            printable_attr(ID_PKI_STATUS, status)?,
+            printable_attr(ID_TRANSACTION_ID, &header.transaction_id)?,
+            attr(ID_RECIPIENT_NONCE, &header.sender_nonce)?,
+            attr(ID_SENDER_NONCE, &random_nonce()?)?,
+        ];
+        if let Some(fail) = fail {
+            attrs.push(printable_attr(ID_FAIL_INFO, fail.code())?);
+        }
+        signed_message(&self.cert, &self.key, attrs, content)
+    }
+
+    /// The RA's public key (its certificate's), DER SubjectPublicKeyInfo.
+    pub fn public_key_der(&self) -> Vec<u8> {
+        self.key.subject_public_key_info()
+    }
+}
+
+fn attr<T: der::EncodeValue + Tagged>(oid: ObjectIdentifier, value: &T) -> Result<Attribute, PkiError> {
+    let value = Any::encode_from(value).map_err(signing("attribute"))?;
+    Ok(Attribute {
+        oid,
+        values: SetOfVec::try_from(vec![value]).map_err(signing("attribute"))?,
+    })
+}
+
+fn printable_attr(oid: ObjectIdentifier, text: &str) -> Result<Attribute, PkiError> {
+    attr(oid, &PrintableStringRef::new(text).map_err(signing("attribute"))?)
+}
+
+fn random_nonce() -> Result<OctetString, PkiError> {
+    let mut nonce = vec![0u8; 16];
+    SystemRandom::new().fill(&mut nonce).map_err(signing("nonce"))?;
+    OctetString::new(nonce).map_err(signing("nonce"))
+}
+
+/// A SignedData (ContentInfo DER) of `content` (id-data; none for a bare status) signed with
+/// `key` (RSA, SHA-256), with `scep_attrs` among the signed attributes and `cert` attached.
+fn signed_message(
+    cert: &x509_cert::Certificate,
+    key: &KeyPair,
+    mut scep_attrs: Vec<Attribute>,
+    content: Option<Vec<u8>>,
+) -> Result<Vec<u8>, PkiError> {
+    let content = content.map(OctetString::new).transpose().map_err(signing("content"))?;
+    let content_digest = DigestAlg::Sha256.digest(content.as_ref().map_or(&[][..], OctetString::as_bytes));
+    scep_attrs.push(attr(ID_CONTENT_TYPE, &ID_DATA)?);
+    scep_attrs.push(attr(
+        ID_MESSAGE_DIGEST,
+        &OctetString::new(content_digest).map_err(signing("digest"))?,
+    )?);
+    let attrs: SignedAttributes = SetOfVec::try_from(scep_attrs).map_err(signing("attributes"))?;
+    let signature = key
+        .sign(&attrs.to_der().map_err(signing("attributes"))?)
+        .map_err(signing("SCEP message"))?;
+    let sha256 = AlgorithmIdentifierOwned {
+        oid: ID_SHA_256,
+        parameters: None,
+    };
+    let signer = SignerInfo {
+        version: CmsVersion::V1,
+        sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+            issuer: cert.tbs_certificate.issuer.clone(),
+            serial_number: cert.tbs_certificate.serial_number.clone(),
+        }),
+        digest_alg: sha256.clone(),
+        signed_attrs: Some(attrs),
+        signature_algorithm: AlgorithmIdentifierOwned {
+            oid: RSA_ENCRYPTION,
+            parameters: Some(Any::null()),
+        },
+        signature: OctetString::new(signature).map_err(signing("signature"))?,
+        unsigned_attrs: None,
+    };
+    let signed = SignedData {
+        version: CmsVersion::V1,
+        digest_algorithms: SetOfVec::try_from(vec![sha256]).map_err(signing("SCEP message"))?,
+        encap_content_info: EncapsulatedContentInfo {
+            econtent_type: ID_DATA,
+            econtent: content.map(|c| Any::encode_from(&c)).transpose().map_err(signing("content"))?,
+        },
+        certificates: Some(CertificateSet(
+            SetOfVec::try_from(vec![CertificateChoices::Certificate(cert.clone())])
+                .map_err(signing("SCEP message"))?,
+        )),
+        crls: None,
+        signer_infos: SignerInfos(SetOfVec::try_from(vec![signer]).map_err(signing("SCEP message"))?),
+    };
+    ContentInfo {
+        content_type: ID_SIGNED_DATA,
+        content: Any::encode_from(&signed).map_err(signing("SCEP message"))?,
+    }
+    .to_der()
+    .map_err(signing("SCEP message"))
+}
+
+/// A SCEP client's side, for tests, benchmarks and fuzz seeds: a PKCSReq for `csr_der`,
+/// signed with a self-signed certificate for `key` (RSA), encrypted to `ra_cert_der` with
+/// AES-128-CBC, as scepclient sends it.
+pub fn pkcs_req(ra_cert_der: &[u8], key: &KeyPair, csr_der: &[u8], transaction_id: &str) -> Result<Vec<u8>, PkiError> {
+    let ra = x509_cert::Certificate::from_der(ra_cert_der).map_err(signing("RA certificate"))?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, "SCEP requester");
+    let self_signed = params.self_signed(key).map_err(signing("self-signed certificate"))?;
+    let self_signed =
+        x509_cert::Certificate::from_der(self_signed.der()).map_err(signing("self-signed certificate"))?;
+    let enveloped = envelope(&ra, ContentCipher::Aes128, csr_der)?;
+    let attrs = vec![
+        printable_attr(ID_MESSAGE_TYPE, MessageType::PkcsReq.code())?,
+        printable_attr(ID_TRANSACTION_ID, transaction_id)?,
+        attr(ID_SENDER_NONCE, &random_nonce()?)?,
+    ];
+    signed_message(&self_signed, key, attrs, Some(enveloped))
+}
+
+/// What a CertRep says, read by a client: (pkiStatus, failInfo, the decrypted certs-only
+/// SignedData when SUCCESS). For tests: the signature is not checked.
+pub fn read_cert_rep(der: &[u8], key: &KeyPair) -> Result<(String, Option<String>, Option<Vec<u8>>), PkiError> {
+    let bad = |e: ScepMalformed| PkiError::Signing(e.to_string());
+    let info = ContentInfo::from_der(der).map_err(signing("CertRep"))?;
+    let signed: SignedData = info.content.decode_as().map_err(signing("CertRep"))?;
+    let signer = signed.signer_infos.0.iter().next().ok_or_else(|| PkiError::Signing("no signer".to_owned()))?;
+    let attrs = signer.signed_attrs.as_ref().ok_or_else(|| PkiError::Signing("no attributes".to_owned()))?;
+    let text = |oid| attribute(attrs, oid).and_then(printable_text);
+    let status = text(ID_PKI_STATUS).ok_or_else(|| bad(ScepMalformed("no pkiStatus".to_owned())))?;
+    let fail = text(ID_FAIL_INFO);
+    let content = match &signed.encap_content_info.econtent {
+        None => None,
+        Some(content) => {
+            let content: OctetString = content.decode_as().map_err(signing("CertRep content"))?;
+            let decrypting = PrivateDecryptingKey::from_pkcs8(&key.serialize_der())
+                .map_err(signing("key"))
+                .and_then(|k| Pkcs1PrivateDecryptingKey::new(k).map_err(signing("key")))?;
+            let info = ContentInfo::from_der(content.as_bytes()).map_err(signing("envelope"))?;
+            let enveloped: EnvelopedData = info.content.decode_as().map_err(signing("envelope"))?;
+            let Some(RecipientInfo::Ktri(ktri)) = enveloped.recip_infos.0.iter().next() else {
+                return Err(PkiError::Signing("no key transport recipient".to_owned()));
+            };
+            let mut buf = vec![0u8; decrypting.min_output_size()];
+            let content_key = decrypting
+                .decrypt(ktri.enc_key.as_bytes(), &mut buf)
+                .map_err(signing("content key"))?;
+            let encrypted = &enveloped.encrypted_content;
+            let cipher = ContentCipher::from_oid(encrypted.content_enc_alg.oid)
+                .ok_or_else(|| PkiError::Signing("cipher".to_owned()))?;
+            let iv: OctetString = encrypted
+                .content_enc_alg
+                .parameters
+                .as_ref()
+                .ok_or_else(|| PkiError::Signing("IV".to_owned()))?
+                .decode_as()
+                .map_err(signing("IV"))?;
+            let ciphertext = encrypted.encrypted_content.as_ref().ok_or_else(|| PkiError::Signing("empty".to_owned()))?;
+            Some(
+                cipher
+                    .decrypt(content_key, iv.as_bytes(), ciphertext.as_bytes())
+                    .ok_or_else(|| PkiError::Signing("decryption".to_owned()))?,
+            )
+        }
+    };
+    Ok((status, fail, content))
+}
+
+/// The challengePassword attribute of a DER CSR (PKCS#9), if it has one.
+pub fn csr_challenge_password(csr_der: &[u8]) -> Option<String> {
+    use x509_parser::certification_request::X509CertificationRequest;
+    use x509_parser::cri_attributes::ParsedCriAttribute;
+    use x509_parser::prelude::FromDer;
+    let (_, csr) = X509CertificationRequest::from_der(csr_der).ok()?;
+    csr.certification_request_info
+        .iter_attributes()
+        .find_map(|attr| match attr.parsed_attribute() {
+            ParsedCriAttribute::ChallengePassword(password) => Some(password.0.clone()),
+            _ => None,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CaConfig, LeafProfile};
+
+    struct Fixture {
+        ca: LocalCa,
+        ra: ScepRa,
+        client_key: KeyPair,
+        csr_der: Vec<u8>,
+    }
+
+    fn fixture() -> Fixture {
+        let now = OffsetDateTime::now_utc();
+        let material = crate::CaMaterial::create(&CaConfig::default(), now).expect("CA");
+        let ca = LocalCa::load(&material).expect("CA");
+        let ra = ca.scep_ra(now, Duration::days(7)).expect("RA");
+        let client_key = generate_key(KeyType::Rsa2048).expect("key");
+        let mut params = CertificateParams::new(vec!["device1.example.test".to_owned()]).expect("params");
+        params.distinguished_name.push(DnType::CommonName, "device1.example.test");
+        // challengePassword (1.2.840.113549.1.9.7), a PrintableString "s3cret".
+        let challenge = rcgen::Attribute {
+            oid: &[1, 2, 840, 113549, 1, 9, 7],
+            values: vec![0x31, 0x08, 0x13, 0x06, b's', b'3', b'c', b'r', b'e', b't'],
+        };
+        let csr = params
+            .serialize_request_with_attributes(&client_key, vec![challenge])
+            .expect("CSR");
+        Fixture {
+            ca,
+            ra,
+            client_key,
+            csr_der: csr.der().to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_request_opens_and_the_answer_carries_the_certificate_to_the_requester() {
+        let f = fixture();
+        assert_eq!(csr_challenge_password(&f.csr_der).as_deref(), Some("s3cret"));
+        let message = pkcs_req(f.ra.cert_der(), &f.client_key, &f.csr_der, "tx-1").expect("request");
+        let request = f.ra.parse(&message).expect("parse");
+        assert_eq!(request.header.message_type, MessageType::PkcsReq);
+        assert_eq!(request.header.transaction_id, "tx-1");
+        assert_eq!(request.csr_der.as_ref().expect("opens"), &f.csr_der);
+
+        let issued = f
+            .ca
+            .sign(
+                &f.client_key.subject_public_key_info(),
+                &LeafProfile {
+                    common_name: "device1.example.test".to_owned(),
+                    sans: vec!["device1.example.test".parse().expect("name")],
+                    not_before: OffsetDateTime::now_utc(),
+                    not_after: OffsetDateTime::now_utc() + Duration::days(1),
+                },
+            )
+            .expect("sign");
+        let chain = crate::chain_der(&issued.chain_pem).expect("chain");
+        let answer = f.ra.success(&request.header, &chain).expect("CertRep");
+        let (status, fail, content) = read_cert_rep(&answer, &f.client_key).expect("read");
+        assert_eq!((status.as_str(), fail), ("0", None));
+        let content = content.expect("certificates");
+        let info = ContentInfo::from_der(&content).expect("certs-only");
+        let certs: SignedData = info.content.decode_as().expect("SignedData");
+        assert_eq!(certs.certificates.expect("certs").0.len(), chain.len());
+
+        let refused = f.ra.failure(&request.header, FailInfo::BadRequest).expect("CertRep");
+        let (status, fail, content) = read_cert_rep(&refused, &f.client_key).expect("read");
+        assert_eq!((status.as_str(), fail.as_deref(), content), ("2", Some("2"), None));
+    }
+
+    #[test]
+    fn tampering_and_foreign_recipients_are_refused_with_a_fail_info() {
+        let f = fixture();
+        let mut message = pkcs_req(f.ra.cert_der(), &f.client_key, &f.csr_der, "tx-2").expect("request");
+        // Flip a byte inside the encrypted content: the digest no longer matches.
+        let at = 100; // inside the enveloped content, which comes first
+        message[at] ^= 0x55;
+        let request = f.ra.parse(&message).expect("still answerable");
+        assert_eq!(request.csr_der.expect_err("refused").fail, FailInfo::BadMessageCheck);
+
+        let other_ra = f.ca.scep_ra(OffsetDateTime::now_utc(), Duration::days(7)).expect("RA");
+        let message = pkcs_req(other_ra.cert_der(), &f.client_key, &f.csr_der, "tx-3").expect("request");
+        let refusal = f.ra.parse(&message).expect("answerable").csr_der.expect_err("refused");
+        assert_eq!(refusal.fail, FailInfo::BadMessageCheck);
+        assert!(refusal.reason.contains("GetCACert"), "{}", refusal.reason);
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        let f = fixture();
+        for input in [&b""[..], b"\x30\x03\x02\x01\x00", b"not der at all", &[0x30; 100]] {
+            assert!(f.ra.parse(input).is_err());
+        }
+    }
+
+    #[test]
+    fn every_cipher_round_trips() {
+        for cipher in [
+            ContentCipher::Des,
+            ContentCipher::DesEde3,
+            ContentCipher::Aes128,
+            ContentCipher::Aes192,
+            ContentCipher::Aes256,
+        ] {
+            let key = vec![7u8; cipher.key_len()];
+            let iv = vec![9u8; cipher.iv_len()];
+            let sealed = cipher.encrypt(&key, &iv, b"certificate request").expect("encrypt");
+            assert_eq!(cipher.decrypt(&key, &iv, &sealed).as_deref(), Some(&b"certificate request"[..]));
+            assert_eq!(ContentCipher::from_oid(cipher.oid()), Some(cipher));
+        }
+    }
+}
