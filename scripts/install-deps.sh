@@ -27,8 +27,9 @@ set -euo pipefail
 #   bind9-dnsutils  dig and nsupdate, to check what a DNS server really answers
 #   lego, certbot   reference ACME clients (interop tests, scripts/bench-acme.sh)
 #   nginx, haproxy  real TLS servers the agent deploys to (ck-agent tests)
+#   scep            micromdm's scepclient: the reference SCEP client (pki tests)
 PKGS=(postgresql-15 openssl curl iproute2 util-linux ca-certificates
-      pebble bind9 bind9-utils bind9-dnsutils lego certbot nginx haproxy)
+      pebble bind9 bind9-utils bind9-dnsutils lego certbot nginx haproxy scep)
 
 LOG=${TMPDIR:-/tmp}/certkeeper-install-deps.log
 T0=$(date +%s)

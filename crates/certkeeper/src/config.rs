@@ -45,6 +45,8 @@ struct FileConfig {
     #[serde(default)]
     est: Option<FileEst>,
     #[serde(default)]
+    scep: Option<FileScep>,
+    #[serde(default)]
     tls: Option<FileTls>,
     /// ACME issuers by id; each value holds the same settings as `POST /api/v1/issuers`' `acme`.
     #[serde(default)]
@@ -108,6 +110,49 @@ struct FileEst {
     allowed_suffixes: Vec<String>,
     #[serde(default)]
     validity_days: Option<u32>,
+}
+
+/// `scep:`: SCEP enrollment with a challenge password.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileScep {
+    /// A file holding the challenge password.
+    challenge_file: PathBuf,
+    #[serde(default)]
+    issuer: Option<String>,
+    #[serde(default)]
+    allowed_suffixes: Vec<String>,
+    #[serde(default)]
+    validity_days: Option<u32>,
+}
+
+/// What EST and SCEP enrollments may get (`serde(flatten)` would lose `deny_unknown_fields`,
+/// hence the fields repeated in both sections).
+fn enrollment_policy(
+    issuer: Option<String>,
+    allowed_suffixes: Vec<String>,
+    validity_days: Option<u32>,
+) -> ck_server::EnrollmentPolicy {
+    ck_server::EnrollmentPolicy {
+        issuer: issuer.unwrap_or_else(|| "local".to_owned()),
+        allowed_suffixes: allowed_suffixes
+            .into_iter()
+            .map(|s| s.trim().trim_start_matches("*.").trim_matches('.').to_ascii_lowercase())
+            .collect(),
+        validity_days,
+    }
+}
+
+/// Reads an enrollment secret from `path` (setting `field`): at least 12 characters.
+fn read_enrollment_secret(path: &std::path::Path, field: &str) -> anyhow::Result<String> {
+    let secret = std::fs::read_to_string(path)
+        .map_err(|e| bad(field, format!("cannot read {}: {e}", path.display())))?
+        .trim()
+        .to_owned();
+    if secret.chars().count() < 12 {
+        return Err(bad(field, "the enrollment secret must be at least 12 characters"));
+    }
+    Ok(secret)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,34 +305,20 @@ impl Settings {
             server.crl_validity = Duration::hours(i64::from(hours));
         }
         if let Some(est) = file.est {
-            let password = std::fs::read_to_string(&est.password_file)
-                .map_err(|e| {
-                    bad(
-                        "est.password_file",
-                        format!("cannot read {}: {e}", est.password_file.display()),
-                    )
-                })?
-                .trim()
-                .to_owned();
-            if password.chars().count() < 12 {
-                return Err(bad(
-                    "est.password_file",
-                    "the enrollment secret must be at least 12 characters",
-                ));
-            }
+            let password = read_enrollment_secret(&est.password_file, "est.password_file")?;
             if est.username.is_empty() || est.username.contains(':') {
                 return Err(bad("est.username", "must be non-empty and without ':'"));
             }
             server.est = Some(ck_server::EstProfile {
                 username: est.username,
                 password,
-                issuer: est.issuer.unwrap_or_else(|| "local".to_owned()),
-                allowed_suffixes: est
-                    .allowed_suffixes
-                    .into_iter()
-                    .map(|s| s.trim().trim_start_matches("*.").trim_matches('.').to_ascii_lowercase())
-                    .collect(),
-                validity_days: est.validity_days,
+                policy: enrollment_policy(est.issuer, est.allowed_suffixes, est.validity_days),
+            });
+        }
+        if let Some(scep) = file.scep {
+            server.scep = Some(ck_server::ScepProfile {
+                challenge: read_enrollment_secret(&scep.challenge_file, "scep.challenge_file")?,
+                policy: enrollment_policy(scep.issuer, scep.allowed_suffixes, scep.validity_days),
             });
         }
         for (id, settings) in file.acme_issuers {

@@ -12,6 +12,7 @@ mod error;
 mod est;
 mod ops;
 mod pki;
+mod scep;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -75,6 +76,7 @@ pub fn router(control_plane: ControlPlane) -> Router {
         .route("/.well-known/est/csrattrs", get(est::csrattrs))
         .route("/.well-known/est/simpleenroll", post(est::simpleenroll))
         .route("/.well-known/est/simplereenroll", post(est::simplereenroll))
+        .route("/scep", get(scep::get).post(scep::post))
         .route("/pki/ocsp/{issuer}", post(pki::ocsp_post))
         .route("/pki/ocsp/{issuer}/{*request}", get(pki::ocsp_get))
         .fallback(ops::not_found)

@@ -208,6 +208,22 @@ impl LocalCa {
         &self.issuer
     }
 
+    /// Whether `cert_der` carries the intermediate's signature (only that: validity and
+    /// revocation are the caller's to check).
+    pub fn issued(&self, cert_der: &[u8]) -> bool {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let Ok(intermediate) = pem::parse(self.intermediate_pem()) else {
+            return false;
+        };
+        let Ok((_, issuer)) = X509Certificate::from_der(intermediate.contents()) else {
+            return false;
+        };
+        X509Certificate::from_der(cert_der).is_ok_and(|(_, cert)| {
+            cert.tbs_certificate.issuer == issuer.tbs_certificate.subject
+                && cert.verify_signature(Some(&issuer.tbs_certificate.subject_pki)).is_ok()
+        })
+    }
+
     /// No leaf outlives this.
     pub fn not_after(&self) -> OffsetDateTime {
         self.intermediate_not_after

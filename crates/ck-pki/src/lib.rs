@@ -22,13 +22,13 @@ pub use est::{
 };
 pub use keys::{PrivateKeyPem, ServerKey, generate_key};
 pub use keystore::{Pkcs12Contents, pkcs12, pkcs12_from_pem};
-pub use scep::{
-    FailInfo, MAX_SCEP_MESSAGE, MessageType, SCEP_CAPABILITIES, ScepHeader, ScepMalformed, ScepRa, ScepRefusal, ScepRequest,
-    csr_challenge_password, pkcs_req, read_cert_rep,
-};
 pub use ocsp::{
     MAX_CERTS_PER_REQUEST, OcspError, OcspErrorStatus, OcspQuery, OcspSigner, OcspStatus, QueriedCert,
     ocsp_error_response,
+};
+pub use scep::{
+    FailInfo, MAX_SCEP_MESSAGE, MessageType, SCEP_CAPABILITIES, ScepHeader, ScepMalformed, ScepRa, ScepRefusal,
+    ScepRequest, certifies_key, csr_challenge_password, pkcs_req, read_cert_rep,
 };
 
 /// Something the PKI layer refused or failed to do.

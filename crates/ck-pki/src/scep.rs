@@ -38,9 +38,7 @@ use const_oid::db::rfc8894::{
 };
 use der::asn1::{Any, OctetString, PrintableStringRef, SetOfVec};
 use der::{Decode, Encode, Tag, Tagged};
-use rcgen::{
-    CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose, PublicKeyData, SigningKey,
-};
+use rcgen::{CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose, PublicKeyData, SigningKey};
 use spki::AlgorithmIdentifierOwned;
 use time::{Duration, OffsetDateTime};
 use x509_cert::attr::Attribute;
@@ -294,6 +292,45 @@ pub struct ScepRequest {
     pub csr_der: Result<Vec<u8>, ScepRefusal>,
 }
 
+/// EncryptedContentInfo as Go's pkcs7 (micromdm's scepclient) writes it: the encrypted
+/// content as a constructed `[0]` holding OCTET STRING chunks, which is BER, not the DER that
+/// `cms`'s own type insists on. Read as raw `Any` and unwrapped by hand.
+#[derive(Debug, der::Sequence)]
+struct LenientEncryptedContentInfo {
+    content_type: ObjectIdentifier,
+    content_enc_alg: AlgorithmIdentifierOwned,
+    #[asn1(optional = "true")]
+    encrypted_content: Option<Any>,
+}
+
+/// EnvelopedData with a [`LenientEncryptedContentInfo`] (no originatorInfo, as SCEP sends).
+#[derive(Debug, der::Sequence)]
+struct LenientEnvelopedData {
+    version: CmsVersion,
+    recip_infos: RecipientInfos,
+    encrypted_content: LenientEncryptedContentInfo,
+    #[asn1(context_specific = "1", tag_mode = "IMPLICIT", optional = "true")]
+    unprotected_attrs: Option<x509_cert::attr::Attributes>,
+}
+
+/// The bytes of an `[0]` encrypted content: primitive (DER), or constructed from OCTET STRING
+/// chunks (BER).
+fn encrypted_bytes(content: &Any) -> Option<Vec<u8>> {
+    if !content.tag().is_context_specific() {
+        return None;
+    }
+    if !content.tag().is_constructed() {
+        return Some(content.value().to_vec());
+    }
+    let mut reader = der::SliceReader::new(content.value()).ok()?;
+    let mut out = Vec::new();
+    while !der::Reader::is_finished(&reader) {
+        let chunk: OctetString = der::Decode::decode(&mut reader).ok()?;
+        out.extend_from_slice(chunk.as_bytes());
+    }
+    Some(out)
+}
+
 /// The RSA registration authority that decrypts requests and signs answers for one issuer.
 pub struct ScepRa {
     cert: x509_cert::Certificate,
@@ -337,7 +374,9 @@ impl LocalCa {
         // Clients pick the certificate to encrypt to by keyEncipherment (RFC 8894 §2.2).
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.use_authority_key_identifier_extension = true;
-        let issued = params.signed_by(&key, self.issuer()).map_err(signing("SCEP RA certificate"))?;
+        let issued = params
+            .signed_by(&key, self.issuer())
+            .map_err(signing("SCEP RA certificate"))?;
         let cert_der = issued.der().to_vec();
         let cert = x509_cert::Certificate::from_der(&cert_der).map_err(signing("SCEP RA certificate"))?;
         let decrypting = PrivateDecryptingKey::from_pkcs8(&key.serialize_der())
@@ -382,6 +421,26 @@ impl ScepRa {
         &self.cert_der
     }
 
+    /// The GetCACert answer: (body, content type). RFC 8894 §4.2.1 lists the RA certificate and
+    /// the CA certificates, but common clients (micromdm's scepclient, Debian's `scep`)
+    /// encrypt their request to every certificate in it and fail on a non-RSA one. So CA
+    /// certificates with other keys are left out; with an ECDSA CA, the answer is the RA
+    /// certificate alone, and the CA chain comes with every issued certificate.
+    pub fn ca_certs(&self, ca: &LocalCa) -> Result<(Vec<u8>, &'static str), PkiError> {
+        let mut certs = vec![self.cert_der.clone()];
+        for pem in [ca.intermediate_pem(), ca.root_pem()] {
+            let der = crate::pem_block_der(pem, "CERTIFICATE")?;
+            let cert = x509_cert::Certificate::from_der(&der).map_err(signing("CA certificate"))?;
+            if cert.tbs_certificate.subject_public_key_info.algorithm.oid == RSA_ENCRYPTION {
+                certs.push(der);
+            }
+        }
+        if certs.len() == 1 {
+            return Ok((self.cert_der.clone(), "application/x-x509-ca-cert"));
+        }
+        Ok((crate::certs_only_pkcs7(&certs)?, "application/x-x509-ca-ra-cert"))
+    }
+
     /// Parses a PKIOperation message: checks the requester's signature, opens the envelope.
     /// `Err` only when there is nothing to answer to (not a SCEP SignedData, no transaction
     /// id, nonce or signer certificate); any later problem is a refusal inside the request.
@@ -394,7 +453,10 @@ impl ScepRa {
         }
         let info = ContentInfo::from_der(der).map_err(malformed("not a DER CMS ContentInfo"))?;
         if info.content_type != ID_SIGNED_DATA {
-            return Err(ScepMalformed(format!("content type {} is not signedData", info.content_type)));
+            return Err(ScepMalformed(format!(
+                "content type {} is not signedData",
+                info.content_type
+            )));
         }
         let signed: SignedData = info.content.decode_as().map_err(malformed("SignedData"))?;
         let [signer]: [&SignerInfo; 1] = signed
@@ -419,7 +481,9 @@ impl ScepRa {
             .and_then(|v| v.decode_as().ok())
             .ok_or_else(|| ScepMalformed("no senderNonce attribute".to_owned()))?;
         let SignerIdentifier::IssuerAndSerialNumber(signer_id) = &signer.sid else {
-            return Err(ScepMalformed("the signer is named by key id; SCEP names it by issuer and serial".to_owned()));
+            return Err(ScepMalformed(
+                "the signer is named by key id; SCEP names it by issuer and serial".to_owned(),
+            ));
         };
         let signer_cert = signed
             .certificates
@@ -462,7 +526,10 @@ impl ScepRa {
         if !matches!(header.message_type, MessageType::PkcsReq | MessageType::RenewalReq) {
             return Err(refuse(
                 FailInfo::BadRequest,
-                format!("messageType {} is not supported (PKCSReq and RenewalReq are)", header.message_type.code()),
+                format!(
+                    "messageType {} is not supported (PKCSReq and RenewalReq are)",
+                    header.message_type.code()
+                ),
             ));
         }
         let digest_alg = DigestAlg::from_oid(signer.digest_alg.oid)
@@ -486,7 +553,10 @@ impl ScepRa {
             .and_then(|v| v.decode_as().ok())
             .ok_or_else(|| refuse(FailInfo::BadMessageCheck, "no messageDigest attribute".to_owned()))?;
         if stated_digest.as_bytes() != digest_alg.digest(content.as_bytes()).as_slice() {
-            return Err(refuse(FailInfo::BadMessageCheck, "the content does not match its digest".to_owned()));
+            return Err(refuse(
+                FailInfo::BadMessageCheck,
+                "the content does not match its digest".to_owned(),
+            ));
         }
         let signed_bytes = attrs
             .to_der()
@@ -506,9 +576,12 @@ impl ScepRa {
         let info = ContentInfo::from_der(enveloped_der)
             .map_err(|e| refuse(FailInfo::BadRequest, format!("the content is not a ContentInfo: {e}")))?;
         if info.content_type != ID_ENVELOPED_DATA {
-            return Err(refuse(FailInfo::BadRequest, format!("content type {} is not envelopedData", info.content_type)));
+            return Err(refuse(
+                FailInfo::BadRequest,
+                format!("content type {} is not envelopedData", info.content_type),
+            ));
         }
-        let enveloped: EnvelopedData = info
+        let enveloped: LenientEnvelopedData = info
             .content
             .decode_as()
             .map_err(|e| refuse(FailInfo::BadRequest, format!("EnvelopedData: {e}")))?;
@@ -538,7 +611,10 @@ impl ScepRa {
         let cipher = ContentCipher::from_oid(encrypted.content_enc_alg.oid).ok_or_else(|| {
             refuse(
                 FailInfo::BadAlg,
-                format!("content cipher {} (AES-CBC, 3DES and DES are supported)", encrypted.content_enc_alg.oid),
+                format!(
+                    "content cipher {} (AES-CBC, 3DES and DES are supported)",
+                    encrypted.content_enc_alg.oid
+                ),
             )
         })?;
         let iv: OctetString = encrypted
@@ -547,16 +623,25 @@ impl ScepRa {
             .as_ref()
             .and_then(|p| p.decode_as().ok())
             .filter(|iv: &OctetString| iv.as_bytes().len() == cipher.iv_len())
-            .ok_or_else(|| refuse(FailInfo::BadAlg, "the cipher's IV is missing or of the wrong size".to_owned()))?;
+            .ok_or_else(|| {
+                refuse(
+                    FailInfo::BadAlg,
+                    "the cipher's IV is missing or of the wrong size".to_owned(),
+                )
+            })?;
         if content_key.len() != cipher.key_len() {
-            return Err(refuse(FailInfo::BadMessageCheck, "the content key has the wrong length".to_owned()));
+            return Err(refuse(
+                FailInfo::BadMessageCheck,
+                "the content key has the wrong length".to_owned(),
+            ));
         }
         let ciphertext = encrypted
             .encrypted_content
             .as_ref()
+            .and_then(encrypted_bytes)
             .ok_or_else(|| refuse(FailInfo::BadRequest, "the envelope is empty".to_owned()))?;
         let csr = cipher
-            .decrypt(content_key, iv.as_bytes(), ciphertext.as_bytes())
+            .decrypt(content_key, iv.as_bytes(), &ciphertext)
             .ok_or_else(|| refuse(FailInfo::BadMessageCheck, "the content does not decrypt".to_owned()))?;
         Ok((csr, cipher))
     }
@@ -578,59 +663,61 @@ impl ScepRa {
 /// An EnvelopedData (as ContentInfo DER) of `content` for `recipient`'s RSA key.
 fn envelope(recipient: &x509_cert::Certificate, cipher: ContentCipher, content: &[u8]) -> Result<Vec<u8>, PkiError> {
     let rng = SystemRandom::new();
-        let mut content_key = vec![0u8; cipher.key_len()];
-        let mut iv = vec![0u8; cipher.iv_len()];
-        rng.fill(&mut content_key).map_err(signing("random key"))?;
-        rng.fill(&mut iv).map_err(signing("random IV"))?;
-        let ciphertext = cipher
-            .encrypt(&content_key, &iv, content)
-            .ok_or_else(|| PkiError::Signing("content encryption".to_owned()))?;
-        let spki = recipient
-            .tbs_certificate
-            .subject_public_key_info
-            .to_der()
-            .map_err(signing("the requester's key"))?;
-        let public = PublicEncryptingKey::from_der(&spki)
-            .map_err(signing("the requester's key"))
-            .and_then(|k| Pkcs1PublicEncryptingKey::new(k).map_err(signing("the requester's key")))?;
-        let mut wrapped = vec![0u8; public.ciphertext_size()];
-        let wrapped = public
-            .encrypt(&content_key, &mut wrapped)
-            .map_err(signing("content key encryption"))?
-            .to_vec();
-        let recipient = RecipientInfo::Ktri(KeyTransRecipientInfo {
-            version: CmsVersion::V0,
-            rid: RecipientIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
-                issuer: recipient.tbs_certificate.issuer.clone(),
-                serial_number: recipient.tbs_certificate.serial_number.clone(),
-            }),
-            key_enc_alg: AlgorithmIdentifierOwned {
-                oid: RSA_ENCRYPTION,
-                parameters: Some(Any::null()),
-            },
-            enc_key: OctetString::new(wrapped).map_err(signing("envelope"))?,
-        });
-        let enveloped = EnvelopedData {
-            version: CmsVersion::V0,
-            originator_info: None,
-            recip_infos: RecipientInfos(SetOfVec::try_from(vec![recipient]).map_err(signing("envelope"))?),
-            encrypted_content: EncryptedContentInfo {
-                content_type: ID_DATA,
-                content_enc_alg: AlgorithmIdentifierOwned {
-                    oid: cipher.oid(),
-                    parameters: Some(Any::encode_from(&OctetString::new(iv).map_err(signing("IV"))?).map_err(signing("IV"))?),
-                },
-                encrypted_content: Some(OctetString::new(ciphertext).map_err(signing("envelope"))?),
-            },
-            unprotected_attrs: None,
-        };
-        ContentInfo {
-            content_type: ID_ENVELOPED_DATA,
-            content: Any::encode_from(&enveloped).map_err(signing("envelope"))?,
-        }
+    let mut content_key = vec![0u8; cipher.key_len()];
+    let mut iv = vec![0u8; cipher.iv_len()];
+    rng.fill(&mut content_key).map_err(signing("random key"))?;
+    rng.fill(&mut iv).map_err(signing("random IV"))?;
+    let ciphertext = cipher
+        .encrypt(&content_key, &iv, content)
+        .ok_or_else(|| PkiError::Signing("content encryption".to_owned()))?;
+    let spki = recipient
+        .tbs_certificate
+        .subject_public_key_info
         .to_der()
-        .map_err(signing("envelope"))
+        .map_err(signing("the requester's key"))?;
+    let public = PublicEncryptingKey::from_der(&spki)
+        .map_err(signing("the requester's key"))
+        .and_then(|k| Pkcs1PublicEncryptingKey::new(k).map_err(signing("the requester's key")))?;
+    let mut wrapped = vec![0u8; public.ciphertext_size()];
+    let wrapped = public
+        .encrypt(&content_key, &mut wrapped)
+        .map_err(signing("content key encryption"))?
+        .to_vec();
+    let recipient = RecipientInfo::Ktri(KeyTransRecipientInfo {
+        version: CmsVersion::V0,
+        rid: RecipientIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+            issuer: recipient.tbs_certificate.issuer.clone(),
+            serial_number: recipient.tbs_certificate.serial_number.clone(),
+        }),
+        key_enc_alg: AlgorithmIdentifierOwned {
+            oid: RSA_ENCRYPTION,
+            parameters: Some(Any::null()),
+        },
+        enc_key: OctetString::new(wrapped).map_err(signing("envelope"))?,
+    });
+    let enveloped = EnvelopedData {
+        version: CmsVersion::V0,
+        originator_info: None,
+        recip_infos: RecipientInfos(SetOfVec::try_from(vec![recipient]).map_err(signing("envelope"))?),
+        encrypted_content: EncryptedContentInfo {
+            content_type: ID_DATA,
+            content_enc_alg: AlgorithmIdentifierOwned {
+                oid: cipher.oid(),
+                parameters: Some(
+                    Any::encode_from(&OctetString::new(iv).map_err(signing("IV"))?).map_err(signing("IV"))?,
+                ),
+            },
+            encrypted_content: Some(OctetString::new(ciphertext).map_err(signing("envelope"))?),
+        },
+        unprotected_attrs: None,
+    };
+    ContentInfo {
+        content_type: ID_ENVELOPED_DATA,
+        content: Any::encode_from(&enveloped).map_err(signing("envelope"))?,
     }
+    .to_der()
+    .map_err(signing("envelope"))
+}
 
 impl ScepRa {
     /// A CertRep SignedData signed by the RA, with `content` (an EnvelopedData) or none.
@@ -721,11 +808,13 @@ fn signed_message(
         digest_algorithms: SetOfVec::try_from(vec![sha256]).map_err(signing("SCEP message"))?,
         encap_content_info: EncapsulatedContentInfo {
             econtent_type: ID_DATA,
-            econtent: content.map(|c| Any::encode_from(&c)).transpose().map_err(signing("content"))?,
+            econtent: content
+                .map(|c| Any::encode_from(&c))
+                .transpose()
+                .map_err(signing("content"))?,
         },
         certificates: Some(CertificateSet(
-            SetOfVec::try_from(vec![CertificateChoices::Certificate(cert.clone())])
-                .map_err(signing("SCEP message"))?,
+            SetOfVec::try_from(vec![CertificateChoices::Certificate(cert.clone())]).map_err(signing("SCEP message"))?,
         )),
         crls: None,
         signer_infos: SignerInfos(SetOfVec::try_from(vec![signer]).map_err(signing("SCEP message"))?),
@@ -763,8 +852,16 @@ pub fn read_cert_rep(der: &[u8], key: &KeyPair) -> Result<(String, Option<String
     let bad = |e: ScepMalformed| PkiError::Signing(e.to_string());
     let info = ContentInfo::from_der(der).map_err(signing("CertRep"))?;
     let signed: SignedData = info.content.decode_as().map_err(signing("CertRep"))?;
-    let signer = signed.signer_infos.0.iter().next().ok_or_else(|| PkiError::Signing("no signer".to_owned()))?;
-    let attrs = signer.signed_attrs.as_ref().ok_or_else(|| PkiError::Signing("no attributes".to_owned()))?;
+    let signer = signed
+        .signer_infos
+        .0
+        .iter()
+        .next()
+        .ok_or_else(|| PkiError::Signing("no signer".to_owned()))?;
+    let attrs = signer
+        .signed_attrs
+        .as_ref()
+        .ok_or_else(|| PkiError::Signing("no attributes".to_owned()))?;
     let text = |oid| attribute(attrs, oid).and_then(printable_text);
     let status = text(ID_PKI_STATUS).ok_or_else(|| bad(ScepMalformed("no pkiStatus".to_owned())))?;
     let fail = text(ID_FAIL_INFO);
@@ -794,7 +891,10 @@ pub fn read_cert_rep(der: &[u8], key: &KeyPair) -> Result<(String, Option<String
                 .ok_or_else(|| PkiError::Signing("IV".to_owned()))?
                 .decode_as()
                 .map_err(signing("IV"))?;
-            let ciphertext = encrypted.encrypted_content.as_ref().ok_or_else(|| PkiError::Signing("empty".to_owned()))?;
+            let ciphertext = encrypted
+                .encrypted_content
+                .as_ref()
+                .ok_or_else(|| PkiError::Signing("empty".to_owned()))?;
             Some(
                 cipher
                     .decrypt(content_key, iv.as_bytes(), ciphertext.as_bytes())
@@ -803,6 +903,13 @@ pub fn read_cert_rep(der: &[u8], key: &KeyPair) -> Result<(String, Option<String
         }
     };
     Ok((status, fail, content))
+}
+
+/// Whether a certificate (DER) certifies `public_key_der` (DER SubjectPublicKeyInfo): a
+/// PKCSReq must be signed with the key it asks a certificate for.
+pub fn certifies_key(cert_der: &[u8], public_key_der: &[u8]) -> bool {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    X509Certificate::from_der(cert_der).is_ok_and(|(_, cert)| cert.tbs_certificate.subject_pki.raw == public_key_der)
 }
 
 /// The challengePassword attribute of a DER CSR (PKCS#9), if it has one.
@@ -838,7 +945,9 @@ mod tests {
         let ra = ca.scep_ra(now, Duration::days(7)).expect("RA");
         let client_key = generate_key(KeyType::Rsa2048).expect("key");
         let mut params = CertificateParams::new(vec!["device1.example.test".to_owned()]).expect("params");
-        params.distinguished_name.push(DnType::CommonName, "device1.example.test");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "device1.example.test");
         // challengePassword (1.2.840.113549.1.9.7), a PrintableString "s3cret".
         let challenge = rcgen::Attribute {
             oid: &[1, 2, 840, 113549, 1, 9, 7],
@@ -865,9 +974,8 @@ mod tests {
         assert_eq!(request.header.transaction_id, "tx-1");
         assert_eq!(request.csr_der.as_ref().expect("opens"), &f.csr_der);
 
-        let issued = f
-            .ca
-            .sign(
+        let issued =
+            f.ca.sign(
                 &f.client_key.subject_public_key_info(),
                 &LeafProfile {
                     common_name: "device1.example.test".to_owned(),
@@ -928,7 +1036,10 @@ mod tests {
             let key = vec![7u8; cipher.key_len()];
             let iv = vec![9u8; cipher.iv_len()];
             let sealed = cipher.encrypt(&key, &iv, b"certificate request").expect("encrypt");
-            assert_eq!(cipher.decrypt(&key, &iv, &sealed).as_deref(), Some(&b"certificate request"[..]));
+            assert_eq!(
+                cipher.decrypt(&key, &iv, &sealed).as_deref(),
+                Some(&b"certificate request"[..])
+            );
             assert_eq!(ContentCipher::from_oid(cipher.oid()), Some(cipher));
         }
     }

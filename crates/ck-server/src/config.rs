@@ -45,6 +45,19 @@ pub struct ServerConfig {
     pub crl_validity: Duration,
     /// EST enrollment (`/.well-known/est/`), when configured.
     pub est: Option<EstProfile>,
+    /// SCEP enrollment (`/scep`), when configured.
+    pub scep: Option<ScepProfile>,
+}
+
+/// What devices enrolling over EST or SCEP may get.
+#[derive(Debug, Clone)]
+pub struct EnrollmentPolicy {
+    /// The local CA issuer that signs.
+    pub issuer: String,
+    /// Names must equal one of these or end in `.` + one (empty: any name the policy allows).
+    pub allowed_suffixes: Vec<String>,
+    /// Lifetime of enrolled certificates (default: the server's default validity).
+    pub validity_days: Option<u32>,
 }
 
 /// Who may enroll over EST, and what they get.
@@ -54,12 +67,8 @@ pub struct EstProfile {
     pub username: String,
     /// HTTP Basic password: the enrollment secret.
     pub password: String,
-    /// The local CA issuer that signs.
-    pub issuer: String,
-    /// Names must equal one of these or end in `.` + one (empty: any name the policy allows).
-    pub allowed_suffixes: Vec<String>,
-    /// Lifetime of enrolled certificates (default: the server's default validity).
-    pub validity_days: Option<u32>,
+    /// What enrolled certificates may be.
+    pub policy: EnrollmentPolicy,
 }
 
 impl std::fmt::Debug for EstProfile {
@@ -67,8 +76,25 @@ impl std::fmt::Debug for EstProfile {
         f.debug_struct("EstProfile")
             .field("username", &self.username)
             .field("password", &"<redacted>")
-            .field("issuer", &self.issuer)
-            .field("allowed_suffixes", &self.allowed_suffixes)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+/// SCEP enrollment: the challenge password devices put in their CSR, and what they get.
+#[derive(Clone)]
+pub struct ScepProfile {
+    /// The shared challenge password.
+    pub challenge: String,
+    /// What enrolled certificates may be.
+    pub policy: EnrollmentPolicy,
+}
+
+impl std::fmt::Debug for ScepProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScepProfile")
+            .field("challenge", &"<redacted>")
+            .field("policy", &self.policy)
             .finish()
     }
 }
@@ -94,6 +120,7 @@ impl ServerConfig {
             public_base_url: None,
             crl_validity: Duration::hours(24),
             est: None,
+            scep: None,
         }
     }
 }

@@ -9,10 +9,18 @@ use ck_domain::{IssuanceRequest, IssuerId, JobState};
 use ck_pki::{ParsedCsr, certs_only_pkcs7, chain_der, decode_est_body, pem_block_der, pem_encode};
 
 use crate::issuers::Issuer;
-use crate::{ControlPlane, EstProfile, NewCertificate, ServiceError};
+use crate::{ControlPlane, EnrollmentPolicy, EstProfile, NewCertificate, ServiceError};
 
 /// How long an enrollment waits for its certificate before answering "try later".
 const ENROLL_WAIT: StdDuration = StdDuration::from_secs(30);
+
+/// Whether an enrolled certificate keeps its CSR (for server-side renewal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeepCsr {
+    Yes,
+    /// The CSR holds a secret (a SCEP challenge): dropped once the job has ended.
+    No,
+}
 
 impl ControlPlane {
     fn est_profile(&self) -> Result<&EstProfile, ServiceError> {
@@ -41,6 +49,7 @@ impl ControlPlane {
     pub fn est_cacerts(&self) -> Result<Vec<u8>, ServiceError> {
         let profile = self.est_profile()?;
         let id: IssuerId = profile
+            .policy
             .issuer
             .parse()
             .map_err(|e| ServiceError::Unavailable(format!("est.issuer: {e}")))?;
@@ -62,17 +71,30 @@ impl ControlPlane {
     pub async fn est_enroll(&self, body: &[u8]) -> Result<Vec<u8>, ServiceError> {
         let profile = self.est_profile()?.clone();
         let csr_der = decode_est_body(body).map_err(|e| ServiceError::Invalid(e.to_string()))?;
-        let csr_der = csr_der.as_slice();
+        let leaf = self.enroll(&csr_der, &profile.policy, "est", KeepCsr::Yes).await?;
+        certs_only_pkcs7(&leaf).map_err(|e| ServiceError::Unavailable(e.to_string()))
+    }
+
+    /// Issues a certificate for a CSR (DER) that came in over an enrollment protocol (`via`),
+    /// within `policy`: the same checks and job queue as `POST /certificates`, so enrolled
+    /// certificates are in the inventory like any other. Returns the chain, DER, leaf first.
+    pub(crate) async fn enroll(
+        &self,
+        csr_der: &[u8],
+        policy: &EnrollmentPolicy,
+        via: &str,
+        keep_csr: KeepCsr,
+    ) -> Result<Vec<Vec<u8>>, ServiceError> {
         let csr = ParsedCsr::parse(csr_der).map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let names = IssuanceRequest::resolve(None, &[], Some(&csr.names), &self.inner.config.name_policy)
             .map_err(|e| ServiceError::Invalid(e.to_string()))?;
-        if !profile.allowed_suffixes.is_empty() {
+        if !policy.allowed_suffixes.is_empty() {
             let refused: BTreeSet<String> = names
                 .sans
                 .iter()
                 .map(ToString::to_string)
                 .filter(|name| {
-                    !profile
+                    !policy
                         .allowed_suffixes
                         .iter()
                         .any(|suffix| name == suffix || name.ends_with(&format!(".{suffix}")))
@@ -80,21 +102,25 @@ impl ControlPlane {
                 .collect();
             if !refused.is_empty() {
                 return Err(ServiceError::Forbidden(format!(
-                    "the EST profile does not allow {} (allowed: names under {})",
+                    "the {via} profile does not allow {} (allowed: names under {})",
                     refused.into_iter().collect::<Vec<_>>().join(", "),
-                    profile.allowed_suffixes.join(", ")
+                    policy.allowed_suffixes.join(", ")
                 )));
             }
         }
         let request = NewCertificate {
             csr_pem: Some(pem_encode("CERTIFICATE REQUEST", csr_der)),
-            issuer: Some(profile.issuer.clone()),
-            validity_days: profile.validity_days,
-            labels: BTreeMap::from([("enrolled-via".to_owned(), "est".to_owned())]),
+            issuer: Some(policy.issuer.clone()),
+            validity_days: policy.validity_days,
+            labels: BTreeMap::from([("enrolled-via".to_owned(), via.to_owned())]),
             ..NewCertificate::default()
         };
         let (cert, job) = self.create_certificate(request).await?;
         let job = self.wait_for_job(job.id, ENROLL_WAIT).await?;
+        if keep_csr == KeepCsr::No && matches!(job.state, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+        {
+            self.inner.store.forget_csr(cert.id).await?;
+        }
         match job.state {
             JobState::Succeeded => {}
             JobState::Failed | JobState::Cancelled => {
@@ -111,9 +137,8 @@ impl ControlPlane {
             }
         }
         let (version, _) = self.version(cert.id, None).await?;
-        tracing::info!(certificate = %cert.id, name = %cert.name, "enrolled over EST");
-        let leaf = chain_der(&version.cert_pem).map_err(|e| ServiceError::Unavailable(e.to_string()))?;
-        certs_only_pkcs7(&leaf).map_err(|e| ServiceError::Unavailable(e.to_string()))
+        tracing::info!(certificate = %cert.id, name = %cert.name, via, "enrolled");
+        chain_der(&version.cert_pem).map_err(|e| ServiceError::Unavailable(e.to_string()))
     }
 
     /// `/csrattrs`: what a CSR should look like (DER).
@@ -134,7 +159,7 @@ impl ControlPlane {
         if let ck_store::SerialStatus::Revoked(_) = self
             .inner
             .store
-            .serial_status(&profile.issuer, &current.serial_hex)
+            .serial_status(&profile.policy.issuer, &current.serial_hex)
             .await?
         {
             return Err(ServiceError::Forbidden(

@@ -63,7 +63,7 @@ impl CrlCache {
 
 impl ControlPlane {
     /// The local CA issuer named `issuer`, for a public PKI endpoint (`what`, for messages).
-    fn local_ca(&self, issuer: &str, what: &str) -> Result<(IssuerId, Arc<ck_pki::LocalCa>), ServiceError> {
+    pub(crate) fn local_ca(&self, issuer: &str, what: &str) -> Result<(IssuerId, Arc<ck_pki::LocalCa>), ServiceError> {
         let id: IssuerId = issuer
             .parse()
             .map_err(|e| ServiceError::NotFound(format!("issuer '{issuer}' ({e})")))?;

@@ -93,6 +93,7 @@ pub(crate) struct Inner {
     pub(crate) crls: crate::pki::CrlCache,
     /// The local CAs' OCSP responders and cached responses.
     pub(crate) ocsp: crate::pki::OcspResponders,
+    pub(crate) scep: crate::scep::ScepAuthorities,
 }
 
 /// The control plane's services. Cheap to clone.
@@ -123,6 +124,7 @@ impl ControlPlane {
             creates,
             crls: crate::pki::CrlCache::default(),
             ocsp: crate::pki::OcspResponders::default(),
+            scep: crate::scep::ScepAuthorities::default(),
         };
         Self { inner: Arc::new(inner) }
     }

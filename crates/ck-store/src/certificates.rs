@@ -560,3 +560,16 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// Drops a certificate's stored CSR and with it server-side renewal (the device renews by
+    /// enrolling again): a SCEP CSR carries the enrollment challenge, which must not stay
+    /// readable in the inventory once the certificate is issued.
+    pub async fn forget_csr(&self, id: CertificateId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE certificates SET csr_pem = NULL, renew_at = NULL WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+}

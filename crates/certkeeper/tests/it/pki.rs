@@ -596,3 +596,108 @@ fn https_listener_and_est_reenrollment_with_the_current_certificate() {
             .contains("revoked")
     );
 }
+
+/// SCEP with the Debian `scep` package's client (micromdm scepclient): enrollment with the
+/// right challenge, refusal with a wrong one or a name outside the profile, renewal signed
+/// with the issued certificate; the certificates verify with openssl against the CA.
+#[test]
+fn scep_enrollment_with_the_debian_scep_client() {
+    if !(require_peer("scepclient", "scep") && require_peer("openssl", "openssl")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    std::fs::write(work.join("scep.secret"), "scep-challenge-1234\n").unwrap();
+    std::fs::write(
+        work.join("config.yaml"),
+        format!(
+            "scep:\n  challenge_file: {}\n  allowed_suffixes: [devices.test]\n  validity_days: 30\n",
+            work.join("scep.secret").display()
+        ),
+    )
+    .unwrap();
+    let config = work.join("config.yaml");
+    let server = Server::start(&work.join("data"), &["--config", config.to_str().unwrap()]);
+    let url = format!("{}/scep", server.url);
+
+    let (status, content_type, caps) = fetch(&format!("{url}?operation=GetCACaps"), None);
+    let caps = String::from_utf8_lossy(&caps);
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("text/plain") && caps.contains("AES") && caps.contains("POSTPKIOperation"));
+
+    // scepclient keeps its CSR next to the key: one folder per device.
+    let enroll = |device: &str, name: &str, challenge: Option<&str>| {
+        std::fs::create_dir_all(work.join(device)).unwrap();
+        let challenge = challenge.map(|c| format!("-challenge {c}")).unwrap_or_default();
+        sh(
+            &format!(
+                "timeout 60 scepclient -server-url {url} {challenge} -private-key {device}/key.pem \
+                 -certificate {device}/cert.pem -cn {name}"
+            ),
+            work,
+        )
+    };
+    let (ok, text) = enroll("dev1", "dev1.devices.test", Some("scep-challenge-1234"));
+    assert!(ok && text.contains("SUCCESS"), "{text}");
+    // scepclient keeps the leaf only; the chain comes from the inventory.
+    let listed: Value = serde_json::from_str(&server.cli_ok(&["cert", "list", "--json"])).unwrap();
+    let enrolled = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "dev1.devices.test")
+        .expect("the enrollment is in the inventory");
+    let chain = server.cli_ok(&["cert", "get", enrolled["id"].as_str().unwrap(), "--pem"]);
+    std::fs::write(work.join("chain.pem"), chain).unwrap();
+    let (ok, text) = sh(
+        &format!(
+            "curl -fsS -H 'Authorization: Bearer {}' {}/api/v1/issuers/local/ca.pem > root.pem && \
+             openssl verify -CAfile root.pem -untrusted chain.pem dev1/cert.pem && \
+             openssl x509 -in dev1/cert.pem -noout -ext subjectAltName -serial",
+            server.token(),
+            server.url
+        ),
+        work,
+    );
+    assert!(ok && text.contains("DNS:dev1.devices.test"), "{text}");
+    let first_serial = text.lines().last().unwrap_or_default().to_owned();
+
+    let (ok, text) = enroll("dev2", "dev2.devices.test", Some("wrong-challenge"));
+    assert!(
+        !ok && text.contains("badRequest"),
+        "a wrong challenge must be refused: {text}"
+    );
+    assert!(!work.join("dev2/cert.pem").exists());
+    let (ok, text) = enroll("dev3", "evil.other.test", Some("scep-challenge-1234"));
+    assert!(
+        !ok && text.contains("badRequest"),
+        "a name outside the profile must be refused: {text}"
+    );
+
+    // Renewal: with cert.pem present, scepclient sends a RenewalReq signed with it, no challenge.
+    let (ok, text) = enroll("dev1", "dev1.devices.test", None);
+    assert!(ok && text.contains("SUCCESS"), "{text}");
+    let (_, serial) = sh("openssl x509 -in dev1/cert.pem -noout -serial", work);
+    assert_ne!(serial.trim(), first_serial.trim(), "renewal gives a new certificate");
+
+    // The inventory lists the enrollments, without the CSR that carried the challenge.
+    let listed = server.cli_ok(&["cert", "list", "--json"]);
+    assert!(
+        listed.contains("dev1.devices.test") && listed.contains("\"scep\""),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("scep-challenge-1234") && !listed.contains("evil.other.test"),
+        "{listed}"
+    );
+
+    // Malformed messages: 400 problem documents, not a panic or a CertRep.
+    let (status, content_type, _) = post(&format!("{url}?operation=PKIOperation"), b"not a CMS message".to_vec());
+    assert_eq!((status, content_type.as_str()), (400, "application/problem+json"));
+    let (status, _, _) = fetch(&format!("{url}?operation=PKIOperation&message=%%%"), None);
+    assert_eq!(status, 400);
+    let (status, _, _) = fetch(&format!("{url}?operation=Nonsense"), None);
+    assert_eq!(status, 400);
+    let log = server.log_text();
+    assert!(!log.contains("scep-challenge-1234"), "the challenge must not be logged");
+}

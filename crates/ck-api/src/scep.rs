@@ -1,0 +1,78 @@
+//! `/scep` (RFC 8894 §4): `?operation=GetCACaps|GetCACert|PKIOperation`; PKIOperation by POST
+//! (the DER message as the body) or GET (`&message=` base64). No certkeeper credentials: a
+//! PKCSReq carries the profile's challenge password, a RenewalReq is signed with the current
+//! certificate.
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use ck_server::ControlPlane;
+use serde::Deserialize;
+
+use crate::ApiError;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ScepQuery {
+    operation: Option<String>,
+    message: Option<String>,
+}
+
+fn binary(content_type: &'static str, body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
+}
+
+async fn pki_operation(control_plane: &ControlPlane, message: &[u8]) -> Result<Response, ApiError> {
+    let answer = control_plane.scep_pki_operation(message).await?;
+    Ok(binary("application/x-pki-message", answer))
+}
+
+fn operation(query: &ScepQuery) -> Result<&str, ApiError> {
+    query.operation.as_deref().ok_or_else(|| {
+        ApiError::bad_request("SCEP needs ?operation= (GetCACaps, GetCACert or PKIOperation)".to_owned())
+    })
+}
+
+pub(crate) async fn get(
+    State(control_plane): State<ControlPlane>,
+    Query(query): Query<ScepQuery>,
+) -> Result<Response, ApiError> {
+    match operation(&query)? {
+        "GetCACaps" => Ok((
+            [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
+            control_plane.scep_capabilities()?,
+        )
+            .into_response()),
+        "GetCACert" => {
+            let certs = control_plane.scep_ca_certs().await?;
+            Ok(binary(certs.content_type, certs.der))
+        }
+        "PKIOperation" => {
+            let message = query.message.as_deref().unwrap_or_default();
+            let compact: String = message.chars().filter(|c| !c.is_whitespace()).collect();
+            let der = base64::engine::general_purpose::STANDARD.decode(compact).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "message: not base64 ({e}); send the DER PKIOperation base64-encoded"
+                ))
+            })?;
+            pki_operation(&control_plane, &der).await
+        }
+        other => Err(ApiError::bad_request(format!(
+            "operation '{other}' (expected GetCACaps, GetCACert or PKIOperation)"
+        ))),
+    }
+}
+
+pub(crate) async fn post(
+    State(control_plane): State<ControlPlane>,
+    Query(query): Query<ScepQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    match operation(&query)? {
+        "PKIOperation" => pki_operation(&control_plane, &body).await,
+        other => Err(ApiError::bad_request(format!(
+            "operation '{other}' by POST (only PKIOperation is posted)"
+        ))),
+    }
+}
