@@ -27,8 +27,8 @@ pub use ocsp::{
     ocsp_error_response,
 };
 pub use scep::{
-    FailInfo, MAX_SCEP_MESSAGE, MessageType, SCEP_CAPABILITIES, ScepHeader, ScepMalformed, ScepRa, ScepRefusal,
-    ScepRequest, certifies_key, csr_challenge_password, pkcs_req, read_cert_rep,
+    CertRep, FailInfo, MAX_SCEP_MESSAGE, MessageType, SCEP_CAPABILITIES, ScepHeader, ScepMalformed, ScepRa,
+    ScepRefusal, ScepRequest, certifies_key, csr_challenge_password, pkcs_req, read_cert_rep, signed_pkcs_req,
 };
 
 /// Something the PKI layer refused or failed to do.

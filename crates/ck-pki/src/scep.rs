@@ -393,7 +393,7 @@ impl LocalCa {
 }
 
 /// The values of the attribute `oid`, if present once.
-fn attribute<'a>(attrs: &'a SignedAttributes, oid: ObjectIdentifier) -> Option<&'a Any> {
+fn attribute(attrs: &SignedAttributes, oid: ObjectIdentifier) -> Option<&Any> {
     attrs.iter().find(|a| a.oid == oid).and_then(|a| a.values.iter().next())
 }
 
@@ -572,78 +572,7 @@ impl ScepRa {
 
     /// Opens the EnvelopedData addressed to this RA.
     fn decrypt(&self, enveloped_der: &[u8]) -> Result<(Vec<u8>, ContentCipher), ScepRefusal> {
-        let refuse = |fail, reason: String| ScepRefusal::new(fail, reason);
-        let info = ContentInfo::from_der(enveloped_der)
-            .map_err(|e| refuse(FailInfo::BadRequest, format!("the content is not a ContentInfo: {e}")))?;
-        if info.content_type != ID_ENVELOPED_DATA {
-            return Err(refuse(
-                FailInfo::BadRequest,
-                format!("content type {} is not envelopedData", info.content_type),
-            ));
-        }
-        let enveloped: LenientEnvelopedData = info
-            .content
-            .decode_as()
-            .map_err(|e| refuse(FailInfo::BadRequest, format!("EnvelopedData: {e}")))?;
-        let recipient = enveloped
-            .recip_infos
-            .0
-            .iter()
-            .find_map(|r| match r {
-                RecipientInfo::Ktri(ktri) => match &ktri.rid {
-                    RecipientIdentifier::IssuerAndSerialNumber(id) if same_issuer_serial(id, &self.cert) => Some(ktri),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .ok_or_else(|| {
-                refuse(
-                    FailInfo::BadMessageCheck,
-                    "the envelope is not addressed to the current RA certificate (fetch GetCACert again)".to_owned(),
-                )
-            })?;
-        let mut key_buf = vec![0u8; self.decrypting.min_output_size()];
-        let content_key = self
-            .decrypting
-            .decrypt(recipient.enc_key.as_bytes(), &mut key_buf)
-            .map_err(|_| refuse(FailInfo::BadMessageCheck, "the content key does not decrypt".to_owned()))?;
-        let encrypted = &enveloped.encrypted_content;
-        let cipher = ContentCipher::from_oid(encrypted.content_enc_alg.oid).ok_or_else(|| {
-            refuse(
-                FailInfo::BadAlg,
-                format!(
-                    "content cipher {} (AES-CBC, 3DES and DES are supported)",
-                    encrypted.content_enc_alg.oid
-                ),
-            )
-        })?;
-        let iv: OctetString = encrypted
-            .content_enc_alg
-            .parameters
-            .as_ref()
-            .and_then(|p| p.decode_as().ok())
-            .filter(|iv: &OctetString| iv.as_bytes().len() == cipher.iv_len())
-            .ok_or_else(|| {
-                refuse(
-                    FailInfo::BadAlg,
-                    "the cipher's IV is missing or of the wrong size".to_owned(),
-                )
-            })?;
-        if content_key.len() != cipher.key_len() {
-            return Err(refuse(
-                FailInfo::BadMessageCheck,
-                "the content key has the wrong length".to_owned(),
-            ));
-        }
-        let ciphertext = encrypted
-            .encrypted_content
-            .as_ref()
-            .and_then(encrypted_bytes)
-            .ok_or_else(|| refuse(FailInfo::BadRequest, "the envelope is empty".to_owned()))?;
-        let csr = cipher
-            .decrypt(content_key, iv.as_bytes(), &ciphertext)
-            .ok_or_else(|| refuse(FailInfo::BadMessageCheck, "the content does not decrypt".to_owned()))?;
-        Ok((csr, cipher))
+        open_envelope(enveloped_der, &self.decrypting, Some(&self.cert))
     }
 
     /// CertRep SUCCESS carrying `chain_der` (the new certificate first), encrypted to the
@@ -658,6 +587,88 @@ impl ScepRa {
     pub fn failure(&self, header: &ScepHeader, fail: FailInfo) -> Result<Vec<u8>, PkiError> {
         self.cert_rep(header, "2", Some(fail), None)
     }
+}
+
+/// Opens an EnvelopedData (ContentInfo DER) with `key`, from the key transport recipient that
+/// names `me` (any, without `me`).
+fn open_envelope(
+    enveloped_der: &[u8],
+    key: &Pkcs1PrivateDecryptingKey,
+    me: Option<&x509_cert::Certificate>,
+) -> Result<(Vec<u8>, ContentCipher), ScepRefusal> {
+    let refuse = |fail, reason: String| ScepRefusal::new(fail, reason);
+    let info = ContentInfo::from_der(enveloped_der)
+        .map_err(|e| refuse(FailInfo::BadRequest, format!("the content is not a ContentInfo: {e}")))?;
+    if info.content_type != ID_ENVELOPED_DATA {
+        return Err(refuse(
+            FailInfo::BadRequest,
+            format!("content type {} is not envelopedData", info.content_type),
+        ));
+    }
+    let enveloped: LenientEnvelopedData = info
+        .content
+        .decode_as()
+        .map_err(|e| refuse(FailInfo::BadRequest, format!("EnvelopedData: {e}")))?;
+    let recipient = enveloped
+        .recip_infos
+        .0
+        .iter()
+        .find_map(|r| match r {
+            RecipientInfo::Ktri(ktri) => match &ktri.rid {
+                RecipientIdentifier::IssuerAndSerialNumber(id) if me.is_none_or(|me| same_issuer_serial(id, me)) => {
+                    Some(ktri)
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .ok_or_else(|| {
+            refuse(
+                FailInfo::BadMessageCheck,
+                "the envelope is not addressed to the current RA certificate (fetch GetCACert again)".to_owned(),
+            )
+        })?;
+    let mut key_buf = vec![0u8; key.min_output_size()];
+    let content_key = key
+        .decrypt(recipient.enc_key.as_bytes(), &mut key_buf)
+        .map_err(|_| refuse(FailInfo::BadMessageCheck, "the content key does not decrypt".to_owned()))?;
+    let encrypted = &enveloped.encrypted_content;
+    let cipher = ContentCipher::from_oid(encrypted.content_enc_alg.oid).ok_or_else(|| {
+        refuse(
+            FailInfo::BadAlg,
+            format!(
+                "content cipher {} (AES-CBC, 3DES and DES are supported)",
+                encrypted.content_enc_alg.oid
+            ),
+        )
+    })?;
+    let iv: OctetString = encrypted
+        .content_enc_alg
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as().ok())
+        .filter(|iv: &OctetString| iv.as_bytes().len() == cipher.iv_len())
+        .ok_or_else(|| {
+            refuse(
+                FailInfo::BadAlg,
+                "the cipher's IV is missing or of the wrong size".to_owned(),
+            )
+        })?;
+    if content_key.len() != cipher.key_len() {
+        return Err(refuse(
+            FailInfo::BadMessageCheck,
+            "the content key has the wrong length".to_owned(),
+        ));
+    }
+    let ciphertext = encrypted
+        .encrypted_content
+        .as_ref()
+        .and_then(encrypted_bytes)
+        .ok_or_else(|| refuse(FailInfo::BadRequest, "the envelope is empty".to_owned()))?;
+    let csr = cipher
+        .decrypt(content_key, iv.as_bytes(), &ciphertext)
+        .ok_or_else(|| refuse(FailInfo::BadMessageCheck, "the content does not decrypt".to_owned()))?;
+    Ok((csr, cipher))
 }
 
 /// An EnvelopedData (as ContentInfo DER) of `content` for `recipient`'s RSA key.
@@ -832,12 +843,18 @@ fn signed_message(
 /// AES-128-CBC, as scepclient sends it.
 pub fn pkcs_req(ra_cert_der: &[u8], key: &KeyPair, csr_der: &[u8], transaction_id: &str) -> Result<Vec<u8>, PkiError> {
     let ra = x509_cert::Certificate::from_der(ra_cert_der).map_err(signing("RA certificate"))?;
+    let enveloped = envelope(&ra, ContentCipher::Aes128, csr_der)?;
+    signed_pkcs_req(key, enveloped, transaction_id)
+}
+
+/// A PKCSReq around any `enveloped` content, correctly signed with `key`: lets the fuzzer reach
+/// the envelope parser behind the signature check.
+pub fn signed_pkcs_req(key: &KeyPair, enveloped: Vec<u8>, transaction_id: &str) -> Result<Vec<u8>, PkiError> {
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, "SCEP requester");
     let self_signed = params.self_signed(key).map_err(signing("self-signed certificate"))?;
     let self_signed =
         x509_cert::Certificate::from_der(self_signed.der()).map_err(signing("self-signed certificate"))?;
-    let enveloped = envelope(&ra, ContentCipher::Aes128, csr_der)?;
     let attrs = vec![
         printable_attr(ID_MESSAGE_TYPE, MessageType::PkcsReq.code())?,
         printable_attr(ID_TRANSACTION_ID, transaction_id)?,
@@ -846,10 +863,19 @@ pub fn pkcs_req(ra_cert_der: &[u8], key: &KeyPair, csr_der: &[u8], transaction_i
     signed_message(&self_signed, key, attrs, Some(enveloped))
 }
 
-/// What a CertRep says, read by a client: (pkiStatus, failInfo, the decrypted certs-only
-/// SignedData when SUCCESS). For tests: the signature is not checked.
-pub fn read_cert_rep(der: &[u8], key: &KeyPair) -> Result<(String, Option<String>, Option<Vec<u8>>), PkiError> {
-    let bad = |e: ScepMalformed| PkiError::Signing(e.to_string());
+/// What a CertRep says, read by a client (for tests: the signature is not checked).
+#[derive(Debug, Clone)]
+pub struct CertRep {
+    /// pkiStatus: "0" SUCCESS, "2" FAILURE, "3" PENDING.
+    pub status: String,
+    /// failInfo, with FAILURE.
+    pub fail_info: Option<String>,
+    /// The decrypted certs-only SignedData, with SUCCESS.
+    pub certs_only: Option<Vec<u8>>,
+}
+
+/// Reads a CertRep addressed to the holder of `key`.
+pub fn read_cert_rep(der: &[u8], key: &KeyPair) -> Result<CertRep, PkiError> {
     let info = ContentInfo::from_der(der).map_err(signing("CertRep"))?;
     let signed: SignedData = info.content.decode_as().map_err(signing("CertRep"))?;
     let signer = signed
@@ -863,46 +889,24 @@ pub fn read_cert_rep(der: &[u8], key: &KeyPair) -> Result<(String, Option<String
         .as_ref()
         .ok_or_else(|| PkiError::Signing("no attributes".to_owned()))?;
     let text = |oid| attribute(attrs, oid).and_then(printable_text);
-    let status = text(ID_PKI_STATUS).ok_or_else(|| bad(ScepMalformed("no pkiStatus".to_owned())))?;
-    let fail = text(ID_FAIL_INFO);
-    let content = match &signed.encap_content_info.econtent {
+    let status = text(ID_PKI_STATUS).ok_or_else(|| PkiError::Signing("no pkiStatus".to_owned()))?;
+    let certs_only = match &signed.encap_content_info.econtent {
         None => None,
         Some(content) => {
             let content: OctetString = content.decode_as().map_err(signing("CertRep content"))?;
             let decrypting = PrivateDecryptingKey::from_pkcs8(&key.serialize_der())
                 .map_err(signing("key"))
                 .and_then(|k| Pkcs1PrivateDecryptingKey::new(k).map_err(signing("key")))?;
-            let info = ContentInfo::from_der(content.as_bytes()).map_err(signing("envelope"))?;
-            let enveloped: EnvelopedData = info.content.decode_as().map_err(signing("envelope"))?;
-            let Some(RecipientInfo::Ktri(ktri)) = enveloped.recip_infos.0.iter().next() else {
-                return Err(PkiError::Signing("no key transport recipient".to_owned()));
-            };
-            let mut buf = vec![0u8; decrypting.min_output_size()];
-            let content_key = decrypting
-                .decrypt(ktri.enc_key.as_bytes(), &mut buf)
-                .map_err(signing("content key"))?;
-            let encrypted = &enveloped.encrypted_content;
-            let cipher = ContentCipher::from_oid(encrypted.content_enc_alg.oid)
-                .ok_or_else(|| PkiError::Signing("cipher".to_owned()))?;
-            let iv: OctetString = encrypted
-                .content_enc_alg
-                .parameters
-                .as_ref()
-                .ok_or_else(|| PkiError::Signing("IV".to_owned()))?
-                .decode_as()
-                .map_err(signing("IV"))?;
-            let ciphertext = encrypted
-                .encrypted_content
-                .as_ref()
-                .ok_or_else(|| PkiError::Signing("empty".to_owned()))?;
-            Some(
-                cipher
-                    .decrypt(content_key, iv.as_bytes(), ciphertext.as_bytes())
-                    .ok_or_else(|| PkiError::Signing("decryption".to_owned()))?,
-            )
+            let (certs, _) = open_envelope(content.as_bytes(), &decrypting, None)
+                .map_err(|refusal| PkiError::Signing(refusal.reason))?;
+            Some(certs)
         }
     };
-    Ok((status, fail, content))
+    Ok(CertRep {
+        status,
+        fail_info: text(ID_FAIL_INFO),
+        certs_only,
+    })
 }
 
 /// Whether a certificate (DER) certifies `public_key_der` (DER SubjectPublicKeyInfo): a
@@ -987,16 +991,19 @@ mod tests {
             .expect("sign");
         let chain = crate::chain_der(&issued.chain_pem).expect("chain");
         let answer = f.ra.success(&request.header, &chain).expect("CertRep");
-        let (status, fail, content) = read_cert_rep(&answer, &f.client_key).expect("read");
-        assert_eq!((status.as_str(), fail), ("0", None));
-        let content = content.expect("certificates");
+        let rep = read_cert_rep(&answer, &f.client_key).expect("read");
+        assert_eq!((rep.status.as_str(), rep.fail_info), ("0", None));
+        let content = rep.certs_only.expect("certificates");
         let info = ContentInfo::from_der(&content).expect("certs-only");
         let certs: SignedData = info.content.decode_as().expect("SignedData");
         assert_eq!(certs.certificates.expect("certs").0.len(), chain.len());
 
         let refused = f.ra.failure(&request.header, FailInfo::BadRequest).expect("CertRep");
-        let (status, fail, content) = read_cert_rep(&refused, &f.client_key).expect("read");
-        assert_eq!((status.as_str(), fail.as_deref(), content), ("2", Some("2"), None));
+        let rep = read_cert_rep(&refused, &f.client_key).expect("read");
+        assert_eq!(
+            (rep.status.as_str(), rep.fail_info.as_deref(), rep.certs_only),
+            ("2", Some("2"), None)
+        );
     }
 
     #[test]
