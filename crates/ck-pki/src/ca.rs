@@ -312,6 +312,28 @@ fn san_type(san: &SubjectAltName) -> Result<SanType, PkiError> {
     }
 }
 
+/// Parameters of a certificate the intermediate issues to one of the server's own services
+/// (OCSP responder, SCEP RA): "certkeeper" organisation, not a CA, valid `validity` from
+/// `now` but never past `ca_not_after`.
+pub(crate) fn service_certificate_params(
+    common_name: &str,
+    now: OffsetDateTime,
+    validity: Duration,
+    ca_not_after: OffsetDateTime,
+) -> Result<rcgen::CertificateParams, PkiError> {
+    let mut params = rcgen::CertificateParams::default();
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(rcgen::DnType::OrganizationName, "certkeeper");
+    name.push(rcgen::DnType::CommonName, common_name);
+    params.distinguished_name = name;
+    params.not_before = now - Duration::minutes(1);
+    params.not_after = (now + validity).min(ca_not_after);
+    params.serial_number = Some(random_serial()?);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
 /// 128 random bits with the top bit clear: positive, unique in practice, under RFC 5280's 20
 /// octets, and always 16 octets long (the second-highest bit is set).
 pub(crate) fn random_serial() -> Result<SerialNumber, PkiError> {

@@ -11,10 +11,7 @@ use const_oid::db::rfc5912::{ECDSA_WITH_SHA_256, ID_SHA_1, ID_SHA_256};
 use const_oid::db::rfc6960::{ID_PKIX_OCSP_NOCHECK, ID_PKIX_OCSP_NONCE};
 use der::asn1::{BitString, GeneralizedTime, OctetString};
 use der::{Decode, Encode};
-use rcgen::{
-    CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, PublicKeyData, SigningKey,
-};
+use rcgen::{CustomExtension, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, PublicKeyData, SigningKey};
 use spki::AlgorithmIdentifierOwned;
 use time::{Duration, OffsetDateTime};
 use x509_cert::ext::Extension;
@@ -135,18 +132,10 @@ impl LocalCa {
     /// never past the intermediate) and returns the responder.
     pub fn ocsp_signer(&self, now: OffsetDateTime, validity: Duration) -> Result<OcspSigner, PkiError> {
         let key = generate_key(KeyType::EcdsaP256)?;
-        let mut params = CertificateParams::default();
-        let mut name = DistinguishedName::new();
-        name.push(DnType::OrganizationName, "certkeeper");
-        name.push(DnType::CommonName, "certkeeper OCSP responder");
-        params.distinguished_name = name;
-        params.not_before = now - Duration::minutes(1);
-        params.not_after = (now + validity).min(self.not_after());
-        params.serial_number = Some(crate::ca::random_serial()?);
-        params.is_ca = IsCa::ExplicitNoCa;
+        let mut params =
+            crate::ca::service_certificate_params("certkeeper OCSP responder", now, validity, self.not_after())?;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
-        params.use_authority_key_identifier_extension = true;
         // id-pkix-ocsp-nocheck (NULL): relying parties need not check the responder's status.
         let nocheck: Vec<u64> = ID_PKIX_OCSP_NOCHECK.arcs().map(u64::from).collect();
         params.custom_extensions = vec![CustomExtension::from_oid_content(&nocheck, vec![0x05, 0x00])];

@@ -38,7 +38,7 @@ use const_oid::db::rfc8894::{
 };
 use der::asn1::{Any, OctetString, PrintableStringRef, SetOfVec};
 use der::{Decode, Encode, Tag, Tagged};
-use rcgen::{CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose, PublicKeyData, SigningKey};
+use rcgen::{CertificateParams, DnType, KeyPair, KeyUsagePurpose, PublicKeyData, SigningKey};
 use spki::AlgorithmIdentifierOwned;
 use time::{Duration, OffsetDateTime};
 use x509_cert::attr::Attribute;
@@ -362,18 +362,9 @@ impl LocalCa {
     /// milliseconds: call this off the async runtime's worker threads.
     pub fn scep_ra(&self, now: OffsetDateTime, validity: Duration) -> Result<ScepRa, PkiError> {
         let key = generate_key(KeyType::Rsa2048)?;
-        let mut params = CertificateParams::default();
-        let mut name = DistinguishedName::new();
-        name.push(DnType::OrganizationName, "certkeeper");
-        name.push(DnType::CommonName, "certkeeper SCEP RA");
-        params.distinguished_name = name;
-        params.not_before = now - Duration::minutes(1);
-        params.not_after = (now + validity).min(self.not_after());
-        params.serial_number = Some(crate::ca::random_serial()?);
-        params.is_ca = IsCa::ExplicitNoCa;
+        let mut params = crate::ca::service_certificate_params("certkeeper SCEP RA", now, validity, self.not_after())?;
         // Clients pick the certificate to encrypt to by keyEncipherment (RFC 8894 §2.2).
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.use_authority_key_identifier_extension = true;
         let issued = params
             .signed_by(&key, self.issuer())
             .map_err(signing("SCEP RA certificate"))?;
