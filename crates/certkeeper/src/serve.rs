@@ -105,11 +105,14 @@ pub(crate) async fn start(mut settings: Settings, reset_admin_token: bool) -> an
         match tls {
             Some(config) => crate::tls_listener::serve(listener, config, app, http_shutdown).await,
             None => {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = http_shutdown.wait_for(|stop| *stop).await;
-                    })
-                    .await
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = http_shutdown.wait_for(|stop| *stop).await;
+                })
+                .await
             }
         }
     });

@@ -93,6 +93,7 @@ pub(crate) async fn serve(
                 .and_then(|chain| chain.first())
                 .map(|leaf| ck_api::ClientCertificate(leaf.to_vec()));
             let service = app.map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
                 if let Some(client) = &client {
                     request.extensions_mut().insert(client.clone());
                 }

@@ -14,6 +14,8 @@ pub struct ApiError {
     status: StatusCode,
     kind: &'static str,
     detail: String,
+    /// `Retry-After`, for 429 and 503.
+    retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -23,6 +25,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             kind: "invalid-request",
             detail: detail.into(),
+            retry_after: None,
         }
     }
 
@@ -32,6 +35,7 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             kind: "unauthorized",
             detail: detail.into(),
+            retry_after: None,
         }
     }
 
@@ -41,6 +45,17 @@ impl ApiError {
             status: StatusCode::FORBIDDEN,
             kind: "forbidden",
             detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn too_many_requests(detail: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            kind: "rate-limited",
+            detail: detail.into(),
+            retry_after: Some(retry_after),
         }
     }
 
@@ -50,6 +65,7 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             kind: "not-found",
             detail: detail.into(),
+            retry_after: None,
         }
     }
 }
@@ -64,11 +80,13 @@ impl From<ServiceError> for ApiError {
                 status: StatusCode::CONFLICT,
                 kind: "conflict",
                 detail,
+                retry_after: None,
             },
             ServiceError::Upstream(detail) => Self {
                 status: StatusCode::BAD_GATEWAY,
                 kind: "upstream",
                 detail,
+                retry_after: None,
             },
             other => {
                 tracing::error!(error = %other, "request failed");
@@ -76,6 +94,7 @@ impl From<ServiceError> for ApiError {
                     status: StatusCode::SERVICE_UNAVAILABLE,
                     kind: "unavailable",
                     detail: "the server cannot complete the request right now; try again later".to_owned(),
+                    retry_after: None,
                 }
             }
         }
@@ -99,7 +118,12 @@ impl From<JsonRejection> for ApiError {
         } else {
             "invalid-body"
         };
-        Self { status, kind, detail }
+        Self {
+            status,
+            kind,
+            detail,
+            retry_after: None,
+        }
     }
 }
 
@@ -121,6 +145,12 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        if let Some(wait) = self.retry_after {
+            let seconds = wait.as_secs_f64().ceil().max(1.0).to_string();
+            if let Ok(value) = HeaderValue::from_str(&seconds) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -59,7 +59,7 @@ pub fn router(control_plane: ControlPlane) -> Router {
         .route("/jobs/{id}", get(ops::job))
         .fallback(ops::api_not_found)
         .route_layer(axum::middleware::from_fn_with_state(
-            control_plane.clone(),
+            auth::AuthGuard::new(control_plane.clone()),
             auth::require_token,
         ));
     let challenges = Router::new()

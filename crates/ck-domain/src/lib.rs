@@ -11,6 +11,7 @@ mod job;
 mod key_type;
 mod labels;
 mod names;
+mod rate_limit;
 mod renewal;
 mod revocation;
 
@@ -23,5 +24,6 @@ pub use job::{Job, JobKind, JobState, RetryPolicy, TransitionError};
 pub use key_type::{KeyType, UnknownKeyType};
 pub use labels::{LabelError, Labels};
 pub use names::{DnsName, NameError, SubjectAltName};
+pub use rate_limit::TokenBuckets;
 pub use renewal::{PolicyError, RenewalPolicy, RenewalTrigger, renew_within_window};
 pub use revocation::{RevocationReason, UnknownRevocationReason};

@@ -275,3 +275,49 @@ fn cli_errors_are_one_line() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && stderr.contains("ca.key_type"), "{stderr}");
 }
+
+/// Guessing tokens is throttled per client address: 20 failed attempts, then 429 with
+/// `Retry-After` (for valid tokens from that address too, since the check comes before the
+/// token is looked at), then one attempt per 3 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_authentications_are_throttled_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let api = Api {
+        http: reqwest::Client::new(),
+        url: server.url.clone(),
+        token: server.token(),
+    };
+    let guess = |n: usize| format!("ck_guess{n}");
+    for n in 0..20 {
+        let (status, _, _) = api.post("/certificates", "{}".to_owned(), Some(&guess(n))).await;
+        assert_eq!(status, 401, "attempt {n}");
+    }
+    let response = api
+        .http
+        .get(format!("{}/api/v1/certificates", api.url))
+        .bearer_auth("ck_guess20")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3).contains(&retry_after), "Retry-After: {retry_after}");
+    let (_, content_type, body) = read(response).await;
+    assert_eq!(content_type, "application/problem+json");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("too many failed authentications"),
+        "{body}"
+    );
+    let (status, _, _) = api.get("/certificates").await;
+    assert_eq!(status, 429, "the address is throttled whatever the token");
+    // Public endpoints are not throttled.
+    let health = api.http.get(format!("{}/health", api.url)).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    tokio::time::sleep(std::time::Duration::from_secs(retry_after)).await;
+    let (status, _, _) = api.get("/certificates").await;
+    assert_eq!(status, 200, "after Retry-After the valid token works again");
+}
