@@ -38,7 +38,7 @@ use const_oid::db::rfc8894::{
 };
 use der::asn1::{Any, OctetString, PrintableStringRef, SetOfVec};
 use der::{Decode, Encode, Tag, Tagged};
-use rcgen::{CertificateParams, DnType, KeyPair, KeyUsagePurpose, PublicKeyData, SigningKey};
+use rcgen::{CertificateParams, DnType, KeyPair, KeyUsagePurpose, SigningKey};
 use spki::AlgorithmIdentifierOwned;
 use time::{Duration, OffsetDateTime};
 use x509_cert::attr::Attribute;
@@ -742,11 +742,6 @@ impl ScepRa {
         }
         signed_message(&self.cert, &self.key, attrs, content)
     }
-
-    /// The RA's public key (its certificate's), DER SubjectPublicKeyInfo.
-    pub fn public_key_der(&self) -> Vec<u8> {
-        self.key.subject_public_key_info()
-    }
 }
 
 fn attr<T: der::EncodeValue + Tagged>(oid: ObjectIdentifier, value: &T) -> Result<Attribute, PkiError> {
@@ -925,6 +920,7 @@ pub fn csr_challenge_password(csr_der: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
     use crate::{CaConfig, LeafProfile};
+    use rcgen::PublicKeyData;
 
     struct Fixture {
         ca: LocalCa,
