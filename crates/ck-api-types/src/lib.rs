@@ -11,12 +11,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 /// The media type of error responses.
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
 /// `POST /api/v1/certificates`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCertificate {
     /// Display name; defaults to the common name.
@@ -60,7 +61,7 @@ pub struct CreateCertificate {
 }
 
 /// A renewal policy: give `renew_before_days` or `renew_at_fraction` (not both).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Renewal {
     /// Renew this many days before expiry.
@@ -75,7 +76,7 @@ pub struct Renewal {
 }
 
 /// A managed certificate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Certificate {
     /// Id (UUID).
     pub id: String,
@@ -133,7 +134,7 @@ pub struct Certificate {
 }
 
 /// The answer to a create or renew: the certificate and the job working on it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CertificateWithJob {
     /// The certificate.
     #[serde(flatten)]
@@ -143,7 +144,7 @@ pub struct CertificateWithJob {
 }
 
 /// One issued version of a certificate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CertificateVersion {
     /// 1, 2, 3…
     pub version: u32,
@@ -169,7 +170,7 @@ pub struct CertificateVersion {
 }
 
 /// `POST /api/v1/certificates/{id}/revoke`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeCertificate {
     /// An RFC 5280 reason name (keyCompromise, superseded, …); default unspecified.
@@ -178,7 +179,7 @@ pub struct RevokeCertificate {
 }
 
 /// A job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Job {
     /// Id (UUID).
     pub id: String,
@@ -200,6 +201,7 @@ pub struct Job {
     /// The CA's problem document of the last failed attempt (RFC 7807: type, detail,
     /// subproblems), when an ACME CA sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub problem: Option<serde_json::Value>,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
@@ -213,7 +215,7 @@ pub struct Job {
 }
 
 /// An issuer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Issuer {
     /// Id.
     pub id: String,
@@ -237,6 +239,7 @@ pub struct Issuer {
     pub account_url: Option<String>,
     /// ACME: the settings, with every secret shown as `<redacted>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub settings: Option<serde_json::Value>,
     /// The last health check (ACME: the directory answers and the account is valid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -244,7 +247,7 @@ pub struct Issuer {
 }
 
 /// An issuer's last health check.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct IssuerHealth {
     /// `healthy` or `unhealthy`.
     pub status: String,
@@ -256,7 +259,7 @@ pub struct IssuerHealth {
 }
 
 /// `POST /api/v1/issuers`: adds an ACME issuer and registers its account.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateIssuer {
     /// Id: lowercase letters, digits and dashes (e.g. `letsencrypt`).
@@ -267,11 +270,12 @@ pub struct CreateIssuer {
     /// `eab` {kid, hmac}, `ca_bundle_pem`, `challenge`, `http01` {listen, via_api},
     /// `tls_alpn01` {listen}, `dns01` {provider, …, resolvers, propagation_timeout_seconds},
     /// `profile`.
+    #[schema(value_type = Object)]
     pub acme: serde_json::Value,
 }
 
 /// A page of a list; pass `next_cursor` as `cursor` to get the next one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Page<T> {
     /// The items.
     pub items: Vec<T>,
@@ -280,7 +284,7 @@ pub struct Page<T> {
 }
 
 /// An RFC 9457 problem document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     /// A URI naming the kind of problem.
     #[serde(rename = "type")]
@@ -294,7 +298,7 @@ pub struct Problem {
 }
 
 /// `POST /api/v1/agents`: registers an agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgent {
     /// Unique name, e.g. the host name: letters, digits, `-`, `_`, `.`.
@@ -305,7 +309,7 @@ pub struct CreateAgent {
 }
 
 /// An agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Agent {
     /// Id (UUID).
     pub id: String,
@@ -332,7 +336,7 @@ pub struct Agent {
 }
 
 /// The answer to `POST /api/v1/agents`: the token is shown this once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CreatedAgent {
     /// The agent.
     pub agent: Agent,
@@ -341,7 +345,7 @@ pub struct CreatedAgent {
 }
 
 /// `POST /api/v1/agent/heartbeat`, sent by an agent about its host.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// Host name.
@@ -359,7 +363,7 @@ pub struct Heartbeat {
 }
 
 /// The answer to a heartbeat.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatAnswer {
     /// The agent as the server sees it now.
     pub agent: Agent,
@@ -368,7 +372,7 @@ pub struct HeartbeatAnswer {
 }
 
 /// `GET /api/v1/agent/work`: the agent's certificates and what each needs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AgentWork {
     /// Seconds until the next poll.
     pub poll_interval_seconds: u64,
@@ -377,7 +381,7 @@ pub struct AgentWork {
 }
 
 /// One certificate in an agent's work list.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AgentWorkItem {
     /// Certificate id.
     pub id: String,
@@ -407,7 +411,7 @@ pub struct AgentWorkItem {
 }
 
 /// `POST /api/v1/agent/certificates/{id}/csr`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentCsr {
     /// A PEM PKCS#10 CSR with exactly the certificate's names.
@@ -415,7 +419,7 @@ pub struct AgentCsr {
 }
 
 /// `GET /api/v1/agent/certificates/{id}/bundle`: what the agent deploys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AgentBundle {
     /// Certificate id.
     pub certificate_id: String,
@@ -436,7 +440,7 @@ pub struct AgentBundle {
 }
 
 /// `POST /api/v1/agent/certificates/{id}/deployments`: how a deployment went.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentReport {
     /// The version deployed.
@@ -449,4 +453,106 @@ pub struct DeploymentReport {
     /// Why it failed, with the failing command's stderr; absent on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// `POST /api/v1/tokens`: a new API token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// Unique among live tokens: letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// Any of read, create, update, delete, admin, export-key; at most the caller's own.
+    pub scopes: Vec<String>,
+    /// Lifetime such as `30d`, `12h`, `90m`; never expires when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+    /// Only certificates carrying all these labels (new certificates get them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Only certificates whose names all lie under one of these DNS suffixes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub name_suffixes: Vec<String>,
+}
+
+/// An API token (never its secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Token {
+    /// Id (UUID).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// The token's public beginning, `ck_<key>_`, to match a secret scanner's finding.
+    pub prefix: Option<String>,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Labels a certificate must carry to be reached.
+    pub labels: BTreeMap<String, String>,
+    /// DNS suffixes a certificate's names must lie under to be reached.
+    pub name_suffixes: Vec<String>,
+    /// `active`, `expired` or `revoked`.
+    pub status: String,
+    /// When it stops working.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it was revoked.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// When its secret was last replaced.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub rotated_at: Option<OffsetDateTime>,
+    /// Who made it.
+    pub created_by: Option<String>,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A token with its secret: the answer to a create or rotate, shown this once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    /// The token (`Authorization: Bearer …`). Store it now: it cannot be shown again.
+    pub token: String,
+    /// What it is.
+    pub details: Token,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEvent {
+    /// Id (UUIDv7, time-ordered; the cursor).
+    pub id: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// `token:<name>`, `agent:<name>`, `system` or `anonymous`.
+    pub actor: String,
+    /// What: `certificate.create`, `certificate.issued`, `token.revoke`, `auth.failure`…
+    pub action: String,
+    /// On what: `certificate/<id>`, `token/<id>`…
+    pub resource: Option<String>,
+    /// The request id (also in the `x-request-id` response header).
+    pub request_id: Option<String>,
+    /// `success`, `failure` or `denied`.
+    pub outcome: String,
+    /// The HTTP status of an API call.
+    pub status: Option<u16>,
+    /// The client's address.
+    pub client: Option<String>,
+    /// SHA-256 of the request body (the body itself is never stored).
+    pub body_sha256: Option<String>,
+    /// A short explanation.
+    pub detail: Option<String>,
+}
+
+/// `GET /api/v1/token`: what the presented token is and may do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Whoami {
+    /// How the audit trail names the caller: `token:<name>` or `agent:<name>`.
+    pub actor: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Labels a certificate must carry to be reached (empty: no restriction).
+    pub labels: BTreeMap<String, String>,
+    /// DNS suffixes a certificate's names must lie under (empty: no restriction).
+    pub name_suffixes: Vec<String>,
 }

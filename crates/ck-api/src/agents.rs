@@ -11,6 +11,7 @@ use ck_server::{AGENT_POLL_INTERVAL, AgentInfo, AgentScope, ControlPlane, Deploy
 use ck_store::AgentFacts;
 
 use crate::ApiError;
+use crate::auth::AuditNote;
 use crate::convert::{self, parse};
 
 fn agent(info: &AgentInfo) -> wire::Agent {
@@ -29,6 +30,11 @@ fn agent(info: &AgentInfo) -> wire::Agent {
     }
 }
 
+/// Registers an agent and returns its token (shown once).
+#[utoipa::path(post, path = "/agents", operation_id = "agent.create", tag = "agents",
+    request_body = wire::CreateAgent,
+    responses((status = 201, description = "Registered", body = wire::CreatedAgent)),
+    security(("token" = ["admin"])))]
 pub(crate) async fn create(
     State(control_plane): State<ControlPlane>,
     body: Result<Json<wire::CreateAgent>, JsonRejection>,
@@ -47,10 +53,19 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(created)).into_response())
 }
 
+/// Every agent with its status.
+#[utoipa::path(get, path = "/agents", operation_id = "agent.list", tag = "agents",
+    responses((status = 200, description = "Agents", body = Vec<wire::Agent>)),
+    security(("token" = ["read"])))]
 pub(crate) async fn list(State(control_plane): State<ControlPlane>) -> Result<Json<Vec<wire::Agent>>, ApiError> {
     Ok(Json(control_plane.agents().await?.iter().map(agent).collect()))
 }
 
+/// An agent reports its host (agent token).
+#[utoipa::path(post, path = "/agent/heartbeat", operation_id = "agent.heartbeat", tag = "agent protocol",
+    request_body = wire::Heartbeat,
+    responses((status = 200, description = "Seen", body = wire::HeartbeatAnswer)),
+    security(("token" = ["agent"])))]
 pub(crate) async fn heartbeat(
     State(control_plane): State<ControlPlane>,
     Extension(principal): Extension<Principal>,
@@ -73,8 +88,10 @@ pub(crate) async fn heartbeat(
 
 fn agent_of(principal: Principal) -> Result<(String, AgentScope), ApiError> {
     match principal {
-        Principal::Agent { id, scope } => Ok((id, scope)),
-        Principal::Admin => Err(ApiError::forbidden("this endpoint is for agents")),
+        Principal::Agent { id, scope, .. } => Ok((id, scope)),
+        Principal::Operator(_) => Err(ApiError::forbidden(
+            "this endpoint is for agents: use the agent's own token (from `certkeeper agents add`)",
+        )),
     }
 }
 
@@ -82,6 +99,10 @@ fn poll_interval_seconds() -> u64 {
     u64::try_from(AGENT_POLL_INTERVAL.whole_seconds()).unwrap_or(30)
 }
 
+/// The agent's certificates and what each needs (agent token).
+#[utoipa::path(get, path = "/agent/work", operation_id = "agent.work", tag = "agent protocol",
+    responses((status = 200, description = "Work list", body = wire::AgentWork)),
+    security(("token" = ["agent"])))]
 pub(crate) async fn work(
     State(control_plane): State<ControlPlane>,
     Extension(principal): Extension<Principal>,
@@ -116,6 +137,11 @@ pub(crate) async fn work(
     }))
 }
 
+/// The agent sends a CSR for one of its certificates (agent token).
+#[utoipa::path(post, path = "/agent/certificates/{id}/csr", operation_id = "agent.csr", tag = "agent protocol",
+    params(("id" = String, Path, description = "Certificate id")), request_body = wire::AgentCsr,
+    responses((status = 202, description = "The job now runs", body = wire::Job)),
+    security(("token" = ["agent"])))]
 pub(crate) async fn submit_csr(
     State(control_plane): State<ControlPlane>,
     Extension(principal): Extension<Principal>,
@@ -129,6 +155,11 @@ pub(crate) async fn submit_csr(
     Ok((StatusCode::ACCEPTED, Json(convert::job(&job))).into_response())
 }
 
+/// The chain to deploy (and the key, for server-made keys) (agent token).
+#[utoipa::path(get, path = "/agent/certificates/{id}/bundle", operation_id = "agent.bundle",
+    tag = "agent protocol", params(("id" = String, Path, description = "Certificate id")),
+    responses((status = 200, description = "The bundle", body = wire::AgentBundle)),
+    security(("token" = ["agent"])))]
 pub(crate) async fn bundle(
     State(control_plane): State<ControlPlane>,
     Extension(principal): Extension<Principal>,
@@ -150,6 +181,12 @@ pub(crate) async fn bundle(
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
+/// The agent reports a deployment's outcome (agent token).
+#[utoipa::path(post, path = "/agent/certificates/{id}/deployments", operation_id = "agent.deployment",
+    tag = "agent protocol", params(("id" = String, Path, description = "Certificate id")),
+    request_body = wire::DeploymentReport,
+    responses((status = 201, description = "Recorded as a finished deploy job", body = wire::Job)),
+    security(("token" = ["agent"])))]
 pub(crate) async fn report_deployment(
     State(control_plane): State<ControlPlane>,
     Extension(principal): Extension<Principal>,
@@ -165,6 +202,13 @@ pub(crate) async fn report_deployment(
         targets: body.targets,
         error: body.error,
     };
+    let (failed, version) = (report.error.is_some(), report.version);
     let job = control_plane.report_deployment(&agent_id, id, report).await?;
-    Ok((StatusCode::CREATED, Json(convert::job(&job))).into_response())
+    let mut response = (StatusCode::CREATED, Json(convert::job(&job))).into_response();
+    // The call succeeded either way; the audit record tells whether the deployment did.
+    response.extensions_mut().insert(AuditNote {
+        outcome: if failed { "failure" } else { "success" },
+        detail: Some(format!("version {version}")),
+    });
+    Ok(response)
 }

@@ -1,43 +1,69 @@
-//! Bearer-token authentication of every `/api` call, with a throttle on failed attempts per
-//! client address so that tokens cannot be guessed at network speed.
+//! The gate of every `/api/v1` call: request id, bearer authentication, the scope check from
+//! the access table, rate limits, and the audit record of every state-changing call.
+//!
+//! Limits: failed authentications are throttled per client address (so tokens cannot be
+//! guessed at network speed, and valid tokens from that address wait too); authenticated calls
+//! are limited per token. A per-address limit on valid calls is deliberately absent: a fleet of
+//! agents behind one NAT address would share it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header;
+use axum::body::{Body, to_bytes};
+use axum::extract::{ConnectInfo, MatchedPath, OriginalUri, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use ck_domain::TokenBuckets;
-use ck_server::{ControlPlane, Principal};
+use ck_server::{AuditEvent, ControlPlane, Principal, TokenRejection};
 
 use crate::ApiError;
+use crate::openapi::{API_PREFIX, AccessTable};
 
 /// Failed authentications an address may make at once…
 const FAILURE_BURST: u32 = 20;
 /// …and then one per this many seconds.
 const FAILURE_REFILL_SECONDS: f64 = 3.0;
-/// Addresses tracked at most (full buckets are dropped first).
-const FAILURE_KEYS: usize = 100_000;
+/// Addresses or tokens tracked at most (full buckets are dropped first).
+const BUCKET_KEYS: usize = 100_000;
 
-/// The authentication middleware's state.
+/// The response header (and accepted request header) carrying the request id.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// What a handler adds to its response for the audit record.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditNote {
+    /// `success` or `failure`, when the status alone does not tell (a deployment report).
+    pub(crate) outcome: &'static str,
+    /// A short, secret-free note.
+    pub(crate) detail: Option<String>,
+}
+
+/// The gate's state.
 #[derive(Clone)]
-pub(crate) struct AuthGuard {
+pub(crate) struct Gate {
     control_plane: ControlPlane,
+    access: Arc<AccessTable>,
     failures: Arc<Mutex<TokenBuckets<IpAddr>>>,
+    per_token: Option<Arc<Mutex<TokenBuckets<String>>>>,
     origin: Instant,
 }
 
-impl AuthGuard {
-    pub(crate) fn new(control_plane: ControlPlane) -> Self {
+impl Gate {
+    pub(crate) fn new(control_plane: ControlPlane, access: AccessTable) -> Self {
+        let per_token = control_plane
+            .token_rate_limit()
+            .map(|(per_second, burst)| Arc::new(Mutex::new(TokenBuckets::new(burst, per_second, BUCKET_KEYS))));
         Self {
             control_plane,
+            access: Arc::new(access),
             failures: Arc::new(Mutex::new(TokenBuckets::new(
                 FAILURE_BURST,
                 1.0 / FAILURE_REFILL_SECONDS,
-                FAILURE_KEYS,
+                BUCKET_KEYS,
             ))),
+            per_token,
             origin: Instant::now(),
         }
     }
@@ -47,7 +73,7 @@ impl AuthGuard {
     }
 
     /// 429 when `peer` has used up its failed attempts.
-    fn check(&self, peer: Option<IpAddr>) -> Result<(), ApiError> {
+    fn check_failures(&self, peer: Option<IpAddr>) -> Result<(), ApiError> {
         let (Some(peer), Ok(failures)) = (peer, self.failures.lock()) else {
             return Ok(());
         };
@@ -60,65 +86,238 @@ impl AuthGuard {
         }
     }
 
-    fn failed(&self, peer: Option<IpAddr>, error: ApiError) -> ApiError {
+    fn failed(&self, peer: Option<IpAddr>) {
         if let (Some(peer), Ok(mut failures)) = (peer, self.failures.lock()) {
             failures.spend(&peer, self.now());
         }
-        error
+    }
+
+    /// Spends one request of the principal's allowance, or says how long to wait.
+    fn check_rate(&self, principal: &Principal) -> Result<(), ApiError> {
+        let Some(per_token) = &self.per_token else {
+            return Ok(());
+        };
+        let Ok(mut buckets) = per_token.lock() else {
+            return Ok(());
+        };
+        let key = principal.actor();
+        let now = self.now();
+        if let Some(wait) = buckets.retry_after(&key, now) {
+            return Err(ApiError::too_many_requests(
+                format!("this token sends too many requests ({key}); slow down or use several tokens"),
+                wait,
+            ));
+        }
+        buckets.spend(&key, now);
+        Ok(())
     }
 }
 
-pub(crate) async fn require_token(
-    State(guard): State<AuthGuard>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+/// The request id: the caller's `x-request-id` when it is short and plain, else a new UUIDv7.
+fn request_id(request: &Request) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
+}
+
+/// What the audit record says a call touched: `certificates/<id>`, `tokens/<id>`… read from
+/// the created resource's `Location`, else from the request path.
+fn resource_of(path: &str) -> Option<String> {
+    const RESOURCES: [&str; 5] = ["certificates", "issuers", "agents", "tokens", "jobs"];
+    let path = path.strip_prefix(API_PREFIX).unwrap_or(path);
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    segments
+        .windows(2)
+        .find(|pair| RESOURCES.contains(&pair[0]))
+        .map(|pair| format!("{}/{}", pair[0], pair[1]))
+}
+
+fn parse_bearer(request: &Request) -> Option<&str> {
+    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?
+        .trim();
+    (!token.is_empty()).then_some(token)
+}
+
+pub(crate) async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+    let request_id = request_id(&request);
+    let mut response = match pass(&gate, request, &request_id, next).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Result<Response, ApiError> {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
-    guard.check(peer)?;
-    let control_plane = &guard.control_plane;
-    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
-        return Err(guard.failed(
-            peer,
-            ApiError::unauthorized(
-                "missing 'Authorization: Bearer <token>' header (the admin token is in <data-dir>/admin.token)",
-            ),
+    gate.check_failures(peer)?;
+    let method = request.method().clone();
+    // Inside the `/api/v1` nest the URI lost its prefix; messages and records use the real one.
+    let path = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| request.uri().path().to_owned(), |uri| uri.path().to_owned());
+    let audit = |action: &str, actor: String, outcome: &str| {
+        let mut event = AuditEvent::new(action, actor, outcome);
+        event.request_id = Some(request_id.to_owned());
+        event.client = peer.map(|p| p.to_string());
+        event
+    };
+
+    let principal = match parse_bearer(&request).map(|t| gate.control_plane.verify_token(t)) {
+        Some(Ok(principal)) => principal,
+        rejected => {
+            gate.failed(peer);
+            let (detail, error) = match rejected {
+                None => (
+                    "no bearer token",
+                    ApiError::unauthorized(
+                        "missing 'Authorization: Bearer <token>' header (the admin token is in <data-dir>/admin.token)",
+                    ),
+                ),
+                Some(Err(TokenRejection::Expired(at))) => (
+                    "expired token",
+                    ApiError::unauthorized(format!(
+                        "the token expired at {at}; ask an admin for a new one (`certkeeper token create` or `token rotate`)"
+                    )),
+                ),
+                Some(_) => (
+                    "unknown or revoked token",
+                    ApiError::unauthorized("the token is not valid"),
+                ),
+            };
+            tracing::warn!(%path, ?peer, detail, "rejected a request");
+            let mut event = audit("auth.failure", "anonymous".to_owned(), "denied");
+            event.status = Some(401);
+            event.detail = Some(format!("{detail}: {method} {path}"));
+            record(gate, event).await;
+            return Err(error);
+        }
+    };
+
+    let matched = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let Some(route) = matched.as_deref().and_then(|m| gate.access.get(&method, m)) else {
+        tracing::error!(%method, %path, "a route has no access rule in the OpenAPI document; refused");
+        return Err(ApiError::forbidden(
+            "this endpoint has no access rule, so no token may call it",
         ));
     };
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .unwrap_or_default();
-    let Some(principal) = Some(token)
-        .filter(|t| !t.is_empty())
-        .and_then(|t| control_plane.tokens().verify(t))
-    else {
-        tracing::warn!(path = %request.uri().path(), ?peer, "rejected a request with an invalid token");
-        return Err(guard.failed(peer, ApiError::unauthorized("the token is not valid")));
-    };
-    // Agent tokens reach only the agent endpoints, and admin tokens only the rest: a stolen
-    // agent token cannot read other hosts' certificates or change the inventory.
-    // Inside the `/api/v1` nest the prefix is already stripped.
-    let path = request.uri().path();
-    let agent_path = path.starts_with("/agent/") || path.starts_with("/api/v1/agent/");
-    match (&principal, agent_path) {
-        (Principal::Agent { .. }, false) => {
-            return Err(ApiError::forbidden(
-                "an agent token only works on /api/v1/agent/…; use an admin token for this endpoint",
-            ));
+    let audited = method != Method::GET && method != Method::HEAD && route.action != "agent.heartbeat";
+    let action = route.action.clone();
+    if let Some(scope) = route.scope
+        && !principal.scopes().contains(scope)
+    {
+        let error = ApiError::forbidden(format!(
+            "this token lacks the '{scope}' scope that {method} {path} needs (it has: {})",
+            if principal.scopes().is_empty() {
+                "none".to_owned()
+            } else {
+                principal.scopes().to_string()
+            }
+        ));
+        if audited {
+            let mut event = audit(&action, principal.actor(), "denied");
+            event.status = Some(403);
+            event.resource = resource_of(&path);
+            event.detail = Some(format!("missing scope {scope}"));
+            record(gate, event).await;
         }
-        (Principal::Admin, true) => {
-            return Err(ApiError::forbidden(
-                "this endpoint is for agents: use the agent's own token (from `certkeeper agents add`)",
-            ));
-        }
-        _ => {}
+        return Err(error);
     }
+    gate.check_rate(&principal)?;
+
     let mut request = request;
+    let mut body_sha256 = None;
+    if audited {
+        // The body is hashed, never stored: the record proves what was sent without keeping
+        // CSRs, settings or secrets.
+        let (parts, body) = request.into_parts();
+        let bytes = to_bytes(body, crate::MAX_BODY_BYTES).await.map_err(|_| {
+            ApiError::payload_too_large(format!(
+                "the request body is larger than {} bytes",
+                crate::MAX_BODY_BYTES
+            ))
+        })?;
+        if !bytes.is_empty() {
+            body_sha256 = Some(sha256_hex(&bytes));
+        }
+        request = Request::from_parts(parts, Body::from(bytes));
+    }
+    let actor = principal.actor();
     request.extensions_mut().insert(principal);
-    Ok(next.run(request).await)
+    let response = next.run(request).await;
+    if audited {
+        let status = response.status();
+        let note = response.extensions().get::<AuditNote>().cloned();
+        let outcome = match (&note, status) {
+            (Some(note), _) => note.outcome,
+            (None, s) if s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN => "denied",
+            (None, s) if s.is_client_error() || s.is_server_error() => "failure",
+            _ => "success",
+        };
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(resource_of);
+        let mut event = audit(&action, actor, outcome);
+        event.status = Some(status.as_u16());
+        event.resource = location.or_else(|| resource_of(&path));
+        event.body_sha256 = body_sha256;
+        event.detail = note.and_then(|n| n.detail);
+        record(gate, event).await;
+    }
+    Ok(response)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
+}
+
+/// Writes an audit record. The call it describes has happened; if the record cannot be
+/// written, that is logged loudly rather than turned into an error answer.
+async fn record(gate: &Gate, event: AuditEvent) {
+    let action = event.action.clone();
+    if let Err(error) = gate.control_plane.audit(event).await {
+        tracing::error!(%error, %action, "could not write an audit record");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resource_of;
+
+    #[test]
+    fn resources_come_from_paths() {
+        assert_eq!(
+            resource_of("/api/v1/certificates/0193/revoke").as_deref(),
+            Some("certificates/0193")
+        );
+        assert_eq!(
+            resource_of("/api/v1/agent/certificates/01/csr").as_deref(),
+            Some("certificates/01")
+        );
+        assert_eq!(resource_of("/tokens/t1/rotate").as_deref(), Some("tokens/t1"));
+        assert_eq!(resource_of("/api/v1/certificates"), None);
+    }
 }

@@ -2,16 +2,17 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use ck_api_types as wire;
-use ck_domain::{CertificateId, CertificateStatus, KeySource, KeyType, RevocationReason};
-use ck_server::{ControlPlane, ExportFormat, NewCertificate, now};
+use ck_domain::{Certificate, CertificateId, CertificateStatus, KeySource, KeyType, RevocationReason};
+use ck_server::{ControlPlane, ExportFormat, NewCertificate, Principal, now};
 use ck_store::CertificateFilter;
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::ApiError;
 use crate::convert::{self, parse};
@@ -19,10 +20,11 @@ use crate::convert::{self, parse};
 /// How long `?wait=` may hold a request.
 const MAX_WAIT: Duration = Duration::from_secs(120);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct WaitQuery {
-    /// Seconds to wait for the job to finish (`true` means 30).
+    /// Seconds to wait for the job to finish (`true` means 30; at most 120).
     wait: Option<String>,
 }
 
@@ -44,8 +46,17 @@ impl WaitQuery {
     }
 }
 
+/// Creates a certificate and queues its issuance.
+#[utoipa::path(post, path = "/certificates", operation_id = "certificate.create", tag = "certificates",
+    params(WaitQuery), request_body = wire::CreateCertificate,
+    responses(
+        (status = 201, description = "Issued (with `wait`)", body = wire::CertificateWithJob),
+        (status = 202, description = "Queued", body = wire::CertificateWithJob),
+    ),
+    security(("token" = ["create"])))]
 pub(crate) async fn create(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     query: Result<Query<WaitQuery>, QueryRejection>,
     body: Result<Json<wire::CreateCertificate>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -79,6 +90,7 @@ pub(crate) async fn create(
             .as_deref()
             .map(|k| parse::<KeySource>("key_source", k))
             .transpose()?,
+        restriction: principal.restriction().clone(),
     };
     let (cert, job) = control_plane.create_certificate(request).await?;
     let location = format!("/api/v1/certificates/{}", cert.id);
@@ -105,18 +117,30 @@ pub(crate) async fn create(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// pending, active, failed, revoked or expired.
     status: Option<String>,
+    /// Issuer id.
     issuer: Option<String>,
+    /// RFC 3339 time: only certificates expiring before it.
     expiring_before: Option<String>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Page size (1 to 1000, default 100).
     limit: Option<u32>,
 }
 
+/// Lists the certificates the token reaches, by creation time.
+#[utoipa::path(get, path = "/certificates", operation_id = "certificate.list", tag = "certificates",
+    params(ListQuery),
+    responses((status = 200, description = "A page", body = wire::Page<wire::Certificate>)),
+    security(("token" = ["read"])))]
 pub(crate) async fn list(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<wire::Page<wire::Certificate>>, ApiError> {
     let Query(query) = query?;
@@ -146,7 +170,7 @@ pub(crate) async fn list(
             .transpose()?,
         limit: query.limit.unwrap_or(100),
     };
-    let page = control_plane.certificates(&filter).await?;
+    let page = control_plane.certificates(&filter, principal.restriction()).await?;
     let now = now();
     let next_cursor = if page.more {
         page.items.last().map(|c| c.id.to_string())
@@ -159,37 +183,58 @@ pub(crate) async fn list(
     }))
 }
 
+/// One certificate.
+#[utoipa::path(get, path = "/certificates/{id}", operation_id = "certificate.get", tag = "certificates",
+    params(("id" = String, Path, description = "Certificate id")),
+    responses((status = 200, description = "The certificate", body = wire::Certificate)),
+    security(("token" = ["read"])))]
 pub(crate) async fn get(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<wire::Certificate>, ApiError> {
-    let cert = control_plane.certificate(parse("certificate id", &id)?).await?;
+    let cert = reach(&control_plane, &principal, &id).await?;
     Ok(Json(convert::certificate(&cert, now())))
 }
 
+/// Deletes a certificate and its versions (revoked serials stay on the CRL).
+#[utoipa::path(delete, path = "/certificates/{id}", operation_id = "certificate.delete", tag = "certificates",
+    params(("id" = String, Path, description = "Certificate id")),
+    responses((status = 204, description = "Deleted")),
+    security(("token" = ["delete"])))]
 pub(crate) async fn delete(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    control_plane.delete(parse("certificate id", &id)?).await?;
+    let cert = reach(&control_plane, &principal, &id).await?;
+    control_plane.delete(cert.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PemQuery {
+    /// A version number; the current one by default.
     version: Option<u32>,
 }
 
+/// The chain (leaf first) as PEM.
+#[utoipa::path(get, path = "/certificates/{id}/pem", operation_id = "certificate.pem", tag = "certificates",
+    params(("id" = String, Path, description = "Certificate id"), PemQuery),
+    responses((status = 200, description = "Leaf and intermediates", body = String,
+        content_type = "application/pem-certificate-chain")),
+    security(("token" = ["read"])))]
 pub(crate) async fn pem(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     query: Result<Query<PemQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
-    let (version, _) = control_plane
-        .version(parse("certificate id", &id)?, query.version)
-        .await?;
+    let cert = reach(&control_plane, &principal, &id).await?;
+    let (version, _) = control_plane.version(cert.id, query.version).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
         version.chain_pem,
@@ -197,15 +242,21 @@ pub(crate) async fn pem(
         .into_response())
 }
 
+/// The server-made private key as PEM.
+#[utoipa::path(get, path = "/certificates/{id}/key", operation_id = "certificate.key", tag = "certificates",
+    params(("id" = String, Path, description = "Certificate id"), PemQuery),
+    responses((status = 200, description = "The private key (PKCS#8)", body = String,
+        content_type = "application/x-pem-file")),
+    security(("token" = ["export-key"])))]
 pub(crate) async fn key(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     query: Result<Query<PemQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
-    let (_, key) = control_plane
-        .version(parse("certificate id", &id)?, query.version)
-        .await?;
+    let cert = reach(&control_plane, &principal, &id).await?;
+    let (_, key) = control_plane.version(cert.id, query.version).await?;
     let key = key.ok_or_else(|| {
         ApiError::not_found("this certificate was issued from a CSR: its private key never reached the server")
     })?;
@@ -216,13 +267,22 @@ pub(crate) async fn key(
     Ok(response)
 }
 
+/// Renews now (or returns the job already in flight).
+#[utoipa::path(post, path = "/certificates/{id}/renew", operation_id = "certificate.renew", tag = "certificates",
+    params(("id" = String, Path, description = "Certificate id"), WaitQuery),
+    responses(
+        (status = 200, description = "Renewed (with `wait`)", body = wire::CertificateWithJob),
+        (status = 202, description = "Queued", body = wire::CertificateWithJob),
+    ),
+    security(("token" = ["update"])))]
 pub(crate) async fn renew(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
-    let id = parse("certificate id", &id)?;
+    let id = reach(&control_plane, &principal, &id).await?.id;
     let wait = query.duration()?;
     let (mut job, _created) = control_plane.renew(id).await?;
     if let Some(wait) = wait {
@@ -241,12 +301,19 @@ pub(crate) async fn renew(
     Ok((status, Json(body)).into_response())
 }
 
+/// Revokes the current version (CRL and OCSP answer at once).
+#[utoipa::path(post, path = "/certificates/{id}/revoke", operation_id = "certificate.revoke", tag = "certificates",
+    params(("id" = String, Path, description = "Certificate id")),
+    request_body(content = Option<wire::RevokeCertificate>, description = "The reason (optional)"),
+    responses((status = 200, description = "Revoked", body = wire::Certificate)),
+    security(("token" = ["delete"])))]
 pub(crate) async fn revoke(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     body: Option<Json<wire::RevokeCertificate>>,
 ) -> Result<Json<wire::Certificate>, ApiError> {
-    let id = parse("certificate id", &id)?;
+    let id = reach(&control_plane, &principal, &id).await?.id;
     let reason = match body.and_then(|Json(b)| b.reason) {
         Some(reason) => parse::<RevocationReason>("reason", &reason)?,
         None => RevocationReason::Unspecified,
@@ -255,18 +322,29 @@ pub(crate) async fn revoke(
     Ok(Json(convert::certificate(&cert, now())))
 }
 
+/// Every issued version.
+#[utoipa::path(get, path = "/certificates/{id}/versions", operation_id = "certificate.versions",
+    tag = "certificates",
+    params(("id" = String, Path, description = "Certificate id")),
+    responses((status = 200, description = "Versions, oldest first", body = Vec<wire::CertificateVersion>)),
+    security(("token" = ["read"])))]
 pub(crate) async fn versions(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<wire::CertificateVersion>>, ApiError> {
-    let versions = control_plane.versions(parse("certificate id", &id)?).await?;
+    let cert = reach(&control_plane, &principal, &id).await?;
+    let versions = control_plane.versions(cert.id).await?;
     Ok(Json(versions.iter().map(convert::version).collect()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ExportQuery {
+    /// pem (chain and key), der (leaf) or pkcs12 (password in `x-export-password`).
     format: Option<String>,
+    /// A version number; the current one by default.
     version: Option<u32>,
 }
 
@@ -274,9 +352,19 @@ pub(crate) struct ExportQuery {
 /// stays out of access logs).
 const EXPORT_PASSWORD: &str = "x-export-password";
 
-/// `GET /certificates/{id}/export?format=pem|der|pkcs12[&version=N]`.
+/// Downloads a version with its server-made key: PEM bundle, DER leaf or PKCS#12.
+#[utoipa::path(get, path = "/certificates/{id}/export", operation_id = "certificate.export", tag = "certificates",
+    params(("id" = String, Path, description = "Certificate id"), ExportQuery,
+        ("x-export-password" = Option<String>, Header, description = "PKCS#12 password")),
+    responses((status = 200, description = "The file", content(
+        (String = "application/x-pem-file"),
+        (Vec<u8> = "application/pkix-cert"),
+        (Vec<u8> = "application/x-pkcs12"),
+    ))),
+    security(("token" = ["export-key"])))]
 pub(crate) async fn export(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     query: Result<Query<ExportQuery>, QueryRejection>,
     headers: axum::http::HeaderMap,
@@ -284,9 +372,8 @@ pub(crate) async fn export(
     let Query(query) = query?;
     let format = parse::<ExportFormat>("format", query.format.as_deref().unwrap_or("pem"))?;
     let password = headers.get(EXPORT_PASSWORD).and_then(|v| v.to_str().ok());
-    let export = control_plane
-        .export(parse("certificate id", &id)?, query.version, format, password)
-        .await?;
+    let cert = reach(&control_plane, &principal, &id).await?;
+    let export = control_plane.export(cert.id, query.version, format, password).await?;
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", export.file_name))
         .unwrap_or(HeaderValue::from_static("attachment"));
     Ok((
@@ -298,4 +385,11 @@ pub(crate) async fn export(
         export.bytes,
     )
         .into_response())
+}
+
+/// The certificate if the caller's token reaches it, else 404.
+async fn reach(control_plane: &ControlPlane, principal: &Principal, id: &str) -> Result<Certificate, ApiError> {
+    Ok(control_plane
+        .reachable_certificate(parse("certificate id", id)?, principal.restriction())
+        .await?)
 }

@@ -29,6 +29,16 @@ impl ApiError {
         }
     }
 
+    /// 413.
+    pub fn payload_too_large(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            kind: "body-too-large",
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
     /// 401.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self {

@@ -5,21 +5,29 @@
 //! wire type from `ck-api-types`.
 
 mod agents;
+mod audit;
 mod auth;
 mod certificates;
 mod convert;
 mod error;
 mod est;
+mod openapi;
 mod ops;
 mod pki;
 mod scep;
+mod tokens;
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use ck_server::ControlPlane;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+pub use auth::REQUEST_ID;
 pub use error::ApiError;
 
 /// The client certificate of a TLS connection (leaf, DER), put in the request's extensions by
@@ -30,43 +38,74 @@ pub struct ClientCertificate(pub Vec<u8>);
 /// The largest request body accepted (a CSR with 100 names fits many times over).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The `/api/v1` operations with their OpenAPI descriptions. Every handler is registered
+/// through `routes!`, so the document lists exactly the routes that exist.
+fn api_routes() -> OpenApiRouter<ControlPlane> {
+    OpenApiRouter::new()
+        .routes(routes!(certificates::create, certificates::list))
+        .routes(routes!(certificates::get, certificates::delete))
+        .routes(routes!(certificates::pem))
+        .routes(routes!(certificates::key))
+        .routes(routes!(certificates::export))
+        .routes(routes!(certificates::renew))
+        .routes(routes!(certificates::revoke))
+        .routes(routes!(certificates::versions))
+        .routes(routes!(ops::issuers, ops::create_issuer))
+        .routes(routes!(ops::issuer))
+        .routes(routes!(ops::rollover_account_key))
+        .routes(routes!(ops::deactivate_account))
+        .routes(routes!(ops::issuer_ca_pem))
+        .routes(routes!(agents::list, agents::create))
+        .routes(routes!(agents::heartbeat))
+        .routes(routes!(agents::work))
+        .routes(routes!(agents::submit_csr))
+        .routes(routes!(agents::bundle))
+        .routes(routes!(agents::report_deployment))
+        .routes(routes!(ops::jobs))
+        .routes(routes!(ops::job))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(tokens::rotate))
+        .routes(routes!(tokens::whoami))
+        .routes(routes!(audit::list))
+}
+
+/// The OpenAPI document of `/api/v1`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, api) = api_routes().split_for_parts();
+    openapi::finish(api)
+}
+
 /// The whole HTTP application.
 pub fn router(control_plane: ControlPlane) -> Router {
-    let api = Router::new()
-        .route("/certificates", post(certificates::create).get(certificates::list))
-        .route(
-            "/certificates/{id}",
-            get(certificates::get).delete(certificates::delete),
-        )
-        .route("/certificates/{id}/pem", get(certificates::pem))
-        .route("/certificates/{id}/key", get(certificates::key))
-        .route("/certificates/{id}/export", get(certificates::export))
-        .route("/certificates/{id}/renew", post(certificates::renew))
-        .route("/certificates/{id}/revoke", post(certificates::revoke))
-        .route("/certificates/{id}/versions", get(certificates::versions))
-        .route("/issuers", get(ops::issuers).post(ops::create_issuer))
-        .route("/issuers/{id}", get(ops::issuer))
-        .route("/issuers/{id}/account/rollover", post(ops::rollover_account_key))
-        .route("/issuers/{id}/account/deactivate", post(ops::deactivate_account))
-        .route("/issuers/{id}/ca.pem", get(ops::issuer_ca_pem))
-        .route("/agents", get(agents::list).post(agents::create))
-        .route("/agent/heartbeat", post(agents::heartbeat))
-        .route("/agent/work", get(agents::work))
-        .route("/agent/certificates/{id}/csr", post(agents::submit_csr))
-        .route("/agent/certificates/{id}/bundle", get(agents::bundle))
-        .route("/agent/certificates/{id}/deployments", post(agents::report_deployment))
-        .route("/jobs", get(ops::jobs))
-        .route("/jobs/{id}", get(ops::job))
+    let (api, doc) = api_routes().split_for_parts();
+    let doc = openapi::finish(doc);
+    let access = openapi::AccessTable::from_openapi(&doc);
+    let doc_json = Arc::new(serde_json::to_string(&doc).unwrap_or_default());
+    let api = api
         .fallback(ops::api_not_found)
         .route_layer(axum::middleware::from_fn_with_state(
-            auth::AuthGuard::new(control_plane.clone()),
-            auth::require_token,
-        ));
+            auth::Gate::new(control_plane.clone(), access),
+            auth::gate,
+        ))
+        // The document is public: it describes the API, it holds no data.
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc_json.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        doc.as_ref().clone(),
+                    )
+                }
+            }),
+        );
     let challenges = Router::new()
         .route("/.well-known/acme-challenge/{token}", get(ops::acme_http01))
         .with_state(control_plane.challenge_responder());
     Router::new()
-        .nest("/api/v1", api)
+        .nest(openapi::API_PREFIX, api)
         .merge(challenges)
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))

@@ -1,26 +1,36 @@
 //! Issuers, jobs, health, readiness and metrics handlers.
 
-use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use ck_acme::ChallengeResponder;
 use ck_api_types as wire;
 use ck_domain::{JobId, JobState};
-use ck_server::ControlPlane;
+use ck_server::{ControlPlane, Principal};
 use ck_store::JobFilter;
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::ApiError;
 use crate::convert::{self, parse};
 
+/// Every issuer, with health.
+#[utoipa::path(get, path = "/issuers", operation_id = "issuer.list", tag = "issuers",
+    responses((status = 200, description = "Issuers", body = Vec<wire::Issuer>)),
+    security(("token" = ["read"])))]
 pub(crate) async fn issuers(State(control_plane): State<ControlPlane>) -> Result<Json<Vec<wire::Issuer>>, ApiError> {
     Ok(Json(
         control_plane.issuers().await?.iter().map(convert::issuer).collect(),
     ))
 }
 
+/// One issuer.
+#[utoipa::path(get, path = "/issuers/{id}", operation_id = "issuer.get", tag = "issuers",
+    params(("id" = String, Path, description = "Issuer id")),
+    responses((status = 200, description = "The issuer", body = wire::Issuer)),
+    security(("token" = ["read"])))]
 pub(crate) async fn issuer(
     State(control_plane): State<ControlPlane>,
     Path(id): Path<String>,
@@ -28,6 +38,11 @@ pub(crate) async fn issuer(
     Ok(Json(convert::issuer(&control_plane.issuer(&id).await?)))
 }
 
+/// Adds an ACME issuer and registers its account.
+#[utoipa::path(post, path = "/issuers", operation_id = "issuer.create", tag = "issuers",
+    request_body = wire::CreateIssuer,
+    responses((status = 201, description = "Added", body = wire::Issuer)),
+    security(("token" = ["admin"])))]
 pub(crate) async fn create_issuer(
     State(control_plane): State<ControlPlane>,
     body: Result<Json<wire::CreateIssuer>, JsonRejection>,
@@ -49,6 +64,11 @@ pub(crate) async fn create_issuer(
         .into_response())
 }
 
+/// Replaces the ACME account key (RFC 8555 §7.3.5).
+#[utoipa::path(post, path = "/issuers/{id}/account/rollover", operation_id = "issuer.account_rollover",
+    tag = "issuers", params(("id" = String, Path, description = "Issuer id")),
+    responses((status = 200, description = "Rolled over", body = wire::Issuer)),
+    security(("token" = ["admin"])))]
 pub(crate) async fn rollover_account_key(
     State(control_plane): State<ControlPlane>,
     Path(id): Path<String>,
@@ -56,6 +76,11 @@ pub(crate) async fn rollover_account_key(
     Ok(Json(convert::issuer(&control_plane.rollover_account_key(&id).await?)))
 }
 
+/// Deactivates the ACME account at the CA.
+#[utoipa::path(post, path = "/issuers/{id}/account/deactivate", operation_id = "issuer.account_deactivate",
+    tag = "issuers", params(("id" = String, Path, description = "Issuer id")),
+    responses((status = 200, description = "Deactivated", body = wire::Issuer)),
+    security(("token" = ["admin"])))]
 pub(crate) async fn deactivate_account(
     State(control_plane): State<ControlPlane>,
     Path(id): Path<String>,
@@ -63,6 +88,11 @@ pub(crate) async fn deactivate_account(
     Ok(Json(convert::issuer(&control_plane.deactivate_account(&id).await?)))
 }
 
+/// The local CA's root certificate, to trust.
+#[utoipa::path(get, path = "/issuers/{id}/ca.pem", operation_id = "issuer.ca_pem", tag = "issuers",
+    params(("id" = String, Path, description = "Issuer id")),
+    responses((status = 200, description = "The root, PEM", body = String, content_type = "application/x-pem-file")),
+    security(("token" = ["read"])))]
 pub(crate) async fn issuer_ca_pem(
     State(control_plane): State<ControlPlane>,
     Path(id): Path<String>,
@@ -90,20 +120,42 @@ pub(crate) async fn acme_http01(State(responder): State<ChallengeResponder>, Pat
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct JobQuery {
+    /// pending, running, succeeded, failed or cancelled.
     state: Option<String>,
+    /// Only this certificate's jobs (required with a restricted token).
     certificate: Option<String>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Page size (1 to 1000, default 100).
     limit: Option<u32>,
 }
 
+/// Lists jobs, oldest first.
+#[utoipa::path(get, path = "/jobs", operation_id = "job.list", tag = "jobs",
+    params(JobQuery),
+    responses((status = 200, description = "A page", body = wire::Page<wire::Job>)),
+    security(("token" = ["read"])))]
 pub(crate) async fn jobs(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     query: Result<Query<JobQuery>, QueryRejection>,
 ) -> Result<Json<wire::Page<wire::Job>>, ApiError> {
     let Query(query) = query?;
+    let restricted = !principal.restriction().is_unrestricted();
+    if restricted && query.certificate.is_none() {
+        return Err(ApiError::forbidden(
+            "a restricted token lists the jobs of one certificate at a time: add ?certificate=<id>",
+        ));
+    }
+    if let Some(certificate) = query.certificate.as_deref().filter(|_| restricted) {
+        control_plane
+            .reachable_certificate(parse("certificate", certificate)?, principal.restriction())
+            .await?;
+    }
     let filter = JobFilter {
         state: query
             .state
@@ -134,11 +186,24 @@ pub(crate) async fn jobs(
     }))
 }
 
+/// One job.
+#[utoipa::path(get, path = "/jobs/{id}", operation_id = "job.get", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "The job", body = wire::Job)),
+    security(("token" = ["read"])))]
 pub(crate) async fn job(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<wire::Job>, ApiError> {
-    Ok(Json(convert::job(&control_plane.job(parse("job id", &id)?).await?)))
+    let job = control_plane.job(parse("job id", &id)?).await?;
+    if !principal.restriction().is_unrestricted() {
+        control_plane
+            .reachable_certificate(job.certificate_id, principal.restriction())
+            .await
+            .map_err(|_| ApiError::not_found(format!("job {id} not found")))?;
+    }
+    Ok(Json(convert::job(&job)))
 }
 
 pub(crate) async fn health() -> &'static str {

@@ -5,6 +5,7 @@
 //! `now`, and every random choice (renewal jitter, retry jitter) takes the random sample as an
 //! argument, so the rules are unit-tested without servers.
 
+mod access;
 mod certificate;
 mod ids;
 mod job;
@@ -15,6 +16,7 @@ mod rate_limit;
 mod renewal;
 mod revocation;
 
+pub use access::{Restriction, RestrictionError, Scope, Scopes, UnknownScope, parse_lifetime};
 pub use certificate::{
     Certificate, CertificateStatus, CertificateVersion, CsrNames, IssuanceRequest, KeySource, NamePolicy, RequestError,
     leaf_validity,

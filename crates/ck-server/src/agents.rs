@@ -12,7 +12,8 @@ use ck_pki::ParsedCsr;
 use ck_store::{AgentFacts, AgentRecord};
 use time::{Duration, OffsetDateTime};
 
-use crate::{AgentScope, ControlPlane, Principal, ServiceError, hash_token, new_token, now};
+use crate::auth::{Credential, mint_token};
+use crate::{AgentScope, ControlPlane, Principal, ServiceError, now};
 
 /// How often agents are asked to heartbeat and poll.
 pub const AGENT_POLL_INTERVAL: Duration = Duration::seconds(30);
@@ -70,14 +71,25 @@ impl ControlPlane {
                 "agent name '{name}' must be 1 to 128 letters, digits, '-', '_' or '.' (e.g. the host name)"
             )));
         }
-        let token = new_token().map_err(ServiceError::Unavailable)?;
+        let minted = mint_token().map_err(ServiceError::Unavailable)?;
         let id = uuid::Uuid::now_v7().to_string();
-        let hash = hash_token(&token);
         self.inner
             .store
-            .insert_agent(&id, name, scope.as_str(), &hash, now())
+            .insert_agent(&id, name, scope.as_str(), &minted.key, &minted.hash, now())
             .await?;
-        self.inner.tokens.add(hash, Principal::Agent { id: id.clone(), scope });
+        self.inner.tokens.insert(
+            minted.key.clone(),
+            Credential {
+                hash: minted.hash,
+                principal: Principal::Agent {
+                    id: id.clone(),
+                    name: name.to_owned(),
+                    scope,
+                },
+                expires_at: None,
+            },
+        );
+        let token = minted.token;
         tracing::info!(agent = %id, name, scope = scope.as_str(), "registered an agent");
         let record = self
             .inner

@@ -1,28 +1,105 @@
-//! API tokens: generation, hashing, and verification.
+//! API tokens: minting, salted hashing, and verification.
 //!
-//! Only SHA-256 hashes are stored. Tokens carry 256 random bits, so a fast hash is enough (no
-//! password-stretching needed). A presented token is hashed and looked up by its hash: the
-//! lookup's timing can only tell an attacker about the hash of what they sent, which they know
-//! anyway, never about a stored token. One map lookup keeps verification O(1) with 10,000 agents.
+//! A token is `ck_<key>_<secret>`: the prefix makes leaked tokens easy for secret scanners to
+//! find, the 16-hex-digit key finds the stored row, and the 256-bit secret is checked against
+//! `hmac-sha256$<salt>$<mac>`, compared in constant time. The secret carries 256 random bits,
+//! so no password stretching is needed; the per-token salt means equal hashes never reveal
+//! equal tokens and precomputed tables are useless. Tokens of earlier versions (`ck_` and the
+//! secret only, stored as a bare SHA-256) are still accepted and found by their hash.
+//! One map lookup keeps verification O(1) with 10,000 agents.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use aws_lc_rs::{constant_time, hmac};
 use base64::Engine;
+use ck_domain::{Restriction, Scope, Scopes};
+use time::OffsetDateTime;
 
-/// A new random token: `ck_` and 43 URL-safe base64 characters.
-pub fn new_token() -> Result<String, String> {
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| "the system RNG failed".to_owned())?;
-    Ok(format!(
-        "ck_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    ))
+/// A freshly minted token: the plain text (shown once) and what is stored.
+pub(crate) struct MintedToken {
+    /// The whole token, for the caller only.
+    pub(crate) token: String,
+    /// The public key that finds the row.
+    pub(crate) key: String,
+    /// The salted hash.
+    pub(crate) hash: String,
 }
 
-/// The hex SHA-256 of a token, as stored.
-pub fn hash_token(token: &str) -> String {
+impl std::fmt::Debug for MintedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MintedToken")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+const KEY_HEX_LEN: usize = 16;
+const HASH_SCHEME: &str = "hmac-sha256";
+
+fn random<const N: usize>() -> Result<[u8; N], String> {
+    let mut bytes = [0u8; N];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| "the system RNG failed".to_owned())?;
+    Ok(bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn mac(salt: &[u8], secret: &str) -> hmac::Tag {
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, salt), secret.as_bytes())
+}
+
+/// Makes a new random token with its key and salted hash.
+pub(crate) fn mint_token() -> Result<MintedToken, String> {
+    let key = hex(&random::<{ KEY_HEX_LEN / 2 }>()?);
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random::<32>()?);
+    let salt = random::<16>()?;
+    let hash = format!("{HASH_SCHEME}${}${}", hex(&salt), hex(mac(&salt, &secret).as_ref()));
+    Ok(MintedToken {
+        token: format!("ck_{key}_{secret}"),
+        key,
+        hash,
+    })
+}
+
+/// Splits a token into its key and secret, if it has the current form.
+fn split_token(token: &str) -> Option<(&str, &str)> {
+    let rest = token.strip_prefix("ck_")?;
+    let key = rest.get(..KEY_HEX_LEN)?;
+    let secret = rest.get(KEY_HEX_LEN..)?.strip_prefix('_')?;
+    (key.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) && !secret.is_empty())
+        .then_some((key, secret))
+}
+
+/// The lookup key of a token of an earlier version: its bare SHA-256.
+fn legacy_key(token: &str) -> String {
     ck_pki::sha256_hex(token.as_bytes())
+}
+
+/// Whether `token` matches a stored hash (salted, or the bare SHA-256 of earlier versions).
+fn hash_matches(stored: &str, token: &str) -> bool {
+    match stored.split('$').collect::<Vec<_>>().as_slice() {
+        [HASH_SCHEME, salt, expected] => {
+            let (Some((_, secret)), Some(salt), Some(expected)) = (split_token(token), unhex(salt), unhex(expected))
+            else {
+                return false;
+            };
+            constant_time::verify_slices_are_equal(mac(&salt, secret).as_ref(), &expected).is_ok()
+        }
+        _ => constant_time::verify_slices_are_equal(legacy_key(token).as_bytes(), stored.as_bytes()).is_ok(),
+    }
 }
 
 /// What an agent's token allows.
@@ -56,58 +133,129 @@ impl std::str::FromStr for AgentScope {
     }
 }
 
+/// An operator's API token, as the API sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    /// The token's id.
+    pub token_id: String,
+    /// The token's name.
+    pub name: String,
+    /// What it may do.
+    pub scopes: Scopes,
+    /// Which certificates it reaches.
+    pub restriction: Restriction,
+}
+
 /// Who presented a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    /// An operator: the whole API except the agent endpoints.
-    Admin,
+    /// An operator's token: the scopes and restriction say what it may do.
+    Operator(Operator),
     /// An agent: only the agent endpoints, only about itself.
     Agent {
         /// The agent's id.
         id: String,
+        /// The agent's name.
+        name: String,
         /// What its token allows.
         scope: AgentScope,
     },
 }
 
-/// Checks presented tokens against the stored hashes.
+static UNRESTRICTED: std::sync::LazyLock<Restriction> = std::sync::LazyLock::new(Restriction::default);
+
+impl Principal {
+    /// What the principal may do.
+    pub fn scopes(&self) -> Scopes {
+        match self {
+            Self::Operator(operator) => operator.scopes,
+            Self::Agent { .. } => Scopes::only(Scope::Agent),
+        }
+    }
+
+    /// Which certificates it reaches (agents are limited by binding, not by this).
+    pub fn restriction(&self) -> &Restriction {
+        match self {
+            Self::Operator(operator) => &operator.restriction,
+            Self::Agent { .. } => &UNRESTRICTED,
+        }
+    }
+
+    /// How the audit trail names it.
+    pub fn actor(&self) -> String {
+        match self {
+            Self::Operator(operator) => format!("token:{}", operator.name),
+            Self::Agent { name, .. } => format!("agent:{name}"),
+        }
+    }
+}
+
+/// Why a presented token was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRejection {
+    /// Not a token we know (or revoked).
+    Unknown,
+    /// A real token whose lifetime is over.
+    Expired(OffsetDateTime),
+}
+
+/// A live credential: its stored hash, who it is, and until when.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// The stored hash.
+    pub(crate) hash: String,
+    /// Who presents it.
+    pub principal: Principal,
+    /// When it stops working.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// The live credentials by lookup key (the token key, or the bare hash of earlier tokens).
 #[derive(Debug, Clone, Default)]
 pub struct TokenVerifier {
-    hashes: Arc<RwLock<HashMap<String, Principal>>>,
+    credentials: Arc<RwLock<HashMap<String, Credential>>>,
 }
 
 impl TokenVerifier {
-    /// A verifier accepting these admin token hashes.
-    pub fn new(hashes: Vec<String>) -> Self {
-        Self::with_principals(hashes.into_iter().map(|h| (h, Principal::Admin)).collect())
+    /// The lookup key of a stored credential: its token key, or for earlier tokens the hash.
+    pub fn lookup_key(token_key: Option<&str>, hash: &str) -> String {
+        token_key.unwrap_or(hash).to_owned()
     }
 
-    /// A verifier accepting these hashes, each for its principal.
-    pub fn with_principals(hashes: Vec<(String, Principal)>) -> Self {
-        Self {
-            hashes: Arc::new(RwLock::new(hashes.into_iter().collect())),
+    /// Replaces every credential (the periodic refresh from the store).
+    pub fn replace_all(&self, credentials: HashMap<String, Credential>) {
+        if let Ok(mut guard) = self.credentials.write() {
+            *guard = credentials;
         }
     }
 
-    /// Replaces the accepted admin hashes (agent tokens stay).
-    pub fn set(&self, hashes: Vec<String>) {
-        if let Ok(mut guard) = self.hashes.write() {
-            guard.retain(|_, p| *p != Principal::Admin);
-            guard.extend(hashes.into_iter().map(|h| (h, Principal::Admin)));
+    /// Accepts one more credential.
+    pub fn insert(&self, key: String, credential: Credential) {
+        if let Ok(mut guard) = self.credentials.write() {
+            guard.insert(key, credential);
         }
     }
 
-    /// Accepts one more token hash.
-    pub fn add(&self, hash: String, principal: Principal) {
-        if let Ok(mut guard) = self.hashes.write() {
-            guard.insert(hash, principal);
+    /// Stops accepting a credential.
+    pub fn remove(&self, key: &str) {
+        if let Ok(mut guard) = self.credentials.write() {
+            guard.remove(key);
         }
     }
 
-    /// Whose token this is, if it is valid.
-    pub fn verify(&self, token: &str) -> Option<Principal> {
-        let presented = hash_token(token);
-        self.hashes.read().ok()?.get(&presented).cloned()
+    /// Whose token this is, if it is valid at `now`.
+    pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<Principal, TokenRejection> {
+        let guard = self.credentials.read().map_err(|_| TokenRejection::Unknown)?;
+        let found = split_token(token)
+            .and_then(|(key, _)| guard.get(key))
+            .or_else(|| guard.get(&legacy_key(token)));
+        let credential = found
+            .filter(|c| hash_matches(&c.hash, token))
+            .ok_or(TokenRejection::Unknown)?;
+        match credential.expires_at {
+            Some(at) if at <= now => Err(TokenRejection::Expired(at)),
+            _ => Ok(credential.principal.clone()),
+        }
     }
 }
 
@@ -115,23 +263,69 @@ impl TokenVerifier {
 mod tests {
     use super::*;
 
+    fn operator(name: &str) -> Principal {
+        Principal::Operator(Operator {
+            token_id: name.into(),
+            name: name.into(),
+            scopes: Scopes::operator(),
+            restriction: Restriction::default(),
+        })
+    }
+
     #[test]
-    fn tokens_verify_by_hash_only() {
-        let token = new_token().unwrap();
-        assert!(token.starts_with("ck_") && token.len() == 46);
-        let verifier = TokenVerifier::new(vec![hash_token(&token)]);
-        assert_eq!(verifier.verify(&token), Some(Principal::Admin));
-        assert_eq!(verifier.verify("ck_wrong"), None);
-        assert_eq!(verifier.verify(""), None);
-        let agent_token = new_token().unwrap();
-        let agent = Principal::Agent {
-            id: "a1".into(),
-            scope: AgentScope::Deploy,
-        };
-        verifier.add(hash_token(&agent_token), agent.clone());
-        assert_eq!(verifier.verify(&agent_token), Some(agent.clone()));
-        verifier.set(Vec::new());
-        assert_eq!(verifier.verify(&token), None);
-        assert_eq!(verifier.verify(&agent_token), Some(agent), "agents stay");
+    fn tokens_verify_by_salted_hash() {
+        let minted = mint_token().unwrap();
+        assert!(minted.token.starts_with(&format!("ck_{}_", minted.key)));
+        assert_eq!(minted.token.len(), 3 + 16 + 1 + 43);
+        assert!(minted.hash.starts_with("hmac-sha256$") && !minted.hash.contains(&minted.token[20..]));
+        assert!(!format!("{minted:?}").contains(&minted.token));
+        let verifier = TokenVerifier::default();
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::days(1000);
+        verifier.insert(
+            minted.key.clone(),
+            Credential {
+                hash: minted.hash.clone(),
+                principal: operator("ci"),
+                expires_at: None,
+            },
+        );
+        assert_eq!(verifier.verify(&minted.token, now), Ok(operator("ci")));
+        // The right key with a wrong secret, a truncated token, garbage.
+        let forged = format!("ck_{}_{}", minted.key, "A".repeat(43));
+        assert_eq!(verifier.verify(&forged, now), Err(TokenRejection::Unknown));
+        assert_eq!(verifier.verify(&minted.token[..30], now), Err(TokenRejection::Unknown));
+        assert_eq!(verifier.verify("", now), Err(TokenRejection::Unknown));
+        // Equal secrets never give equal hashes.
+        assert_ne!(mint_token().unwrap().hash, minted.hash);
+        verifier.remove(&minted.key);
+        assert_eq!(verifier.verify(&minted.token, now), Err(TokenRejection::Unknown));
+    }
+
+    #[test]
+    fn expired_and_legacy_tokens() {
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::days(1000);
+        let verifier = TokenVerifier::default();
+        let minted = mint_token().unwrap();
+        verifier.insert(
+            minted.key.clone(),
+            Credential {
+                hash: minted.hash,
+                principal: operator("old"),
+                expires_at: Some(now),
+            },
+        );
+        assert_eq!(verifier.verify(&minted.token, now), Err(TokenRejection::Expired(now)));
+        // A token of an earlier version: `ck_` + secret, stored as its bare SHA-256.
+        let legacy = "ck_Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6";
+        let hash = legacy_key(legacy);
+        verifier.insert(
+            TokenVerifier::lookup_key(None, &hash),
+            Credential {
+                hash,
+                principal: operator("legacy"),
+                expires_at: None,
+            },
+        );
+        assert_eq!(verifier.verify(legacy, now), Ok(operator("legacy")));
     }
 }

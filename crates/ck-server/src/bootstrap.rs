@@ -4,14 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ck_acme::AcmeIssuerConfig;
-use ck_domain::IssuerId;
+use ck_domain::{IssuerId, Restriction, Scopes};
 use ck_pki::{CaMaterial, LocalCa, PrivateKeyPem};
-use ck_store::{IssuerRecord, Store, TokenRecord};
+use ck_store::{IssuerRecord, Store};
 
+use crate::auth::mint_token;
 use crate::issuers::{AcmeIssuerState, Issuer};
-use crate::{
-    AgentScope, ControlPlane, Principal, ServerConfig, ServiceError, TokenVerifier, hash_token, new_token, now,
-};
+use crate::tokens::{load_credentials, token_record};
+use crate::{ControlPlane, ServerConfig, ServiceError, TokenVerifier, now};
 
 /// The admin token when bootstrap created (or reset) it: the only moment its plain text exists.
 #[derive(Clone, PartialEq, Eq)]
@@ -131,27 +131,22 @@ pub async fn bootstrap(
 
     let tokens = store.tokens().await?;
     let mut created = None;
-    if reset_admin_token || !tokens.iter().any(|t| t.name == "admin") {
-        let token = new_token().map_err(ServiceError::Unavailable)?;
-        let record = TokenRecord {
-            id: uuid::Uuid::now_v7().to_string(),
-            name: "admin".to_owned(),
-            token_hash: hash_token(&token),
-        };
-        store.replace_token(&record, now()).await?;
-        created = Some(AdminToken(token));
+    if reset_admin_token || !tokens.iter().any(|t| t.name == "admin" && t.revoked_at.is_none()) {
+        let minted = mint_token().map_err(ServiceError::Unavailable)?;
+        let record = token_record(
+            "admin",
+            &minted,
+            Scopes::operator(),
+            &Restriction::default(),
+            None,
+            "bootstrap",
+            now(),
+        );
+        store.replace_token(&record).await?;
+        created = Some(AdminToken(minted.token));
     }
-    let mut hashes: Vec<(String, Principal)> = store
-        .tokens()
-        .await?
-        .into_iter()
-        .map(|t| (t.token_hash, Principal::Admin))
-        .collect();
-    hashes.extend(store.agent_token_hashes().await?.into_iter().map(|(hash, id, scope)| {
-        // An unknown stored scope reads as the narrower one.
-        let scope = scope.parse().unwrap_or(AgentScope::Read);
-        (hash, Principal::Agent { id, scope })
-    }));
-    let control_plane = ControlPlane::new(store, config, issuers, TokenVerifier::with_principals(hashes));
+    let verifier = TokenVerifier::default();
+    verifier.replace_all(load_credentials(&store).await?);
+    let control_plane = ControlPlane::new(store, config, issuers, verifier);
     Ok((control_plane, created))
 }

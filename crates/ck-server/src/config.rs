@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub est: Option<EstProfile>,
     /// SCEP enrollment (`/scep`), when configured.
     pub scep: Option<ScepProfile>,
+    /// Requests per second each token may send, and the burst above it; `None`: unlimited.
+    pub token_rate_limit: Option<(f64, u32)>,
 }
 
 /// What devices enrolling over EST or SCEP may get.
@@ -121,6 +123,8 @@ impl ServerConfig {
             crl_validity: Duration::hours(24),
             est: None,
             scep: None,
+            // Ample for people, scripts and agents (2 requests per 30 s); stops a runaway loop.
+            token_rate_limit: Some((50.0, 200)),
         }
     }
 }

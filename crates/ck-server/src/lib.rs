@@ -20,10 +20,11 @@ mod pki;
 mod scep;
 mod scheduler;
 mod service;
+mod tokens;
 mod workers;
 
 pub use agents::{AGENT_POLL_INTERVAL, AgentBundle, AgentInfo, AgentStatus, AgentWorkItem, DeploymentReport};
-pub use auth::{AgentScope, Principal, TokenVerifier, hash_token, new_token};
+pub use auth::{AgentScope, Operator, Principal, TokenRejection, TokenVerifier};
 pub use bootstrap::{AdminToken, bootstrap};
 pub use clock::now;
 pub use config::{EnrollmentPolicy, EstProfile, ScepProfile, ServerConfig};
@@ -32,4 +33,5 @@ pub use issuers::ChallengeListener;
 pub use pki::{ListenerCertificate, OcspAnswer, SignedCrl};
 pub use scep::ScepCaCerts;
 pub use service::{ControlPlane, Export, ExportFormat, IssuerInfo, NewCertificate};
+pub use tokens::{AuditEvent, NewToken, TokenInfo, TokenStatus};
 pub use workers::spawn_background_loops;

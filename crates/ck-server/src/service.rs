@@ -7,7 +7,7 @@ use std::time::Duration as StdDuration;
 use ck_acme::{AcmeIssuer, AcmeIssuerConfig, ChallengeKind, ChallengeResponder};
 use ck_domain::{
     Certificate, CertificateId, CertificateStatus, CertificateVersion, IssuanceRequest, IssuerId, Job, JobId, JobKind,
-    JobState, KeySource, KeyType, Labels, RenewalPolicy, RevocationReason, leaf_validity,
+    JobState, KeySource, KeyType, Labels, RenewalPolicy, Restriction, RevocationReason, leaf_validity,
 };
 use ck_pki::{ParsedCsr, pem_block_der};
 use ck_store::{
@@ -50,6 +50,15 @@ pub struct NewCertificate {
     /// Who makes the key: the agent by default when one is named (the server for a read-scope
     /// agent), else the server; a CSR means the client.
     pub key_source: Option<KeySource>,
+    /// The caller's token restriction: the certificate gets its labels, and every name must
+    /// lie under its suffixes.
+    pub restriction: Restriction,
+}
+
+/// Whether a token restriction reaches a certificate.
+pub(crate) fn reaches(restriction: &Restriction, cert: &Certificate) -> bool {
+    let names: Vec<String> = cert.sans.iter().map(ToString::to_string).collect();
+    restriction.permits(cert.labels.as_map(), names.iter().map(String::as_str))
 }
 
 /// An issuer as the API shows it.
@@ -129,9 +138,14 @@ impl ControlPlane {
         Self { inner: Arc::new(inner) }
     }
 
-    /// The token verifier for the API's authentication layer.
-    pub fn tokens(&self) -> &TokenVerifier {
-        &self.inner.tokens
+    /// Requests per second and burst allowed per token (`None`: unlimited).
+    pub fn token_rate_limit(&self) -> Option<(f64, u32)> {
+        self.inner.config.token_rate_limit
+    }
+
+    /// Whose token this is, if it is valid now.
+    pub fn verify_token(&self, token: &str) -> Result<crate::Principal, crate::TokenRejection> {
+        self.inner.tokens.verify(token, now())
     }
 
     /// The renewal policy of certificates whose request names none; a partial request policy
@@ -163,7 +177,29 @@ impl ControlPlane {
             &self.inner.config.name_policy,
         )
         .map_err(|e| ServiceError::Invalid(e.to_string()))?;
-        let labels = Labels::new(request.labels).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let labels = request.restriction.apply_labels(request.labels).map_err(|key| {
+            ServiceError::Forbidden(format!(
+                "this token only reaches certificates with {key}={}: drop the label or use that value",
+                request
+                    .restriction
+                    .labels()
+                    .get(&key)
+                    .map(String::as_str)
+                    .unwrap_or_default()
+            ))
+        })?;
+        let labels = Labels::new(labels).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        if let Some(outside) = names
+            .sans
+            .iter()
+            .map(ToString::to_string)
+            .find(|n| !request.restriction.name_permitted(n))
+        {
+            return Err(ServiceError::Forbidden(format!(
+                "this token only reaches names under {}: '{outside}' is outside",
+                request.restriction.name_suffixes().join(", ")
+            )));
+        }
         let validity = match request.validity_days {
             Some(days) => Duration::days(i64::from(days)),
             None => self.inner.config.default_validity,
@@ -232,6 +268,21 @@ impl ControlPlane {
         let job = self.new_job(cert.id, JobKind::Issue, now);
         self.inner.creates.create(cert.clone(), job.clone()).await?;
         Ok((cert, job))
+    }
+
+    /// The certificate if `restriction` reaches it; one it does not reach is "not found", so a
+    /// team's token cannot even learn that another team's certificate exists.
+    pub async fn reachable_certificate(
+        &self,
+        id: CertificateId,
+        restriction: &Restriction,
+    ) -> Result<Certificate, ServiceError> {
+        let cert = self.certificate(id).await?;
+        if restriction.is_unrestricted() || reaches(restriction, &cert) {
+            Ok(cert)
+        } else {
+            Err(ServiceError::NotFound(format!("certificate {id}")))
+        }
     }
 
     /// Forces a renewal now. If the certificate already has a job in flight, that job is
@@ -318,9 +369,37 @@ impl ControlPlane {
             .ok_or_else(|| ServiceError::NotFound(format!("certificate {id}")))
     }
 
-    /// A page of certificates.
-    pub async fn certificates(&self, filter: &CertificateFilter) -> Result<CertificatePage, ServiceError> {
-        Ok(self.inner.store.certificates(filter, now()).await?)
+    /// A page of the certificates `restriction` reaches. A restricted page is filled from
+    /// several store pages (at most 20), so it may hold fewer items than asked while `more`
+    /// still says to go on from the last one.
+    pub async fn certificates(
+        &self,
+        filter: &CertificateFilter,
+        restriction: &Restriction,
+    ) -> Result<CertificatePage, ServiceError> {
+        let mut page = self.inner.store.certificates(filter, now()).await?;
+        if restriction.is_unrestricted() {
+            return Ok(page);
+        }
+        let limit = filter.limit.clamp(1, 1000) as usize;
+        let mut items: Vec<Certificate> = Vec::new();
+        for _ in 0..20 {
+            let last = page.items.last().map(|c| c.id);
+            items.extend(page.items.into_iter().filter(|c| reaches(restriction, c)));
+            if items.len() >= limit || !page.more {
+                let more = page.more || items.len() > limit;
+                items.truncate(limit);
+                return Ok(CertificatePage { items, more });
+            }
+            let next = CertificateFilter {
+                cursor: last,
+                ..filter.clone()
+            };
+            page = self.inner.store.certificates(&next, now()).await?;
+        }
+        // A page of only unreachable certificates still moves the cursor on: the client
+        // continues from the last one it was given.
+        Ok(CertificatePage { items, more: true })
     }
 
     /// Every version of a certificate.

@@ -56,9 +56,14 @@ pub async fn spawn_background_loops(
         crate::scheduler::scheduler_loop(scheduler, scheduler_shutdown).await
     }));
     let health = control_plane.clone();
-    let health_shutdown = Shutdown(shutdown);
+    let health_shutdown = Shutdown(shutdown.clone());
     tasks.push(tokio::spawn(async move {
         crate::scheduler::issuer_health_loop(health, health_shutdown).await
+    }));
+    let tokens = control_plane.clone();
+    let tokens_shutdown = Shutdown(shutdown);
+    tasks.push(tokio::spawn(async move {
+        crate::tokens::credentials_loop(tokens, tokens_shutdown).await
     }));
     Ok(tasks)
 }

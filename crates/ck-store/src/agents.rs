@@ -58,6 +58,21 @@ fn agent(row: &AnyRow) -> Result<AgentRecord, StoreError> {
     })
 }
 
+/// An agent's stored token.
+#[derive(Debug, Clone)]
+pub struct AgentCredential {
+    /// Agent id.
+    pub id: String,
+    /// Agent name.
+    pub name: String,
+    /// `deploy` or `read`.
+    pub scope: String,
+    /// The token's key (`None` for agents registered by earlier versions).
+    pub token_key: Option<String>,
+    /// The salted hash (or bare SHA-256 for earlier agents).
+    pub token_hash: String,
+}
+
 impl Store {
     /// Registers an agent with the hash of its token. A taken name is a `Conflict`.
     pub async fn insert_agent(
@@ -65,16 +80,18 @@ impl Store {
         id: &str,
         name: &str,
         scope: &str,
+        token_key: &str,
         token_hash: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let res = sqlx::query(
-            "INSERT INTO agents (id, name, scope, token_hash, created_at) VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO agents (id, name, scope, token_key, token_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(id)
         .bind(name)
         .bind(scope)
+        .bind(token_key)
         .bind(token_hash)
         .bind(to_ms(now))
         .execute(&self.write)
@@ -102,13 +119,21 @@ impl Store {
         row.as_ref().map(agent).transpose()
     }
 
-    /// Token hashes of every agent, with the agent's id and scope (for the token verifier).
-    pub async fn agent_token_hashes(&self) -> Result<Vec<(String, String, String)>, StoreError> {
-        let rows = sqlx::query("SELECT id, scope, token_hash FROM agents")
+    /// The token of every agent that is not revoked (for the token verifier).
+    pub async fn agent_credentials(&self) -> Result<Vec<AgentCredential>, StoreError> {
+        let rows = sqlx::query("SELECT id, name, scope, token_key, token_hash FROM agents WHERE revoked_at IS NULL")
             .fetch_all(&self.read)
             .await?;
         rows.iter()
-            .map(|row| Ok((row.try_get("token_hash")?, row.try_get("id")?, row.try_get("scope")?)))
+            .map(|row| {
+                Ok(AgentCredential {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    scope: row.try_get("scope")?,
+                    token_key: row.try_get("token_key")?,
+                    token_hash: row.try_get("token_hash")?,
+                })
+            })
             .collect()
     }
 

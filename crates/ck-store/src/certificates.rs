@@ -3,17 +3,19 @@
 use std::collections::{HashMap, HashSet};
 
 use ck_domain::{
-    Certificate, CertificateId, CertificateStatus, CertificateVersion, IssuerId, Job, RenewalTrigger, RevocationReason,
+    Certificate, CertificateId, CertificateStatus, CertificateVersion, IssuerId, Job, JobKind, RenewalTrigger,
+    RevocationReason,
 };
 use sqlx::Row;
 use time::OffsetDateTime;
 
+use crate::audit::insert_audit;
 use crate::jobs::insert_jobs;
 use crate::rows::{
     CERTIFICATE_COLUMNS, ROWS_PER_STATEMENT, SqlValue, VERSION_COLUMNS, bind_all, certificate, from_ms, labels_json,
     sans_json, to_ms, values_list, version,
 };
-use crate::{ClaimedJob, Store, StoreError};
+use crate::{AuditRecord, ClaimedJob, Store, StoreError};
 
 /// Filters for listing certificates. Results are ordered by id (creation time).
 #[derive(Debug, Clone, Default)]
@@ -388,6 +390,7 @@ impl Store {
             const COLUMNS: usize = 12;
             let mut values: Vec<SqlValue> = Vec::with_capacity(current.len() * COLUMNS);
             let mut n_rows = 0;
+            let mut events = Vec::with_capacity(current.len());
             for idx in &current {
                 let completion = &completions[*idx];
                 let certificate_id = completion.claimed.job.certificate_id.to_string();
@@ -397,7 +400,7 @@ impl Store {
                 };
                 let new = &completion.version;
                 values.extend([
-                    certificate_id.into(),
+                    certificate_id.as_str().into(),
                     number.into(),
                     new.serial.as_str().into(),
                     new.fingerprint.as_str().into(),
@@ -412,6 +415,23 @@ impl Store {
                 ]);
                 n_rows += 1;
                 stored[*idx] = u32::try_from(number).ok();
+                let action = match completion.claimed.job.kind {
+                    JobKind::Renew => "certificate.renewed",
+                    JobKind::Issue | JobKind::Deploy => "certificate.issued",
+                };
+                events.push(AuditRecord {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    at: now,
+                    actor: "system".to_owned(),
+                    action: action.to_owned(),
+                    resource: Some(format!("certificate/{certificate_id}")),
+                    request_id: None,
+                    outcome: "success".to_owned(),
+                    status: None,
+                    client: None,
+                    body_sha256: None,
+                    detail: Some(format!("version {number}, serial {}", new.serial)),
+                });
             }
             if n_rows == 0 {
                 continue;
@@ -422,6 +442,8 @@ impl Store {
                 values_list(n_rows, COLUMNS, 0)
             );
             bind_all(sqlx::query(statement), values).execute(&mut *tx).await?;
+            // The version and its audit record commit together: no issuance goes unrecorded.
+            insert_audit(&mut tx, &events).await?;
         }
         tx.commit().await?;
         Ok(stored)

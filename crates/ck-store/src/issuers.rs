@@ -1,4 +1,4 @@
-//! Issuers (with the local CA's material) and API tokens.
+//! Issuers (with the local CA's material).
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -53,17 +53,6 @@ impl std::fmt::Debug for IssuerRecord {
             .field("kind", &self.kind)
             .finish_non_exhaustive()
     }
-}
-
-/// A stored API token (only its hash).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRecord {
-    /// Token id.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// Hex SHA-256 of the token.
-    pub token_hash: String,
 }
 
 impl Store {
@@ -161,52 +150,6 @@ impl Store {
             .execute(&self.write)
             .await?;
         Ok(())
-    }
-
-    /// Stores a token hash.
-    pub async fn insert_token(&self, token: &TokenRecord, now: OffsetDateTime) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO api_tokens (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(&token.id)
-            .bind(&token.name)
-            .bind(&token.token_hash)
-            .bind(to_ms(now))
-            .execute(&self.write)
-            .await?;
-        Ok(())
-    }
-
-    /// Replaces the hash of the token named `name` (admin token reset), inserting it if absent.
-    pub async fn replace_token(&self, token: &TokenRecord, now: OffsetDateTime) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
-        sqlx::query("DELETE FROM api_tokens WHERE name = $1")
-            .bind(&token.name)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO api_tokens (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(&token.id)
-            .bind(&token.name)
-            .bind(&token.token_hash)
-            .bind(to_ms(now))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Every stored token.
-    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        let rows = sqlx::query("SELECT id, name, token_hash FROM api_tokens ORDER BY id")
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(TokenRecord {
-                    id: row.try_get("id")?,
-                    name: row.try_get("name")?,
-                    token_hash: row.try_get("token_hash")?,
-                })
-            })
-            .collect()
     }
 }
 

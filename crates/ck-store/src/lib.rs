@@ -16,11 +16,13 @@ macro_rules! sql {
 }
 
 mod agents;
+mod audit;
 mod certificates;
 mod dialect;
 mod issuers;
 mod jobs;
 mod rows;
+mod tokens;
 
 use std::fmt;
 use std::str::FromStr;
@@ -29,11 +31,13 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
-pub use agents::{AgentFacts, AgentRecord};
+pub use agents::{AgentCredential, AgentFacts, AgentRecord};
+pub use audit::{AuditFilter, AuditRecord};
 pub use certificates::{CertificateFilter, CertificatePage, Completion, NewVersion, Revocation, SerialStatus};
 pub use dialect::Backend;
-pub use issuers::{IssuerHealth, IssuerRecord, TokenRecord};
+pub use issuers::{IssuerHealth, IssuerRecord};
 pub use jobs::{ClaimedJob, EnqueueOutcome, JobFilter};
+pub use tokens::TokenRecord;
 
 /// A failed store operation.
 #[derive(Debug, thiserror::Error)]

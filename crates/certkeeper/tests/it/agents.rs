@@ -39,9 +39,9 @@ fn agents_register_heartbeat_and_stay_in_their_lane() {
         assert_eq!(listed[0].status, "online");
         // Scopes: an agent token cannot use the admin API, an admin token is no agent.
         let refused = agent.certificates(&Default::default()).await.unwrap_err().to_string();
-        assert!(refused.contains("agent token only works"), "{refused}");
+        assert!(refused.contains("lacks the 'read' scope"), "{refused}");
         let refused = admin.heartbeat(&beat).await.unwrap_err().to_string();
-        assert!(refused.contains("for agents"), "{refused}");
+        assert!(refused.contains("lacks the 'agent' scope"), "{refused}");
     });
     // The token is stored hashed only.
     let db = std::fs::read(server.data_dir.join("certkeeper.db")).unwrap();

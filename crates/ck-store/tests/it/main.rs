@@ -14,7 +14,8 @@ use ck_domain::{
     RenewalPolicy, RevocationReason, SubjectAltName,
 };
 use ck_store::{
-    CertificateFilter, Completion, DatabaseUrl, EnqueueOutcome, IssuerRecord, JobFilter, NewVersion, Store, StoreError,
+    AuditFilter, AuditRecord, CertificateFilter, Completion, DatabaseUrl, EnqueueOutcome, IssuerRecord, JobFilter,
+    NewVersion, Store, StoreError, TokenRecord,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -28,6 +29,12 @@ async fn sqlite_store() -> (Store, tempfile::TempDir) {
 
 /// A fresh database on the test PostgreSQL cluster, or `None` (skipped) when there is none.
 async fn postgres_store() -> Option<Store> {
+    let url = postgres_database().await?;
+    Some(Store::connect(&url).await.unwrap())
+}
+
+/// The URL of a fresh database on the test PostgreSQL cluster.
+async fn postgres_database() -> Option<DatabaseUrl> {
     let Ok(admin_url) = std::env::var("CERTKEEPER_TEST_POSTGRES_URL") else {
         let required = std::env::var_os("CERTKEEPER_REQUIRE_PEERS").is_some() || std::env::var_os("CI").is_some();
         assert!(
@@ -47,8 +54,7 @@ async fn postgres_store() -> Option<Store> {
         .await
         .unwrap();
     let base = admin_url.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap();
-    let url: DatabaseUrl = format!("{base}/{name}").parse().unwrap();
-    Some(Store::connect(&url).await.unwrap())
+    Some(format!("{base}/{name}").parse().unwrap())
 }
 
 macro_rules! both_engines {
@@ -63,6 +69,7 @@ macro_rules! both_engines {
 }
 
 both_engines!(
+    tokens_rotate_revoke_and_expire,
     agents_register_and_heartbeat,
     agent_certificates_wait_for_csrs_and_record_deployments,
     acme_issuer_settings_account_and_health,
@@ -240,6 +247,84 @@ async fn issue_and_renew_lifecycle(store: Store) {
         store.job(claimed[0].job.id).await.unwrap().unwrap().state,
         JobState::Running
     );
+
+    // Each stored version left one audit record, committed with it; the rolled-back one none.
+    let filter = AuditFilter {
+        action: Some("certificate.".into()),
+        limit: 100,
+        ..AuditFilter::default()
+    };
+    let (events, more) = store.audit_events(&filter).await.unwrap();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["certificate.issued", "certificate.renewed"]);
+    assert!(!more);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.actor == "system" && e.resource.as_deref() == Some(format!("certificate/{}", cert.id).as_str()))
+    );
+}
+
+async fn tokens_rotate_revoke_and_expire(store: Store) {
+    let token = |id: &str, name: &str, expires_at: Option<OffsetDateTime>| TokenRecord {
+        id: id.into(),
+        name: name.into(),
+        token_key: Some(format!("key-{id}")),
+        token_hash: format!("hash-{id}"),
+        scopes: "read".into(),
+        restriction: Some(r#"{"labels":{"team":"a"}}"#.into()),
+        expires_at,
+        expired_at: None,
+        revoked_at: None,
+        rotated_at: None,
+        created_by: Some("token:admin".into()),
+        created_at: now(),
+    };
+    store.insert_token(&token("t1", "ci", None)).await.unwrap();
+    store
+        .insert_token(&token("t2", "short", Some(now() + Duration::hours(1))))
+        .await
+        .unwrap();
+    store.insert_token(&token("t3", "other", None)).await.unwrap();
+    let mut same_key = token("t4", "x", None);
+    same_key.token_key = Some("key-t1".into());
+    assert!(matches!(
+        store.insert_token(&same_key).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    let rotated = store.rotate_token("t1", "key-new", "hash-new", now()).await.unwrap();
+    assert_eq!(
+        (rotated.token_key.as_deref(), rotated.token_hash.as_str()),
+        (Some("key-new"), "hash-new")
+    );
+    assert_eq!(rotated.rotated_at, Some(now()));
+
+    assert!(store.mark_expired_tokens(now()).await.unwrap().is_empty());
+    let later = now() + Duration::hours(2);
+    let expired = store.mark_expired_tokens(later).await.unwrap();
+    assert_eq!(expired.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["t2"]);
+    assert!(store.mark_expired_tokens(later).await.unwrap().is_empty(), "once only");
+
+    let revoked = store.revoke_token("t1", later).await.unwrap();
+    assert_eq!(revoked.revoked_at, Some(later));
+    assert!(matches!(
+        store.revoke_token("t1", later).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.rotate_token("t1", "k", "h", later).await,
+        Err(StoreError::NotFound)
+    ));
+    // The admin reset revokes the old token of that name and stores the new one.
+    store.replace_token(&token("t5", "short", None)).await.unwrap();
+    let tokens = store.tokens().await.unwrap();
+    let live: Vec<&str> = tokens
+        .iter()
+        .filter(|t| t.revoked_at.is_none())
+        .map(|t| t.id.as_str())
+        .collect();
+    assert_eq!(live, ["t3", "t5"]);
 }
 
 async fn one_active_job_per_certificate(store: Store) {
@@ -667,28 +752,47 @@ async fn identifier_backoff_defer_and_lease_extension(store: Store) {
 
 async fn agents_register_and_heartbeat(store: Store) {
     store
-        .insert_agent("a1", "web-1", "deploy", "hash-1", now())
+        .insert_agent("a1", "web-1", "deploy", "k1", "hash-1", now())
         .await
         .unwrap();
     let taken = store
-        .insert_agent("a2", "web-1", "deploy", "hash-2", now())
+        .insert_agent("a2", "web-1", "deploy", "k2", "hash-2", now())
         .await
         .unwrap_err();
     assert!(matches!(taken, StoreError::Conflict(_)), "{taken:?}");
-    store.insert_agent("a3", "db-1", "read", "hash-3", now()).await.unwrap();
+    store
+        .insert_agent("a3", "db-1", "read", "k3", "hash-3", now())
+        .await
+        .unwrap();
     let agents = store.agents().await.unwrap();
     assert_eq!(
         agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
         ["db-1", "web-1"]
     );
     assert_eq!(agents[1].last_seen, None);
-    let mut hashes = store.agent_token_hashes().await.unwrap();
-    hashes.sort();
+    let mut credentials: Vec<_> = store
+        .agent_credentials()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.token_key, c.token_hash, c.id, c.scope))
+        .collect();
+    credentials.sort();
     assert_eq!(
-        hashes,
+        credentials,
         [
-            ("hash-1".to_owned(), "a1".to_owned(), "deploy".to_owned()),
-            ("hash-3".to_owned(), "a3".to_owned(), "read".to_owned())
+            (
+                Some("k1".to_owned()),
+                "hash-1".to_owned(),
+                "a1".to_owned(),
+                "deploy".to_owned()
+            ),
+            (
+                Some("k3".to_owned()),
+                "hash-3".to_owned(),
+                "a3".to_owned(),
+                "read".to_owned()
+            )
         ]
     );
     let facts = ck_store::AgentFacts {
@@ -706,7 +810,7 @@ async fn agents_register_and_heartbeat(store: Store) {
 async fn agent_certificates_wait_for_csrs_and_record_deployments(store: Store) {
     with_issuer(&store).await;
     store
-        .insert_agent("a1", "web-1", "deploy", "hash-1", now())
+        .insert_agent("a1", "web-1", "deploy", "k1", "hash-1", now())
         .await
         .unwrap();
     assert_eq!(store.agent("web-1").await.unwrap().unwrap().id, "a1");
@@ -771,4 +875,80 @@ async fn agent_certificates_wait_for_csrs_and_record_deployments(store: Store) {
         (JobKind::Deploy, JobState::Failed, Some("nginx -t failed"))
     );
     assert!(store.active_job(cert.id).await.unwrap().is_none());
+}
+
+fn audit_record(action: &str) -> AuditRecord {
+    AuditRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        at: now(),
+        actor: "token:admin".into(),
+        action: action.into(),
+        resource: Some("certificate/x".into()),
+        request_id: Some("r1".into()),
+        outcome: "success".into(),
+        status: Some(201),
+        client: Some("127.0.0.1".into()),
+        body_sha256: Some("ab".repeat(32)),
+        detail: None,
+    }
+}
+
+/// Appends, filters and pages audit events, then tries to change them behind the store's back
+/// with plain SQL: both engines refuse.
+async fn audit_is_append_only(store: Store, raw: &mut sqlx::AnyConnection) {
+    let events: Vec<AuditRecord> = ["certificate.create", "certificate.revoke", "token.create"]
+        .iter()
+        .map(|a| audit_record(a))
+        .collect();
+    store.append_audit(&events).await.unwrap();
+    let page = |action: Option<&str>, cursor: Option<String>, limit| AuditFilter {
+        action: action.map(str::to_owned),
+        cursor,
+        limit,
+        ..AuditFilter::default()
+    };
+    let (certs, _) = store.audit_events(&page(Some("certificate."), None, 10)).await.unwrap();
+    assert_eq!(certs.len(), 2);
+    let (first, more) = store.audit_events(&page(None, None, 2)).await.unwrap();
+    assert!(more);
+    let (rest, more) = store
+        .audit_events(&page(None, Some(first[1].id.clone()), 2))
+        .await
+        .unwrap();
+    assert!(!more);
+    assert_eq!(rest, [events[2].clone()]);
+    assert_eq!(first, events[..2]);
+
+    use sqlx::Executor;
+    for tamper in [
+        "UPDATE audit_events SET actor = 'someone-else'",
+        "DELETE FROM audit_events",
+    ] {
+        let error = raw.execute(tamper).await.expect_err(tamper);
+        assert!(error.to_string().contains("append-only"), "{tamper}: {error}");
+    }
+    let (all, _) = store.audit_events(&page(None, None, 10)).await.unwrap();
+    assert_eq!(all, events, "nothing changed");
+}
+
+#[tokio::test]
+async fn sqlite_audit_is_append_only() {
+    use sqlx::Connection;
+    let (store, dir) = sqlite_store().await;
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let mut raw = sqlx::AnyConnection::connect(&url).await.unwrap();
+    audit_is_append_only(store, &mut raw).await;
+}
+
+#[tokio::test]
+async fn postgres_audit_is_append_only() {
+    use sqlx::Connection;
+    let Some(url) = postgres_database().await else { return };
+    let store = Store::connect(&url).await.unwrap();
+    let mut raw = sqlx::AnyConnection::connect(url.expose()).await.unwrap();
+    audit_is_append_only(store, &mut raw).await;
+    // TRUNCATE skips row triggers; the statement trigger catches it.
+    use sqlx::Executor;
+    let error = raw.execute("TRUNCATE audit_events").await.unwrap_err();
+    assert!(error.to_string().contains("append-only"), "{error}");
 }
