@@ -35,6 +35,18 @@ pub(crate) enum Command {
     /// Show jobs (issuance and renewal work).
     #[command(subcommand)]
     Job(JobCommand),
+    /// Make, list, revoke and rotate API tokens (scoped, expiring, optionally restricted to
+    /// some certificates by label or DNS suffix).
+    ///
+    ///   certkeeper token create --name ci --scope read,create --expires 30d --label team=web
+    #[command(subcommand, verbatim_doc_comment)]
+    Token(TokenCommand),
+    /// Read the audit trail: who did what, when, with which outcome.
+    ///
+    ///   certkeeper audit --action certificate. --since 2026-11-01T00:00:00Z
+    ///   certkeeper audit --csv > audit.csv
+    #[command(verbatim_doc_comment)]
+    Audit(AuditArgs),
     /// Run an agent on this host: heartbeat, make keys, send CSRs, deploy certificates.
     ///
     ///   certkeeper agent --server https://ck.example:8989 --token-file /etc/certkeeper/agent.token \
@@ -80,6 +92,10 @@ pub(crate) struct ServeArgs {
     /// Job worker tasks [default: 2].
     #[arg(long, env = "CERTKEEPER_WORKERS")]
     pub(crate) workers: Option<usize>,
+    /// API requests per second each token may send (bursts of 4x are allowed; 0: no limit)
+    /// [default: 50].
+    #[arg(long, env = "CERTKEEPER_TOKEN_RATE_LIMIT")]
+    pub(crate) token_rate_limit: Option<u32>,
     /// Jobs a worker claims and commits together [default: 64].
     #[arg(long, env = "CERTKEEPER_BATCH_SIZE")]
     pub(crate) batch_size: Option<u32>,
@@ -377,6 +393,80 @@ pub(crate) enum AgentsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Make a token and print it (shown this once). A token can only grant scopes its maker has.
+    Create {
+        /// Unique name among live tokens, e.g. ci-deploy.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: read, create, update (renew), delete (delete and revoke),
+        /// admin (tokens, issuers, agents, audit), export-key (server-made private keys).
+        #[arg(long = "scope", value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// Lifetime, e.g. 30d, 12h, 90m [default: never expires].
+        #[arg(long)]
+        expires: Option<String>,
+        /// Only certificates with this label, KEY=VALUE (repeatable; new certificates get it).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Only certificates whose names all lie under this DNS suffix (repeatable).
+        #[arg(long = "name-suffix")]
+        name_suffixes: Vec<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List tokens: name, scopes, restriction, status, expiry (never their secrets).
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Revoke a token by name or id; it stops working at once.
+    Revoke {
+        /// Token name or id.
+        token: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Give a token a new secret (same name, scopes, expiry) and print it; the old one stops working.
+    Rotate {
+        /// Token name or id.
+        token: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct AuditArgs {
+    /// Only this actor: token:NAME, agent:NAME, system, anonymous.
+    #[arg(long)]
+    pub(crate) actor: Option<String>,
+    /// Only this action, or a prefix ending with '.' (certificate.).
+    #[arg(long)]
+    pub(crate) action: Option<String>,
+    /// Only this resource, e.g. certificates/ID.
+    #[arg(long)]
+    pub(crate) resource: Option<String>,
+    /// Only this outcome: success, failure, denied.
+    #[arg(long)]
+    pub(crate) outcome: Option<String>,
+    /// RFC 3339 time: events at or after it.
+    #[arg(long)]
+    pub(crate) since: Option<String>,
+    /// RFC 3339 time: events before it.
+    #[arg(long)]
+    pub(crate) until: Option<String>,
+    /// At most this many events.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: u32,
+    /// Print CSV (for spreadsheets and archives) instead of a table.
+    #[arg(long)]
+    pub(crate) csv: bool,
+    #[command(flatten)]
+    pub(crate) connection: Connection,
+}
+
+#[derive(Debug, Subcommand)]
 pub(crate) enum JobCommand {
     /// List jobs.
     List {
@@ -512,6 +602,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Issuer(command) => crate::commands::issuer(command).await,
         Command::Job(command) => crate::commands::job(command).await,
         Command::Agents(command) => crate::commands::agents(command).await,
+        Command::Token(command) => crate::commands::token(command).await,
+        Command::Audit(args) => crate::commands::audit(args).await,
         Command::Agent(args) => crate::agent::run(args).await,
         Command::Bench(mut args) => match args.command.take() {
             Some(BenchCommand::Agents(agents)) => crate::bench_agents::run(agents).await,

@@ -9,7 +9,10 @@ use ck_client::{CertificateQuery, Client};
 use comfy_table::{Table, presets};
 use serde::Serialize;
 
-use crate::cli::{AcmeIssuerArgs, AgentsCommand, CertCommand, Connection, IssuerAddCommand, IssuerCommand, JobCommand};
+use crate::cli::{
+    AcmeIssuerArgs, AgentsCommand, AuditArgs, CertCommand, Connection, IssuerAddCommand, IssuerCommand, JobCommand,
+    TokenCommand,
+};
 
 fn connect(connection: &Connection) -> anyhow::Result<Client> {
     let url = match &connection.url {
@@ -205,13 +208,7 @@ pub(crate) async fn cert(command: CertCommand) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            let mut label_map = BTreeMap::new();
-            for label in labels {
-                let (key, value) = label
-                    .split_once('=')
-                    .with_context(|| format!("label '{label}' is not KEY=VALUE"))?;
-                label_map.insert(key.to_owned(), value.to_owned());
-            }
+            let label_map = label_map(labels)?;
             let request = CreateCertificate {
                 name,
                 common_name,
@@ -588,4 +585,163 @@ pub(crate) async fn agents(command: AgentsCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn label_map(labels: Vec<String>) -> anyhow::Result<BTreeMap<String, String>> {
+    labels
+        .into_iter()
+        .map(|label| {
+            label
+                .split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("label '{label}' is not KEY=VALUE (e.g. --label team=web)"))
+        })
+        .collect()
+}
+
+fn print_created_token(created: &ck_api_types::CreatedToken, verb: &str) {
+    let details = &created.details;
+    println!(
+        "token {} ({}) {verb}: scopes {}{}.",
+        details.name,
+        details.id,
+        details.scopes.join(","),
+        details
+            .expires_at
+            .map(|t| format!(", expires {}", short_time(Some(t))))
+            .unwrap_or_default()
+    );
+    println!("The token, shown only now (send it as 'Authorization: Bearer …' or CERTKEEPER_TOKEN):");
+    println!("{}", created.token);
+}
+
+fn restriction_text(labels: &BTreeMap<String, String>, suffixes: &[String]) -> String {
+    let mut parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parts.extend(suffixes.iter().map(|s| format!("*.{s}")));
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+pub(crate) async fn token(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create {
+            name,
+            scopes,
+            expires,
+            labels,
+            name_suffixes,
+            connection,
+        } => {
+            let request = ck_api_types::CreateToken {
+                name,
+                scopes,
+                expires_in: expires,
+                labels: label_map(labels)?,
+                name_suffixes,
+            };
+            let created = connect(&connection)?.create_token(&request).await?;
+            if connection.json {
+                return print_json(&created);
+            }
+            print_created_token(&created, "created");
+            Ok(())
+        }
+        TokenCommand::List { connection } => {
+            let tokens = connect(&connection)?.tokens().await?;
+            if connection.json {
+                return print_json(&tokens);
+            }
+            let mut table = Table::new();
+            table.load_style(presets::UTF8_FULL_CONDENSED);
+            table.set_header([
+                "NAME",
+                "ID",
+                "SCOPES",
+                "RESTRICTED TO",
+                "STATUS",
+                "EXPIRES",
+                "CREATED BY",
+            ]);
+            for token in &tokens {
+                table.add_row([
+                    token.name.clone(),
+                    token.id.clone(),
+                    token.scopes.join(","),
+                    restriction_text(&token.labels, &token.name_suffixes),
+                    token.status.clone(),
+                    short_time(token.expires_at),
+                    token.created_by.clone().unwrap_or_else(|| "-".into()),
+                ]);
+            }
+            println!("{table}");
+            Ok(())
+        }
+        TokenCommand::Revoke { token, connection } => {
+            let revoked = connect(&connection)?.revoke_token(&token).await?;
+            if connection.json {
+                return print_json(&revoked);
+            }
+            println!("token {} ({}) revoked.", revoked.name, revoked.id);
+            Ok(())
+        }
+        TokenCommand::Rotate { token, connection } => {
+            let rotated = connect(&connection)?.rotate_token(&token).await?;
+            if connection.json {
+                return print_json(&rotated);
+            }
+            print_created_token(&rotated, "rotated");
+            Ok(())
+        }
+    }
+}
+
+pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    let mut query: Vec<(&str, String)> = Vec::new();
+    for (key, value) in [
+        ("actor", args.actor),
+        ("action", args.action),
+        ("resource", args.resource),
+        ("outcome", args.outcome),
+        ("since", args.since),
+        ("until", args.until),
+    ] {
+        if let Some(value) = value {
+            query.push((key, value));
+        }
+    }
+    query.push(("limit", args.limit.to_string()));
+    let client = connect(&args.connection)?;
+    if args.csv {
+        print!("{}", client.audit_csv(&query).await?);
+        return Ok(());
+    }
+    let page = client.audit(&query).await?;
+    if args.connection.json {
+        return print_json(&page.items);
+    }
+    let mut table = Table::new();
+    table.load_style(presets::UTF8_FULL_CONDENSED);
+    table.set_header([
+        "TIME", "ACTOR", "ACTION", "RESOURCE", "OUTCOME", "STATUS", "CLIENT", "DETAIL",
+    ]);
+    for event in &page.items {
+        table.add_row([
+            short_time(Some(event.at)),
+            event.actor.clone(),
+            event.action.clone(),
+            event.resource.clone().unwrap_or_else(|| "-".into()),
+            event.outcome.clone(),
+            event.status.map_or_else(|| "-".into(), |s| s.to_string()),
+            event.client.clone().unwrap_or_else(|| "-".into()),
+            event.detail.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{table}");
+    if page.next_cursor.is_some() {
+        eprintln!("(more events follow: narrow the filters, raise --limit, or use --csv)");
+    }
+    Ok(())
 }

@@ -30,6 +30,7 @@ struct FileConfig {
     insecure_http: Option<bool>,
     log_format: Option<String>,
     workers: Option<usize>,
+    token_rate_limit: Option<u32>,
     batch_size: Option<u32>,
     scheduler_interval_seconds: Option<u64>,
     #[serde(default)]
@@ -254,6 +255,11 @@ impl Settings {
         if server.workers == 0 || server.workers > 256 {
             return Err(bad("workers", "must be between 1 and 256"));
         }
+        server.token_rate_limit = match args.token_rate_limit.or(file.token_rate_limit) {
+            None => server.token_rate_limit,
+            Some(0) => None,
+            Some(per_second) => Some((f64::from(per_second), per_second.saturating_mul(4))),
+        };
         server.batch_size = field(args.batch_size, file.batch_size, server.batch_size);
         if server.batch_size == 0 || server.batch_size > 1000 {
             return Err(bad("batch_size", "must be between 1 and 1000"));

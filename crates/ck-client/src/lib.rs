@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use ck_api_types::{
-    Agent, AgentBundle, AgentCsr, AgentWork, Certificate, CertificateVersion, CertificateWithJob, CreateAgent,
-    CreateCertificate, CreateIssuer, CreatedAgent, DeploymentReport, Heartbeat, HeartbeatAnswer, Issuer, Job, Page,
-    Problem, RevokeCertificate,
+    Agent, AgentBundle, AgentCsr, AgentWork, AuditEvent, Certificate, CertificateVersion, CertificateWithJob,
+    CreateAgent, CreateCertificate, CreateIssuer, CreateToken, CreatedAgent, CreatedToken, DeploymentReport, Heartbeat,
+    HeartbeatAnswer, Issuer, Job, Page, Problem, RevokeCertificate, Token, Whoami,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -238,6 +238,48 @@ impl Client {
         self.json(self.request(Method::POST, "/agents").json(&body)).await
     }
 
+    /// Creates an API token; the answer carries it (shown once).
+    pub async fn create_token(&self, request: &CreateToken) -> Result<CreatedToken, ClientError> {
+        self.json(self.request(Method::POST, "/tokens").json(request)).await
+    }
+
+    /// Every token (never their secrets).
+    pub async fn tokens(&self) -> Result<Vec<Token>, ClientError> {
+        self.json(self.request(Method::GET, "/tokens")).await
+    }
+
+    /// Revokes a token by id or name.
+    pub async fn revoke_token(&self, id_or_name: &str) -> Result<Token, ClientError> {
+        let path = format!("/tokens/{}/revoke", segment(id_or_name));
+        self.json(self.request(Method::POST, &path)).await
+    }
+
+    /// Gives a token a new secret; the answer carries it (shown once).
+    pub async fn rotate_token(&self, id_or_name: &str) -> Result<CreatedToken, ClientError> {
+        let path = format!("/tokens/{}/rotate", segment(id_or_name));
+        self.json(self.request(Method::POST, &path)).await
+    }
+
+    /// What the client's own token is and may do.
+    pub async fn whoami(&self) -> Result<Whoami, ClientError> {
+        self.json(self.request(Method::GET, "/token")).await
+    }
+
+    /// A page of audit events; `query` holds the filters as query parameters.
+    pub async fn audit(&self, query: &[(&str, String)]) -> Result<Page<AuditEvent>, ClientError> {
+        self.json(self.request(Method::GET, "/audit").query(query)).await
+    }
+
+    /// Audit events as CSV.
+    pub async fn audit_csv(&self, query: &[(&str, String)]) -> Result<String, ClientError> {
+        self.text(
+            self.request(Method::GET, "/audit")
+                .query(query)
+                .query(&[("format", "csv")]),
+        )
+        .await
+    }
+
     /// Every agent with its status.
     pub async fn agents(&self) -> Result<Vec<Agent>, ClientError> {
         self.json(self.request(Method::GET, "/agents")).await
@@ -325,4 +367,18 @@ impl Client {
         let url = format!("{}/health", self.base_url);
         matches!(self.http.get(url).send().await, Ok(r) if r.status() == StatusCode::OK)
     }
+}
+
+/// A path segment from user input: token names are plain, but a stray `/` or `?` must not
+/// change the route.
+fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

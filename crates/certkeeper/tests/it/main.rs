@@ -6,6 +6,7 @@
 
 mod support;
 
+mod access;
 mod acme;
 mod agent_deploy;
 mod agents;

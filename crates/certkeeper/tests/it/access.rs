@@ -1,0 +1,412 @@
+//! Access control end to end: the authorization matrix over every API route, the audit trail
+//! of every kind of action, and the rate limits.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde_json::{Value, json};
+
+use crate::support::Server;
+
+/// One route of the API, with the scope it needs and the status a permitted call gets here.
+struct Route {
+    method: &'static str,
+    path: &'static str,
+    /// `None`: any valid token.
+    scope: Option<&'static str>,
+    ok: u16,
+}
+
+const fn route(method: &'static str, path: &'static str, scope: Option<&'static str>, ok: u16) -> Route {
+    Route {
+        method,
+        path,
+        scope,
+        ok,
+    }
+}
+
+/// Every route of `/api/v1`. The test fails when the server's OpenAPI document lists a route
+/// that is missing here (or the other way round).
+const ROUTES: &[Route] = &[
+    route("POST", "/certificates", Some("create"), 202),
+    route("GET", "/certificates", Some("read"), 200),
+    route("GET", "/certificates/{id}", Some("read"), 200),
+    route("DELETE", "/certificates/{id}", Some("delete"), 204),
+    route("GET", "/certificates/{id}/pem", Some("read"), 200),
+    route("GET", "/certificates/{id}/key", Some("export-key"), 200),
+    route("GET", "/certificates/{id}/export", Some("export-key"), 200),
+    route("POST", "/certificates/{id}/renew", Some("update"), 202),
+    route("POST", "/certificates/{id}/revoke", Some("delete"), 200),
+    route("GET", "/certificates/{id}/versions", Some("read"), 200),
+    route("GET", "/issuers", Some("read"), 200),
+    // The body asks for a second local CA: the admin gets past the gate to the 400.
+    route("POST", "/issuers", Some("admin"), 400),
+    route("GET", "/issuers/{id}", Some("read"), 200),
+    // The local CA has no ACME account: the admin gets past the gate to the 400.
+    route("POST", "/issuers/{id}/account/rollover", Some("admin"), 400),
+    route("POST", "/issuers/{id}/account/deactivate", Some("admin"), 400),
+    route("GET", "/issuers/{id}/ca.pem", Some("read"), 200),
+    route("GET", "/agents", Some("read"), 200),
+    route("POST", "/agents", Some("admin"), 201),
+    route("POST", "/agent/heartbeat", Some("agent"), 200),
+    route("GET", "/agent/work", Some("agent"), 200),
+    // A garbage CSR: the agent gets past the gate to the 400.
+    route("POST", "/agent/certificates/{id}/csr", Some("agent"), 400),
+    route("GET", "/agent/certificates/{id}/bundle", Some("agent"), 200),
+    route("POST", "/agent/certificates/{id}/deployments", Some("agent"), 201),
+    route("GET", "/jobs", Some("read"), 200),
+    route("GET", "/jobs/{id}", Some("read"), 200),
+    route("GET", "/tokens", Some("admin"), 200),
+    route("POST", "/tokens", Some("admin"), 201),
+    route("POST", "/tokens/{id}/revoke", Some("admin"), 200),
+    route("POST", "/tokens/{id}/rotate", Some("admin"), 200),
+    route("GET", "/token", None, 200),
+    route("GET", "/audit", Some("admin"), 200),
+];
+
+/// Who calls.
+#[derive(Debug)]
+struct Caller {
+    label: &'static str,
+    token: Option<String>,
+    /// `None`: not a valid token at all.
+    scopes: Option<Vec<&'static str>>,
+    /// Restricted to team=a; `other_team` aims it at team b's certificates.
+    restricted: bool,
+    other_team: bool,
+}
+
+impl Caller {
+    fn expected(&self, route: &Route) -> u16 {
+        let Some(scopes) = &self.scopes else {
+            return 401;
+        };
+        if let Some(scope) = route.scope
+            && !scopes.contains(&scope)
+        {
+            return 403;
+        }
+        if self.restricted {
+            if route.method == "GET" && route.path == "/jobs" {
+                return 403; // a restricted token lists one certificate's jobs at a time
+            }
+            if self.other_team {
+                if route.path == "/certificates" && route.method == "POST" {
+                    return 403; // asks for team=b
+                }
+                if route.path.starts_with("/certificates/{id}") || route.path == "/jobs/{id}" {
+                    return 404; // out of reach looks like absent
+                }
+            }
+        }
+        route.ok
+    }
+}
+
+struct Matrix {
+    http: reqwest::Client,
+    url: String,
+    admin: String,
+    agent_name: String,
+    serial: std::sync::atomic::AtomicUsize,
+}
+
+impl Matrix {
+    fn next(&self) -> usize {
+        self.serial.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn call(
+        &self,
+        http: &reqwest::Client,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = http.request(method.parse().unwrap(), format!("{}/api/v1{path}", self.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, body) = self.call(&self.http, method, path, Some(&self.admin), body).await;
+        assert!(status < 300, "setup {method} {path}: {status} {body}");
+        body
+    }
+
+    /// An issued certificate of `team` (with a server-made key), optionally bound to the agent.
+    async fn certificate(&self, team: &str, agent: bool) -> Value {
+        let n = self.next();
+        let mut body = json!({"common_name": format!("c{n}.team-{team}.internal"), "labels": {"team": team}});
+        if agent {
+            body["agent"] = json!(self.agent_name);
+            body["key_source"] = json!("server");
+        }
+        let created = self.admin("POST", "/certificates?wait=30", Some(body)).await;
+        assert_eq!(created["status"], "active", "{created}");
+        created
+    }
+
+    /// The concrete path and body for one call of `route` by `caller`, with fresh resources
+    /// for calls that consume them.
+    async fn prepare(&self, route: &Route, caller: &Caller) -> (String, Option<Value>) {
+        let team = if caller.other_team { "b" } else { "a" };
+        let n = self.next();
+        let template = route.path;
+        let with_id = |id: &str| template.replace("{id}", id);
+        match (route.method, template) {
+            ("POST", "/certificates") => (
+                template.to_owned(),
+                Some(json!({"common_name": format!("new{n}.team-{team}.internal"), "labels": {"team": team}})),
+            ),
+            ("POST", "/issuers") => (
+                template.to_owned(),
+                Some(json!({"id": format!("second-{n}"), "kind": "local", "acme": {}})),
+            ),
+            (_, t) if t.starts_with("/issuers/{id}") => (with_id("local"), None),
+            ("POST", "/agents") => (template.to_owned(), Some(json!({"name": format!("host-{n}")}))),
+            ("POST", "/agent/heartbeat") => (template.to_owned(), Some(json!({"hostname": "matrix"}))),
+            ("POST", "/agent/certificates/{id}/csr") => {
+                // The agent makes this one's key: its job waits for a CSR.
+                let body = json!({"common_name": format!("k{n}.team-{team}.internal"), "agent": self.agent_name});
+                let cert = self.admin("POST", "/certificates", Some(body)).await;
+                (with_id(cert["id"].as_str().unwrap()), Some(json!({"csr": "not a CSR"})))
+            }
+            ("POST", "/agent/certificates/{id}/deployments") => {
+                let cert = self.certificate(team, true).await;
+                let report = json!({"version": 1, "fingerprint": cert["fingerprint"], "targets": ["files"]});
+                (with_id(cert["id"].as_str().unwrap()), Some(report))
+            }
+            (_, "/agent/certificates/{id}/bundle") => {
+                let cert = self.certificate(team, true).await;
+                (with_id(cert["id"].as_str().unwrap()), None)
+            }
+            (_, "/jobs/{id}") => {
+                let cert = self.certificate(team, false).await;
+                (with_id(cert["job"]["id"].as_str().unwrap()), None)
+            }
+            ("GET", "/jobs") => (template.to_owned(), None),
+            (_, t) if t.starts_with("/certificates/{id}") => {
+                let cert = self.certificate(team, false).await;
+                let body = (route.method == "POST" && t.ends_with("/revoke")).then(|| json!({"reason": "superseded"}));
+                (with_id(cert["id"].as_str().unwrap()), body)
+            }
+            ("POST", "/tokens") => (
+                template.to_owned(),
+                Some(json!({"name": format!("made-{n}"), "scopes": ["admin"], "expires_in": "1h"})),
+            ),
+            (_, t) if t.starts_with("/tokens/{id}") => {
+                let victim = self
+                    .admin(
+                        "POST",
+                        "/tokens",
+                        Some(json!({"name": format!("victim-{n}"), "scopes": ["read"]})),
+                    )
+                    .await;
+                (with_id(victim["details"]["id"].as_str().unwrap()), None)
+            }
+            _ => (template.to_owned(), None),
+        }
+    }
+}
+
+async fn create_token(matrix: &Matrix, name: &str, body: Value) -> String {
+    let mut body = body;
+    body["name"] = json!(name);
+    let created = matrix.admin("POST", "/tokens", Some(body)).await;
+    created["token"].as_str().unwrap().to_owned()
+}
+
+/// A client whose connections come from 127.0.0.`n`, so that the matrix's many deliberate
+/// authentication failures spread over addresses instead of tripping the per-address throttle.
+fn client_from(n: u8) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)))
+        .build()
+        .unwrap()
+}
+
+/// Every route × every kind of caller: no token, a wrong one, an expired one, a revoked one,
+/// one token per scope, an agent, and a label-restricted token aimed at its own team's and at
+/// another team's certificates. Each call's status is asserted exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn authorization_matrix_covers_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--token-rate-limit", "0"]);
+    let http = reqwest::Client::new();
+
+    // The document lists exactly the routes of this table.
+    let doc: Value = http
+        .get(format!("{}/api/v1/openapi.json", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.insert((method.to_uppercase(), path.trim_start_matches("/api/v1").to_owned()));
+            let scopes = &item[method]["security"][0]["token"];
+            let listed = ROUTES
+                .iter()
+                .find(|r| r.method == method.to_uppercase() && r.path == path.trim_start_matches("/api/v1"));
+            if let Some(listed) = listed {
+                let expected: Vec<&str> = listed.scope.into_iter().collect();
+                assert_eq!(scopes, &json!(expected), "{method} {path}: documented scope");
+            }
+        }
+    }
+    let listed: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|r| (r.method.to_owned(), r.path.to_owned()))
+        .collect();
+    assert_eq!(
+        documented.difference(&listed).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "routes in the API but not in this test's ROUTES: add them with their scope and status"
+    );
+    assert_eq!(
+        listed.difference(&documented).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "routes in ROUTES that the API does not have"
+    );
+
+    let matrix = Matrix {
+        http: http.clone(),
+        url: server.url.clone(),
+        admin: server.token(),
+        agent_name: "matrix-agent".to_owned(),
+        serial: Default::default(),
+    };
+    let agent = matrix
+        .admin("POST", "/agents", Some(json!({"name": "matrix-agent"})))
+        .await;
+    let agent_token = agent["token"].as_str().unwrap().to_owned();
+    let expired = create_token(&matrix, "expired", json!({"scopes": ["read"], "expires_in": "1s"})).await;
+    let revoked = create_token(&matrix, "revoked", json!({"scopes": ["read"]})).await;
+    matrix.admin("POST", "/tokens/revoked/revoke", None).await;
+    let mut callers = vec![
+        Caller {
+            label: "no token",
+            token: None,
+            scopes: None,
+            restricted: false,
+            other_team: false,
+        },
+        Caller {
+            label: "wrong token",
+            token: Some(format!("ck_0123456789abcdef_{}", "x".repeat(43))),
+            scopes: None,
+            restricted: false,
+            other_team: false,
+        },
+        Caller {
+            label: "expired token",
+            token: Some(expired),
+            scopes: None,
+            restricted: false,
+            other_team: false,
+        },
+        Caller {
+            label: "revoked token",
+            token: Some(revoked),
+            scopes: None,
+            restricted: false,
+            other_team: false,
+        },
+        Caller {
+            label: "agent",
+            token: Some(agent_token),
+            scopes: Some(vec!["agent"]),
+            restricted: false,
+            other_team: false,
+        },
+    ];
+    for scope in ["read", "create", "update", "delete", "admin", "export-key"] {
+        let token = create_token(&matrix, &format!("only-{scope}"), json!({"scopes": [scope]})).await;
+        callers.push(Caller {
+            label: scope,
+            token: Some(token),
+            scopes: Some(vec![scope]),
+            restricted: false,
+            other_team: false,
+        });
+    }
+    let team_scopes = vec!["read", "create", "update", "delete", "export-key"];
+    let team_token = create_token(
+        &matrix,
+        "team-a",
+        json!({"scopes": team_scopes, "labels": {"team": "a"}}),
+    )
+    .await;
+    for other_team in [false, true] {
+        callers.push(Caller {
+            label: if other_team {
+                "team-a token, team b's resources"
+            } else {
+                "team-a token, own resources"
+            },
+            token: Some(team_token.clone()),
+            scopes: Some(team_scopes.clone()),
+            restricted: true,
+            other_team,
+        });
+    }
+    // Let the expired token's second pass.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+
+    let mut failures = Vec::new();
+    let mut calls = 0;
+    let mut failing_source = 2u8;
+    let mut failed_from_source = 0;
+    for route in ROUTES {
+        for caller in &callers {
+            let (path, body) = matrix.prepare(route, caller).await;
+            let client = if caller.scopes.is_none() {
+                // At most 15 failures per source address (the throttle allows 20).
+                failed_from_source += 1;
+                if failed_from_source > 15 {
+                    failing_source += 1;
+                    failed_from_source = 1;
+                }
+                client_from(failing_source)
+            } else {
+                http.clone()
+            };
+            let (status, answer) = matrix
+                .call(&client, route.method, &path, caller.token.as_deref(), body)
+                .await;
+            calls += 1;
+            let expected = caller.expected(route);
+            if status != expected {
+                failures.push(format!(
+                    "{} {} as {}: expected {expected}, got {status}: {answer}",
+                    route.method, route.path, caller.label
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    eprintln!(
+        "authorization matrix: {} routes x {} callers = {calls} calls, all as expected",
+        ROUTES.len(),
+        callers.len()
+    );
+}
