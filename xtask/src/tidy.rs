@@ -49,8 +49,13 @@ const DEPENDENCY_TABLE: &[CrateRule] = &[
         forbidden: &["tokio", "sqlx", "axum", "reqwest", "hyper"],
     },
     CrateRule {
+        name: "ck-secrets",
+        internal: &[],
+        forbidden: &["tokio", "sqlx", "axum", "reqwest", "hyper", "serde"],
+    },
+    CrateRule {
         name: "ck-store",
-        internal: &["ck-domain"],
+        internal: &["ck-domain", "ck-secrets"],
         forbidden: &["axum", "reqwest", "hyper", "rcgen", "x509-parser"],
     },
     CrateRule {
@@ -101,6 +106,7 @@ const DEPENDENCY_TABLE: &[CrateRule] = &[
     CrateRule {
         name: "certkeeper",
         internal: &[
+            "ck-secrets",
             "ck-domain",
             "ck-pki",
             "ck-store",

@@ -59,6 +59,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             ..ServerConfig::new("bench-node".to_owned())
         },
         tls: None,
+        kek: crate::secrets::KekSource::File(data_dir.path().join("kek")),
     };
 
     eprintln!("preparing {} CSRs…", args.count);

@@ -210,7 +210,7 @@ async fn bench(args: BenchOcspArgs) -> anyhow::Result<()> {
     let issued = issue_certificates(&admin, n).await?;
     let setup_seconds = started.elapsed().as_secs_f64();
 
-    let (intermediate_pem, intermediate_key) = intermediate(&data_dir.path().join("certkeeper.db")).await?;
+    let (intermediate_pem, intermediate_key) = intermediate(data_dir.path()).await?;
     std::fs::write(work.join("int.pem"), &intermediate_pem).context("cannot write int.pem")?;
     crate::files::write_atomic(&work.join("int.key"), intermediate_key.as_bytes(), 0o600)?;
     let index = issued.iter().map(index_line).collect::<anyhow::Result<String>>()?;
@@ -461,9 +461,12 @@ async fn issue_certificates(admin: &Client, n: usize) -> anyhow::Result<Vec<Issu
     .await
 }
 
-/// The `local` issuer's intermediate certificate and key, read from the server's database.
-async fn intermediate(database: &Path) -> anyhow::Result<(String, String)> {
-    let store = ck_store::Store::connect(&ck_store::DatabaseUrl::sqlite_file(database))
+/// The `local` issuer's intermediate certificate and key, read from the server's database
+/// (decrypted with the key-encryption key in its data directory).
+async fn intermediate(data_dir: &Path) -> anyhow::Result<(String, String)> {
+    let database = data_dir.join("certkeeper.db");
+    let cipher = crate::secrets::load_cipher(&crate::secrets::KekSource::File(data_dir.join("kek")))?;
+    let store = ck_store::Store::connect(&ck_store::DatabaseUrl::sqlite_file(&database), cipher)
         .await
         .with_context(|| format!("cannot open the server's database {}", database.display()))?;
     let issuers = store.issuers().await;

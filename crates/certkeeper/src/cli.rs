@@ -47,6 +47,10 @@ pub(crate) enum Command {
     ///   certkeeper audit --csv > audit.csv
     #[command(verbatim_doc_comment)]
     Audit(AuditArgs),
+    /// Manage the encryption of secrets at rest (CA keys, server-made keys, ACME account keys,
+    /// EAB keys, DNS credentials).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Run an agent on this host: heartbeat, make keys, send CSRs, deploy certificates.
     ///
     ///   certkeeper agent --server https://ck.example:8989 --token-file /etc/certkeeper/agent.token \
@@ -83,6 +87,10 @@ pub(crate) struct ServeArgs {
     /// then name its CRL (/pki/crl/<issuer>) as their distribution point.
     #[arg(long, env = "CERTKEEPER_PUBLIC_URL")]
     pub(crate) public_url: Option<String>,
+    /// The key-encryption key file of the database's secrets [default: <data-dir>/kek, made with
+    /// mode 0600 on first start]. CERTKEEPER_KEK (base64) supplies the key itself instead.
+    #[arg(long, env = "CERTKEEPER_KEK_FILE")]
+    pub(crate) kek_file: Option<PathBuf>,
     /// Allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
     #[arg(long, env = "CERTKEEPER_INSECURE_HTTP")]
     pub(crate) insecure_http: bool,
@@ -436,6 +444,20 @@ pub(crate) enum TokenCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum SecretsCommand {
+    /// Make a new key-encryption key and re-encrypt every secret under it, in one transaction.
+    /// Stop the server (every node) first; it takes the same --config, --data-dir, --database
+    /// and --kek-file as `serve`. The old key is kept as <kek>.retired-<id> for older backups.
+    RotateKek {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct AuditArgs {
     /// Only this actor: token:NAME, agent:NAME, system, anonymous.
@@ -604,6 +626,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agents(command) => crate::commands::agents(command).await,
         Command::Token(command) => crate::commands::token(command).await,
         Command::Audit(args) => crate::commands::audit(args).await,
+        Command::Secrets(SecretsCommand::RotateKek { serve, json }) => {
+            let settings = crate::config::Settings::load(&serve)?;
+            crate::secrets::rotate(&settings, json).await
+        }
         Command::Agent(args) => crate::agent::run(args).await,
         Command::Bench(mut args) => match args.command.take() {
             Some(BenchCommand::Agents(agents)) => crate::bench_agents::run(agents).await,

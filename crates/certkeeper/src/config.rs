@@ -188,6 +188,8 @@ pub(crate) struct Settings {
     pub(crate) server: ServerConfig,
     /// HTTPS instead of plain HTTP.
     pub(crate) tls: Option<TlsSettings>,
+    /// Where the key-encryption key of the database's secrets comes from.
+    pub(crate) kek: crate::secrets::KekSource,
 }
 
 fn field<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
@@ -391,6 +393,11 @@ impl Settings {
             deny_wildcards: certs.deny_wildcards.unwrap_or(false),
             deny_ip_addresses: certs.deny_ip_addresses.unwrap_or(false),
         };
+        let kek = match (args.kek_file.clone(), std::env::var_os(crate::secrets::KEK_ENV)) {
+            (Some(path), _) => crate::secrets::KekSource::File(path),
+            (None, Some(_)) => crate::secrets::KekSource::Env,
+            (None, None) => crate::secrets::KekSource::File(data_dir.join("kek")),
+        };
         Ok(Self {
             data_dir,
             listen,
@@ -398,6 +405,7 @@ impl Settings {
             log_json,
             server,
             tls,
+            kek,
         })
     }
 }

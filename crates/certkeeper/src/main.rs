@@ -12,6 +12,7 @@ mod cli;
 mod commands;
 mod config;
 mod files;
+mod secrets;
 mod serve;
 mod tls_listener;
 

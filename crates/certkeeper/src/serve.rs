@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use ck_server::{ControlPlane, bootstrap, spawn_background_loops};
-use ck_store::{Backend, Store};
+use ck_store::Backend;
 use tokio::task::JoinHandle;
 
 use crate::cli::ServeArgs;
@@ -53,9 +53,7 @@ pub(crate) async fn start(mut settings: Settings, reset_admin_token: bool) -> an
     if settings.database.backend() == Backend::Sqlite {
         precreate_private(&data_dir.join("certkeeper.db"))?;
     }
-    let store = Store::connect(&settings.database)
-        .await
-        .with_context(|| format!("cannot open the database {}", settings.database))?;
+    let store = crate::secrets::open_store(&settings).await?;
     tracing::info!(database = %settings.database, backend = store.backend().as_str(), "database ready");
 
     let (control_plane, admin_token) = bootstrap(store, settings.server, reset_admin_token).await?;

@@ -344,7 +344,7 @@ impl ControlPlane {
         let expired = self.inner.store.mark_expired_tokens(now).await?;
         let events: Vec<AuditRecord> = expired
             .iter()
-            .map(|t| AuditEvent::new("token.expired", "system", "success").resource(format!("token/{}", t.id)))
+            .map(|t| AuditEvent::new("token.expired", "system", "success").resource(format!("tokens/{}", t.id)))
             .map(|e| e.into_record(now))
             .collect();
         if !events.is_empty() {

@@ -237,7 +237,10 @@ impl Store {
         .fetch_optional(&self.read)
         .await?;
         match row {
-            Some(row) => Ok(Some((version(&row)?, row.try_get("private_key_pem")?))),
+            Some(row) => Ok(Some((
+                version(&row)?,
+                self.open("certificate_versions.private_key_pem", row.try_get("private_key_pem")?)?,
+            ))),
             None => Ok(None),
         }
     }
@@ -407,7 +410,8 @@ impl Store {
                     new.cert_pem.as_str().into(),
                     new.chain_pem.as_str().into(),
                     new.csr_pem.as_str().into(),
-                    new.private_key_pem.clone().into(),
+                    self.seal("certificate_versions.private_key_pem", new.private_key_pem.as_deref())?
+                        .into(),
                     to_ms(new.not_before).into(),
                     to_ms(new.not_after).into(),
                     completion.claimed.job.id.to_string().into(),
@@ -424,7 +428,7 @@ impl Store {
                     at: now,
                     actor: "system".to_owned(),
                     action: action.to_owned(),
-                    resource: Some(format!("certificate/{certificate_id}")),
+                    resource: Some(format!("certificates/{certificate_id}")),
                     request_id: None,
                     outcome: "success".to_owned(),
                     status: None,

@@ -66,11 +66,11 @@ impl Store {
         .bind(&issuer.id)
         .bind(&issuer.kind)
         .bind(&issuer.root_cert_pem)
-        .bind(&issuer.root_key_pem)
+        .bind(self.seal("issuers.root_key_pem", issuer.root_key_pem.as_deref())?)
         .bind(&issuer.intermediate_cert_pem)
-        .bind(&issuer.intermediate_key_pem)
+        .bind(self.seal("issuers.intermediate_key_pem", issuer.intermediate_key_pem.as_deref())?)
         .bind(to_ms(issuer.created_at))
-        .bind(&issuer.settings)
+        .bind(self.seal("issuers.settings", issuer.settings.as_deref())?)
         .execute(&self.write)
         .await?;
         Ok(res.rows_affected() == 1)
@@ -85,7 +85,7 @@ impl Store {
         )
         .fetch_all(&self.read)
         .await?;
-        rows.iter().map(issuer_from_row).collect()
+        rows.iter().map(|row| self.issuer_from_row(row)).collect()
     }
 
     /// One issuer, read from the writer (fresh after a concurrent update).
@@ -98,11 +98,12 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.write)
         .await?;
-        row.as_ref().map(issuer_from_row).transpose()
+        row.as_ref().map(|row| self.issuer_from_row(row)).transpose()
     }
 
     /// Replaces an issuer's settings (config-file issuers: the file is the source of truth).
-    /// Inserts the issuer when absent. Returns whether the settings changed.
+    /// Inserts the issuer when absent. Returns whether the settings changed. The comparison is
+    /// on the decrypted settings, since each encryption of the same text differs.
     pub async fn upsert_issuer_settings(
         &self,
         id: &str,
@@ -110,14 +111,19 @@ impl Store {
         settings: &str,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
+        if let Some(existing) = self.issuer(id).await?
+            && existing.kind == kind
+            && existing.settings.as_deref() == Some(settings)
+        {
+            return Ok(false);
+        }
         let res = sqlx::query(
             "INSERT INTO issuers (id, kind, settings, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (id) DO UPDATE SET settings = excluded.settings, kind = excluded.kind \
-             WHERE issuers.settings IS DISTINCT FROM excluded.settings OR issuers.kind <> excluded.kind",
+             ON CONFLICT (id) DO UPDATE SET settings = excluded.settings, kind = excluded.kind",
         )
         .bind(id)
         .bind(kind)
-        .bind(settings)
+        .bind(self.seal("issuers.settings", Some(settings))?)
         .bind(to_ms(now))
         .execute(&self.write)
         .await?;
@@ -132,7 +138,7 @@ impl Store {
         account_url: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE issuers SET account_credentials = $1, account_url = $2 WHERE id = $3")
-            .bind(credentials)
+            .bind(self.seal("issuers.account_credentials", credentials)?)
             .bind(account_url)
             .bind(id)
             .execute(&self.write)
@@ -153,29 +159,31 @@ impl Store {
     }
 }
 
-fn issuer_from_row(row: &AnyRow) -> Result<IssuerRecord, StoreError> {
-    let health = match (
-        row.try_get::<Option<String>, _>("health")?,
-        row.try_get::<Option<i64>, _>("health_checked_at")?,
-    ) {
-        (Some(health), Some(at)) => Some(IssuerHealth {
-            healthy: health == "healthy",
-            detail: row.try_get::<Option<String>, _>("health_detail")?.unwrap_or_default(),
-            checked_at: from_ms(at)?,
-        }),
-        _ => None,
-    };
-    Ok(IssuerRecord {
-        id: row.try_get("id")?,
-        kind: row.try_get("kind")?,
-        root_cert_pem: row.try_get("root_cert_pem")?,
-        root_key_pem: row.try_get("root_key_pem")?,
-        intermediate_cert_pem: row.try_get("intermediate_cert_pem")?,
-        intermediate_key_pem: row.try_get("intermediate_key_pem")?,
-        settings: row.try_get("settings")?,
-        account_credentials: row.try_get("account_credentials")?,
-        account_url: row.try_get("account_url")?,
-        health,
-        created_at: from_ms(row.try_get("created_at")?)?,
-    })
+impl Store {
+    fn issuer_from_row(&self, row: &AnyRow) -> Result<IssuerRecord, StoreError> {
+        let health = match (
+            row.try_get::<Option<String>, _>("health")?,
+            row.try_get::<Option<i64>, _>("health_checked_at")?,
+        ) {
+            (Some(health), Some(at)) => Some(IssuerHealth {
+                healthy: health == "healthy",
+                detail: row.try_get::<Option<String>, _>("health_detail")?.unwrap_or_default(),
+                checked_at: from_ms(at)?,
+            }),
+            _ => None,
+        };
+        Ok(IssuerRecord {
+            id: row.try_get("id")?,
+            kind: row.try_get("kind")?,
+            root_cert_pem: row.try_get("root_cert_pem")?,
+            root_key_pem: self.open("issuers.root_key_pem", row.try_get("root_key_pem")?)?,
+            intermediate_cert_pem: row.try_get("intermediate_cert_pem")?,
+            intermediate_key_pem: self.open("issuers.intermediate_key_pem", row.try_get("intermediate_key_pem")?)?,
+            settings: self.open("issuers.settings", row.try_get("settings")?)?,
+            account_credentials: self.open("issuers.account_credentials", row.try_get("account_credentials")?)?,
+            account_url: row.try_get("account_url")?,
+            health,
+            created_at: from_ms(row.try_get("created_at")?)?,
+        })
+    }
 }

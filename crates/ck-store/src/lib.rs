@@ -22,6 +22,7 @@ mod dialect;
 mod issuers;
 mod jobs;
 mod rows;
+mod secrets;
 mod tokens;
 
 use std::fmt;
@@ -58,6 +59,9 @@ pub enum StoreError {
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migration(String),
+    /// A secret column cannot be decrypted (wrong or missing key-encryption key) or encrypted.
+    #[error("secret column: {0}")]
+    Secrets(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -148,11 +152,13 @@ pub struct Store {
     write: AnyPool,
     read: AnyPool,
     backend: Backend,
+    secrets: ck_secrets::SecretCipher,
 }
 
 impl Store {
-    /// Connects, applies pending migrations and returns the store.
-    pub async fn connect(url: &DatabaseUrl) -> Result<Self, StoreError> {
+    /// Connects, applies pending migrations and returns the store, which encrypts and
+    /// decrypts secret columns with `secrets`.
+    pub async fn connect(url: &DatabaseUrl, secrets: ck_secrets::SecretCipher) -> Result<Self, StoreError> {
         install_default_drivers();
         let backend = url.backend();
         let (write, read) = match backend {
@@ -170,7 +176,12 @@ impl Store {
                 (pool.clone(), pool)
             }
         };
-        let store = Self { write, read, backend };
+        let store = Self {
+            write,
+            read,
+            backend,
+            secrets,
+        };
         store.migrate().await?;
         Ok(store)
     }

@@ -410,3 +410,277 @@ async fn authorization_matrix_covers_every_route() {
         callers.len()
     );
 }
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .fold(String::new(), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
+}
+
+/// Performs each kind of action once, then finds exactly one audit record for each, with the
+/// right actor, outcome, resource, request id and body hash; reads leave no record.
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_trail_has_one_record_per_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let http = reqwest::Client::new();
+    let matrix = Matrix {
+        http: http.clone(),
+        url: server.url.clone(),
+        admin: server.token(),
+        agent_name: "web-1".to_owned(),
+        serial: Default::default(),
+    };
+    // Expires during the test: the sweep records it once.
+    create_token(&matrix, "short-lived", json!({"scopes": ["read"], "expires_in": "2s"})).await;
+    let ops = create_token(
+        &matrix,
+        "ops",
+        json!({"scopes": ["read", "create", "update", "delete", "export-key"]}),
+    )
+    .await;
+    let reader = create_token(&matrix, "reader", json!({"scopes": ["read"]})).await;
+    let as_ops = |method: &'static str, path: String, body: Option<Value>| {
+        let (http, url, ops) = (http.clone(), server.url.clone(), ops.clone());
+        async move {
+            let mut request = http
+                .request(method.parse().unwrap(), format!("{url}/api/v1{path}"))
+                .bearer_auth(&ops)
+                .header("x-request-id", format!("test-{}", path.len()));
+            let sent = body.map(|b| b.to_string()).unwrap_or_default();
+            if !sent.is_empty() {
+                request = request.header("content-type", "application/json").body(sent.clone());
+            }
+            let response = request.send().await.unwrap();
+            let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, body, request_id, sent)
+        }
+    };
+
+    let create_body = json!({"common_name": "audited.internal", "labels": {"secret-ish": "label-value-xyz"}});
+    let (status, created, create_request_id, create_sent) =
+        as_ops("POST", "/certificates?wait=30".into(), Some(create_body)).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(create_request_id, format!("test-{}", "/certificates?wait=30".len()));
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (status, _, _, _) = as_ops("POST", format!("/certificates/{id}/renew?wait=30"), None).await;
+    assert_eq!(status, 200);
+    let (status, _, _, _) = as_ops("POST", format!("/certificates/{id}/revoke"), Some(json!({}))).await;
+    assert_eq!(status, 200);
+    let (status, _, _, _) = as_ops("DELETE", format!("/certificates/{id}"), None).await;
+    assert_eq!(status, 204);
+    // Reads leave no record.
+    as_ops("GET", "/certificates".into(), None).await;
+    as_ops("GET", "/jobs".into(), None).await;
+
+    // A denied write, a failed write, a bad token.
+    let denied = http
+        .post(format!("{}/api/v1/certificates", server.url))
+        .bearer_auth(&reader)
+        .json(&json!({"common_name": "nope.internal"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status().as_u16(), 403);
+    matrix
+        .call(
+            &http,
+            "POST",
+            "/issuers",
+            Some(&matrix.admin),
+            Some(json!({"id": "x", "kind": "local", "acme": {}})),
+        )
+        .await;
+    let (status, _) = matrix
+        .call(&http, "GET", "/certificates", Some("ck_not_a_token"), None)
+        .await;
+    assert_eq!(status, 401);
+
+    // Tokens and agents.
+    let victim = create_token(&matrix, "victim", json!({"scopes": ["read"]})).await;
+    matrix.admin("POST", "/tokens/victim/rotate", None).await;
+    matrix.admin("POST", "/tokens/victim/revoke", None).await;
+    drop(victim);
+    let agent = matrix.admin("POST", "/agents", Some(json!({"name": "web-1"}))).await;
+    let agent_token = agent["token"].as_str().unwrap().to_owned();
+    let bound = matrix.certificate("a", true).await;
+    let report =
+        json!({"version": 1, "fingerprint": bound["fingerprint"], "targets": ["nginx"], "error": "nginx -t failed"});
+    let (status, _) = matrix
+        .call(
+            &http,
+            "POST",
+            &format!("/agent/certificates/{}/deployments", bound["id"].as_str().unwrap()),
+            Some(&agent_token),
+            Some(report),
+        )
+        .await;
+    assert_eq!(status, 201);
+    matrix
+        .call(&http, "POST", "/agent/heartbeat", Some(&agent_token), Some(json!({})))
+        .await;
+
+    // The expiry sweep runs every 10 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    let events = loop {
+        let page = matrix.admin("GET", "/audit?limit=1000", None).await;
+        let events = page["items"].as_array().unwrap().clone();
+        if events.iter().any(|e| e["action"] == "token.expired") || std::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let find = |action: &str, actor: &str| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e["action"] == action && e["actor"] == actor)
+            .cloned()
+            .collect()
+    };
+    let one = |action: &str, actor: &str, outcome: &str| -> Value {
+        let found = find(action, actor);
+        assert_eq!(found.len(), 1, "{action} by {actor}: {found:?}\nall: {events:#?}");
+        assert_eq!(found[0]["outcome"], outcome, "{action} by {actor}");
+        found[0].clone()
+    };
+    let resource = format!("certificates/{id}");
+    let create = one("certificate.create", "token:ops", "success");
+    assert_eq!(create["resource"], resource.as_str());
+    assert_eq!(create["request_id"], create_request_id.as_str());
+    assert_eq!(create["body_sha256"], sha256_hex(create_sent.as_bytes()).as_str());
+    assert_eq!(create["status"], 201);
+    assert_eq!(create["client"], "127.0.0.1");
+    // Two certificates were issued: this one and the agent's.
+    let issued: Vec<Value> = find("certificate.issued", "system")
+        .into_iter()
+        .filter(|e| e["resource"] == resource.as_str())
+        .collect();
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    assert_eq!(
+        one("certificate.renew", "token:ops", "success")["resource"],
+        resource.as_str()
+    );
+    assert_eq!(
+        one("certificate.renewed", "system", "success")["resource"],
+        resource.as_str()
+    );
+    assert_eq!(
+        one("certificate.revoke", "token:ops", "success")["resource"],
+        resource.as_str()
+    );
+    assert_eq!(
+        one("certificate.delete", "token:ops", "success")["resource"],
+        resource.as_str()
+    );
+    assert_eq!(one("certificate.create", "token:reader", "denied")["status"], 403);
+    assert_eq!(one("issuer.create", "token:admin", "failure")["status"], 400);
+    assert!(
+        one("auth.failure", "anonymous", "denied")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("GET /api/v1/certificates")
+    );
+    one("token.rotate", "token:admin", "success");
+    one("token.revoke", "token:admin", "success");
+    one("token.expired", "system", "success");
+    one("agent.create", "token:admin", "success");
+    let deployment = one("agent.deployment", "agent:web-1", "failure");
+    assert_eq!(
+        deployment["resource"],
+        format!("certificates/{}", bound["id"].as_str().unwrap()).as_str()
+    );
+    // Four tokens were made (short-lived, ops, reader, victim), each recorded once.
+    assert_eq!(find("token.create", "token:admin").len(), 4);
+    // No reads, no heartbeats.
+    for quiet in ["certificate.list", "job.list", "agent.heartbeat", "audit.list"] {
+        assert!(events.iter().all(|e| e["action"] != quiet), "{quiet} recorded");
+    }
+    // The body is only hashed: its content is nowhere in the trail.
+    let trail = serde_json::to_string(&events).unwrap();
+    assert!(!trail.contains("label-value-xyz"));
+
+    // CSV export through the CLI: a header and one line per event.
+    let csv = server.cli_ok(&["audit", "--csv", "--action", "certificate."]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("id,at,actor,action"), "{csv}");
+    let certificate_events = events
+        .iter()
+        .filter(|e| e["action"].as_str().unwrap().starts_with("certificate."))
+        .count();
+    assert_eq!(lines.len(), 1 + certificate_events, "{csv}");
+    let table = server.cli_ok(&["audit", "--actor", "token:ops"]);
+    assert!(table.contains("certificate.revoke"), "{table}");
+}
+
+/// Each token has its own request allowance (429 with Retry-After when spent, other tokens
+/// unaffected), and no response ever allows a cross-origin caller.
+#[tokio::test(flavor = "multi_thread")]
+async fn per_token_rate_limits_and_no_cors() {
+    let dir = tempfile::tempdir().unwrap();
+    // 5 requests per second, bursts of 20.
+    let server = Server::start(&dir.path().join("data"), &["--token-rate-limit", "5"]);
+    let http = reqwest::Client::new();
+    let matrix = Matrix {
+        http: http.clone(),
+        url: server.url.clone(),
+        admin: server.token(),
+        agent_name: String::new(),
+        serial: Default::default(),
+    };
+    let busy = create_token(&matrix, "busy", json!({"scopes": ["read"]})).await;
+    let calm = create_token(&matrix, "calm", json!({"scopes": ["read"]})).await;
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..30 {
+        let response = http
+            .get(format!("{}/api/v1/issuers", server.url))
+            .bearer_auth(&busy)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status().as_u16() == 429 {
+            retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            assert_eq!(response.headers()["content-type"], "application/problem+json");
+        }
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        (20..=23).contains(&ok),
+        "the burst of 20 (plus refill) passes: {statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    let (status, _) = matrix.call(&http, "GET", "/issuers", Some(&calm), None).await;
+    assert_eq!(status, 200, "another token has its own allowance");
+
+    // CORS is denied by default: no allow-origin on answers, no successful preflight.
+    let answer = http
+        .get(format!("{}/api/v1/issuers", server.url))
+        .bearer_auth(&calm)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.headers().get("access-control-allow-origin").is_none());
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, format!("{}/api/v1/certificates", server.url))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert!(!preflight.status().is_success(), "preflight: {}", preflight.status());
+    assert!(preflight.headers().get("access-control-allow-origin").is_none());
+}

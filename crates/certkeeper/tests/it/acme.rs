@@ -506,32 +506,27 @@ fn eab_is_required_refused_without_and_accepted_with() {
     assert!(!shown.contains(&account_key), "the account key leaked");
 }
 
-/// The stored account key (base64url PKCS#8), read straight from the database.
+/// The stored account key (base64url PKCS#8): the column holds only ciphertext, so it is read
+/// through the store with the data directory's key-encryption key.
 fn account_key_of(server: &Server, issuer: &str) -> String {
     let db = server.data_dir.join("certkeeper.db");
-    let out = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .arg(format!("SELECT account_credentials FROM issuers WHERE id = '{issuer}'"))
-        .output();
-    let text = match out {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
-        _ => {
-            // No sqlite3 CLI: read it through the store crate instead.
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async {
-                let store = ck_store::Store::connect(&ck_store::DatabaseUrl::sqlite_file(&db))
-                    .await
-                    .unwrap();
-                store
-                    .issuer(issuer)
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .account_credentials
-                    .unwrap()
-            })
-        }
-    };
+    let kek = ck_secrets::read_kek_file(&server.data_dir.join("kek")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let text = rt.block_on(async {
+        let store = ck_store::Store::connect(
+            &ck_store::DatabaseUrl::sqlite_file(&db),
+            ck_secrets::SecretCipher::new(kek),
+        )
+        .await
+        .unwrap();
+        store
+            .issuer(issuer)
+            .await
+            .unwrap()
+            .unwrap()
+            .account_credentials
+            .unwrap()
+    });
     let credentials: Value = serde_json::from_str(text.trim()).unwrap();
     credentials["key_pkcs8"].as_str().unwrap().to_owned()
 }

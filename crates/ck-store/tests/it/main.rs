@@ -13,6 +13,7 @@ use ck_domain::{
     Certificate, CertificateId, CertificateStatus, IssuerId, Job, JobId, JobKind, JobState, KeySource, KeyType, Labels,
     RenewalPolicy, RevocationReason, SubjectAltName,
 };
+use ck_secrets::{Kek, SecretCipher};
 use ck_store::{
     AuditFilter, AuditRecord, CertificateFilter, Completion, DatabaseUrl, EnqueueOutcome, IssuerRecord, JobFilter,
     NewVersion, Store, StoreError, TokenRecord,
@@ -21,7 +22,7 @@ use time::{Duration, OffsetDateTime};
 
 async fn sqlite_store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&DatabaseUrl::sqlite_file(&dir.path().join("t.db")))
+    let store = Store::connect(&DatabaseUrl::sqlite_file(&dir.path().join("t.db")), cipher())
         .await
         .unwrap();
     (store, dir)
@@ -30,7 +31,7 @@ async fn sqlite_store() -> (Store, tempfile::TempDir) {
 /// A fresh database on the test PostgreSQL cluster, or `None` (skipped) when there is none.
 async fn postgres_store() -> Option<Store> {
     let url = postgres_database().await?;
-    Some(Store::connect(&url).await.unwrap())
+    Some(Store::connect(&url, cipher()).await.unwrap())
 }
 
 /// The URL of a fresh database on the test PostgreSQL cluster.
@@ -82,6 +83,10 @@ both_engines!(
     migrations_are_idempotent,
     batches_cross_statement_chunks,
 );
+
+fn cipher() -> SecretCipher {
+    SecretCipher::new(Kek::generate().unwrap())
+}
 
 fn now() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
@@ -261,7 +266,7 @@ async fn issue_and_renew_lifecycle(store: Store) {
     assert!(
         events
             .iter()
-            .all(|e| e.actor == "system" && e.resource.as_deref() == Some(format!("certificate/{}", cert.id).as_str()))
+            .all(|e| e.actor == "system" && e.resource.as_deref() == Some(format!("certificates/{}", cert.id).as_str()))
     );
 }
 
@@ -944,11 +949,125 @@ async fn sqlite_audit_is_append_only() {
 async fn postgres_audit_is_append_only() {
     use sqlx::Connection;
     let Some(url) = postgres_database().await else { return };
-    let store = Store::connect(&url).await.unwrap();
+    let store = Store::connect(&url, cipher()).await.unwrap();
     let mut raw = sqlx::AnyConnection::connect(url.expose()).await.unwrap();
     audit_is_append_only(store, &mut raw).await;
     // TRUNCATE skips row triggers; the statement trigger catches it.
     use sqlx::Executor;
     let error = raw.execute("TRUNCATE audit_events").await.unwrap_err();
     assert!(error.to_string().contains("append-only"), "{error}");
+}
+
+/// Secret columns hold ciphertext bound to their column; a rotation moves every value to the
+/// new key in one pass; plain values of earlier versions are encrypted by the same pass.
+async fn secrets_are_encrypted_at_rest(url: DatabaseUrl, raw: &mut sqlx::AnyConnection) {
+    use sqlx::{Executor, Row};
+    let old = Kek::generate().unwrap();
+    let store = Store::connect(&url, SecretCipher::new(old.clone())).await.unwrap();
+    let issuer = IssuerRecord {
+        id: "local".into(),
+        kind: "local".into(),
+        root_cert_pem: Some("root cert".into()),
+        root_key_pem: Some("ROOT-KEY-CANARY".into()),
+        intermediate_cert_pem: Some("int cert".into()),
+        intermediate_key_pem: Some("INT-KEY-CANARY".into()),
+        settings: Some(r#"{"eab":{"hmac":"EAB-CANARY"}}"#.into()),
+        account_credentials: None,
+        account_url: None,
+        health: None,
+        created_at: now(),
+    };
+    store.insert_issuer_if_absent(&issuer).await.unwrap();
+    store
+        .set_issuer_account("local", Some("ACCOUNT-KEY-CANARY"), Some("https://ca/acct/1"))
+        .await
+        .unwrap();
+    let dump = |rows: Vec<sqlx::any::AnyRow>| -> String {
+        rows.iter()
+            .map(|r| {
+                (0..4)
+                    .map(|i| r.try_get::<Option<String>, _>(i).unwrap().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    let select = "SELECT root_key_pem, intermediate_key_pem, settings, account_credentials FROM issuers";
+    let stored = dump(raw.fetch_all(select).await.unwrap());
+    assert!(!stored.contains("CANARY"), "plaintext in the table: {stored}");
+    assert_eq!(
+        stored.matches(&format!("ckenc:v1:{}:", old.id())).count(),
+        4,
+        "{stored}"
+    );
+    let read = store.issuer("local").await.unwrap().unwrap();
+    assert_eq!(read.root_key_pem.as_deref(), Some("ROOT-KEY-CANARY"));
+    assert_eq!(read.settings, issuer.settings);
+    assert_eq!(read.account_credentials.as_deref(), Some("ACCOUNT-KEY-CANARY"));
+    // Unchanged settings stay unchanged (each encryption differs, the comparison must not).
+    assert!(
+        !store
+            .upsert_issuer_settings("local", "local", issuer.settings.as_deref().unwrap(), now())
+            .await
+            .unwrap()
+    );
+
+    // A ciphertext moved to another column does not decrypt there.
+    raw.execute("UPDATE issuers SET intermediate_key_pem = root_key_pem")
+        .await
+        .unwrap();
+    let moved = store.issuer("local").await.unwrap_err();
+    assert!(matches!(moved, StoreError::Secrets(_)), "{moved:?}");
+    store
+        .upsert_issuer_settings("other", "acme", "{}", now())
+        .await
+        .unwrap();
+    raw.execute(
+        "UPDATE issuers SET root_key_pem = 'LEGACY-PLAIN-CANARY', intermediate_key_pem = NULL WHERE id = 'local'",
+    )
+    .await
+    .unwrap();
+
+    // Without the key, nothing decrypts; the error names the key id.
+    let stranger = Store::connect(&url, SecretCipher::new(Kek::generate().unwrap()))
+        .await
+        .unwrap();
+    let error = stranger.issuer("local").await.unwrap_err().to_string();
+    assert!(error.contains(old.id()), "{error}");
+
+    // Rotation: the new key is current, the old one decrypts; one pass rewraps everything,
+    // the plain legacy value included.
+    let new = Kek::generate().unwrap();
+    let rotated = Store::connect(&url, SecretCipher::new(new.clone()).with_decrypt_only(old))
+        .await
+        .unwrap();
+    assert_eq!(rotated.rewrap_secrets().await.unwrap(), 4);
+    assert_eq!(rotated.rewrap_secrets().await.unwrap(), 0, "nothing left to do");
+    let stored = dump(raw.fetch_all(select).await.unwrap());
+    assert!(!stored.contains("CANARY"), "{stored}");
+    let only_new = Store::connect(&url, SecretCipher::new(new)).await.unwrap();
+    let read = only_new.issuer("local").await.unwrap().unwrap();
+    assert_eq!(read.root_key_pem.as_deref(), Some("LEGACY-PLAIN-CANARY"));
+    assert_eq!(read.account_credentials.as_deref(), Some("ACCOUNT-KEY-CANARY"));
+}
+
+#[tokio::test]
+async fn sqlite_secrets_are_encrypted_at_rest() {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir().unwrap();
+    let url = DatabaseUrl::sqlite_file(&dir.path().join("s.db"));
+    // Creates the file and the schema before the raw connection opens it.
+    Store::connect(&url, cipher()).await.unwrap();
+    let mut raw = sqlx::AnyConnection::connect(url.expose()).await.unwrap();
+    secrets_are_encrypted_at_rest(url, &mut raw).await;
+}
+
+#[tokio::test]
+async fn postgres_secrets_are_encrypted_at_rest() {
+    use sqlx::Connection;
+    let Some(url) = postgres_database().await else { return };
+    Store::connect(&url, cipher()).await.unwrap();
+    let mut raw = sqlx::AnyConnection::connect(url.expose()).await.unwrap();
+    secrets_are_encrypted_at_rest(url, &mut raw).await;
 }
