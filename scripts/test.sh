@@ -24,6 +24,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$(pwd)
 T0=$(date +%s)
+SCHEMATHESIS_VERSION=4.32.5
 
 step() { printf '\n==> %s\n' "$*"; }
 die() { echo "ERROR: $*" >&2; exit 1; }
@@ -147,6 +148,20 @@ source "$WORK/pg/env.sh"
 export CERTKEEPER_REQUIRE_PEERS=1
 echo "CERTKEEPER_TEST_POSTGRES_URL=$CERTKEEPER_TEST_POSTGRES_URL"
 echo "CERTKEEPER_REQUIRE_PEERS=$CERTKEEPER_REQUIRE_PEERS"
+
+# --- 6b. schemathesis ----------------------------------------------------------
+# The OpenAPI conformance test (crates/certkeeper/tests/it/openapi.rs) runs, against a
+# real server, for the operator token and then for an agent token:
+#   schemathesis run <url>/api/v1/openapi.json -H 'Authorization: Bearer <token>' \
+#     --checks all --exclude-checks positive_data_acceptance --max-examples 50 ...
+step "schemathesis $SCHEMATHESIS_VERSION from PyPI (OpenAPI conformance)"
+ST_VENV="$REPO/target/schemathesis-venv"
+if ! "$ST_VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  /usr/bin/python3 -m venv "$ST_VENV"
+  "$ST_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" \
+    || die "pip install schemathesis==$SCHEMATHESIS_VERSION failed (PyPI reachable?)"
+fi
+export CERTKEEPER_SCHEMATHESIS="$ST_VENV/bin/schemathesis"
 
 # --- 7. tests -------------------------------------------------------------------
 # Plain `cargo test` (not nextest) so the usual "test result:" lines appear.

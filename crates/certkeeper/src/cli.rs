@@ -104,6 +104,10 @@ pub(crate) struct ServeArgs {
     /// [default: 50].
     #[arg(long, env = "CERTKEEPER_TOKEN_RATE_LIMIT")]
     pub(crate) token_rate_limit: Option<u32>,
+    /// Failed authentications per minute each client address may make after a burst of 20;
+    /// then 429 with Retry-After (0: no limit) [default: 20].
+    #[arg(long, env = "CERTKEEPER_AUTH_FAILURES_PER_MINUTE")]
+    pub(crate) auth_failures_per_minute: Option<u32>,
     /// Jobs a worker claims and commits together [default: 64].
     #[arg(long, env = "CERTKEEPER_BATCH_SIZE")]
     pub(crate) batch_size: Option<u32>,

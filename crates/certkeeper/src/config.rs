@@ -31,6 +31,7 @@ struct FileConfig {
     log_format: Option<String>,
     workers: Option<usize>,
     token_rate_limit: Option<u32>,
+    auth_failures_per_minute: Option<u32>,
     batch_size: Option<u32>,
     scheduler_interval_seconds: Option<u64>,
     #[serde(default)]
@@ -261,6 +262,11 @@ impl Settings {
             None => server.token_rate_limit,
             Some(0) => None,
             Some(per_second) => Some((f64::from(per_second), per_second.saturating_mul(4))),
+        };
+        server.auth_failure_limit = match args.auth_failures_per_minute.or(file.auth_failures_per_minute) {
+            None => server.auth_failure_limit,
+            Some(0) => None,
+            Some(per_minute) => Some((f64::from(per_minute) / 60.0, 20)),
         };
         server.batch_size = field(args.batch_size, file.batch_size, server.batch_size);
         if server.batch_size == 0 || server.batch_size > 1000 {

@@ -35,6 +35,7 @@ pub struct CreateCertificate {
     /// Key type of a server-generated key: ecdsa-p256 (default), ecdsa-p384, ed25519, rsa-2048,
     /// rsa-3072, rsa-4096.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(ecdsa-p256|ecdsa-p384|ed25519|rsa-2048|rsa-3072|rsa-4096)$")]
     pub key_type: Option<String>,
     /// A PEM PKCS#10 CSR. When given, the server never sees the private key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,14 +43,16 @@ pub struct CreateCertificate {
     /// Labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// Lifetime of each version, in days.
+    /// Lifetime of each version, in days (at most the server's maximum, 397 by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 397)]
     pub validity_days: Option<u32>,
     /// When to renew; defaults to the server's policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal: Option<Renewal>,
     /// ACME issuers only: `http-01`, `tls-alpn-01` or `dns-01`; defaults to the issuer's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(http-01|tls-alpn-01|dns-01)$")]
     pub challenge: Option<String>,
     /// The agent (name or id) that deploys it; by default that agent also makes its keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,6 +60,7 @@ pub struct CreateCertificate {
     /// Who makes the key: `agent` (default with an agent of the deploy scope) or `server`
     /// (default otherwise; a read-scope agent then pulls it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(agent|server)$")]
     pub key_source: Option<String>,
 }
 
@@ -175,6 +179,9 @@ pub struct CertificateVersion {
 pub struct RevokeCertificate {
     /// An RFC 5280 reason name (keyCompromise, superseded, …); default unspecified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        pattern = "^(unspecified|keyCompromise|caCompromise|affiliationChanged|superseded|cessationOfOperation|certificateHold|privilegeWithdrawn|aaCompromise)$"
+    )]
     pub reason: Option<String>,
 }
 
@@ -263,8 +270,10 @@ pub struct IssuerHealth {
 #[serde(deny_unknown_fields)]
 pub struct CreateIssuer {
     /// Id: lowercase letters, digits and dashes (e.g. `letsencrypt`).
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     pub id: String,
     /// `acme`.
+    #[schema(pattern = "^acme$")]
     pub kind: String,
     /// The ACME settings: `directory` (URL or `letsencrypt`, `letsencrypt-staging`), `email`,
     /// `eab` {kid, hmac}, `ca_bundle_pem`, `challenge`, `http01` {listen, via_api},
@@ -302,9 +311,11 @@ pub struct Problem {
 #[serde(deny_unknown_fields)]
 pub struct CreateAgent {
     /// Unique name, e.g. the host name: letters, digits, `-`, `_`, `.`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub name: String,
     /// `deploy` (default: makes keys, sends CSRs) or `read` (pulls server-generated keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(deploy|read)$")]
     pub scope: Option<String>,
 }
 
@@ -460,11 +471,14 @@ pub struct DeploymentReport {
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// Unique among live tokens: letters, digits, `-`, `_`, `.`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
     /// Any of read, create, update, delete, admin, export-key; at most the caller's own.
+    #[schema(min_items = 1)]
     pub scopes: Vec<String>,
     /// Lifetime such as `30d`, `12h`, `90m`; never expires when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[1-9][0-9]{0,5}[smhdw]$")]
     pub expires_in: Option<String>,
     /// Only certificates carrying all these labels (new certificates get them).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

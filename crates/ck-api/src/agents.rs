@@ -139,7 +139,7 @@ pub(crate) async fn work(
 
 /// The agent sends a CSR for one of its certificates (agent token).
 #[utoipa::path(post, path = "/agent/certificates/{id}/csr", operation_id = "agent.csr", tag = "agent protocol",
-    params(("id" = String, Path, description = "Certificate id")), request_body = wire::AgentCsr,
+    params(("id" = uuid::Uuid, Path, description = "Certificate id")), request_body = wire::AgentCsr,
     responses((status = 202, description = "The job now runs", body = wire::Job)),
     security(("token" = ["agent"])))]
 pub(crate) async fn submit_csr(
@@ -157,7 +157,7 @@ pub(crate) async fn submit_csr(
 
 /// The chain to deploy (and the key, for server-made keys) (agent token).
 #[utoipa::path(get, path = "/agent/certificates/{id}/bundle", operation_id = "agent.bundle",
-    tag = "agent protocol", params(("id" = String, Path, description = "Certificate id")),
+    tag = "agent protocol", params(("id" = uuid::Uuid, Path, description = "Certificate id")),
     responses((status = 200, description = "The bundle", body = wire::AgentBundle)),
     security(("token" = ["agent"])))]
 pub(crate) async fn bundle(
@@ -183,7 +183,7 @@ pub(crate) async fn bundle(
 
 /// The agent reports a deployment's outcome (agent token).
 #[utoipa::path(post, path = "/agent/certificates/{id}/deployments", operation_id = "agent.deployment",
-    tag = "agent protocol", params(("id" = String, Path, description = "Certificate id")),
+    tag = "agent protocol", params(("id" = uuid::Uuid, Path, description = "Certificate id")),
     request_body = wire::DeploymentReport,
     responses((status = 201, description = "Recorded as a finished deploy job", body = wire::Job)),
     security(("token" = ["agent"])))]

@@ -14,6 +14,7 @@ use time::format_description::well_known::Rfc3339;
 use utoipa::IntoParams;
 
 use crate::ApiError;
+use crate::convert;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -26,16 +27,22 @@ pub(crate) struct AuditQuery {
     /// Exactly this resource (`certificates/<id>`).
     resource: Option<String>,
     /// success, failure or denied.
+    #[param(pattern = "^(success|failure|denied)$")]
     outcome: Option<String>,
     /// RFC 3339: at or after.
+    #[param(format = DateTime)]
     since: Option<String>,
     /// RFC 3339: before.
+    #[param(format = DateTime)]
     until: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(format = Uuid)]
     cursor: Option<String>,
     /// Page size (1 to 10,000; default 100).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<u32>,
     /// json (default) or csv.
+    #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
 }
 
@@ -68,7 +75,7 @@ pub(crate) async fn list(
         Some("csv") => true,
         Some(other) => return Err(ApiError::bad_request(format!("format: '{other}' is not json or csv"))),
     };
-    let outcome = query.outcome.filter(|o| !o.is_empty());
+    let outcome = query.outcome;
     if let Some(outcome) = outcome.as_deref()
         && !["success", "failure", "denied"].contains(&outcome)
     {
@@ -83,8 +90,15 @@ pub(crate) async fn list(
         outcome,
         since: time_param("since", query.since.as_deref())?,
         until: time_param("until", query.until.as_deref())?,
-        cursor: query.cursor,
-        limit: query.limit.unwrap_or(if csv { 10_000 } else { 100 }),
+        cursor: query
+            .cursor
+            .map(|c| {
+                uuid::Uuid::parse_str(&c)
+                    .map(|u| u.to_string())
+                    .map_err(|_| ApiError::bad_request(format!("cursor: '{c}' is not an event id (a UUID)")))
+            })
+            .transpose()?,
+        limit: convert::page_limit(query.limit, if csv { 10_000 } else { 100 }, 10_000)?,
     };
     let (events, more) = control_plane.audit_events(&filter).await?;
     if csv {

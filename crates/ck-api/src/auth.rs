@@ -21,10 +21,6 @@ use ck_server::{AuditEvent, ControlPlane, Principal, TokenRejection};
 use crate::ApiError;
 use crate::openapi::{API_PREFIX, AccessTable};
 
-/// Failed authentications an address may make at once…
-const FAILURE_BURST: u32 = 20;
-/// …and then one per this many seconds.
-const FAILURE_REFILL_SECONDS: f64 = 3.0;
 /// Addresses or tokens tracked at most (full buckets are dropped first).
 const BUCKET_KEYS: usize = 100_000;
 
@@ -45,7 +41,7 @@ pub(crate) struct AuditNote {
 pub(crate) struct Gate {
     control_plane: ControlPlane,
     access: Arc<AccessTable>,
-    failures: Arc<Mutex<TokenBuckets<IpAddr>>>,
+    failures: Option<Arc<Mutex<TokenBuckets<IpAddr>>>>,
     per_token: Option<Arc<Mutex<TokenBuckets<String>>>>,
     origin: Instant,
 }
@@ -55,14 +51,13 @@ impl Gate {
         let per_token = control_plane
             .token_rate_limit()
             .map(|(per_second, burst)| Arc::new(Mutex::new(TokenBuckets::new(burst, per_second, BUCKET_KEYS))));
+        let failures = control_plane
+            .auth_failure_limit()
+            .map(|(per_second, burst)| Arc::new(Mutex::new(TokenBuckets::new(burst, per_second, BUCKET_KEYS))));
         Self {
             control_plane,
             access: Arc::new(access),
-            failures: Arc::new(Mutex::new(TokenBuckets::new(
-                FAILURE_BURST,
-                1.0 / FAILURE_REFILL_SECONDS,
-                BUCKET_KEYS,
-            ))),
+            failures,
             per_token,
             origin: Instant::now(),
         }
@@ -74,7 +69,10 @@ impl Gate {
 
     /// 429 when `peer` has used up its failed attempts.
     fn check_failures(&self, peer: Option<IpAddr>) -> Result<(), ApiError> {
-        let (Some(peer), Ok(failures)) = (peer, self.failures.lock()) else {
+        let (Some(peer), Some(failures)) = (peer, &self.failures) else {
+            return Ok(());
+        };
+        let Ok(failures) = failures.lock() else {
             return Ok(());
         };
         match failures.retry_after(&peer, self.now()) {
@@ -87,7 +85,9 @@ impl Gate {
     }
 
     fn failed(&self, peer: Option<IpAddr>) {
-        if let (Some(peer), Ok(mut failures)) = (peer, self.failures.lock()) {
+        if let (Some(peer), Some(failures)) = (peer, &self.failures)
+            && let Ok(mut failures) = failures.lock()
+        {
             failures.spend(&peer, self.now());
         }
     }
@@ -241,9 +241,7 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
 
     let mut request = request;
     let mut body_sha256 = None;
-    if audited {
-        // The body is hashed, never stored: the record proves what was sent without keeping
-        // CSRs, settings or secrets.
+    if method != Method::GET && method != Method::HEAD {
         let (parts, body) = request.into_parts();
         let bytes = to_bytes(body, crate::MAX_BODY_BYTES).await.map_err(|_| {
             ApiError::payload_too_large(format!(
@@ -251,7 +249,15 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
                 crate::MAX_BODY_BYTES
             ))
         })?;
-        if !bytes.is_empty() {
+        // Every body of this API is a JSON object (or absent): serde would otherwise fill a
+        // struct from an array, field by field.
+        let text = bytes.trim_ascii();
+        if !(text.is_empty() || text == b"null" || text.starts_with(b"{")) {
+            return Err(ApiError::unprocessable("the request body must be a JSON object"));
+        }
+        // The body is hashed, never stored: the record proves what was sent without keeping
+        // CSRs, settings or secrets.
+        if audited && !bytes.is_empty() {
             body_sha256 = Some(sha256_hex(&bytes));
         }
         request = Request::from_parts(parts, Body::from(bytes));

@@ -25,6 +25,7 @@ const MAX_WAIT: Duration = Duration::from_secs(120);
 #[into_params(parameter_in = Query)]
 pub(crate) struct WaitQuery {
     /// Seconds to wait for the job to finish (`true` means 30; at most 120).
+    #[param(pattern = "^(true|false|[0-9]{1,3}(\\.[0-9]+)?s?)$")]
     wait: Option<String>,
 }
 
@@ -122,14 +123,19 @@ pub(crate) async fn create(
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// pending, active, failed, revoked or expired.
+    #[param(pattern = "^(pending|active|failed|revoked|expired)$")]
     status: Option<String>,
     /// Issuer id.
+    #[param(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     issuer: Option<String>,
     /// RFC 3339 time: only certificates expiring before it.
+    #[param(format = DateTime)]
     expiring_before: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(format = Uuid)]
     cursor: Option<String>,
     /// Page size (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -168,7 +174,7 @@ pub(crate) async fn list(
             .as_deref()
             .map(|s| parse::<CertificateId>("cursor", s))
             .transpose()?,
-        limit: query.limit.unwrap_or(100),
+        limit: convert::page_limit(query.limit, 100, 1000)?,
     };
     let page = control_plane.certificates(&filter, principal.restriction()).await?;
     let now = now();
@@ -185,7 +191,7 @@ pub(crate) async fn list(
 
 /// One certificate.
 #[utoipa::path(get, path = "/certificates/{id}", operation_id = "certificate.get", tag = "certificates",
-    params(("id" = String, Path, description = "Certificate id")),
+    params(("id" = uuid::Uuid, Path, description = "Certificate id")),
     responses((status = 200, description = "The certificate", body = wire::Certificate)),
     security(("token" = ["read"])))]
 pub(crate) async fn get(
@@ -199,7 +205,7 @@ pub(crate) async fn get(
 
 /// Deletes a certificate and its versions (revoked serials stay on the CRL).
 #[utoipa::path(delete, path = "/certificates/{id}", operation_id = "certificate.delete", tag = "certificates",
-    params(("id" = String, Path, description = "Certificate id")),
+    params(("id" = uuid::Uuid, Path, description = "Certificate id")),
     responses((status = 204, description = "Deleted")),
     security(("token" = ["delete"])))]
 pub(crate) async fn delete(
@@ -217,12 +223,13 @@ pub(crate) async fn delete(
 #[into_params(parameter_in = Query)]
 pub(crate) struct PemQuery {
     /// A version number; the current one by default.
+    #[param(minimum = 1)]
     version: Option<u32>,
 }
 
 /// The chain (leaf first) as PEM.
 #[utoipa::path(get, path = "/certificates/{id}/pem", operation_id = "certificate.pem", tag = "certificates",
-    params(("id" = String, Path, description = "Certificate id"), PemQuery),
+    params(("id" = uuid::Uuid, Path, description = "Certificate id"), PemQuery),
     responses((status = 200, description = "Leaf and intermediates", body = String,
         content_type = "application/pem-certificate-chain")),
     security(("token" = ["read"])))]
@@ -244,7 +251,7 @@ pub(crate) async fn pem(
 
 /// The server-made private key as PEM.
 #[utoipa::path(get, path = "/certificates/{id}/key", operation_id = "certificate.key", tag = "certificates",
-    params(("id" = String, Path, description = "Certificate id"), PemQuery),
+    params(("id" = uuid::Uuid, Path, description = "Certificate id"), PemQuery),
     responses((status = 200, description = "The private key (PKCS#8)", body = String,
         content_type = "application/x-pem-file")),
     security(("token" = ["export-key"])))]
@@ -269,7 +276,7 @@ pub(crate) async fn key(
 
 /// Renews now (or returns the job already in flight).
 #[utoipa::path(post, path = "/certificates/{id}/renew", operation_id = "certificate.renew", tag = "certificates",
-    params(("id" = String, Path, description = "Certificate id"), WaitQuery),
+    params(("id" = uuid::Uuid, Path, description = "Certificate id"), WaitQuery),
     responses(
         (status = 200, description = "Renewed (with `wait`)", body = wire::CertificateWithJob),
         (status = 202, description = "Queued", body = wire::CertificateWithJob),
@@ -303,7 +310,7 @@ pub(crate) async fn renew(
 
 /// Revokes the current version (CRL and OCSP answer at once).
 #[utoipa::path(post, path = "/certificates/{id}/revoke", operation_id = "certificate.revoke", tag = "certificates",
-    params(("id" = String, Path, description = "Certificate id")),
+    params(("id" = uuid::Uuid, Path, description = "Certificate id")),
     request_body(content = Option<wire::RevokeCertificate>, description = "The reason (optional)"),
     responses((status = 200, description = "Revoked", body = wire::Certificate)),
     security(("token" = ["delete"])))]
@@ -311,10 +318,16 @@ pub(crate) async fn revoke(
     State(control_plane): State<ControlPlane>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
-    body: Option<Json<wire::RevokeCertificate>>,
+    body: axum::body::Bytes,
 ) -> Result<Json<wire::Certificate>, ApiError> {
+    // The body is optional; when present it is JSON like any other (problem+json on errors).
+    let body = if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
+        wire::RevokeCertificate::default()
+    } else {
+        Json::<wire::RevokeCertificate>::from_bytes(&body)?.0
+    };
     let id = reach(&control_plane, &principal, &id).await?.id;
-    let reason = match body.and_then(|Json(b)| b.reason) {
+    let reason = match body.reason {
         Some(reason) => parse::<RevocationReason>("reason", &reason)?,
         None => RevocationReason::Unspecified,
     };
@@ -325,7 +338,7 @@ pub(crate) async fn revoke(
 /// Every issued version.
 #[utoipa::path(get, path = "/certificates/{id}/versions", operation_id = "certificate.versions",
     tag = "certificates",
-    params(("id" = String, Path, description = "Certificate id")),
+    params(("id" = uuid::Uuid, Path, description = "Certificate id")),
     responses((status = 200, description = "Versions, oldest first", body = Vec<wire::CertificateVersion>)),
     security(("token" = ["read"])))]
 pub(crate) async fn versions(
@@ -343,8 +356,10 @@ pub(crate) async fn versions(
 #[into_params(parameter_in = Query)]
 pub(crate) struct ExportQuery {
     /// pem (chain and key), der (leaf) or pkcs12 (password in `x-export-password`).
+    #[param(pattern = "^(pem|der|pkcs12)$")]
     format: Option<String>,
     /// A version number; the current one by default.
+    #[param(minimum = 1)]
     version: Option<u32>,
 }
 
@@ -354,7 +369,7 @@ const EXPORT_PASSWORD: &str = "x-export-password";
 
 /// Downloads a version with its server-made key: PEM bundle, DER leaf or PKCS#12.
 #[utoipa::path(get, path = "/certificates/{id}/export", operation_id = "certificate.export", tag = "certificates",
-    params(("id" = String, Path, description = "Certificate id"), ExportQuery,
+    params(("id" = uuid::Uuid, Path, description = "Certificate id"), ExportQuery,
         ("x-export-password" = Option<String>, Header, description = "PKCS#12 password")),
     responses((status = 200, description = "The file", content(
         (String = "application/x-pem-file"),

@@ -116,3 +116,12 @@ where
     text.parse()
         .map_err(|e: T::Err| ApiError::bad_request(format!("{what}: {e}")))
 }
+
+/// A page size: `default` when absent, else 1 to `max`.
+pub(crate) fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!("limit: {n} is not between 1 and {max}"))),
+    }
+}

@@ -39,6 +39,16 @@ impl ApiError {
         }
     }
 
+    /// 422: well-formed JSON of the wrong shape.
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            kind: "invalid-body",
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
     /// 401.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self {

@@ -125,12 +125,16 @@ pub(crate) async fn acme_http01(State(responder): State<ChallengeResponder>, Pat
 #[into_params(parameter_in = Query)]
 pub(crate) struct JobQuery {
     /// pending, running, succeeded, failed or cancelled.
+    #[param(pattern = "^(pending|running|succeeded|failed|cancelled)$")]
     state: Option<String>,
     /// Only this certificate's jobs (required with a restricted token).
+    #[param(format = Uuid)]
     certificate: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(format = Uuid)]
     cursor: Option<String>,
     /// Page size (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -172,7 +176,7 @@ pub(crate) async fn jobs(
             .as_deref()
             .map(|s| parse::<JobId>("cursor", s))
             .transpose()?,
-        limit: query.limit.unwrap_or(100),
+        limit: convert::page_limit(query.limit, 100, 1000)?,
     };
     let (jobs, more) = control_plane.jobs(&filter).await?;
     let next_cursor = if more {
@@ -188,7 +192,7 @@ pub(crate) async fn jobs(
 
 /// One job.
 #[utoipa::path(get, path = "/jobs/{id}", operation_id = "job.get", tag = "jobs",
-    params(("id" = String, Path, description = "Job id")),
+    params(("id" = uuid::Uuid, Path, description = "Job id")),
     responses((status = 200, description = "The job", body = wire::Job)),
     security(("token" = ["read"])))]
 pub(crate) async fn job(

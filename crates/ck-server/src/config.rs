@@ -49,6 +49,9 @@ pub struct ServerConfig {
     pub scep: Option<ScepProfile>,
     /// Requests per second each token may send, and the burst above it; `None`: unlimited.
     pub token_rate_limit: Option<(f64, u32)>,
+    /// Failed authentications per second each client address may make, and the burst;
+    /// `None`: unlimited.
+    pub auth_failure_limit: Option<(f64, u32)>,
 }
 
 /// What devices enrolling over EST or SCEP may get.
@@ -125,6 +128,8 @@ impl ServerConfig {
             scep: None,
             // Ample for people, scripts and agents (2 requests per 30 s); stops a runaway loop.
             token_rate_limit: Some((50.0, 200)),
+            // Enough for a person mistyping; far too few to guess a 256-bit token.
+            auth_failure_limit: Some((1.0 / 3.0, 20)),
         }
     }
 }

@@ -138,6 +138,11 @@ impl ControlPlane {
         Self { inner: Arc::new(inner) }
     }
 
+    /// Failed authentications per second and burst allowed per address (`None`: unlimited).
+    pub fn auth_failure_limit(&self) -> Option<(f64, u32)> {
+        self.inner.config.auth_failure_limit
+    }
+
     /// Requests per second and burst allowed per token (`None`: unlimited).
     pub fn token_rate_limit(&self) -> Option<(f64, u32)> {
         self.inner.config.token_rate_limit
@@ -541,7 +546,11 @@ impl ControlPlane {
         let issuer_id: IssuerId = id.parse().map_err(|e| ServiceError::Invalid(format!("{e}")))?;
         let state = match self.issuer_handle(&issuer_id)? {
             Issuer::Acme(state) => state,
-            Issuer::Local(_) => return Err(ServiceError::Invalid(format!("issuer '{id}' is not an ACME issuer"))),
+            Issuer::Local(_) => {
+                return Err(ServiceError::Conflict(format!(
+                    "issuer '{id}' is the local CA: it has no ACME account to roll over or deactivate"
+                )));
+            }
         };
         let acme = state
             .ready(&self.inner.store, &self.inner.issuers.responder)

@@ -43,9 +43,9 @@ const ROUTES: &[Route] = &[
     // The body asks for a second local CA: the admin gets past the gate to the 400.
     route("POST", "/issuers", Some("admin"), 400),
     route("GET", "/issuers/{id}", Some("read"), 200),
-    // The local CA has no ACME account: the admin gets past the gate to the 400.
-    route("POST", "/issuers/{id}/account/rollover", Some("admin"), 400),
-    route("POST", "/issuers/{id}/account/deactivate", Some("admin"), 400),
+    // The local CA has no ACME account: the admin gets past the gate to the 409.
+    route("POST", "/issuers/{id}/account/rollover", Some("admin"), 409),
+    route("POST", "/issuers/{id}/account/deactivate", Some("admin"), 409),
     route("GET", "/issuers/{id}/ca.pem", Some("read"), 200),
     route("GET", "/agents", Some("read"), 200),
     route("POST", "/agents", Some("admin"), 201),

@@ -13,5 +13,6 @@ mod agents;
 mod bad_input;
 mod crash;
 mod newcomer;
+mod openapi;
 mod pki;
 mod tls_library;
