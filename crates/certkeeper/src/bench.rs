@@ -59,6 +59,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             ..ServerConfig::new("bench-node".to_owned())
         },
         tls: None,
+        tls_client_ca: None,
         kek: crate::secrets::KekSource::File(data_dir.path().join("kek")),
     };
 

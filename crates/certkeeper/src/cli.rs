@@ -91,6 +91,17 @@ pub(crate) struct ServeArgs {
     /// mode 0600 on first start]. CERTKEEPER_KEK (base64) supplies the key itself instead.
     #[arg(long, env = "CERTKEEPER_KEK_FILE")]
     pub(crate) kek_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM) of the API listener; with --tls-key. Without them (and without
+    /// tls.auto_names in the config file) the listener is plain HTTP, on loopback only.
+    #[arg(long, env = "CERTKEEPER_TLS_CERT", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of the API listener.
+    #[arg(long, env = "CERTKEEPER_TLS_KEY", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// More CAs (PEM) whose client certificates the listener accepts, beside the local CA. A
+    /// client certificate signs in as the token made with --client-cert-subject.
+    #[arg(long, env = "CERTKEEPER_TLS_CLIENT_CA")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
     /// Allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
     #[arg(long, env = "CERTKEEPER_INSECURE_HTTP")]
     pub(crate) insecure_http: bool,
@@ -424,6 +435,10 @@ pub(crate) enum TokenCommand {
         /// Only certificates whose names all lie under this DNS suffix (repeatable).
         #[arg(long = "name-suffix")]
         name_suffixes: Vec<String>,
+        /// A TLS client certificate with exactly this subject (e.g. "CN=deploy-bot") signs in as
+        /// this token, without sending it (the server needs TLS; see serve --tls-client-ca).
+        #[arg(long = "client-cert-subject")]
+        client_subject: Option<String>,
         #[command(flatten)]
         connection: Connection,
     },
@@ -435,14 +450,16 @@ pub(crate) enum TokenCommand {
     /// Revoke a token by name or id; it stops working at once.
     Revoke {
         /// Token name or id.
-        token: String,
+        #[arg(value_name = "TOKEN")]
+        name_or_id: String,
         #[command(flatten)]
         connection: Connection,
     },
     /// Give a token a new secret (same name, scopes, expiry) and print it; the old one stops working.
     Rotate {
         /// Token name or id.
-        token: String,
+        #[arg(value_name = "TOKEN")]
+        name_or_id: String,
         #[command(flatten)]
         connection: Connection,
     },
@@ -641,5 +658,16 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             Some(BenchCommand::Ocsp(ocsp)) => crate::bench_ocsp::run(ocsp).await,
             None => crate::bench::run(args).await,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks the whole command tree (duplicate names, conflicting flags) only when a
+    /// subcommand is run; this runs every check at once.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -633,6 +633,7 @@ pub(crate) async fn token(command: TokenCommand) -> anyhow::Result<()> {
             expires,
             labels,
             name_suffixes,
+            client_subject,
             connection,
         } => {
             let request = ck_api_types::CreateToken {
@@ -641,6 +642,7 @@ pub(crate) async fn token(command: TokenCommand) -> anyhow::Result<()> {
                 expires_in: expires,
                 labels: label_map(labels)?,
                 name_suffixes,
+                client_subject,
             };
             let created = connect(&connection)?.create_token(&request).await?;
             if connection.json {
@@ -671,6 +673,7 @@ pub(crate) async fn token(command: TokenCommand) -> anyhow::Result<()> {
                     token.id.clone(),
                     token.scopes.join(","),
                     restriction_text(&token.labels, &token.name_suffixes),
+                    token.client_subject.clone().unwrap_or_else(|| "-".into()),
                     token.status.clone(),
                     short_time(token.expires_at),
                     token.created_by.clone().unwrap_or_else(|| "-".into()),
@@ -679,16 +682,16 @@ pub(crate) async fn token(command: TokenCommand) -> anyhow::Result<()> {
             println!("{table}");
             Ok(())
         }
-        TokenCommand::Revoke { token, connection } => {
-            let revoked = connect(&connection)?.revoke_token(&token).await?;
+        TokenCommand::Revoke { name_or_id, connection } => {
+            let revoked = connect(&connection)?.revoke_token(&name_or_id).await?;
             if connection.json {
                 return print_json(&revoked);
             }
             println!("token {} ({}) revoked.", revoked.name, revoked.id);
             Ok(())
         }
-        TokenCommand::Rotate { token, connection } => {
-            let rotated = connect(&connection)?.rotate_token(&token).await?;
+        TokenCommand::Rotate { name_or_id, connection } => {
+            let rotated = connect(&connection)?.rotate_token(&name_or_id).await?;
             if connection.json {
                 return print_json(&rotated);
             }

@@ -78,7 +78,7 @@ struct FilePki {
 }
 
 /// `tls:`: serve HTTPS. Either a certificate of your own, or one the local CA issues itself.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileTls {
     #[serde(default)]
@@ -88,6 +88,9 @@ struct FileTls {
     /// Names (DNS or IP) for a listener certificate from the local CA, re-issued at every start.
     #[serde(default)]
     auto_names: Vec<String>,
+    /// More CAs (PEM) whose client certificates the listener accepts, beside the local CA.
+    #[serde(default)]
+    client_ca_file: Option<PathBuf>,
 }
 
 /// How the listener does TLS.
@@ -191,6 +194,8 @@ pub(crate) struct Settings {
     pub(crate) tls: Option<TlsSettings>,
     /// Where the key-encryption key of the database's secrets comes from.
     pub(crate) kek: crate::secrets::KekSource,
+    /// More CAs whose client certificates the TLS listener accepts.
+    pub(crate) tls_client_ca: Option<PathBuf>,
 }
 
 fn field<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
@@ -215,25 +220,29 @@ impl Settings {
                 format!("'{listen_text}' is not ADDRESS:PORT (e.g. 127.0.0.1:8989)"),
             )
         })?;
-        let tls = match file.tls {
-            None => None,
-            Some(FileTls {
-                cert_file: Some(cert_file),
-                key_file: Some(key_file),
-                auto_names,
-            }) if auto_names.is_empty() => Some(TlsSettings::Files { cert_file, key_file }),
-            Some(FileTls {
-                cert_file: None,
-                key_file: None,
-                auto_names,
-            }) if !auto_names.is_empty() => Some(TlsSettings::Auto { names: auto_names }),
-            Some(_) => {
+        let file_tls = file.tls.unwrap_or_default();
+        let tls_client_ca = args.tls_client_ca.clone().or(file_tls.client_ca_file);
+        let cert_file = args.tls_cert.clone().or(file_tls.cert_file);
+        let key_file = args.tls_key.clone().or(file_tls.key_file);
+        let tls = match (cert_file, key_file, file_tls.auto_names) {
+            (None, None, names) if names.is_empty() => None,
+            (Some(cert_file), Some(key_file), names) if names.is_empty() => {
+                Some(TlsSettings::Files { cert_file, key_file })
+            }
+            (None, None, names) => Some(TlsSettings::Auto { names }),
+            _ => {
                 return Err(bad(
                     "tls",
-                    "give cert_file and key_file (PEM), or auto_names for a certificate from the local CA",
+                    "give --tls-cert and --tls-key (PEM), or tls.auto_names for a certificate from the local CA",
                 ));
             }
         };
+        if tls_client_ca.is_some() && tls.is_none() {
+            return Err(bad(
+                "tls-client-ca",
+                "client certificates need TLS: add --tls-cert/--tls-key or tls.auto_names",
+            ));
+        }
         let insecure_http = args.insecure_http || file.insecure_http.unwrap_or(false);
         if !listen.ip().is_loopback() && !insecure_http && tls.is_none() {
             bail!(
@@ -412,6 +421,7 @@ impl Settings {
             server,
             tls,
             kek,
+            tls_client_ca,
         })
     }
 }

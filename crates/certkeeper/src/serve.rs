@@ -86,7 +86,7 @@ pub(crate) async fn start(mut settings: Settings, reset_admin_token: bool) -> an
         .with_context(|| format!("cannot listen on {} (is another server running?)", settings.listen))?;
     let addr = listener.local_addr()?;
     let tls = match &settings.tls {
-        Some(tls) => Some(tls_config(tls, &control_plane, &data_dir).await?),
+        Some(tls) => Some(tls_config(tls, settings.tls_client_ca.as_deref(), &control_plane, &data_dir).await?),
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -127,6 +127,7 @@ pub(crate) async fn start(mut settings: Settings, reset_admin_token: bool) -> an
 /// certificate at every start and its root is written to `<data-dir>/ca.pem` for clients.
 async fn tls_config(
     tls: &crate::config::TlsSettings,
+    client_ca: Option<&Path>,
     control_plane: &ck_server::ControlPlane,
     data_dir: &Path,
 ) -> anyhow::Result<std::sync::Arc<rustls::ServerConfig>> {
@@ -147,7 +148,13 @@ async fn tls_config(
         }
     };
     write_atomic(&data_dir.join("ca.pem"), root_pem.as_bytes(), 0o644)?;
-    crate::tls_listener::server_config(&chain_pem, &key_pem, &control_plane.local_trust_anchors()?)
+    let mut client_anchors = control_plane.local_trust_anchors()?;
+    if let Some(path) = client_ca {
+        let extra = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the client CA file {}", path.display()))?;
+        client_anchors.push_str(&extra);
+    }
+    crate::tls_listener::server_config(&chain_pem, &key_pem, &client_anchors)
 }
 
 /// The node id, generated once and kept in the data directory so a restarted node recognises

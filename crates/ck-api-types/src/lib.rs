@@ -486,6 +486,10 @@ pub struct CreateToken {
     /// Only certificates whose names all lie under one of these DNS suffixes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub name_suffixes: Vec<String>,
+    /// A TLS client certificate (from a CA the server trusts for clients) with exactly this
+    /// subject, e.g. `CN=deploy-bot`, signs in as this token without sending it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_subject: Option<String>,
 }
 
 /// An API token (never its secret).
@@ -519,6 +523,9 @@ pub struct Token {
     /// When.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The TLS client certificate subject that signs in as it.
+    #[serde(default)]
+    pub client_subject: Option<String>,
 }
 
 /// A token with its secret: the answer to a create or rotate, shown this once.

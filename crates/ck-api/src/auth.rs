@@ -18,8 +18,8 @@ use axum::response::{IntoResponse, Response};
 use ck_domain::TokenBuckets;
 use ck_server::{AuditEvent, ControlPlane, Principal, TokenRejection};
 
-use crate::ApiError;
 use crate::openapi::{API_PREFIX, AccessTable};
+use crate::{ApiError, ClientCertificate};
 
 /// Addresses or tokens tracked at most (full buckets are dropped first).
 const BUCKET_KEYS: usize = 100_000;
@@ -177,7 +177,20 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
         event
     };
 
-    let principal = match parse_bearer(&request).map(|t| gate.control_plane.verify_token(t)) {
+    // A bearer token, else a verified TLS client certificate mapped to a token.
+    let client_certificate = request.extensions().get::<ClientCertificate>().cloned();
+    let mut unmapped_subject = None;
+    let presented = match (parse_bearer(&request), client_certificate) {
+        (Some(token), _) => Some(gate.control_plane.verify_token(token)),
+        (None, Some(ClientCertificate(der))) => Some(gate.control_plane.verify_client_certificate(&der).map_err(
+            |(rejection, subject)| {
+                unmapped_subject = Some(subject);
+                rejection
+            },
+        )),
+        (None, None) => None,
+    };
+    let principal = match presented {
         Some(Ok(principal)) => principal,
         rejected => {
             gate.failed(peer);
@@ -194,10 +207,19 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
                         "the token expired at {at}; ask an admin for a new one (`certkeeper token create` or `token rotate`)"
                     )),
                 ),
-                Some(_) => (
-                    "unknown or revoked token",
-                    ApiError::unauthorized("the token is not valid"),
-                ),
+                Some(_) => match &unmapped_subject {
+                    Some(subject) => (
+                        "unmapped client certificate",
+                        ApiError::unauthorized(format!(
+                            "no live token is mapped to the client certificate subject '{subject}' \
+                             (`certkeeper token create --client-cert-subject '{subject}' …`)"
+                        )),
+                    ),
+                    None => (
+                        "unknown or revoked token",
+                        ApiError::unauthorized("the token is not valid"),
+                    ),
+                },
             };
             tracing::warn!(%path, ?peer, detail, "rejected a request");
             let mut event = audit("auth.failure", "anonymous".to_owned(), "denied");

@@ -25,6 +25,7 @@ fn token(info: &TokenInfo) -> wire::Token {
         rotated_at: info.rotated_at,
         created_by: info.created_by.clone(),
         created_at: info.created_at,
+        client_subject: info.client_subject.clone(),
     }
 }
 
@@ -72,6 +73,7 @@ pub(crate) async fn create(
         scopes,
         restriction,
         lifetime_seconds,
+        client_subject: body.client_subject,
     };
     let (info, secret) = control_plane.create_token(&principal, new).await?;
     let location = format!("/api/v1/tokens/{}", info.id);

@@ -72,6 +72,14 @@ pub fn pem_block_der(pem_text: &str, tag: &str) -> Result<Vec<u8>, PkiError> {
         .ok_or_else(|| PkiError::BadChain(format!("no {tag} block")))
 }
 
+/// The subject of a DER certificate as text (`CN=deploy-bot, O=Example`), to map a TLS client
+/// certificate to a token.
+pub fn certificate_subject(cert_der: &[u8]) -> Result<String, PkiError> {
+    let (_, parsed) = X509Certificate::from_der(cert_der)
+        .map_err(|e| PkiError::BadChain(format!("the certificate does not parse: {e}")))?;
+    Ok(parsed.subject().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

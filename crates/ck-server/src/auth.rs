@@ -210,10 +210,20 @@ pub struct Credential {
     pub expires_at: Option<OffsetDateTime>,
 }
 
-/// The live credentials by lookup key (the token key, or the bare hash of earlier tokens).
+/// The live credentials: by lookup key (the token key, or the bare hash of earlier tokens),
+/// and by the subject of the TLS client certificate mapped to a token.
 #[derive(Debug, Clone, Default)]
 pub struct TokenVerifier {
-    credentials: Arc<RwLock<HashMap<String, Credential>>>,
+    credentials: Arc<RwLock<Credentials>>,
+}
+
+/// One consistent set of credentials.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// By token key (or legacy hash).
+    pub by_key: HashMap<String, Credential>,
+    /// By client certificate subject.
+    pub by_subject: HashMap<String, Credential>,
 }
 
 impl TokenVerifier {
@@ -223,7 +233,7 @@ impl TokenVerifier {
     }
 
     /// Replaces every credential (the periodic refresh from the store).
-    pub fn replace_all(&self, credentials: HashMap<String, Credential>) {
+    pub fn replace_all(&self, credentials: Credentials) {
         if let Ok(mut guard) = self.credentials.write() {
             *guard = credentials;
         }
@@ -232,14 +242,14 @@ impl TokenVerifier {
     /// Accepts one more credential.
     pub fn insert(&self, key: String, credential: Credential) {
         if let Ok(mut guard) = self.credentials.write() {
-            guard.insert(key, credential);
+            guard.by_key.insert(key, credential);
         }
     }
 
     /// Stops accepting a credential.
     pub fn remove(&self, key: &str) {
         if let Ok(mut guard) = self.credentials.write() {
-            guard.remove(key);
+            guard.by_key.remove(key);
         }
     }
 
@@ -247,15 +257,25 @@ impl TokenVerifier {
     pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<Principal, TokenRejection> {
         let guard = self.credentials.read().map_err(|_| TokenRejection::Unknown)?;
         let found = split_token(token)
-            .and_then(|(key, _)| guard.get(key))
-            .or_else(|| guard.get(&legacy_key(token)));
+            .and_then(|(key, _)| guard.by_key.get(key))
+            .or_else(|| guard.by_key.get(&legacy_key(token)));
         let credential = found
             .filter(|c| hash_matches(&c.hash, token))
             .ok_or(TokenRejection::Unknown)?;
-        match credential.expires_at {
-            Some(at) if at <= now => Err(TokenRejection::Expired(at)),
-            _ => Ok(credential.principal.clone()),
-        }
+        live(credential, now)
+    }
+
+    /// The token mapped to a (verified) client certificate's subject, if it is valid at `now`.
+    pub fn verify_subject(&self, subject: &str, now: OffsetDateTime) -> Result<Principal, TokenRejection> {
+        let guard = self.credentials.read().map_err(|_| TokenRejection::Unknown)?;
+        live(guard.by_subject.get(subject).ok_or(TokenRejection::Unknown)?, now)
+    }
+}
+
+fn live(credential: &Credential, now: OffsetDateTime) -> Result<Principal, TokenRejection> {
+    match credential.expires_at {
+        Some(at) if at <= now => Err(TokenRejection::Expired(at)),
+        _ => Ok(credential.principal.clone()),
     }
 }
 

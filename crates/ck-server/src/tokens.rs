@@ -8,8 +8,8 @@ use ck_store::{AuditFilter, AuditRecord, Store, TokenRecord};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::auth::{Credential, Operator, mint_token};
-use crate::{AgentScope, ControlPlane, Principal, ServiceError, TokenVerifier, now};
+use crate::auth::{Credential, Credentials, Operator, mint_token};
+use crate::{AgentScope, ControlPlane, Principal, ServiceError, TokenRejection, TokenVerifier, now};
 
 /// What a new token may do.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct NewToken {
     pub restriction: Option<Restriction>,
     /// Seconds until it expires; `None` never.
     pub lifetime_seconds: Option<i64>,
+    /// A TLS client certificate with this subject signs in as the token.
+    pub client_subject: Option<String>,
 }
 
 /// Where a token stands.
@@ -71,6 +73,8 @@ pub struct TokenInfo {
     pub created_by: Option<String>,
     /// When.
     pub created_at: OffsetDateTime,
+    /// The TLS client certificate subject that signs in as it.
+    pub client_subject: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -125,6 +129,7 @@ fn info(record: &TokenRecord, now: OffsetDateTime) -> TokenInfo {
         rotated_at: record.rotated_at,
         created_by: record.created_by.clone(),
         created_at: record.created_at,
+        client_subject: record.client_subject.clone(),
     }
 }
 
@@ -139,9 +144,10 @@ fn validate_name(name: &str) -> Result<&str, ServiceError> {
 }
 
 /// Every live credential in the store: operators' tokens and agents' tokens.
-pub(crate) async fn load_credentials(store: &Store) -> Result<HashMap<String, Credential>, ServiceError> {
+pub(crate) async fn load_credentials(store: &Store) -> Result<Credentials, ServiceError> {
     let now = now();
     let mut credentials = HashMap::new();
+    let mut by_subject = HashMap::new();
     for record in store.tokens().await? {
         let token = info(&record, now);
         if token.status == TokenStatus::Revoked {
@@ -153,13 +159,17 @@ pub(crate) async fn load_credentials(store: &Store) -> Result<HashMap<String, Cr
             scopes: token.scopes,
             restriction: token.restriction,
         });
+        let credential = Credential {
+            hash: record.token_hash.clone(),
+            principal,
+            expires_at: record.expires_at,
+        };
+        if let Some(subject) = &record.client_subject {
+            by_subject.insert(subject.clone(), credential.clone());
+        }
         credentials.insert(
             TokenVerifier::lookup_key(record.token_key.as_deref(), &record.token_hash),
-            Credential {
-                hash: record.token_hash,
-                principal,
-                expires_at: record.expires_at,
-            },
+            credential,
         );
     }
     for agent in store.agent_credentials().await? {
@@ -178,7 +188,10 @@ pub(crate) async fn load_credentials(store: &Store) -> Result<HashMap<String, Cr
             },
         );
     }
-    Ok(credentials)
+    Ok(Credentials {
+        by_key: credentials,
+        by_subject,
+    })
 }
 
 /// A token row for `minted`, made by `created_by`.
@@ -204,6 +217,7 @@ pub(crate) fn token_record(
         rotated_at: None,
         created_by: Some(created_by.to_owned()),
         created_at: now,
+        client_subject: None,
     }
 }
 
@@ -256,29 +270,49 @@ impl ControlPlane {
                     .into(),
             ));
         }
+        let client_subject = match new.client_subject.as_deref().map(str::trim) {
+            None => None,
+            Some(subject) if !subject.is_empty() && subject.len() <= 1024 && subject.contains('=') => {
+                Some(subject.to_owned())
+            }
+            Some(subject) => {
+                return Err(ServiceError::Invalid(format!(
+                    "client certificate subject '{subject}' is not a distinguished name (e.g. CN=deploy-bot)"
+                )));
+            }
+        };
         let now = now();
         let live = self.inner.store.tokens().await?;
-        if live
-            .iter()
-            .any(|t| t.name == name && info(t, now).status == TokenStatus::Active)
-        {
-            return Err(ServiceError::Conflict(format!(
-                "a live token named '{name}' exists: choose another name or revoke it first"
-            )));
+        let live = live.iter().filter(|t| info(t, now).status == TokenStatus::Active);
+        for token in live {
+            if token.name == name {
+                return Err(ServiceError::Conflict(format!(
+                    "a live token named '{name}' exists: choose another name or revoke it first"
+                )));
+            }
+            if client_subject.is_some() && token.client_subject == client_subject {
+                return Err(ServiceError::Conflict(format!(
+                    "the live token '{}' is already mapped to this client certificate subject",
+                    token.name
+                )));
+            }
         }
         let minted = mint_token().map_err(ServiceError::Unavailable)?;
         let expires_at = new
             .lifetime_seconds
             .map(|seconds| now + time::Duration::seconds(seconds));
-        let record = token_record(
-            name,
-            &minted,
-            new.scopes,
-            &restriction,
-            expires_at,
-            &creator.actor(),
-            now,
-        );
+        let record = TokenRecord {
+            client_subject,
+            ..token_record(
+                name,
+                &minted,
+                new.scopes,
+                &restriction,
+                expires_at,
+                &creator.actor(),
+                now,
+            )
+        };
         self.inner.store.insert_token(&record).await?;
         self.refresh_credentials().await?;
         tracing::info!(token = %record.id, name, scopes = %new.scopes, "created an API token");
@@ -352,6 +386,16 @@ impl ControlPlane {
             tracing::info!(count = events.len(), "tokens expired");
         }
         Ok(events.len())
+    }
+
+    /// The token mapped to a TLS client certificate (already verified by the listener against
+    /// the trusted CAs), by the certificate's subject.
+    pub fn verify_client_certificate(&self, cert_der: &[u8]) -> Result<Principal, (TokenRejection, String)> {
+        let subject = ck_pki::certificate_subject(cert_der).map_err(|e| (TokenRejection::Unknown, e.to_string()))?;
+        self.inner
+            .tokens
+            .verify_subject(&subject, now())
+            .map_err(|rejection| (rejection, subject))
     }
 
     /// Appends an audit event.

@@ -33,12 +33,14 @@ pub struct TokenRecord {
     pub rotated_at: Option<OffsetDateTime>,
     /// Who made it (`token:<name>`, or `bootstrap`).
     pub created_by: Option<String>,
+    /// The subject of the TLS client certificate that signs in as this token.
+    pub client_subject: Option<String>,
     /// When it was made.
     pub created_at: OffsetDateTime,
 }
 
 const COLUMNS: &str = "id, name, token_key, token_hash, scopes, restriction, expires_at, expired_at, revoked_at, \
-                       rotated_at, created_by, created_at";
+                       rotated_at, created_by, created_at, client_subject";
 
 fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     let time = |column: &str| -> Result<Option<OffsetDateTime>, StoreError> {
@@ -57,6 +59,7 @@ fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
         rotated_at: time("rotated_at")?,
         created_by: row.try_get("created_by")?,
         created_at: from_ms(row.try_get("created_at")?)?,
+        client_subject: row.try_get("client_subject")?,
     })
 }
 
@@ -140,7 +143,7 @@ impl Store {
 async fn insert(conn: &mut sqlx::AnyConnection, token: &TokenRecord) -> Result<(), StoreError> {
     let ms = |t: Option<OffsetDateTime>| t.map(to_ms);
     sqlx::query(sql!(
-        "INSERT INTO api_tokens ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        "INSERT INTO api_tokens ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
     ))
     .bind(&token.id)
     .bind(&token.name)
@@ -154,6 +157,7 @@ async fn insert(conn: &mut sqlx::AnyConnection, token: &TokenRecord) -> Result<(
     .bind(ms(token.rotated_at))
     .bind(&token.created_by)
     .bind(to_ms(token.created_at))
+    .bind(&token.client_subject)
     .execute(conn)
     .await?;
     Ok(())

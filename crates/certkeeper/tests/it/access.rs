@@ -684,3 +684,120 @@ async fn per_token_rate_limits_and_no_cors() {
     assert!(!preflight.status().is_success(), "preflight: {}", preflight.status());
     assert!(preflight.headers().get("access-control-allow-origin").is_none());
 }
+
+/// mTLS: a client certificate from the local CA, or from a CA given with --tls-client-ca,
+/// signs in as the token mapped to its subject, with that token's scopes. A certificate with
+/// the same subject from an untrusted CA is refused at the handshake; a trusted certificate
+/// whose subject no token maps to gets 401.
+#[test]
+fn client_certificates_sign_in_as_their_mapped_tokens() {
+    use crate::support::{require_peer, sh};
+    if !(require_peer("openssl", "openssl") && require_peer("curl", "curl")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    // A partner CA we trust for clients, and a rogue CA we do not; both issue "CN=partner-bot".
+    for ca in ["partner", "rogue"] {
+        let (ok, text) = sh(
+            &format!(
+                "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {ca}-ca.key \
+                 -out {ca}-ca.pem -days 2 -subj /CN={ca}-ca -addext basicConstraints=critical,CA:TRUE \
+                 -addext keyUsage=critical,keyCertSign 2>&1 && \
+                 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {ca}-bot.key \
+                 -subj /CN=partner-bot -out {ca}-bot.csr 2>&1 && \
+                 printf 'extendedKeyUsage=clientAuth\\n' > ext.cnf && \
+                 openssl x509 -req -in {ca}-bot.csr -CA {ca}-ca.pem -CAkey {ca}-ca.key -CAcreateserial \
+                 -days 1 -extfile ext.cnf -out {ca}-bot.pem 2>&1"
+            ),
+            work,
+        );
+        assert!(ok, "{text}");
+    }
+    std::fs::write(work.join("config.yaml"), "tls:\n  auto_names: [127.0.0.1, localhost]\n").unwrap();
+    let server = Server::start(
+        &work.join("data"),
+        &[
+            "--config",
+            work.join("config.yaml").to_str().unwrap(),
+            "--tls-client-ca",
+            work.join("partner-ca.pem").to_str().unwrap(),
+        ],
+    );
+    std::fs::copy(work.join("data/ca.pem"), work.join("ca.pem")).unwrap();
+    server.cli_ok(&[
+        "token",
+        "create",
+        "--name",
+        "partner",
+        "--scope",
+        "read",
+        "--client-cert-subject",
+        "CN=partner-bot",
+    ]);
+    server.cli_ok(&[
+        "token",
+        "create",
+        "--name",
+        "local-bot",
+        "--scope",
+        "read,create",
+        "--client-cert-subject",
+        "CN=bot.internal",
+    ]);
+    // Client certificates from the local CA (its leaves carry clientAuth).
+    for name in ["bot.internal", "unmapped.internal"] {
+        let created: Value =
+            serde_json::from_str(&server.cli_ok(&["cert", "create", name, "--wait", "--json"])).unwrap();
+        let id = created["id"].as_str().unwrap();
+        std::fs::write(
+            work.join(format!("{name}.pem")),
+            server.cli_ok(&["cert", "get", id, "--pem"]),
+        )
+        .unwrap();
+        std::fs::write(
+            work.join(format!("{name}.key")),
+            server.cli_ok(&["cert", "get", id, "--key"]),
+        )
+        .unwrap();
+    }
+    let call = |method: &str, path: &str, cert: Option<&str>| -> String {
+        let auth = cert
+            .map(|c| format!("--cert {c}.pem --key {c}.key"))
+            .unwrap_or_default();
+        let body = if method == "POST" {
+            "-H 'content-type: application/json' -d '{\"common_name\":\"m.internal\"}'"
+        } else {
+            ""
+        };
+        sh(
+            &format!(
+                "curl -sS --cacert ca.pem {auth} -X {method} {body} -o out.json -w '%{{http_code}}' {}/api/v1{path}",
+                server.url
+            ),
+            work,
+        )
+        .1
+    };
+    let status = call("GET", "/token", Some("bot.internal"));
+    assert_eq!(
+        status,
+        "200",
+        "{}",
+        std::fs::read_to_string(work.join("out.json")).unwrap()
+    );
+    let me: Value = serde_json::from_str(&std::fs::read_to_string(work.join("out.json")).unwrap()).unwrap();
+    assert_eq!(me["actor"], "token:local-bot");
+    assert_eq!(me["scopes"], json!(["read", "create"]));
+    assert_eq!(call("POST", "/certificates", Some("bot.internal")), "202");
+    assert_eq!(call("GET", "/certificates", Some("partner-bot")), "200");
+    assert_eq!(call("POST", "/certificates", Some("partner-bot")), "403", "read only");
+    assert_eq!(call("GET", "/certificates", Some("unmapped.internal")), "401");
+    assert_eq!(call("GET", "/certificates", None), "401");
+    // Same subject, untrusted CA: the TLS handshake itself fails, no HTTP status at all.
+    let rogue = call("GET", "/certificates", Some("rogue-bot"));
+    assert!(rogue.starts_with("000"), "the handshake must fail: {rogue}");
+    // Revoking the token ends the certificate's access at once.
+    server.cli_ok(&["token", "revoke", "partner"]);
+    assert_eq!(call("GET", "/certificates", Some("partner-bot")), "401");
+}

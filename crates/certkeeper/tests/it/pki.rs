@@ -6,7 +6,7 @@ use std::process::Command;
 use ck_test_peers::free_port;
 use serde_json::Value;
 
-use crate::support::{Server, require_peer};
+use crate::support::{Server, require_peer, sh};
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap()
@@ -353,18 +353,6 @@ fn export_as_pem_der_and_password_protected_pkcs12() {
         assert!(headers.contains("application/problem+json"));
         assert!(String::from_utf8_lossy(&body).contains(needle), "{query}");
     }
-}
-
-fn sh(script: &str, dir: &Path) -> (bool, String) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
 }
 
 #[test]

@@ -170,3 +170,16 @@ impl Drop for Server {
         }
     }
 }
+
+/// Runs a shell script in `dir`: whether it succeeded, and its stdout then stderr.
+pub(crate) fn sh(script: &str, dir: &Path) -> (bool, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}

@@ -15,6 +15,8 @@ ALTER TABLE api_tokens ADD COLUMN expired_at BIGINT;
 ALTER TABLE api_tokens ADD COLUMN revoked_at BIGINT;
 ALTER TABLE api_tokens ADD COLUMN created_by TEXT;
 ALTER TABLE api_tokens ADD COLUMN rotated_at BIGINT;
+-- A TLS client certificate with this subject signs in as this token (mTLS).
+ALTER TABLE api_tokens ADD COLUMN client_subject TEXT;
 
 ALTER TABLE agents ADD COLUMN token_key TEXT;
 CREATE UNIQUE INDEX agents_token_key ON agents (token_key);

@@ -284,6 +284,7 @@ async fn tokens_rotate_revoke_and_expire(store: Store) {
         rotated_at: None,
         created_by: Some("token:admin".into()),
         created_at: now(),
+        client_subject: None,
     };
     store.insert_token(&token("t1", "ci", None)).await.unwrap();
     store
