@@ -901,3 +901,203 @@ fn invalid_challenge_keeps_the_cas_problem_document() {
     let stderr = String::from_utf8_lossy(&waited.stderr);
     assert!(stderr.contains("urn:ietf:params:acme:error:"), "{stderr}");
 }
+
+/// Secret canaries: an EAB MAC key, a TSIG secret, a Cloudflare token, the admin token, an
+/// ACME account key and a server-made private key go through a whole lifecycle with debug
+/// logging (issuers added, dns-01 orders through BIND, a failing DNS provider, renewal,
+/// revocation, export, a KEK rotation with a restart). Then every log line, every API answer
+/// (errors included), the audit trail and the raw database files are searched: no canary is
+/// found anywhere, except the one answer that exports the key on purpose.
+#[test]
+fn secret_canaries_never_leak() {
+    let Some(bind) = Bind::start(&["canary.test"]) else {
+        return;
+    };
+    let options = PebbleOptions {
+        dns: PebbleDns::Server(bind.addr()),
+        eab: true,
+        ..PebbleOptions::default()
+    };
+    let Some(pebble) = Pebble::start(options, "canaries") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let eab_hmac = EAB_KEYS[0].1;
+    let tsig = bind.tsig_secret().to_owned();
+    let cloudflare = "cf-CANARY-token-93e1f5d7a2";
+    let closed = ck_test_peers::free_port();
+    std::fs::write(work.join("eab0.hmac"), eab_hmac).unwrap();
+    std::fs::write(work.join("eab1.hmac"), EAB_KEYS[1].1).unwrap();
+    std::fs::write(
+        work.join("rfc2136.yaml"),
+        format!(
+            "server: \"{}\"\ntsig_key_name: {}\ntsig_algorithm: hmac-sha256\ntsig_secret: \"{tsig}\"\n\
+             propagation_timeout_seconds: 20\npropagation_interval_ms: 100\n",
+            bind.addr(),
+            bind.tsig_key_name()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("cloudflare.yaml"),
+        format!(
+            "api_token: {cloudflare}\napi_base: http://127.0.0.1:{closed}/client/v4\nresolvers: [\"{}\"]\n\
+             propagation_timeout_seconds: 1\n",
+            bind.addr()
+        ),
+    )
+    .unwrap();
+    let mut server = start_server(work, "", "debug");
+    let admin_token = server.token();
+    let mut shown = String::new();
+
+    let dns_issuer = |server: &Server, id: &str, kid: &str, hmac: &str, provider: &str, config: &str| {
+        add_issuer(
+            server,
+            &pebble,
+            id,
+            &[
+                "--eab-kid",
+                kid,
+                "--eab-hmac-file",
+                work.join(hmac).to_str().unwrap(),
+                "--challenge",
+                "dns-01",
+                "--dns-provider",
+                provider,
+                "--dns-config",
+                work.join(config).to_str().unwrap(),
+            ],
+        )
+    };
+    shown.push_str(&dns_issuer(&server, "bind", EAB_KEYS[0].0, "eab0.hmac", "rfc2136", "rfc2136.yaml").to_string());
+    shown.push_str(
+        &dns_issuer(
+            &server,
+            "cf",
+            EAB_KEYS[1].0,
+            "eab1.hmac",
+            "cloudflare",
+            "cloudflare.yaml",
+        )
+        .to_string(),
+    );
+
+    // An ACME certificate through BIND, renewed; a local one with a server-made key.
+    let acme = create(&server, &["www.canary.test", "--issuer", "bind"]);
+    let acme_id = acme["id"].as_str().unwrap().to_owned();
+    shown.push_str(&acme.to_string());
+    shown.push_str(&server.cli_ok(&["cert", "renew", &acme_id, "--wait", "--json"]));
+    let local = create(&server, &["keyed.internal"]);
+    let local_id = local["id"].as_str().unwrap().to_owned();
+    // The one answer that carries a key, on purpose: its base64 body is the private-key canary.
+    let key_pem = server.cli_ok(&["cert", "get", &local_id, "--key"]);
+    let private_key = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .max_by_key(|l| l.len())
+        .unwrap()
+        .to_owned();
+    let account_key = account_key_of(&server, "bind");
+
+    // A failing DNS provider: its error reaches the job, the API and the log.
+    let failing = server.cli(&[
+        "cert",
+        "create",
+        "fails.canary.test",
+        "--issuer",
+        "cf",
+        "--wait",
+        "--timeout",
+        "15",
+        "--json",
+    ]);
+    shown.push_str(&String::from_utf8_lossy(&failing.stdout));
+    shown.push_str(&String::from_utf8_lossy(&failing.stderr));
+    // Refused requests.
+    for args in [
+        vec!["cert", "create", "bad name!", "--json"],
+        vec!["cert", "get", "00000000-0000-0000-0000-000000000000", "--json"],
+        vec!["token", "create", "--name", "x", "--scope", "root"],
+    ] {
+        let out = server.cli(&args);
+        shown.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    let wrong = std::process::Command::new(crate::support::BIN)
+        .args(["cert", "list", "--data-dir"])
+        .arg(&server.data_dir)
+        .env("CERTKEEPER_TOKEN", "ck_0123456789abcdef_wrong")
+        .output()
+        .unwrap();
+    shown.push_str(&String::from_utf8_lossy(&wrong.stderr));
+    shown.push_str(&server.cli_ok(&["cert", "revoke", &acme_id, "--reason", "superseded", "--json"]));
+
+    // KEK rotation: stop, rotate, start; everything still reads, the ACME account still works.
+    server.kill9();
+    let rotated = server.cli_ok(&["secrets", "rotate-kek", "--json"]);
+    let rotated: Value = serde_json::from_str(&rotated).unwrap();
+    assert!(rotated["rewrapped"].as_u64().unwrap() >= 6, "{rotated}");
+    server.start_again();
+    assert_eq!(
+        server.cli_ok(&["cert", "get", &local_id, "--key"]),
+        key_pem,
+        "the key reads back after rotation"
+    );
+    let after = create(&server, &["after.canary.test", "--issuer", "bind"]);
+    assert_verifies(&pebble, &chain_of(&server, after["id"].as_str().unwrap()));
+
+    for args in [
+        vec!["issuer", "list", "--json"],
+        vec!["issuer", "show", "bind", "--json"],
+        vec!["issuer", "show", "cf", "--json"],
+        vec!["cert", "list", "--json"],
+        vec!["job", "list", "--json"],
+        vec!["token", "list", "--json"],
+        vec!["audit", "--limit", "10000", "--json"],
+        vec!["audit", "--csv", "--limit", "10000"],
+    ] {
+        shown.push_str(&server.cli_ok(&args));
+    }
+    assert!(shown.contains("<redacted>"), "the settings are shown, redacted");
+    shown.push_str(&server.log_text());
+    assert!(server.log_text().contains("DEBUG"), "debug logging was on");
+
+    let canaries = [
+        ("EAB MAC key", eab_hmac.to_owned()),
+        ("TSIG secret", tsig),
+        ("Cloudflare token", cloudflare.to_owned()),
+        ("admin token", admin_token),
+        ("ACME account key", account_key),
+        ("server-made private key", private_key),
+    ];
+    let database: Vec<u8> = ["certkeeper.db", "certkeeper.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::read(server.data_dir.join(f)).ok())
+        .flatten()
+        .collect();
+    // The control: public material is found by the same search, so the bytes are the real ones.
+    let certificate_line = chain_of(&server, &local_id).lines().nth(1).unwrap().to_owned();
+    assert!(
+        database
+            .windows(certificate_line.len())
+            .any(|w| w == certificate_line.as_bytes())
+    );
+    let mut leaks = Vec::new();
+    for (what, canary) in &canaries {
+        assert!(canary.len() >= 20, "{what} canary too short to be meaningful");
+        if shown.contains(canary.as_str()) {
+            leaks.push(format!("{what} in logs or API answers"));
+        }
+        if database.windows(canary.len()).any(|w| w == canary.as_bytes()) {
+            leaks.push(format!("{what} in the raw database"));
+        }
+    }
+    assert!(leaks.is_empty(), "leaks: {leaks:?}");
+    eprintln!(
+        "canaries: {} values checked against {} bytes of logs and answers and {} bytes of database",
+        canaries.len(),
+        shown.len(),
+        database.len()
+    );
+}

@@ -115,6 +115,11 @@ impl Server {
         }
     }
 
+    /// Starts the server again after [`Server::kill9`], with the same arguments.
+    pub(crate) fn start_again(&mut self) {
+        self.spawn();
+    }
+
     pub(crate) fn restart(&mut self) {
         self.kill9();
         self.spawn();
