@@ -91,6 +91,9 @@ struct FileTls {
     /// More CAs (PEM) whose client certificates the listener accepts, beside the local CA.
     #[serde(default)]
     client_ca_file: Option<PathBuf>,
+    /// Lifetime of the `auto_names` certificate [default: 90 days].
+    #[serde(default)]
+    auto_validity_seconds: Option<u32>,
 }
 
 /// How the listener does TLS.
@@ -98,8 +101,12 @@ struct FileTls {
 pub(crate) enum TlsSettings {
     /// Certificate chain and key files (PEM).
     Files { cert_file: PathBuf, key_file: PathBuf },
-    /// A certificate from the local CA for these names.
-    Auto { names: Vec<String> },
+    /// A certificate from the local CA for these names, with this lifetime; renewed by the
+    /// running server at two thirds of it.
+    Auto {
+        names: Vec<String>,
+        validity: time::Duration,
+    },
 }
 
 /// `est:`: EST enrollment with HTTP Basic credentials.
@@ -229,7 +236,19 @@ impl Settings {
             (Some(cert_file), Some(key_file), names) if names.is_empty() => {
                 Some(TlsSettings::Files { cert_file, key_file })
             }
-            (None, None, names) => Some(TlsSettings::Auto { names }),
+            (None, None, names) => {
+                let seconds = file_tls.auto_validity_seconds.unwrap_or(90 * 86_400);
+                if !(60..=397 * 86_400).contains(&seconds) {
+                    return Err(bad(
+                        "tls.auto_validity_seconds",
+                        "must be between 60 and 34300800 (397 days)",
+                    ));
+                }
+                Some(TlsSettings::Auto {
+                    names,
+                    validity: time::Duration::seconds(i64::from(seconds)),
+                })
+            }
             _ => {
                 return Err(bad(
                     "tls",

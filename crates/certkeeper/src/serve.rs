@@ -86,7 +86,22 @@ pub(crate) async fn start(mut settings: Settings, reset_admin_token: bool) -> an
         .with_context(|| format!("cannot listen on {} (is another server running?)", settings.listen))?;
     let addr = listener.local_addr()?;
     let tls = match &settings.tls {
-        Some(tls) => Some(tls_config(tls, settings.tls_client_ca.as_deref(), &control_plane, &data_dir).await?),
+        Some(tls) => {
+            let listener_tls =
+                ListenerTls::load(tls, settings.tls_client_ca.as_deref(), &control_plane, &data_dir).await?;
+            let (config_tx, config_rx) = tokio::sync::watch::channel(listener_tls.config()?);
+            if let crate::config::TlsSettings::Auto { names, validity } = tls {
+                loops.push(tokio::spawn(renew_listener_certificate(
+                    listener_tls,
+                    names.clone(),
+                    *validity,
+                    control_plane.clone(),
+                    config_tx,
+                    shutdown_rx.clone(),
+                )));
+            }
+            Some(config_rx)
+        }
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -123,38 +138,109 @@ pub(crate) async fn start(mut settings: Settings, reset_admin_token: bool) -> an
     })
 }
 
-/// The listener's TLS configuration. With `auto_names` the local CA issues the listener a
-/// certificate at every start and its root is written to `<data-dir>/ca.pem` for clients.
-async fn tls_config(
-    tls: &crate::config::TlsSettings,
-    client_ca: Option<&Path>,
-    control_plane: &ck_server::ControlPlane,
-    data_dir: &Path,
-) -> anyhow::Result<std::sync::Arc<rustls::ServerConfig>> {
-    let root_pem = control_plane
-        .issuer("local")
-        .await?
-        .ca_pem
-        .context("the local CA has no root certificate")?;
-    let (chain_pem, key_pem) = match tls {
-        crate::config::TlsSettings::Files { cert_file, key_file } => (
-            std::fs::read_to_string(cert_file).with_context(|| format!("cannot read {}", cert_file.display()))?,
-            std::fs::read_to_string(key_file).with_context(|| format!("cannot read {}", key_file.display()))?,
-        ),
-        crate::config::TlsSettings::Auto { names } => {
-            let issued = control_plane.listener_certificate(names, time::Duration::days(90))?;
-            tracing::info!(names = ?names, not_after = %issued.not_after, "issued the listener's TLS certificate from the local CA");
-            (issued.chain_pem, issued.key_pem.expose().to_owned())
+/// What the TLS listener serves: its certificate and key, and the CAs it accepts client
+/// certificates from. With `auto_names` the local CA issues the certificate at start (and the
+/// renewal task again at two thirds of its life); the root goes to `<data-dir>/ca.pem`.
+struct ListenerTls {
+    chain_pem: String,
+    key_pem: String,
+    client_anchors: String,
+    not_after: Option<time::OffsetDateTime>,
+}
+
+impl ListenerTls {
+    async fn load(
+        tls: &crate::config::TlsSettings,
+        client_ca: Option<&Path>,
+        control_plane: &ck_server::ControlPlane,
+        data_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let root_pem = control_plane
+            .issuer("local")
+            .await?
+            .ca_pem
+            .context("the local CA has no root certificate")?;
+        let mut client_anchors = control_plane.local_trust_anchors()?;
+        if let Some(path) = client_ca {
+            let extra = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the client CA file {}", path.display()))?;
+            client_anchors.push_str(&extra);
         }
-    };
-    write_atomic(&data_dir.join("ca.pem"), root_pem.as_bytes(), 0o644)?;
-    let mut client_anchors = control_plane.local_trust_anchors()?;
-    if let Some(path) = client_ca {
-        let extra = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the client CA file {}", path.display()))?;
-        client_anchors.push_str(&extra);
+        let mut listener_tls = match tls {
+            crate::config::TlsSettings::Files { cert_file, key_file } => Self {
+                chain_pem: std::fs::read_to_string(cert_file)
+                    .with_context(|| format!("cannot read {}", cert_file.display()))?,
+                key_pem: std::fs::read_to_string(key_file)
+                    .with_context(|| format!("cannot read {}", key_file.display()))?,
+                client_anchors,
+                not_after: None,
+            },
+            crate::config::TlsSettings::Auto { .. } => Self {
+                chain_pem: String::new(),
+                key_pem: String::new(),
+                client_anchors,
+                not_after: None,
+            },
+        };
+        if let crate::config::TlsSettings::Auto { names, validity } = tls {
+            listener_tls.issue(control_plane, names, *validity)?;
+        }
+        write_atomic(&data_dir.join("ca.pem"), root_pem.as_bytes(), 0o644)?;
+        Ok(listener_tls)
     }
-    crate::tls_listener::server_config(&chain_pem, &key_pem, &client_anchors)
+
+    fn issue(
+        &mut self,
+        control_plane: &ck_server::ControlPlane,
+        names: &[String],
+        validity: time::Duration,
+    ) -> anyhow::Result<()> {
+        let issued = control_plane.listener_certificate(names, validity)?;
+        tracing::info!(names = ?names, not_after = %issued.not_after, "issued the listener's TLS certificate from the local CA");
+        self.chain_pem = issued.chain_pem;
+        self.key_pem = issued.key_pem.expose().to_owned();
+        self.not_after = Some(issued.not_after);
+        Ok(())
+    }
+
+    fn config(&self) -> anyhow::Result<std::sync::Arc<rustls::ServerConfig>> {
+        crate::tls_listener::server_config(&self.chain_pem, &self.key_pem, &self.client_anchors)
+    }
+}
+
+/// Renews the `auto_names` certificate when two thirds of its life have passed, and hands the
+/// new configuration to the listener; a failed attempt is retried a minute later.
+async fn renew_listener_certificate(
+    mut listener_tls: ListenerTls,
+    names: Vec<String>,
+    validity: time::Duration,
+    control_plane: ck_server::ControlPlane,
+    config_tx: tokio::sync::watch::Sender<std::sync::Arc<rustls::ServerConfig>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let renew_at = listener_tls
+            .not_after
+            .map_or_else(ck_server::now, |not_after| not_after - validity / 3);
+        let wait = (renew_at - ck_server::now()).max(time::Duration::ZERO);
+        let wait = std::time::Duration::try_from(wait).unwrap_or(std::time::Duration::from_secs(60));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return,
+        }
+        match listener_tls
+            .issue(&control_plane, &names, validity)
+            .and_then(|()| listener_tls.config())
+        {
+            Ok(config) => {
+                let _ = config_tx.send(config);
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "renewing the listener's TLS certificate failed; retrying in a minute");
+                listener_tls.not_after = Some(ck_server::now() + time::Duration::minutes(1) + validity / 3);
+            }
+        }
+    }
 }
 
 /// The node id, generated once and kept in the data directory so a restarted node recognises

@@ -52,13 +52,14 @@ pub(crate) fn server_config(
 
 /// Accepts TLS connections until `shutdown` turns true; each connection is served on its own
 /// task (connections in progress finish on their own).
+/// Serves `app` over TLS. The configuration is read from `config` at every connection, so a
+/// renewed listener certificate takes effect for new connections without a restart.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
-    config: Arc<rustls::ServerConfig>,
+    config: tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
     app: Router,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -73,7 +74,8 @@ pub(crate) async fn serve(
             // The guard `wait_for` returns is not Send: drop it inside.
             () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return Ok(()),
         };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(config.borrow().clone());
+        let app = app.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,

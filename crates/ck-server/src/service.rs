@@ -98,6 +98,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     /// Group commit of new certificates.
     creates: CreateQueue,
+    /// Group commit of audit records.
+    pub(crate) audit: crate::group_commit::AuditQueue,
     /// The local CAs' CRLs.
     pub(crate) crls: crate::pki::CrlCache,
     /// The local CAs' OCSP responders and cached responses.
@@ -120,6 +122,7 @@ impl ControlPlane {
     ) -> Self {
         let work_available = Arc::new(Notify::new());
         let creates = CreateQueue::start(store.clone(), work_available.clone());
+        let audit = crate::group_commit::AuditQueue::start(store.clone());
         let acme_orders = Arc::new(Semaphore::new(config.acme_concurrency.max(1)));
         let inner = Inner {
             store,
@@ -131,6 +134,7 @@ impl ControlPlane {
             waiters: Mutex::new(HashMap::new()),
             metrics: Metrics::new(),
             creates,
+            audit,
             crls: crate::pki::CrlCache::default(),
             ocsp: crate::pki::OcspResponders::default(),
             scep: crate::scep::ScepAuthorities::default(),

@@ -398,10 +398,9 @@ impl ControlPlane {
             .map_err(|rejection| (rejection, subject))
     }
 
-    /// Appends an audit event.
+    /// Appends an audit event; returns once it is committed (batched with concurrent ones).
     pub async fn audit(&self, event: AuditEvent) -> Result<(), ServiceError> {
-        self.inner.store.append_audit(&[event.into_record(now())]).await?;
-        Ok(())
+        self.inner.audit.append(event.into_record(now())).await
     }
 
     /// Lists audit events.

@@ -801,3 +801,48 @@ fn client_certificates_sign_in_as_their_mapped_tokens() {
     server.cli_ok(&["token", "revoke", "partner"]);
     assert_eq!(call("GET", "/certificates", Some("partner-bot")), "401");
 }
+
+/// The listener certificate the local CA issues for `tls.auto_names` is renewed by the running
+/// server at two thirds of its life: new connections get the new one, no restart.
+#[test]
+fn the_listener_certificate_renews_itself() {
+    use crate::support::{require_peer, sh};
+    if !require_peer("openssl", "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    std::fs::write(
+        work.join("config.yaml"),
+        "tls:\n  auto_names: [127.0.0.1]\n  auto_validity_seconds: 60\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        &work.join("data"),
+        &["--config", work.join("config.yaml").to_str().unwrap()],
+    );
+    let addr = server.url.trim_start_matches("https://").to_owned();
+    let served = || {
+        let (ok, text) = sh(
+            &format!(
+                "openssl s_client -connect {addr} -CAfile data/ca.pem -verify_return_error </dev/null 2>/dev/null \
+                 | openssl x509 -noout -serial -enddate"
+            ),
+            work,
+        );
+        assert!(ok, "{text}");
+        text
+    };
+    let first = served();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(70);
+    loop {
+        let now = served();
+        if now != first {
+            eprintln!("renewed: {first} -> {now}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not renewed within 70 s: {now}");
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    server.cli_ok(&["cert", "list"]);
+}
