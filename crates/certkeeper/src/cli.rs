@@ -408,8 +408,17 @@ pub(crate) enum AgentsCommand {
         #[command(flatten)]
         connection: Connection,
     },
-    /// List agents: online (heartbeat within 90 s), offline, or never seen.
+    /// List agents: online (heartbeat within 90 s), offline, never seen, or revoked.
     List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Revoke an agent's token (by name or id): the agent is locked out at once; its
+    /// certificates stay. Register it again under a new name to give it a new token.
+    Revoke {
+        /// Agent name or id.
+        #[arg(value_name = "AGENT")]
+        name_or_id: String,
         #[command(flatten)]
         connection: Connection,
     },

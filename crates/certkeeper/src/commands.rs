@@ -584,6 +584,17 @@ pub(crate) async fn agents(command: AgentsCommand) -> anyhow::Result<()> {
             println!("{table}");
             Ok(())
         }
+        AgentsCommand::Revoke { name_or_id, connection } => {
+            let agent = connect(&connection)?.revoke_agent(&name_or_id).await?;
+            if connection.json {
+                return print_json(&agent);
+            }
+            println!(
+                "agent {} ({}) revoked: its token no longer works.",
+                agent.name, agent.id
+            );
+            Ok(())
+        }
     }
 }
 

@@ -328,7 +328,7 @@ pub struct Agent {
     pub name: String,
     /// `deploy` or `read`.
     pub scope: String,
-    /// `online`, `offline` (no heartbeat for 90 s) or `never-seen`.
+    /// `online`, `offline` (no heartbeat for 90 s), `never-seen` or `revoked`.
     pub status: String,
     /// Reported host name.
     pub hostname: Option<String>,
@@ -347,7 +347,7 @@ pub struct Agent {
 }
 
 /// The answer to `POST /api/v1/agents`: the token is shown this once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CreatedAgent {
     /// The agent.
     pub agent: Agent,
@@ -529,7 +529,7 @@ pub struct Token {
 }
 
 /// A token with its secret: the answer to a create or rotate, shown this once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CreatedToken {
     /// The token (`Authorization: Bearer …`). Store it now: it cannot be shown again.
     pub token: String,
@@ -576,4 +576,23 @@ pub struct Whoami {
     pub labels: BTreeMap<String, String>,
     /// DNS suffixes a certificate's names must lie under (empty: no restriction).
     pub name_suffixes: Vec<String>,
+}
+
+// The answers that carry a token print it redacted, so a `{:?}` in a log never leaks it.
+impl std::fmt::Debug for CreatedAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedAgent")
+            .field("agent", &self.agent)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("details", &self.details)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }

@@ -61,6 +61,18 @@ pub(crate) async fn list(State(control_plane): State<ControlPlane>) -> Result<Js
     Ok(Json(control_plane.agents().await?.iter().map(agent).collect()))
 }
 
+/// Revokes an agent's token (by id or name): the agent is locked out, its certificates stay.
+#[utoipa::path(post, path = "/agents/{id}/revoke", operation_id = "agent.revoke", tag = "agents",
+    params(("id" = String, Path, description = "Agent id or name")),
+    responses((status = 200, description = "Revoked", body = wire::Agent)),
+    security(("token" = ["admin"])))]
+pub(crate) async fn revoke(
+    State(control_plane): State<ControlPlane>,
+    Path(id): Path<String>,
+) -> Result<Json<wire::Agent>, ApiError> {
+    Ok(Json(agent(&control_plane.revoke_agent(&id).await?)))
+}
+
 /// An agent reports its host (agent token).
 #[utoipa::path(post, path = "/agent/heartbeat", operation_id = "agent.heartbeat", tag = "agent protocol",
     request_body = wire::Heartbeat,

@@ -56,6 +56,7 @@ fn api_routes() -> OpenApiRouter<ControlPlane> {
         .routes(routes!(ops::deactivate_account))
         .routes(routes!(ops::issuer_ca_pem))
         .routes(routes!(agents::list, agents::create))
+        .routes(routes!(agents::revoke))
         .routes(routes!(agents::heartbeat))
         .routes(routes!(agents::work))
         .routes(routes!(agents::submit_csr))

@@ -280,6 +280,12 @@ impl Client {
         .await
     }
 
+    /// Revokes an agent's token by id or name.
+    pub async fn revoke_agent(&self, id_or_name: &str) -> Result<Agent, ClientError> {
+        let path = format!("/agents/{}/revoke", segment(id_or_name));
+        self.json(self.request(Method::POST, &path)).await
+    }
+
     /// Every agent with its status.
     pub async fn agents(&self) -> Result<Vec<Agent>, ClientError> {
         self.json(self.request(Method::GET, "/agents")).await

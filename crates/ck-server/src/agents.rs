@@ -30,6 +30,8 @@ pub enum AgentStatus {
     Offline,
     /// Registered, never seen.
     Never,
+    /// Its token was revoked.
+    Revoked,
 }
 
 impl AgentStatus {
@@ -39,6 +41,7 @@ impl AgentStatus {
             Self::Online => "online",
             Self::Offline => "offline",
             Self::Never => "never-seen",
+            Self::Revoked => "revoked",
         }
     }
 }
@@ -54,6 +57,7 @@ pub struct AgentInfo {
 
 fn info(record: AgentRecord, now: OffsetDateTime) -> AgentInfo {
     let status = match record.last_seen {
+        _ if record.revoked_at.is_some() => AgentStatus::Revoked,
         Some(seen) if now - seen <= ONLINE_WITHIN => AgentStatus::Online,
         Some(_) => AgentStatus::Offline,
         None => AgentStatus::Never,
@@ -111,6 +115,23 @@ impl ControlPlane {
             .into_iter()
             .map(|r| info(r, now))
             .collect())
+    }
+
+    /// Revokes an agent's token (by id or name): it stops working at once on this node and
+    /// within the refresh interval on the others. The agent's certificates stay.
+    pub async fn revoke_agent(&self, id_or_name: &str) -> Result<AgentInfo, ServiceError> {
+        let record = self
+            .inner
+            .store
+            .revoke_agent(id_or_name, now())
+            .await
+            .map_err(|e| match e {
+                ck_store::StoreError::NotFound => ServiceError::NotFound(format!("agent '{id_or_name}' (not revoked)")),
+                other => other.into(),
+            })?;
+        self.refresh_credentials().await?;
+        tracing::info!(agent = %record.id, name = %record.name, "revoked an agent's token");
+        Ok(info(record, now()))
     }
 
     /// Records an agent's heartbeat.

@@ -23,6 +23,8 @@ pub struct AgentRecord {
     pub facts: AgentFacts,
     /// When it last sent a heartbeat.
     pub last_seen: Option<OffsetDateTime>,
+    /// When its token was revoked (the agent is then locked out).
+    pub revoked_at: Option<OffsetDateTime>,
     /// When it was registered.
     pub created_at: OffsetDateTime,
 }
@@ -40,7 +42,7 @@ pub struct AgentFacts {
     pub version: Option<String>,
 }
 
-const AGENT_COLUMNS: &str = "id, name, scope, hostname, os, arch, version, last_seen, created_at";
+const AGENT_COLUMNS: &str = "id, name, scope, hostname, os, arch, version, last_seen, created_at, revoked_at";
 
 fn agent(row: &AnyRow) -> Result<AgentRecord, StoreError> {
     Ok(AgentRecord {
@@ -54,6 +56,7 @@ fn agent(row: &AnyRow) -> Result<AgentRecord, StoreError> {
             version: row.try_get("version")?,
         },
         last_seen: row.try_get::<Option<i64>, _>("last_seen")?.map(from_ms).transpose()?,
+        revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(from_ms).transpose()?,
         created_at: from_ms(row.try_get("created_at")?)?,
     })
 }
@@ -117,6 +120,20 @@ impl Store {
             .fetch_optional(&self.read)
             .await?;
         row.as_ref().map(agent).transpose()
+    }
+
+    /// Revokes an agent's token (by id or name): the agent is locked out; its certificates stay.
+    pub async fn revoke_agent(&self, id_or_name: &str, now: OffsetDateTime) -> Result<AgentRecord, StoreError> {
+        let row = sqlx::query(sql!(
+            "UPDATE agents SET revoked_at = $1 WHERE (id = $2 OR name = $2) AND revoked_at IS NULL \
+             RETURNING {AGENT_COLUMNS}"
+        ))
+        .bind(to_ms(now))
+        .bind(id_or_name)
+        .fetch_optional(&self.write)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        agent(&row)
     }
 
     /// The token of every agent that is not revoked (for the token verifier).

@@ -49,6 +49,7 @@ const ROUTES: &[Route] = &[
     route("GET", "/issuers/{id}/ca.pem", Some("read"), 200),
     route("GET", "/agents", Some("read"), 200),
     route("POST", "/agents", Some("admin"), 201),
+    route("POST", "/agents/{id}/revoke", Some("admin"), 200),
     route("POST", "/agent/heartbeat", Some("agent"), 200),
     route("GET", "/agent/work", Some("agent"), 200),
     // A garbage CSR: the agent gets past the gate to the 400.
@@ -175,6 +176,12 @@ impl Matrix {
             ),
             (_, t) if t.starts_with("/issuers/{id}") => (with_id("local"), None),
             ("POST", "/agents") => (template.to_owned(), Some(json!({"name": format!("host-{n}")}))),
+            ("POST", "/agents/{id}/revoke") => {
+                let victim = self
+                    .admin("POST", "/agents", Some(json!({"name": format!("victim-host-{n}")})))
+                    .await;
+                (with_id(victim["agent"]["id"].as_str().unwrap()), None)
+            }
             ("POST", "/agent/heartbeat") => (template.to_owned(), Some(json!({"hostname": "matrix"}))),
             ("POST", "/agent/certificates/{id}/csr") => {
                 // The agent makes this one's key: its job waits for a CSR.

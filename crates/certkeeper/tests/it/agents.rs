@@ -51,4 +51,15 @@ fn agents_register_heartbeat_and_stay_in_their_lane() {
     );
     let table = server.cli_ok(&["agents", "list"]);
     assert!(table.contains("web-1") && table.contains("online"), "{table}");
+
+    // Revoking the agent locks it out at once; the list says so.
+    server.cli_ok(&["agents", "revoke", "web-1"]);
+    let refused = rt
+        .block_on(agent.heartbeat(&Heartbeat::default()))
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("401") || refused.contains("not valid"), "{refused}");
+    assert!(server.cli_ok(&["agents", "list"]).contains("revoked"));
+    let twice = server.cli(&["agents", "revoke", "web-1"]);
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("not found"));
 }
