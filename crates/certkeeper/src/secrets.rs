@@ -59,10 +59,7 @@ pub(crate) fn load_cipher(source: &KekSource) -> anyhow::Result<SecretCipher> {
 /// Opens the store and encrypts what is not yet under the current KEK (plain values of
 /// databases from before encryption, values of an interrupted rotation).
 pub(crate) async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    let cipher = load_cipher(&settings.kek)?;
-    let store = Store::connect(&settings.database, cipher)
-        .await
-        .with_context(|| format!("cannot open the database {}", settings.database))?;
+    let store = connect(settings, load_cipher(&settings.kek)?).await?;
     let rewrapped = store
         .rewrap_secrets()
         .await
@@ -74,6 +71,12 @@ pub(crate) async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         );
     }
     Ok(store)
+}
+
+async fn connect(settings: &Settings, cipher: SecretCipher) -> anyhow::Result<Store> {
+    Store::connect(&settings.database, cipher)
+        .await
+        .with_context(|| format!("cannot open the database {}", settings.database))
 }
 
 /// `certkeeper secrets rotate-kek`: a new KEK, every secret re-encrypted under it in one
@@ -97,10 +100,7 @@ pub(crate) async fn rotate(settings: &Settings, json: bool) -> anyhow::Result<()
         ck_secrets::write_kek_file(&next, &new, false)?;
         new
     };
-    let cipher = SecretCipher::new(new.clone()).with_decrypt_only(old.clone());
-    let store = Store::connect(&settings.database, cipher)
-        .await
-        .with_context(|| format!("cannot open the database {}", settings.database))?;
+    let store = connect(settings, SecretCipher::new(new.clone()).with_decrypt_only(old.clone())).await?;
     let rewrapped = store
         .rewrap_secrets()
         .await
