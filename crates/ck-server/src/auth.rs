@@ -246,13 +246,6 @@ impl TokenVerifier {
         }
     }
 
-    /// Stops accepting a credential.
-    pub fn remove(&self, key: &str) {
-        if let Ok(mut guard) = self.credentials.write() {
-            guard.by_key.remove(key);
-        }
-    }
-
     /// Whose token this is, if it is valid at `now`.
     pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<Principal, TokenRejection> {
         let guard = self.credentials.read().map_err(|_| TokenRejection::Unknown)?;
@@ -317,8 +310,12 @@ mod tests {
         assert_eq!(verifier.verify("", now), Err(TokenRejection::Unknown));
         // Equal secrets never give equal hashes.
         assert_ne!(mint_token().unwrap().hash, minted.hash);
-        verifier.remove(&minted.key);
-        assert_eq!(verifier.verify(&minted.token, now), Err(TokenRejection::Unknown));
+        verifier.replace_all(Credentials::default());
+        assert_eq!(
+            verifier.verify(&minted.token, now),
+            Err(TokenRejection::Unknown),
+            "revoked"
+        );
     }
 
     #[test]
