@@ -79,12 +79,12 @@ pub(crate) async fn start(mut settings: Settings, reset_admin_token: bool) -> an
     }
 
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-    let mut loops = spawn_background_loops(&control_plane, shutdown_rx.clone()).await?;
-    loops.push(crate::challenge_listeners::spawn(&control_plane, shutdown_rx.clone()));
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {} (is another server running?)", settings.listen))?;
     let addr = listener.local_addr()?;
+    let mut loops = spawn_background_loops(&control_plane, Some(addr.to_string()), shutdown_rx.clone()).await?;
+    loops.push(crate::challenge_listeners::spawn(&control_plane, shutdown_rx.clone()));
     let tls = match &settings.tls {
         Some(tls) => {
             let listener_tls =

@@ -596,3 +596,36 @@ impl std::fmt::Debug for CreatedToken {
             .finish()
     }
 }
+
+/// `GET /api/v1/cluster`: the nodes on this database and the leader.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Cluster {
+    /// The node that answered.
+    pub node_id: String,
+    /// The node holding the leader lease (it runs the renewal scan and health checks), if
+    /// the lease is live.
+    pub leader: Option<String>,
+    /// The lease's fencing epoch: it grows with every new leader term.
+    pub epoch: Option<i64>,
+    /// Every node that sent a heartbeat (every second while it runs).
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// One control-plane node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterNode {
+    /// Its id (`--node-id`).
+    pub node_id: String,
+    /// `leader`, `follower`, or `gone` (no heartbeat for a lease time, 6 s).
+    pub role: String,
+    /// Where its API listens.
+    pub address: Option<String>,
+    /// Its version.
+    pub version: Option<String>,
+    /// When it started.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// Its last heartbeat.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+}

@@ -69,6 +69,7 @@ fn api_routes() -> OpenApiRouter<ControlPlane> {
         .routes(routes!(tokens::rotate))
         .routes(routes!(tokens::whoami))
         .routes(routes!(audit::list))
+        .routes(routes!(ops::cluster))
 }
 
 /// The OpenAPI document of `/api/v1`.

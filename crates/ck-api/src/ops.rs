@@ -210,6 +210,44 @@ pub(crate) async fn job(
     Ok(Json(convert::job(&job)))
 }
 
+/// The nodes on this database, the leader and its epoch.
+#[utoipa::path(get, path = "/cluster", operation_id = "cluster.get", tag = "cluster",
+    responses((status = 200, description = "The cluster", body = wire::Cluster)),
+    security(("token" = ["read"])))]
+pub(crate) async fn cluster(State(control_plane): State<ControlPlane>) -> Result<Json<wire::Cluster>, ApiError> {
+    let view = control_plane.cluster().await?;
+    let now = ck_server::now();
+    let gone_after = time::Duration::try_from(ck_server::LEASE_TTL).unwrap_or(time::Duration::seconds(10));
+    let leader = view.leader.as_ref().map(|(holder, _)| holder.clone());
+    let nodes = view
+        .nodes
+        .into_iter()
+        .map(|node| {
+            let role = if Some(&node.node_id) == leader.as_ref() {
+                "leader"
+            } else if now - node.last_seen > gone_after {
+                "gone"
+            } else {
+                "follower"
+            };
+            wire::ClusterNode {
+                role: role.to_owned(),
+                node_id: node.node_id,
+                address: node.address,
+                version: node.version,
+                started_at: node.started_at,
+                last_seen: node.last_seen,
+            }
+        })
+        .collect();
+    Ok(Json(wire::Cluster {
+        node_id: view.node_id,
+        leader,
+        epoch: view.leader.map(|(_, epoch)| epoch),
+        nodes,
+    }))
+}
+
 pub(crate) async fn health() -> &'static str {
     "ok\n"
 }

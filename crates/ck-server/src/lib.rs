@@ -9,6 +9,7 @@ mod agents;
 mod auth;
 mod bootstrap;
 mod clock;
+mod cluster;
 mod config;
 mod error;
 mod est;
@@ -27,6 +28,7 @@ pub use agents::{AGENT_POLL_INTERVAL, AgentBundle, AgentInfo, AgentStatus, Agent
 pub use auth::{AgentScope, Operator, Principal, TokenRejection, TokenVerifier};
 pub use bootstrap::{AdminToken, bootstrap};
 pub use clock::now;
+pub use cluster::{ClusterView, LEADER_LEASE, LEASE_TTL, RENEW_EVERY, STEP_DOWN_AFTER};
 pub use config::{EnrollmentPolicy, EstProfile, ScepProfile, ServerConfig};
 pub use error::ServiceError;
 pub use issuers::ChallengeListener;

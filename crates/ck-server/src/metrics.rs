@@ -23,6 +23,8 @@ pub(crate) struct Metrics {
     signing_seconds: Histogram,
     issuer_healthy: Family<LabelPairs, Gauge>,
     acme_orders: Family<LabelPairs, Counter>,
+    node_role: Gauge,
+    lease_transitions: Counter,
 }
 
 impl Metrics {
@@ -62,7 +64,23 @@ impl Metrics {
             "ACME orders placed by this node, by issuer and outcome",
             acme_orders.clone(),
         );
+        let node_role = Gauge::default();
+        // Starts as a follower until the leadership loop takes the lease.
+        node_role.set(2);
+        registry.register(
+            "node_role",
+            "This node's role: 1 leader (runs the singleton loops), 2 follower",
+            node_role.clone(),
+        );
+        let lease_transitions = Counter::default();
+        registry.register(
+            "lease_transitions",
+            "Times this node became or stopped being the leader",
+            lease_transitions.clone(),
+        );
         Self {
+            node_role,
+            lease_transitions,
             issuer_healthy,
             acme_orders,
             registry,
@@ -72,6 +90,12 @@ impl Metrics {
             job_failures,
             signing_seconds,
         }
+    }
+
+    /// This node became (`true`) or stopped being the leader.
+    pub(crate) fn leadership(&self, leads: bool) {
+        self.node_role.set(if leads { 1 } else { 2 });
+        self.lease_transitions.inc();
     }
 
     pub(crate) fn issued(&self, kind: &str) {

@@ -3,7 +3,6 @@
 //! node) harmless.
 
 use ck_domain::JobKind;
-use ck_store::EnqueueOutcome;
 
 use crate::workers::Shutdown;
 use crate::{ControlPlane, ServiceError, now};
@@ -11,6 +10,12 @@ use crate::{ControlPlane, ServiceError, now};
 pub(crate) async fn scheduler_loop(control_plane: ControlPlane, mut shutdown: Shutdown) {
     let interval = control_plane.inner.config.scheduler_interval;
     loop {
+        // The scan is a singleton: only the leader runs it (at once when it becomes leader),
+        // and its writes carry the epoch.
+        tokio::select! {
+            () = control_plane.leadership_gained() => {}
+            () = shutdown.requested() => return,
+        }
         match enqueue_due_renewals(&control_plane).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(n, "renewals enqueued"),
@@ -25,7 +30,8 @@ pub(crate) async fn scheduler_loop(control_plane: ControlPlane, mut shutdown: Sh
 
 impl ControlPlane {
     /// One scheduler pass: enqueues a renewal for every due certificate without an active job.
-    /// Returns how many jobs were created.
+    /// Returns how many jobs were created. Only the leader may run it (`Forbidden` otherwise),
+    /// and its writes are refused once the lease has moved on.
     pub async fn enqueue_due_renewals(&self) -> Result<usize, ServiceError> {
         enqueue_due_renewals(self).await
     }
@@ -35,15 +41,17 @@ async fn enqueue_due_renewals(control_plane: &ControlPlane) -> Result<usize, Ser
     let inner = &control_plane.inner;
     let mut created = 0;
     loop {
+        let fence = control_plane
+            .leader_fence()
+            .ok_or_else(|| ServiceError::Forbidden("this node is not the leader".to_owned()))?;
         let now = now();
         let due = inner.store.due_for_renewal(now, 500).await?;
-        let mut created_this_round = 0;
-        for id in &due {
-            let job = control_plane.new_job(*id, JobKind::Renew, now);
-            if let EnqueueOutcome::Created(_) = inner.store.enqueue(&job).await? {
-                created_this_round += 1;
-            }
-        }
+        let jobs: Vec<_> = due
+            .iter()
+            .map(|id| control_plane.new_job(*id, JobKind::Renew, now))
+            .collect();
+        let refs: Vec<_> = jobs.iter().collect();
+        let created_this_round = usize::try_from(inner.store.enqueue_fenced(&refs, &fence).await?).unwrap_or(0);
         created += created_this_round;
         if created_this_round > 0 {
             inner.work_available.notify_waiters();
@@ -60,6 +68,11 @@ async fn enqueue_due_renewals(control_plane: &ControlPlane) -> Result<usize, Ser
 pub(crate) async fn issuer_health_loop(control_plane: ControlPlane, mut shutdown: Shutdown) {
     let interval = control_plane.inner.config.issuer_health_interval;
     loop {
+        // Checks cost the CAs requests: one node, the leader, does them.
+        tokio::select! {
+            () = control_plane.leadership_gained() => {}
+            () = shutdown.requested() => return,
+        }
         control_plane.check_issuers().await;
         tokio::select! {
             () = tokio::time::sleep(interval) => {}

@@ -105,6 +105,8 @@ pub(crate) struct Inner {
     /// The local CAs' OCSP responders and cached responses.
     pub(crate) ocsp: crate::pki::OcspResponders,
     pub(crate) scep: crate::scep::ScepAuthorities,
+    /// Whether this node holds the leader lease, and in which epoch.
+    pub(crate) leadership: crate::cluster::Leadership,
 }
 
 /// The control plane's services. Cheap to clone.
@@ -138,6 +140,7 @@ impl ControlPlane {
             crls: crate::pki::CrlCache::default(),
             ocsp: crate::pki::OcspResponders::default(),
             scep: crate::scep::ScepAuthorities::default(),
+            leadership: crate::cluster::Leadership::default(),
         };
         Self { inner: Arc::new(inner) }
     }

@@ -31,10 +31,11 @@ impl Shutdown {
     }
 }
 
-/// Starts the workers and the scheduler. On start, jobs this node was running when it died are
+/// Starts the leadership loop, the workers and the scheduler. On start, jobs this node was running when it died are
 /// put back at once. Returns the tasks so the caller can wait for them at shutdown.
 pub async fn spawn_background_loops(
     control_plane: &ControlPlane,
+    address: Option<String>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, crate::ServiceError> {
     let inner = &control_plane.inner;
@@ -43,6 +44,11 @@ pub async fn spawn_background_loops(
         tracing::info!(released, "took back the jobs this node was running before it stopped");
     }
     let mut tasks = Vec::new();
+    let leadership = control_plane.clone();
+    let leadership_shutdown = Shutdown(shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        crate::cluster::leadership_loop(leadership, address, leadership_shutdown).await
+    }));
     for worker_idx in 0..inner.config.workers.max(1) {
         let control_plane = control_plane.clone();
         let shutdown = Shutdown(shutdown.clone());

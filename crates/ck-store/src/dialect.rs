@@ -19,6 +19,16 @@ impl Backend {
         }
     }
 
+    /// Appended to the fence check of a singleton write: on PostgreSQL the lease row stays
+    /// share-locked until the write commits, so a takeover waits for it (and the write cannot
+    /// land after a newer epoch). SQLite serializes writers anyway.
+    pub(crate) fn for_share(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => " FOR SHARE",
+        }
+    }
+
     /// The engine's name, for logs.
     pub fn as_str(self) -> &'static str {
         match self {

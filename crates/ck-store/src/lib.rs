@@ -18,6 +18,7 @@ macro_rules! sql {
 mod agents;
 mod audit;
 mod certificates;
+mod cluster;
 mod dialect;
 mod issuers;
 mod jobs;
@@ -35,6 +36,7 @@ use sqlx::{AnyPool, Executor};
 pub use agents::{AgentCredential, AgentFacts, AgentRecord};
 pub use audit::{AuditFilter, AuditRecord};
 pub use certificates::{CertificateFilter, CertificatePage, Completion, NewVersion, Revocation, SerialStatus};
+pub use cluster::{Fence, Lease, NodeRecord};
 pub use dialect::Backend;
 pub use issuers::{IssuerHealth, IssuerRecord};
 pub use jobs::{ClaimedJob, EnqueueOutcome, JobFilter};
@@ -59,6 +61,9 @@ pub enum StoreError {
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migration(String),
+    /// A singleton write whose lease moved to another holder or term.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// A secret column cannot be decrypted (wrong or missing key-encryption key) or encrypted.
     #[error("secret column: {0}")]
     Secrets(String),

@@ -64,6 +64,7 @@ const ROUTES: &[Route] = &[
     route("POST", "/tokens/{id}/rotate", Some("admin"), 200),
     route("GET", "/token", None, 200),
     route("GET", "/audit", Some("admin"), 200),
+    route("GET", "/cluster", Some("read"), 200),
 ];
 
 /// Who calls.

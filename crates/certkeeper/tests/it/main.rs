@@ -11,6 +11,7 @@ mod acme;
 mod agent_deploy;
 mod agents;
 mod bad_input;
+mod cluster;
 mod crash;
 mod newcomer;
 mod openapi;

@@ -115,6 +115,11 @@ impl Server {
         }
     }
 
+    /// The server process's id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or_default()
+    }
+
     /// Starts the server again after [`Server::kill9`], with the same arguments.
     pub(crate) fn start_again(&mut self) {
         self.spawn();
@@ -160,6 +165,13 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Server {
+    /// SIGTERM (graceful shutdown), then SIGKILL if it has not ended within 10 s.
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SIGTERM first, for a clean WAL checkpoint; SIGKILL if it hangs.
             let _ = Command::new("kill").arg(child.id().to_string()).status();

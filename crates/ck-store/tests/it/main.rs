@@ -15,8 +15,8 @@ use ck_domain::{
 };
 use ck_secrets::{Kek, SecretCipher};
 use ck_store::{
-    AuditFilter, AuditRecord, CertificateFilter, Completion, DatabaseUrl, EnqueueOutcome, IssuerRecord, JobFilter,
-    NewVersion, Store, StoreError, TokenRecord,
+    AuditFilter, AuditRecord, CertificateFilter, Completion, DatabaseUrl, EnqueueOutcome, Fence, IssuerRecord,
+    JobFilter, NewVersion, NodeRecord, Store, StoreError, TokenRecord,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -70,6 +70,7 @@ macro_rules! both_engines {
 }
 
 both_engines!(
+    leader_lease_terms_and_fencing,
     tokens_rotate_revoke_and_expire,
     agents_register_and_heartbeat,
     agent_certificates_wait_for_csrs_and_record_deployments,
@@ -268,6 +269,78 @@ async fn issue_and_renew_lifecycle(store: Store) {
             .iter()
             .all(|e| e.actor == "system" && e.resource.as_deref() == Some(format!("certificates/{}", cert.id).as_str()))
     );
+}
+
+async fn leader_lease_terms_and_fencing(store: Store) {
+    let t = |s: i64| now() + Duration::seconds(s);
+    let ttl = Duration::seconds(10);
+    // First come: n1 takes it (epoch 1); n2 cannot while it is live; n1's renewal keeps it.
+    assert_eq!(
+        store.acquire_lease("leader", "n1", t(0), t(0) + ttl).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store.acquire_lease("leader", "n2", t(1), t(1) + ttl).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.acquire_lease("leader", "n1", t(2), t(2) + ttl).await.unwrap(),
+        Some(1)
+    );
+    let lease = store.lease("leader").await.unwrap().unwrap();
+    assert_eq!((lease.holder.as_str(), lease.epoch, lease.expires_at), ("n1", 1, t(12)));
+    // n1 pauses past its lease: n2 takes over in a new term, and n1's stale write is refused.
+    assert_eq!(
+        store.acquire_lease("leader", "n2", t(13), t(13) + ttl).await.unwrap(),
+        Some(2)
+    );
+    with_issuer(&store).await;
+    let cert = create(&store, "fenced.example").await;
+    let job = new_job(cert.id, JobKind::Renew);
+    let stale = Fence {
+        lease: "leader".into(),
+        holder: "n1".into(),
+        epoch: 1,
+    };
+    assert!(matches!(
+        store.enqueue_fenced(&[&job], &stale).await,
+        Err(StoreError::Fenced(_))
+    ));
+    assert!(matches!(
+        store.acquire_lease("leader", "n1", t(14), t(14) + ttl).await,
+        Ok(None)
+    ));
+    let current = Fence {
+        lease: "leader".into(),
+        holder: "n2".into(),
+        epoch: 2,
+    };
+    // The certificate's issue job is still active: the renewal is skipped, not an error.
+    assert_eq!(store.enqueue_fenced(&[&job], &current).await.unwrap(), 0);
+    // A graceful release lets the next node in at once, in a new term.
+    assert!(store.release_lease(&current, t(15)).await.unwrap());
+    assert_eq!(
+        store.acquire_lease("leader", "n3", t(15), t(15) + ttl).await.unwrap(),
+        Some(3)
+    );
+    // The same holder coming back after its own lease ran out also starts a new term.
+    assert_eq!(
+        store.acquire_lease("leader", "n3", t(40), t(40) + ttl).await.unwrap(),
+        Some(4)
+    );
+
+    let node = |id: &str, seen: i64| NodeRecord {
+        node_id: id.into(),
+        address: Some("127.0.0.1:1".into()),
+        version: Some("0.1.0".into()),
+        started_at: t(0),
+        last_seen: t(seen),
+    };
+    store.node_heartbeat(&node("n2", 1)).await.unwrap();
+    store.node_heartbeat(&node("n1", 1)).await.unwrap();
+    store.node_heartbeat(&node("n1", 5)).await.unwrap();
+    let nodes = store.cluster_nodes().await.unwrap();
+    assert_eq!(nodes, [node("n1", 5), node("n2", 1)]);
 }
 
 async fn tokens_rotate_revoke_and_expire(store: Store) {

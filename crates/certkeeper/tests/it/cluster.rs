@@ -1,0 +1,179 @@
+//! Several `certkeeper serve` nodes on one PostgreSQL: one leader, failover after `kill -9`
+//! within the lease time, and an immediate handover on a graceful shutdown.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::Server;
+
+/// A fresh database on the test PostgreSQL cluster, or `None` (skipped) when there is none.
+fn fresh_database() -> Option<String> {
+    let Ok(admin_url) = std::env::var("CERTKEEPER_TEST_POSTGRES_URL") else {
+        let required = std::env::var_os("CERTKEEPER_REQUIRE_PEERS").is_some() || std::env::var_os("CI").is_some();
+        assert!(
+            !required,
+            "CERTKEEPER_TEST_POSTGRES_URL is not set: run the tests through scripts/test.sh"
+        );
+        eprintln!("SKIPPED: cluster tests need PostgreSQL (run scripts/test.sh)");
+        return None;
+    };
+    let name = format!("ck_cluster_{}", std::process::id());
+    let out = Command::new("psql")
+        .args([admin_url.as_str(), "-q", "-c", &format!("CREATE DATABASE {name}")])
+        .output()
+        .expect("psql (postgresql-client) is installed by scripts/install-deps.sh");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let base = admin_url.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap();
+    Some(format!("{base}/{name}"))
+}
+
+fn cluster(url: &str, token: &str) -> Option<Value> {
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "-m",
+            "2",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            &format!("{url}/api/v1/cluster"),
+        ])
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Waits until `url` reports a leader other than `not` (and not `None`); returns it with the
+/// epoch and how long it took.
+fn wait_for_new_leader(url: &str, token: &str, not: &str, since: Instant) -> (String, i64, Duration) {
+    loop {
+        if let Some(view) = cluster(url, token)
+            && let Some(leader) = view["leader"].as_str()
+            && leader != not
+        {
+            return (leader.to_owned(), view["epoch"].as_i64().unwrap(), since.elapsed());
+        }
+        assert!(since.elapsed() < Duration::from_secs(30), "no new leader within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn three_nodes_fail_over_and_hand_over() {
+    let Some(database) = fresh_database() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Every node must decrypt the same secrets: one key-encryption key for all.
+    let kek = dir.path().join("cluster.kek");
+    let start = |n: u32| {
+        Server::start(
+            &dir.path().join(format!("node{n}")),
+            &[
+                "--database",
+                &database,
+                "--node-id",
+                &format!("n{n}"),
+                "--kek-file",
+                kek.to_str().unwrap(),
+            ],
+        )
+    };
+    let mut nodes = vec![start(1)];
+    let token = nodes[0].token();
+    nodes.push(start(2));
+    nodes.push(start(3));
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+
+    // One leader, seen alike by every node; three nodes listed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let views: Vec<Value> = urls.iter().filter_map(|u| cluster(u, &token)).collect();
+        if views.len() == 3
+            && views
+                .iter()
+                .all(|v| v["leader"] == views[0]["leader"] && !v["leader"].is_null())
+            && views[0]["nodes"].as_array().unwrap().len() == 3
+        {
+            break views[0].clone();
+        }
+        assert!(Instant::now() < deadline, "no agreed leader: {views:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let leader = first["leader"].as_str().unwrap().to_owned();
+    let roles: Vec<&str> = first["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "{first}");
+
+    // SIGSTOP the leader past its lease: another node takes over in a new term. On SIGCONT
+    // the old one finds its renewal three seconds stale, steps down before doing anything, and
+    // any write it still tried would carry the old epoch, which the database refuses.
+    let paused_idx: usize = leader.trim_start_matches('n').parse::<usize>().unwrap() - 1;
+    let signal = |sig: &str, pid: u32| {
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    let paused_at = Instant::now();
+    signal("-STOP", nodes[paused_idx].pid());
+    let (leader, epoch, takeover) = wait_for_new_leader(&urls[(paused_idx + 1) % 3], &token, &leader, paused_at);
+    assert!(epoch > first["epoch"].as_i64().unwrap());
+    signal("-CONT", nodes[paused_idx].pid());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = Command::new("curl")
+            .args(["-sf", "-m", "2", &format!("{}/metrics", urls[paused_idx])])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&metrics.stdout).contains("certkeeper_node_role 2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the resumed node still thinks it leads");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let view = cluster(&urls[paused_idx], &token).unwrap();
+    assert_eq!(
+        (view["leader"].as_str(), view["epoch"].as_i64()),
+        (Some(leader.as_str()), Some(epoch))
+    );
+
+    // kill -9 the leader: another node takes over once the lease runs out (6 s).
+    let leader_idx: usize = leader.trim_start_matches('n').parse::<usize>().unwrap() - 1;
+    let observer = urls[(leader_idx + 1) % 3].clone();
+    let killed = Instant::now();
+    nodes[leader_idx].kill9();
+    let (second, second_epoch, failover) = wait_for_new_leader(&observer, &token, &leader, killed);
+    assert!(second_epoch > epoch, "a new term: {epoch} -> {second_epoch}");
+    assert!(failover < Duration::from_secs(9), "failover took {failover:?}");
+
+    // A graceful shutdown of the new leader hands over at once (the lease is released).
+    let second_idx: usize = second.trim_start_matches('n').parse::<usize>().unwrap() - 1;
+    let third_observer = (0..3).find(|i| *i != leader_idx && *i != second_idx).unwrap();
+    let stopped = Instant::now();
+    nodes[second_idx].stop();
+    let (third, third_epoch, handover) = wait_for_new_leader(&urls[third_observer], &token, &second, stopped);
+    assert_eq!(third, format!("n{}", third_observer + 1));
+    assert!(third_epoch > second_epoch);
+    assert!(handover < Duration::from_secs(3), "handover took {handover:?}");
+    eprintln!(
+        "cluster: takeover from a paused leader in {takeover:?}, failover after kill -9 in {failover:?} \
+         (lease 6 s), handover on shutdown in {handover:?}"
+    );
+
+    // The survivor's metrics say it leads.
+    let metrics = Command::new("curl")
+        .args(["-sf", &format!("{}/metrics", urls[third_observer])])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    assert!(text.contains("certkeeper_node_role 1"), "{text}");
+}
