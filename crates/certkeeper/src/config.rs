@@ -59,6 +59,7 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileJobs {
     max_attempts: Option<u32>,
+    lease_seconds: Option<u32>,
     retry_base_delay_seconds: Option<u64>,
     retry_max_delay_seconds: Option<u64>,
 }
@@ -310,6 +311,12 @@ impl Settings {
         server.retry.max_attempts = jobs.max_attempts.unwrap_or(server.retry.max_attempts);
         if server.retry.max_attempts == 0 || server.retry.max_attempts > 100 {
             return Err(bad("jobs.max_attempts", "must be between 1 and 100"));
+        }
+        if let Some(seconds) = jobs.lease_seconds {
+            if !(2..=3600).contains(&seconds) {
+                return Err(bad("jobs.lease_seconds", "must be between 2 and 3600"));
+            }
+            server.job_lease = Duration::seconds(i64::from(seconds));
         }
         if let Some(seconds) = jobs.retry_base_delay_seconds {
             server.retry.base_delay = Duration::seconds(i64::try_from(seconds.max(1)).unwrap_or(i64::MAX));

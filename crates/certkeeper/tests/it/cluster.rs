@@ -177,3 +177,168 @@ fn three_nodes_fail_over_and_hand_over() {
     let text = String::from_utf8_lossy(&metrics.stdout);
     assert!(text.contains("certkeeper_node_role 1"), "{text}");
 }
+
+fn psql(database: &str, query: &str) -> String {
+    let out = Command::new("psql")
+        .args([database, "-tAq", "-c", query])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{query}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn count(database: &str, query: &str) -> i64 {
+    psql(database, query).parse().unwrap_or(-1)
+}
+
+/// 500 certificates fall due at once on a three-node cluster; the leader and then a second
+/// node are killed with `kill -9` during the storm. The survivor takes the lease, takes back
+/// the dead nodes' jobs when their claims run out, and every certificate ends up renewed
+/// exactly once: one new version each, one succeeded renewal job each.
+#[test]
+fn renewal_storm_survives_killed_nodes_exactly_once() {
+    let Some(database) = fresh_database() else {
+        return;
+    };
+    const N: usize = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let kek = dir.path().join("cluster.kek");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "scheduler_interval_seconds: 1\njobs:\n  lease_seconds: 5\n").unwrap();
+    let start = |n: u32| {
+        Server::start(
+            &dir.path().join(format!("node{n}")),
+            &[
+                "--database",
+                &database,
+                "--node-id",
+                &format!("n{n}"),
+                "--kek-file",
+                kek.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+                "--token-rate-limit",
+                "0",
+            ],
+        )
+    };
+    let mut nodes = vec![start(1)];
+    let token = nodes[0].token();
+    nodes.push(start(2));
+    nodes.push(start(3));
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+
+    // 500 issued certificates, created through all three nodes.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for _ in 0..16 {
+            let (http, urls, token, next) = (http.clone(), urls.clone(), token.clone(), next.clone());
+            tasks.spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= N {
+                        return;
+                    }
+                    let answer = http
+                        .post(format!("{}/api/v1/certificates?wait=30", urls[i % 3]))
+                        .bearer_auth(&token)
+                        .json(&serde_json::json!({"common_name": format!("storm-{i}.internal")}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(answer.status().as_u16(), 201, "{}", answer.text().await.unwrap());
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    });
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM certificates WHERE current_version = 1"),
+        N as i64
+    );
+
+    // All due now. Kill the leader, then another node, while the storm runs.
+    let leader = cluster(&urls[0], &token).unwrap()["leader"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let leader_idx: usize = leader.trim_start_matches('n').parse::<usize>().unwrap() - 1;
+    let worker_idx = (leader_idx + 1) % 3;
+    let survivor = 3 - leader_idx - worker_idx;
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let started = Instant::now();
+    psql(&database, &format!("UPDATE certificates SET renew_at = {now_ms}"));
+    // The moment the leader's scan has enqueued the renewals, kill it and a worker node.
+    while count(&database, "SELECT count(*) FROM jobs WHERE kind = 'renew'") == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "no scan within 10 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    nodes[leader_idx].kill9();
+    nodes[worker_idx].kill9();
+    let before_kill = count(
+        &database,
+        "SELECT count(*) FROM certificates WHERE current_version >= 2",
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let renewed = count(
+            &database,
+            "SELECT count(*) FROM certificates WHERE current_version >= 2",
+        );
+        if renewed == N as i64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {renewed} of {N} renewed after 90 s\n{}",
+            nodes[survivor].log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let elapsed = started.elapsed();
+    // Give a duplicate every chance to show up before counting.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM certificates WHERE current_version = 2"),
+        N as i64
+    );
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM certificate_versions"),
+        2 * N as i64
+    );
+    assert_eq!(
+        count(
+            &database,
+            "SELECT count(*) FROM jobs WHERE kind = 'renew' AND state = 'succeeded'"
+        ),
+        N as i64
+    );
+    assert_eq!(
+        count(
+            &database,
+            "SELECT count(*) FROM jobs WHERE state IN ('pending', 'running')"
+        ),
+        0
+    );
+    let by_node = psql(
+        &database,
+        "SELECT actor || ':' || count(*) FROM audit_events WHERE action = 'certificate.renewed' GROUP BY actor",
+    );
+    eprintln!(
+        "storm: {N} renewals, leader and a worker killed after {before_kill} were done; all done once in \
+         {elapsed:?}; survivor n{}; audit {by_node}",
+        survivor + 1
+    );
+    let view = cluster(&urls[survivor], &token).unwrap();
+    assert_eq!(view["leader"].as_str(), Some(format!("n{}", survivor + 1).as_str()));
+}
