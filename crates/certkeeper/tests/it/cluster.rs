@@ -19,7 +19,10 @@ fn fresh_database() -> Option<String> {
         eprintln!("SKIPPED: cluster tests need PostgreSQL (run scripts/test.sh)");
         return None;
     };
-    let name = format!("ck_cluster_{}", std::process::id());
+    // Tests run in parallel in one process: one database each.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("ck_cluster_{}_{n}", std::process::id());
     let out = Command::new("psql")
         .args([admin_url.as_str(), "-q", "-c", &format!("CREATE DATABASE {name}")])
         .output()
