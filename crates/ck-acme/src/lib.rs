@@ -25,5 +25,5 @@ pub mod responder;
 pub use account::{AccountCheck, AcmeIssuer, RegisteredAccount};
 pub use config::{AcmeIssuerConfig, ChallengeKind, Dns01Config, EabConfig, Http01Config, TlsAlpn01Config};
 pub use error::{AcmeFailure, ProblemDocument, SubproblemDocument};
-pub use order::{IssuedChain, OrderRequest, RenewalWindow};
+pub use order::{IssuedChain, OpenOrder, OrderRequest, RenewalWindow};
 pub use responder::{ChallengeResponder, serve_tls_alpn01};

@@ -94,43 +94,77 @@ enum Published {
     Dns01 { fqdn: String, value: String },
 }
 
+/// An order at the CA, placed or taken up again, not yet seen through.
+pub struct OpenOrder {
+    order: instant_acme::Order,
+    resumed: bool,
+}
+
+impl std::fmt::Debug for OpenOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenOrder")
+            .field("url", &self.order.url())
+            .field("resumed", &self.resumed)
+            .finish()
+    }
+}
+
+impl OpenOrder {
+    /// The order's URL: record it to resume the order after a crash.
+    pub fn url(&self) -> &str {
+        self.order.url()
+    }
+
+    /// Whether this is an earlier order taken up again (rather than a new one).
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+}
+
 impl AcmeIssuer {
     /// Places an order and sees it through. Challenge answers are cleaned up on every path.
     pub async fn order(&self, request: &OrderRequest<'_>) -> Result<IssuedChain, AcmeFailure> {
-        let challenge = self
-            .config
-            .challenge_for(request.challenge, request.names)
-            .map_err(|message| AcmeFailure::local(message, false))?;
-        let identifiers: Vec<Identifier> = request
-            .names
-            .iter()
-            .map(|name| match name.parse::<IpAddr>() {
-                Ok(ip) => Identifier::Ip(ip),
-                Err(_) => Identifier::Dns(name.clone()),
-            })
-            .collect();
-        if identifiers.is_empty() {
-            return Err(AcmeFailure::local("the certificate has no names to order", false));
-        }
-        let mut published = Vec::new();
-        let outcome = self.run_order(&identifiers, request, challenge, &mut published).await;
-        self.clean_up(published).await;
-        outcome
+        let open = self.open_order(request, None).await?;
+        self.complete_order(open, request).await
     }
 
-    async fn run_order(
+    /// Takes up the order at `resume_url` when the CA still has it in a usable state (pending,
+    /// ready, processing or valid), and places a new one otherwise.
+    pub async fn open_order(
         &self,
-        identifiers: &[Identifier],
         request: &OrderRequest<'_>,
-        challenge: ChallengeKind,
-        published: &mut Vec<Published>,
-    ) -> Result<IssuedChain, AcmeFailure> {
+        resume_url: Option<&str>,
+    ) -> Result<OpenOrder, AcmeFailure> {
+        // Refused before anything is placed at the CA.
+        self.config
+            .challenge_for(request.challenge, request.names)
+            .map_err(|message| AcmeFailure::local(message, false))?;
+        if let Some(url) = resume_url {
+            match with_nonce_retry!(
+                self.retry_after,
+                "reading the order",
+                self.account.order(url.to_owned())
+            ) {
+                Ok(mut order) => {
+                    let status = order.state().status;
+                    if status != OrderStatus::Invalid {
+                        tracing::debug!(order = %url, ?status, "resuming the order");
+                        return Ok(OpenOrder { order, resumed: true });
+                    }
+                    tracing::info!(order = %url, "the earlier order is invalid; placing a new one");
+                }
+                Err(failure) => {
+                    tracing::info!(order = %url, error = %failure, "the earlier order is unavailable; placing a new one")
+                }
+            }
+        }
+        let identifiers = identifiers(request.names)?;
         let replaces = request
             .replaces
             .and_then(|der| CertificateIdentifier::try_from(&CertificateDer::from(der)).ok());
-        let mut order = match replaces {
+        let order = match replaces {
             Some(replaces) => {
-                let with_replaces = || self.new_order(identifiers).replaces(replaces.clone());
+                let with_replaces = || self.new_order(&identifiers).replaces(replaces.clone());
                 match with_nonce_retry!(
                     self.retry_after,
                     "creating the order",
@@ -143,7 +177,7 @@ impl AcmeIssuer {
                         with_nonce_retry!(
                             self.retry_after,
                             "creating the order",
-                            self.account.new_order(&self.new_order(identifiers))
+                            self.account.new_order(&self.new_order(&identifiers))
                         )?
                     }
                 }
@@ -151,10 +185,46 @@ impl AcmeIssuer {
             None => with_nonce_retry!(
                 self.retry_after,
                 "creating the order",
-                self.account.new_order(&self.new_order(identifiers))
+                self.account.new_order(&self.new_order(&identifiers))
             )?,
         };
+        Ok(OpenOrder { order, resumed: false })
+    }
+
+    /// Sees an open order through: challenges for pending authorizations, finalization with
+    /// the request's CSR unless an earlier worker finalized it already, the chain's download.
+    /// Challenge answers are cleaned up on every path.
+    pub async fn complete_order(
+        &self,
+        open: OpenOrder,
+        request: &OrderRequest<'_>,
+    ) -> Result<IssuedChain, AcmeFailure> {
+        let challenge = self
+            .config
+            .challenge_for(request.challenge, request.names)
+            .map_err(|message| AcmeFailure::local(message, false))?;
+        let mut published = Vec::new();
+        let outcome = self.run_order(open.order, request, challenge, &mut published).await;
+        self.clean_up(published).await;
+        outcome
+    }
+
+    async fn run_order(
+        &self,
+        mut order: instant_acme::Order,
+        request: &OrderRequest<'_>,
+        challenge: ChallengeKind,
+        published: &mut Vec<Published>,
+    ) -> Result<IssuedChain, AcmeFailure> {
         let order_url = order.url().to_owned();
+        let policy = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(100))
+            .backoff(1.5)
+            .timeout(Duration::from_secs(120));
+        // Finalized by an earlier worker: only the download is left.
+        if matches!(order.state().status, OrderStatus::Processing | OrderStatus::Valid) {
+            return self.download(&mut order, &policy, order_url).await;
+        }
 
         // Fetch every authorization; a rejected nonce leaves one unfetched for the next pass.
         for pass in 0..=crate::error::BAD_NONCE_RETRIES {
@@ -265,10 +335,6 @@ impl AcmeIssuer {
             )?;
         }
 
-        let policy = RetryPolicy::new()
-            .initial_delay(Duration::from_millis(100))
-            .backoff(1.5)
-            .timeout(Duration::from_secs(120));
         // An order that turns invalid carries no per-identifier detail: the failed challenges do.
         match with_nonce_retry!(self.retry_after, "waiting for validation", order.poll_ready(&policy)) {
             Ok(OrderStatus::Ready) => {}
@@ -288,10 +354,19 @@ impl AcmeIssuer {
             "finalizing the order",
             order.finalize_csr(request.csr_der)
         )?;
+        self.download(&mut order, &policy, order_url).await
+    }
+
+    async fn download(
+        &self,
+        order: &mut instant_acme::Order,
+        policy: &RetryPolicy,
+        order_url: String,
+    ) -> Result<IssuedChain, AcmeFailure> {
         let chain_pem = with_nonce_retry!(
             self.retry_after,
             "downloading the certificate",
-            order.poll_certificate(&policy)
+            order.poll_certificate(policy)
         )?;
         let certificate_url = order.state().certificate.clone().unwrap_or_default();
         let alternates = self.http.alternates.take(&certificate_url);
@@ -413,4 +488,18 @@ impl AcmeIssuer {
             )),
         }
     }
+}
+
+/// The order's identifiers: IP literals as IP identifiers, everything else as DNS names.
+fn identifiers(names: &[String]) -> Result<Vec<Identifier>, AcmeFailure> {
+    if names.is_empty() {
+        return Err(AcmeFailure::local("the certificate has no names to order", false));
+    }
+    Ok(names
+        .iter()
+        .map(|name| match name.parse::<IpAddr>() {
+            Ok(ip) => Identifier::Ip(ip),
+            Err(_) => Identifier::Dns(name.clone()),
+        })
+        .collect())
 }

@@ -8,7 +8,7 @@ use std::time::Duration as StdDuration;
 use ck_acme::{AcmeFailure, AcmeIssuer, ChallengeKind, OrderRequest};
 use ck_domain::{Certificate, KeySource, renew_within_window};
 use ck_pki::{ParsedCsr, ServerKey, inspect_received_chain, pem_block_der};
-use ck_store::{ClaimedJob, Completion, NewVersion};
+use ck_store::{ClaimedJob, Completion, NewVersion, RecordedOrder};
 use rand::Rng;
 use time::{Duration, OffsetDateTime};
 
@@ -74,6 +74,7 @@ pub(crate) async fn run_acme_job(
                     if let Err(error) = inner.store.clear_identifier_backoff(&issuer_id, &names).await {
                         tracing::warn!(%error, "clearing identifier backoff failed");
                     }
+                    forget_order(&control_plane, &completion.claimed).await;
                 }
                 Err(error) => {
                     tracing::warn!(job = %completion.claimed.job.id, %error, "storing the ACME certificate failed; the job will be retried");
@@ -105,7 +106,7 @@ async fn order_with_lease(
     // let leases lapse, or another worker would start a second order for the same certificate.
     let order = async {
         let _slot = inner.acme_orders.acquire().await;
-        order_certificate(control_plane, cert, issuer, names).await
+        order_certificate(control_plane, owner, claimed, cert, issuer, names).await
     };
     tokio::pin!(order);
     let mut ticker = tokio::time::interval(period);
@@ -126,48 +127,56 @@ async fn order_with_lease(
 
 async fn order_certificate(
     control_plane: &ControlPlane,
+    owner: &str,
+    claimed: &ClaimedJob,
     cert: &Certificate,
     issuer: &AcmeIssuerState,
     names: &[String],
 ) -> Result<(NewVersion, OffsetDateTime), AcmeFailure> {
     let inner = &control_plane.inner;
     let acme: AcmeIssuer = issuer.ready(&inner.store, &inner.issuers.responder).await?;
-    let (public_key_der, csr_pem, private_key_pem) = match cert.key_source {
-        KeySource::Csr | KeySource::Agent => {
-            let stored = cert
-                .csr_pem
-                .as_deref()
-                .ok_or_else(|| AcmeFailure::local("the stored CSR is missing", false))?;
-            let csr =
-                ParsedCsr::parse_stored(stored.as_bytes()).map_err(|e| AcmeFailure::local(e.to_string(), false))?;
-            (csr.public_key_der, csr.pem, None)
-        }
-        KeySource::Server => {
-            let (key_type, sans) = (cert.key_type, cert.sans.clone());
-            // RSA key generation takes a while: keep it off the async threads.
-            let key = tokio::task::spawn_blocking(move || ServerKey::generate(key_type, &sans))
-                .await
-                .map_err(|e| AcmeFailure::local(format!("key generation: {e}"), true))?
-                .map_err(|e| AcmeFailure::local(e.to_string(), false))?;
-            (
-                key.public_key_der,
-                key.csr_pem,
-                Some(key.private_key.expose().to_owned()),
-            )
-        }
+    // A worker that died may have placed the order already, maybe finalized it: take it up
+    // with the CSR (and key) it was placed with, so the CA sees one order per renewal.
+    let recorded = inner
+        .store
+        .recorded_acme_order(claimed.job.id)
+        .await
+        .map_err(|e| AcmeFailure::local(format!("reading the job's recorded order: {e}"), true))?;
+    let (csr_pem, private_key_pem) = match &recorded {
+        Some(order) => (order.csr_pem.clone(), order.private_key_pem.clone()),
+        None => fresh_csr(cert).await?,
     };
+    let public_key_der = ParsedCsr::parse_stored(csr_pem.as_bytes())
+        .map_err(|e| AcmeFailure::local(e.to_string(), false))?
+        .public_key_der;
     let csr_der =
         pem_block_der(&csr_pem, "CERTIFICATE REQUEST").map_err(|e| AcmeFailure::local(e.to_string(), false))?;
     let replaces = previous_leaf_der(control_plane, cert).await;
     let challenge = cert.challenge.as_deref().and_then(|c| c.parse::<ChallengeKind>().ok());
-    let issued = acme
-        .order(&OrderRequest {
-            names,
-            csr_der: &csr_der,
-            challenge,
-            replaces: replaces.as_deref(),
-        })
+    let request = OrderRequest {
+        names,
+        csr_der: &csr_der,
+        challenge,
+        replaces: replaces.as_deref(),
+    };
+    let open = acme
+        .open_order(&request, recorded.as_ref().map(|order| order.order_url.as_str()))
         .await?;
+    if open.resumed() {
+        tracing::info!(job = %claimed.job.id, certificate = %cert.id, order = open.url(), "resuming the order of an earlier attempt");
+    } else {
+        let record = RecordedOrder {
+            order_url: open.url().to_owned(),
+            csr_pem: csr_pem.clone(),
+            private_key_pem: private_key_pem.clone(),
+        };
+        match inner.store.record_acme_order(owner, claimed, &record, now()).await {
+            Ok(true) => {}
+            Ok(false) => return Err(AcmeFailure::local("the job was taken over by another worker", true)),
+            Err(error) => return Err(AcmeFailure::local(format!("recording the order failed: {error}"), true)),
+        }
+    }
+    let issued = acme.complete_order(open, &request).await?;
     let chain = inspect_received_chain(&issued.chain_pem, &public_key_der)
         .map_err(|e| AcmeFailure::local(e.to_string(), false))?;
     let jitter = rand::rng().random::<f64>();
@@ -193,6 +202,29 @@ async fn order_certificate(
         },
         renew_at,
     ))
+}
+
+/// The CSR to order with: the certificate's own (from a client or agent), or one for a new
+/// server-made key, with that key.
+async fn fresh_csr(cert: &Certificate) -> Result<(String, Option<String>), AcmeFailure> {
+    match cert.key_source {
+        KeySource::Csr | KeySource::Agent => {
+            let stored = cert
+                .csr_pem
+                .clone()
+                .ok_or_else(|| AcmeFailure::local("the stored CSR is missing", false))?;
+            Ok((stored, None))
+        }
+        KeySource::Server => {
+            let (key_type, sans) = (cert.key_type, cert.sans.clone());
+            // RSA key generation takes a while: keep it off the async threads.
+            let key = tokio::task::spawn_blocking(move || ServerKey::generate(key_type, &sans))
+                .await
+                .map_err(|e| AcmeFailure::local(format!("key generation: {e}"), true))?
+                .map_err(|e| AcmeFailure::local(e.to_string(), false))?;
+            Ok((key.csr_pem, Some(key.private_key.expose().to_owned())))
+        }
+    }
 }
 
 /// The DER of the certificate a renewal replaces (for ARI's `replaces`), if there is one.
@@ -255,10 +287,20 @@ async fn record_failure(
         .fail_job(owner, claimed, &failure.message, problem.as_deref(), retry_at, now())
         .await
     {
-        Ok(true) if retry_at.is_none() => control_plane.notify_finished(&[claimed.job.id]),
+        Ok(true) if retry_at.is_none() => {
+            forget_order(control_plane, claimed).await;
+            control_plane.notify_finished(&[claimed.job.id]);
+        }
         Ok(_) => {}
         Err(error) => {
             tracing::warn!(job = %claimed.job.id, %error, "recording the failure failed; the lease will expire")
         }
+    }
+}
+
+/// Drops the recorded order of a job that is over; a leftover row only costs space.
+async fn forget_order(control_plane: &ControlPlane, claimed: &ClaimedJob) {
+    if let Err(error) = control_plane.inner.store.forget_acme_order(claimed.job.id).await {
+        tracing::warn!(job = %claimed.job.id, %error, "forgetting the recorded order failed");
     }
 }

@@ -76,57 +76,9 @@ pub async fn bootstrap(
     }
     let mut issuers = BTreeMap::new();
     for record in &records {
-        if record.kind == "acme" {
-            let id: IssuerId = record
-                .id
-                .parse()
-                .map_err(|e| ServiceError::Unavailable(format!("{e}")))?;
-            let settings: serde_json::Value = serde_json::from_str(record.settings.as_deref().unwrap_or("null"))
-                .map_err(|e| {
-                    ServiceError::Unavailable(format!("issuer {}: stored settings unreadable: {e}", record.id))
-                })?;
-            let acme = AcmeIssuerConfig::from_json(&settings)
-                .map_err(|e| ServiceError::Unavailable(format!("issuer {}: {}", record.id, e.message)))?;
-            let state = AcmeIssuerState::new(id.clone(), acme, settings, record.created_at, None);
-            issuers.insert(id, Issuer::Acme(Arc::new(state)));
-            continue;
+        if let Some(issuer) = issuer_from_record(record, config.public_base_url.as_deref())? {
+            issuers.insert(issuer.0, issuer.1);
         }
-        if record.kind != "local" {
-            tracing::warn!(issuer = %record.id, kind = %record.kind, "unknown issuer kind; ignored");
-            continue;
-        }
-        let missing = |what: &str| ServiceError::Unavailable(format!("issuer {} has no {what}", record.id));
-        let material = CaMaterial {
-            root_cert_pem: record
-                .root_cert_pem
-                .clone()
-                .ok_or_else(|| missing("root certificate"))?,
-            root_key: PrivateKeyPem::new(record.root_key_pem.clone().ok_or_else(|| missing("root key"))?),
-            intermediate_cert_pem: record
-                .intermediate_cert_pem
-                .clone()
-                .ok_or_else(|| missing("intermediate"))?,
-            intermediate_key: PrivateKeyPem::new(
-                record
-                    .intermediate_key_pem
-                    .clone()
-                    .ok_or_else(|| missing("intermediate key"))?,
-            ),
-        };
-        let url = |path: &str| {
-            config
-                .public_base_url
-                .as_ref()
-                .map(|base| format!("{base}/pki/{path}/{}", record.id))
-        };
-        let ca = LocalCa::load(&material)
-            .map_err(|e| ServiceError::Unavailable(format!("issuer {}: {e}", record.id)))?
-            .with_public_urls(url("crl"), url("ocsp"));
-        let id: IssuerId = record
-            .id
-            .parse()
-            .map_err(|e| ServiceError::Unavailable(format!("{e}")))?;
-        issuers.insert(id, Issuer::Local(Arc::new(ca)));
     }
 
     let tokens = store.tokens().await?;
@@ -149,4 +101,50 @@ pub async fn bootstrap(
     verifier.replace_all(load_credentials(&store).await?);
     let control_plane = ControlPlane::new(store, config, issuers, verifier);
     Ok((control_plane, created))
+}
+
+/// The issuer a stored record describes; `None` for a kind this version does not know.
+pub(crate) fn issuer_from_record(
+    record: &IssuerRecord,
+    public_base_url: Option<&str>,
+) -> Result<Option<(IssuerId, Issuer)>, ServiceError> {
+    let id: IssuerId = record
+        .id
+        .parse()
+        .map_err(|e| ServiceError::Unavailable(format!("{e}")))?;
+    if record.kind == "acme" {
+        let settings: serde_json::Value = serde_json::from_str(record.settings.as_deref().unwrap_or("null"))
+            .map_err(|e| ServiceError::Unavailable(format!("issuer {}: stored settings unreadable: {e}", record.id)))?;
+        let acme = AcmeIssuerConfig::from_json(&settings)
+            .map_err(|e| ServiceError::Unavailable(format!("issuer {}: {}", record.id, e.message)))?;
+        let state = AcmeIssuerState::new(id.clone(), acme, settings, record.created_at, None);
+        return Ok(Some((id, Issuer::Acme(Arc::new(state)))));
+    }
+    if record.kind != "local" {
+        tracing::warn!(issuer = %record.id, kind = %record.kind, "unknown issuer kind; ignored");
+        return Ok(None);
+    }
+    let missing = |what: &str| ServiceError::Unavailable(format!("issuer {} has no {what}", record.id));
+    let material = CaMaterial {
+        root_cert_pem: record
+            .root_cert_pem
+            .clone()
+            .ok_or_else(|| missing("root certificate"))?,
+        root_key: PrivateKeyPem::new(record.root_key_pem.clone().ok_or_else(|| missing("root key"))?),
+        intermediate_cert_pem: record
+            .intermediate_cert_pem
+            .clone()
+            .ok_or_else(|| missing("intermediate"))?,
+        intermediate_key: PrivateKeyPem::new(
+            record
+                .intermediate_key_pem
+                .clone()
+                .ok_or_else(|| missing("intermediate key"))?,
+        ),
+    };
+    let url = |path: &str| public_base_url.map(|base| format!("{base}/pki/{path}/{}", record.id));
+    let ca = LocalCa::load(&material)
+        .map_err(|e| ServiceError::Unavailable(format!("issuer {}: {e}", record.id)))?
+        .with_public_urls(url("crl"), url("ocsp"));
+    Ok(Some((id, Issuer::Local(Arc::new(ca)))))
 }

@@ -157,6 +157,15 @@ impl Issuers {
         self.publish_listeners();
     }
 
+    /// Inserts `issuer` unless the node has one of that id already (whose ACME state, with a
+    /// ready account, is worth keeping).
+    pub(crate) fn insert_if_absent(&self, id: IssuerId, issuer: Issuer) {
+        if let Ok(mut map) = self.map.write() {
+            map.entry(id).or_insert(issuer);
+        }
+        self.publish_listeners();
+    }
+
     pub(crate) fn subscribe_listeners(&self) -> watch::Receiver<BTreeSet<ChallengeListener>> {
         self.listeners.subscribe()
     }

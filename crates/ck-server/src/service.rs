@@ -177,7 +177,7 @@ impl ControlPlane {
             Some(text) => text.parse().map_err(|e| ServiceError::Invalid(format!("{e}")))?,
             None => IssuerId::local(),
         };
-        let issuer = self.issuer_handle(&issuer_id)?;
+        let issuer = self.issuer_handle(&issuer_id).await?;
         let csr = match request.csr_pem.as_deref() {
             Some(pem) => Some(ParsedCsr::parse(pem.as_bytes()).map_err(|e| ServiceError::Invalid(e.to_string()))?),
             None => None,
@@ -301,7 +301,7 @@ impl ControlPlane {
     /// returned instead of a second one.
     pub async fn renew(&self, id: CertificateId) -> Result<(Job, bool), ServiceError> {
         let cert = self.certificate(id).await?;
-        self.issuer_handle(&cert.issuer_id)?;
+        self.issuer_handle(&cert.issuer_id).await?;
         let outcome = self
             .inner
             .store
@@ -316,7 +316,7 @@ impl ControlPlane {
     /// refuses leaves the certificate as it was.
     pub async fn revoke(&self, id: CertificateId, reason: RevocationReason) -> Result<Certificate, ServiceError> {
         let cert = self.certificate(id).await?;
-        if let (Ok(Issuer::Acme(state)), true) = (self.issuer_handle(&cert.issuer_id), cert.current_version > 0)
+        if let (Ok(Issuer::Acme(state)), true) = (self.issuer_handle(&cert.issuer_id).await, cert.current_version > 0)
             && cert.revoked_at.is_none()
         {
             let (version, _) = self
@@ -551,7 +551,7 @@ impl ControlPlane {
     /// The ACME issuer `id` with its account ready.
     async fn ready_acme(&self, id: &str) -> Result<(Arc<AcmeIssuerState>, AcmeIssuer), ServiceError> {
         let issuer_id: IssuerId = id.parse().map_err(|e| ServiceError::Invalid(format!("{e}")))?;
-        let state = match self.issuer_handle(&issuer_id)? {
+        let state = match self.issuer_handle(&issuer_id).await? {
             Issuer::Acme(state) => state,
             Issuer::Local(_) => {
                 return Err(ServiceError::Conflict(format!(
@@ -640,7 +640,19 @@ impl ControlPlane {
         }
     }
 
-    pub(crate) fn issuer_handle(&self, id: &IssuerId) -> Result<Issuer, ServiceError> {
+    /// The issuer `id`. One this node does not know yet may have been added through another
+    /// node of the cluster: it is loaded from the database then.
+    pub(crate) async fn issuer_handle(&self, id: &IssuerId) -> Result<Issuer, ServiceError> {
+        if let Some(issuer) = self.inner.issuers.get(id) {
+            return Ok(issuer);
+        }
+        if let Some(record) = self.inner.store.issuers().await?.iter().find(|r| r.id == id.as_str())
+            && let Some((loaded_id, issuer)) =
+                crate::bootstrap::issuer_from_record(record, self.inner.config.public_base_url.as_deref())?
+        {
+            tracing::info!(issuer = %loaded_id, "loaded an issuer added through another node");
+            self.inner.issuers.insert_if_absent(loaded_id, issuer);
+        }
         self.inner.issuers.get(id).ok_or_else(|| {
             ServiceError::Invalid(format!(
                 "unknown issuer '{id}' (known: {}); add one with `certkeeper issuer add`",

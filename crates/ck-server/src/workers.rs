@@ -130,7 +130,7 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
                     wait_for_agent_csr(control_plane, owner, &job, cert).await;
                     continue;
                 }
-                Some(cert) => match control_plane.issuer_handle(&cert.issuer_id) {
+                Some(cert) => match control_plane.issuer_handle(&cert.issuer_id).await {
                     Ok(Issuer::Local(ca)) => Ok((cert.clone(), ca)),
                     Ok(Issuer::Acme(state)) => {
                         // An order waits on the CA and DNS for seconds: it runs as its own task.

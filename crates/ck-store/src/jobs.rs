@@ -36,6 +36,26 @@ pub struct ClaimedJob {
     pub attempt: u32,
 }
 
+/// An ACME order placed by a job, with the CSR it is (or will be) finalized with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecordedOrder {
+    /// The order's URL at the CA.
+    pub order_url: String,
+    /// The CSR to finalize with (PEM).
+    pub csr_pem: String,
+    /// The private key of a server-made CSR.
+    pub private_key_pem: Option<String>,
+}
+
+impl std::fmt::Debug for RecordedOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordedOrder")
+            .field("order_url", &self.order_url)
+            .field("private_key_pem", &self.private_key_pem.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
 /// Filters for listing jobs. Results are ordered by id (creation time).
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
@@ -220,6 +240,60 @@ impl Store {
         .execute(&self.write)
         .await?;
         Ok(res.rows_affected() == 1)
+    }
+
+    /// Records the ACME order a job has placed, if `owner` still holds the job in this attempt:
+    /// `false` means the job was taken over and the order must not go on.
+    pub async fn record_acme_order(
+        &self,
+        owner: &str,
+        claimed: &ClaimedJob,
+        order: &RecordedOrder,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let key = self.seal("acme_orders.private_key_pem", order.private_key_pem.as_deref())?;
+        let res = sqlx::query(
+            "INSERT INTO acme_orders (job_id, order_url, csr_pem, private_key_pem, created_at) \
+             SELECT id, $1, $2, $3, $4 FROM jobs \
+             WHERE id = $5 AND state = 'running' AND lease_owner = $6 AND attempts = $7 \
+             ON CONFLICT (job_id) DO UPDATE SET order_url = excluded.order_url, csr_pem = excluded.csr_pem, \
+             private_key_pem = excluded.private_key_pem, created_at = excluded.created_at",
+        )
+        .bind(&order.order_url)
+        .bind(&order.csr_pem)
+        .bind(key)
+        .bind(to_ms(now))
+        .bind(claimed.job.id.to_string())
+        .bind(owner)
+        .bind(i64::from(claimed.attempt))
+        .execute(&self.write)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// The ACME order an earlier attempt of `job` placed, if any.
+    pub async fn recorded_acme_order(&self, job: JobId) -> Result<Option<RecordedOrder>, StoreError> {
+        let row = sqlx::query("SELECT order_url, csr_pem, private_key_pem FROM acme_orders WHERE job_id = $1")
+            .bind(job.to_string())
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|row| {
+            Ok(RecordedOrder {
+                order_url: row.try_get("order_url")?,
+                csr_pem: row.try_get("csr_pem")?,
+                private_key_pem: self.open("acme_orders.private_key_pem", row.try_get("private_key_pem")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Forgets the recorded order of a job that is over.
+    pub async fn forget_acme_order(&self, job: JobId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM acme_orders WHERE job_id = $1")
+            .bind(job.to_string())
+            .execute(&self.write)
+            .await?;
+        Ok(())
     }
 
     /// The time before which no order for any of `identifiers` should be placed with `issuer`,

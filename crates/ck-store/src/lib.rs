@@ -39,7 +39,7 @@ pub use certificates::{CertificateFilter, CertificatePage, Completion, NewVersio
 pub use cluster::{Fence, Lease, NodeRecord};
 pub use dialect::Backend;
 pub use issuers::{IssuerHealth, IssuerRecord};
-pub use jobs::{ClaimedJob, EnqueueOutcome, JobFilter};
+pub use jobs::{ClaimedJob, EnqueueOutcome, JobFilter, RecordedOrder};
 pub use tokens::TokenRecord;
 
 /// A failed store operation.

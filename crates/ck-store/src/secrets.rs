@@ -8,7 +8,7 @@ use sqlx::Row;
 use crate::{Store, StoreError};
 
 /// The secret columns: `(table, primary key columns, secret column)`.
-const SECRET_COLUMNS: [(&str, [&str; 2], &str); 5] = [
+const SECRET_COLUMNS: [(&str, [&str; 2], &str); 6] = [
     ("issuers", ["id", "id"], "root_key_pem"),
     ("issuers", ["id", "id"], "intermediate_key_pem"),
     ("issuers", ["id", "id"], "settings"),
@@ -18,6 +18,7 @@ const SECRET_COLUMNS: [(&str, [&str; 2], &str); 5] = [
         ["certificate_id", "CAST(version AS TEXT)"],
         "private_key_pem",
     ),
+    ("acme_orders", ["job_id", "job_id"], "private_key_pem"),
 ];
 
 impl Store {

@@ -63,6 +63,9 @@ pub struct PebbleOptions {
     /// Extra issuing hierarchies: each order then offers this many alternate chains
     /// (`PEBBLE_ALTERNATE_ROOTS`), each to its own root ([`Pebble::root_pem`]).
     pub alternate_roots: u8,
+    /// Skip validation (`PEBBLE_VA_ALWAYS_VALID`): for tests about ordering, not challenges,
+    /// such as several nodes on one host that cannot all answer on one port.
+    pub always_valid: bool,
 }
 
 /// A running Pebble, stopped (with its challtestsrv) and cleaned up on drop.
@@ -121,6 +124,9 @@ impl Pebble {
                 .env("PEBBLE_WFE_NONCEREJECT", options.nonce_reject_percent.to_string())
                 .env("PEBBLE_AUTHZREUSE", "0")
                 .env("PEBBLE_ALTERNATE_ROOTS", options.alternate_roots.to_string());
+            if options.always_valid {
+                command.env("PEBBLE_VA_ALWAYS_VALID", "1");
+            }
             let mut pebble = ChildGuard::spawn(command, log.clone());
             let dir_url = format!("https://127.0.0.1:{listen_port}/dir");
             let ready = wait_while_running(&mut pebble, || {
@@ -264,6 +270,11 @@ impl Pebble {
     /// The challtestsrv started for this Pebble, unless another DNS server was configured.
     pub fn challtestsrv(&self) -> Option<&ChallTestSrv> {
         self.challtestsrv.as_ref()
+    }
+
+    /// How many certificates Pebble has issued (one per finalized order), from its log.
+    pub fn issued_count(&self) -> usize {
+        self.pebble.log_text().matches("Issued certificate serial").count()
     }
 
     /// Pebble's log, then challtestsrv's, for assertion messages.
