@@ -34,6 +34,7 @@ struct FileConfig {
     auth_failures_per_minute: Option<u32>,
     batch_size: Option<u32>,
     scheduler_interval_seconds: Option<u64>,
+    outage_read_cache_seconds: Option<u64>,
     #[serde(default)]
     ca: FileCa,
     #[serde(default)]
@@ -306,6 +307,15 @@ impl Settings {
             return Err(bad("scheduler_interval_seconds", "must be at least 1"));
         }
         server.scheduler_interval = std::time::Duration::from_secs(interval);
+        if let Some(seconds) = file.outage_read_cache_seconds {
+            if seconds > 86_400 {
+                return Err(bad(
+                    "outage_read_cache_seconds",
+                    "must be at most 86400 (a day); 0 turns the cache off",
+                ));
+            }
+            server.outage_read_cache = std::time::Duration::from_secs(seconds);
+        }
 
         let jobs = file.jobs;
         server.retry.max_attempts = jobs.max_attempts.unwrap_or(server.retry.max_attempts);

@@ -16,7 +16,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ck_domain::TokenBuckets;
-use ck_server::{AuditEvent, ControlPlane, Principal, TokenRejection};
+use ck_server::{AuditEvent, ControlPlane, Principal, ServiceError, TokenRejection};
 
 use crate::openapi::{API_PREFIX, AccessTable};
 use crate::{ApiError, ClientCertificate};
@@ -260,6 +260,20 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
         return Err(error);
     }
     gate.check_rate(&principal)?;
+    // During a database outage a write would only wait for the pool to give up: refuse it now.
+    if method != Method::GET && method != Method::HEAD && !gate.control_plane.database_reachable() {
+        if audited {
+            let mut event = audit(&action, principal.actor(), "failure");
+            event.status = Some(503);
+            event.resource = resource_of(&path);
+            event.detail = Some("database unreachable".to_owned());
+            record(gate, event).await;
+        }
+        return Err(ServiceError::DatabaseUnreachable {
+            retry_after: ck_server::RETRY_AFTER,
+        }
+        .into());
+    }
 
     let mut request = request;
     let mut body_sha256 = None;

@@ -241,7 +241,7 @@ pub(crate) async fn pem(
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
     let cert = reach(&control_plane, &principal, &id).await?;
-    let (version, _) = control_plane.version(cert.id, query.version).await?;
+    let version = control_plane.chain(cert.id, query.version).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
         version.chain_pem,

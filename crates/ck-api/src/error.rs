@@ -102,6 +102,14 @@ impl From<ServiceError> for ApiError {
                 detail,
                 retry_after: None,
             },
+            ServiceError::DatabaseUnreachable { retry_after } => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                kind: "database-unreachable",
+                detail: "the database does not answer: certificate reads are served from this node's cache, \
+                         writes are refused until it is back; try again after Retry-After"
+                    .to_owned(),
+                retry_after: Some(retry_after),
+            },
             ServiceError::Upstream(detail) => Self {
                 status: StatusCode::BAD_GATEWAY,
                 kind: "upstream",

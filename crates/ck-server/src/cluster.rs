@@ -115,7 +115,9 @@ pub(crate) async fn leadership_loop(control_plane: ControlPlane, address: Option
             started_at: inner.leadership.started_at,
             last_seen: now(),
         };
-        if let Err(error) = inner.store.node_heartbeat(&record).await {
+        // During a database outage the probe has said so once; no attempt, no warning per second.
+        let reachable = inner.database.is_up();
+        if reachable && let Err(error) = inner.store.node_heartbeat(&record).await {
             tracing::warn!(%error, "node heartbeat failed");
         }
         // Waits never run past the step-down deadline, so a leader whose database hangs
@@ -129,12 +131,19 @@ pub(crate) async fn leadership_loop(control_plane: ControlPlane, address: Option
         };
         let now = now();
         let until = now + LEASE_TTL;
-        let attempt = tokio::time::timeout(
-            until_step_down(last_renewed),
-            inner.store.acquire_lease(LEADER_LEASE, &node_id, now, until),
-        )
-        .await;
+        let attempt = if reachable {
+            tokio::time::timeout(
+                until_step_down(last_renewed),
+                inner.store.acquire_lease(LEADER_LEASE, &node_id, now, until),
+            )
+            .await
+        } else {
+            Ok(Err(ck_store::StoreError::Disconnected(
+                "the probe finds the database down".to_owned(),
+            )))
+        };
         match attempt {
+            Ok(Err(ck_store::StoreError::Disconnected(_))) => {}
             Ok(Ok(Some(epoch))) => {
                 last_renewed = Some(Instant::now());
                 control_plane.set_leadership(Some(epoch));

@@ -18,6 +18,9 @@ pub struct ServerConfig {
     pub job_lease: Duration,
     /// How often the renewal scheduler looks for due certificates.
     pub scheduler_interval: std::time::Duration,
+    /// During a database outage, certificates and chains read at most this long ago are still
+    /// served from memory (zero: no cache).
+    pub outage_read_cache: std::time::Duration,
     /// Backoff between attempts of a failing job.
     pub retry: RetryPolicy,
     /// How to create the local CA on first start.
@@ -111,6 +114,7 @@ impl ServerConfig {
             node_id,
             workers: 2,
             batch_size: 64,
+            outage_read_cache: std::time::Duration::from_secs(600),
             job_lease: Duration::minutes(2),
             scheduler_interval: std::time::Duration::from_secs(60),
             retry: RetryPolicy::default(),

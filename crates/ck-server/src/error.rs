@@ -25,6 +25,12 @@ pub enum ServiceError {
     /// The store or another dependency failed; retrying later may work.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// The database does not answer: writes are refused until it does.
+    #[error("the database is unreachable; try again in {} s", retry_after.as_secs())]
+    DatabaseUnreachable {
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
 }
 
 impl From<StoreError> for ServiceError {
@@ -32,6 +38,7 @@ impl From<StoreError> for ServiceError {
         match error {
             StoreError::NotFound => Self::NotFound("resource".to_owned()),
             StoreError::Conflict(message) => Self::Conflict(message),
+            StoreError::Disconnected(_) => crate::outage::unreachable(),
             other => Self::Unavailable(other.to_string()),
         }
     }

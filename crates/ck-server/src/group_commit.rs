@@ -119,11 +119,18 @@ async fn write_audit_batches(store: Store, mut receiver: mpsc::Receiver<PendingA
         let records: Vec<AuditRecord> = batch.iter().map(|p| p.record.clone()).collect();
         // Records have fresh UUIDv7 ids and no other constraint: a batch fails as a whole or
         // not at all.
-        let result = store.append_audit(&records).await.map_err(|e| e.to_string());
+        let result = store
+            .append_audit(&records)
+            .await
+            .map_err(|e| (matches!(e, ck_store::StoreError::Disconnected(_)), e.to_string()));
         for pending in batch.drain(..) {
-            let _ = pending
-                .reply
-                .send(result.clone().map_err(|e| ServiceError::Unavailable(e.clone())));
+            let _ = pending.reply.send(result.clone().map_err(|(disconnected, message)| {
+                if disconnected {
+                    crate::outage::unreachable()
+                } else {
+                    ServiceError::Unavailable(message)
+                }
+            }));
         }
     }
 }

@@ -17,6 +17,7 @@ mod group_commit;
 mod issuance;
 mod issuers;
 mod metrics;
+mod outage;
 mod pki;
 mod scep;
 mod scheduler;
@@ -32,6 +33,7 @@ pub use cluster::{ClusterView, LEADER_LEASE, LEASE_TTL, RENEW_EVERY, STEP_DOWN_A
 pub use config::{EnrollmentPolicy, EstProfile, ScepProfile, ServerConfig};
 pub use error::ServiceError;
 pub use issuers::ChallengeListener;
+pub use outage::RETRY_AFTER;
 pub use pki::{ListenerCertificate, OcspAnswer, SignedCrl};
 pub use scep::ScepCaCerts;
 pub use service::{ControlPlane, Export, ExportFormat, IssuerInfo, NewCertificate};

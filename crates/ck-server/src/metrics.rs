@@ -25,6 +25,8 @@ pub(crate) struct Metrics {
     acme_orders: Family<LabelPairs, Counter>,
     node_role: Gauge,
     lease_transitions: Counter,
+    jobs_claimed: Counter,
+    database_up: Gauge,
 }
 
 impl Metrics {
@@ -78,9 +80,24 @@ impl Metrics {
             "Times this node became or stopped being the leader",
             lease_transitions.clone(),
         );
+        let jobs_claimed = Counter::default();
+        registry.register(
+            "jobs_claimed",
+            "Jobs this node's workers claimed (each node reports its own share)",
+            jobs_claimed.clone(),
+        );
+        let database_up = Gauge::default();
+        database_up.set(1);
+        registry.register(
+            "database_up",
+            "1 while the database answers this node's probe (every second), 0 during an outage",
+            database_up.clone(),
+        );
         Self {
             node_role,
             lease_transitions,
+            jobs_claimed,
+            database_up,
             issuer_healthy,
             acme_orders,
             registry,
@@ -96,6 +113,14 @@ impl Metrics {
     pub(crate) fn leadership(&self, leads: bool) {
         self.node_role.set(if leads { 1 } else { 2 });
         self.lease_transitions.inc();
+    }
+
+    pub(crate) fn jobs_claimed(&self, n: usize) {
+        self.jobs_claimed.inc_by(n as u64);
+    }
+
+    pub(crate) fn database_up(&self, up: bool) {
+        self.database_up.set(i64::from(up));
     }
 
     pub(crate) fn issued(&self, kind: &str) {
@@ -129,6 +154,7 @@ impl Metrics {
         self.signing_seconds.observe(elapsed.as_secs_f64());
     }
 
+    /// The text exposition, with the cluster-wide counts read from the store.
     pub(crate) fn render(
         &self,
         certificates: &[(String, i64)],
@@ -149,6 +175,11 @@ impl Metrics {
                 .get_or_create(&vec![("state".to_owned(), state.as_str().to_owned())])
                 .set(count);
         }
+        self.render_local()
+    }
+
+    /// The text exposition without reading the store.
+    pub(crate) fn render_local(&self) -> Result<String, ServiceError> {
         let mut out = String::new();
         encode(&mut out, &self.registry).map_err(|e| ServiceError::Unavailable(format!("metrics encoding: {e}")))?;
         Ok(out)

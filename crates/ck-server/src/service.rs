@@ -107,6 +107,10 @@ pub(crate) struct Inner {
     pub(crate) scep: crate::scep::ScepAuthorities,
     /// Whether this node holds the leader lease, and in which epoch.
     pub(crate) leadership: crate::cluster::Leadership,
+    /// Whether the database answers, and what waits for it.
+    pub(crate) database: crate::outage::DatabaseStatus,
+    /// The certificates and chains read last, served during a database outage.
+    pub(crate) read_cache: crate::outage::ReadCache,
 }
 
 /// The control plane's services. Cheap to clone.
@@ -126,6 +130,7 @@ impl ControlPlane {
         let creates = CreateQueue::start(store.clone(), work_available.clone());
         let audit = crate::group_commit::AuditQueue::start(store.clone());
         let acme_orders = Arc::new(Semaphore::new(config.acme_concurrency.max(1)));
+        let read_cache = crate::outage::ReadCache::new(config.outage_read_cache);
         let inner = Inner {
             store,
             config,
@@ -141,6 +146,8 @@ impl ControlPlane {
             ocsp: crate::pki::OcspResponders::default(),
             scep: crate::scep::ScepAuthorities::default(),
             leadership: crate::cluster::Leadership::default(),
+            database: crate::outage::DatabaseStatus::default(),
+            read_cache,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -372,13 +379,62 @@ impl ControlPlane {
         }
     }
 
-    /// One certificate.
+    /// One certificate; during a database outage, as this node read it last.
     pub async fn certificate(&self, id: CertificateId) -> Result<Certificate, ServiceError> {
-        self.inner
-            .store
-            .certificate(id)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("certificate {id}")))
+        let cache = &self.inner.read_cache;
+        if !self.inner.database.is_up() {
+            return cache.certificate(id).ok_or_else(crate::outage::unreachable);
+        }
+        match self.inner.store.certificate(id).await {
+            Ok(Some(cert)) => {
+                cache.keep_certificate(&cert);
+                Ok(cert)
+            }
+            Ok(None) => Err(ServiceError::NotFound(format!("certificate {id}"))),
+            Err(ck_store::StoreError::Disconnected(_)) => {
+                self.database_unreachable();
+                cache.certificate(id).ok_or_else(crate::outage::unreachable)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// A version's chain (the current version by default), without its key; during a
+    /// database outage, as this node read it last.
+    pub async fn chain(&self, id: CertificateId, number: Option<u32>) -> Result<CertificateVersion, ServiceError> {
+        let cert = self.certificate(id).await?;
+        let number = number.unwrap_or(cert.current_version);
+        let cache = &self.inner.read_cache;
+        if number != 0 && !self.inner.database.is_up() {
+            return cache.version(id, number).ok_or_else(crate::outage::unreachable);
+        }
+        match self.version(id, Some(number)).await {
+            Ok((version, _)) => {
+                cache.keep_version(&version);
+                Ok(version)
+            }
+            Err(ServiceError::DatabaseUnreachable { .. }) => {
+                self.database_unreachable();
+                cache.version(id, number).ok_or_else(crate::outage::unreachable)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Whether the database answered the last probe.
+    pub fn database_reachable(&self) -> bool {
+        self.inner.database.is_up()
+    }
+
+    /// A call found the database unreachable: reads go to the cache and writes are refused
+    /// until the probe finds it back.
+    pub(crate) fn database_unreachable(&self) {
+        if self.inner.database.mark_down() {
+            tracing::error!(
+                "the database does not answer: serving certificate reads from cache, refusing writes with 503"
+            );
+            self.inner.metrics.database_up(false);
+        }
     }
 
     /// A page of the certificates `restriction` reaches. A restricted page is filled from
@@ -619,6 +675,9 @@ impl ControlPlane {
 
     /// Prometheus text exposition of the control plane's metrics.
     pub async fn render_metrics(&self) -> Result<String, ServiceError> {
+        if !self.inner.database.is_up() {
+            return self.inner.metrics.render_local();
+        }
         let certificates = self.inner.store.certificate_counts().await?;
         let jobs = self.inner.store.job_counts().await?;
         self.inner.metrics.render(&certificates, &jobs)

@@ -399,8 +399,22 @@ impl ControlPlane {
     }
 
     /// Appends an audit event; returns once it is committed (batched with concurrent ones).
+    /// During a database outage the record waits in memory and is written when the
+    /// database is back.
     pub async fn audit(&self, event: AuditEvent) -> Result<(), ServiceError> {
-        self.inner.audit.append(event.into_record(now())).await
+        let record = event.into_record(now());
+        if !self.inner.database.is_up() {
+            self.inner.database.defer_audit(record);
+            return Ok(());
+        }
+        match self.inner.audit.append(record.clone()).await {
+            Err(ServiceError::DatabaseUnreachable { .. }) => {
+                self.database_unreachable();
+                self.inner.database.defer_audit(record);
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Lists audit events.

@@ -66,6 +66,11 @@ pub async fn spawn_background_loops(
     tasks.push(tokio::spawn(async move {
         crate::scheduler::issuer_health_loop(health, health_shutdown).await
     }));
+    let probe = control_plane.clone();
+    let probe_shutdown = Shutdown(shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        crate::outage::probe_loop(probe, probe_shutdown).await
+    }));
     let tokens = control_plane.clone();
     let tokens_shutdown = Shutdown(shutdown);
     tasks.push(tokio::spawn(async move {
@@ -81,12 +86,24 @@ async fn worker_loop(control_plane: ControlPlane, worker_idx: usize, mut shutdow
         if *shutdown.0.borrow() {
             return;
         }
+        if !inner.database.is_up() {
+            // Paused during a database outage; the probe wakes the workers when it is over.
+            tokio::select! {
+                () = inner.work_available.notified() => {}
+                () = tokio::time::sleep(StdDuration::from_secs(1)) => {}
+                () = shutdown.requested() => return,
+            }
+            continue;
+        }
         let claimed = match inner
             .store
             .claim_jobs(&owner, now(), inner.config.job_lease, inner.config.batch_size)
             .await
         {
-            Ok(claimed) => claimed,
+            Ok(claimed) => {
+                inner.metrics.jobs_claimed(claimed.len());
+                claimed
+            }
             Err(error) => {
                 tracing::warn!(worker = worker_idx, %error, "claiming jobs failed; retrying in 1 s");
                 tokio::select! {

@@ -52,9 +52,13 @@ pub enum StoreError {
     /// A uniqueness rule refused the write.
     #[error("conflict: {0}")]
     Conflict(String),
-    /// The database cannot be reached or refused the operation.
+    /// The database refused the operation.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database cannot be reached (connection refused or lost, server shutting down, no
+    /// free connection in time): the operation may work once the database is back.
+    #[error("database unreachable: {0}")]
+    Disconnected(String),
     /// A stored value does not decode (a bug or a hand-edited database).
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -76,6 +80,21 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict(db.message().to_owned()),
             sqlx::Error::ColumnDecode { .. } | sqlx::Error::ColumnNotFound(_) | sqlx::Error::Decode(_) => {
                 Self::Corrupt(error.to_string())
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => Self::Disconnected(error.to_string()),
+            // SQLSTATE class 08 (connection exception) and 57P01-57P03 (the server shuts down,
+            // crashed, or is starting): PostgreSQL's own words for "not reachable right now".
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")) =>
+            {
+                Self::Disconnected(error.to_string())
             }
             _ => Self::Unavailable(error.to_string()),
         }
@@ -175,7 +194,9 @@ impl Store {
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(10))
+                    // Short, so a request during a database outage falls back to the read cache
+                    // (or a 503) in seconds instead of hanging.
+                    .acquire_timeout(Duration::from_secs(3))
                     .connect(url.expose())
                     .await?;
                 (pool.clone(), pool)

@@ -422,3 +422,253 @@ fn renewal_storm(acme: bool) {
     let view = cluster(&urls[survivor], &token).unwrap();
     assert_eq!(view["leader"].as_str(), Some(format!("n{}", survivor + 1).as_str()));
 }
+
+/// A PostgreSQL of this test's own (it is stopped and started again), from the project's
+/// script; `None` (skipped) where the other cluster tests skip too.
+fn own_postgres(dir: &std::path::Path, port: Option<u16>) -> Option<String> {
+    fresh_database()?;
+    let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts");
+    let mut command = Command::new(scripts.join("start-postgres.sh"));
+    command.arg(dir).stdin(std::process::Stdio::null());
+    if let Some(port) = port {
+        command.arg(port.to_string());
+    }
+    let out = command.output().expect("scripts/start-postgres.sh");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn stop_postgres(dir: &std::path::Path) {
+    let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts");
+    let out = Command::new(scripts.join("stop-services.sh"))
+        .arg(dir)
+        .output()
+        .expect("scripts/stop-services.sh");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// PostgreSQL stops for 30 s under a read load on three nodes: every read of a certificate or
+/// its chain still succeeds (from the nodes' caches), writes get 503 with `Retry-After` at
+/// once, and when PostgreSQL is back the cluster elects a leader, issues again, and writes the
+/// audit records of the refused calls, without anyone touching the nodes.
+#[test]
+fn database_outage_serves_cached_reads_refuses_writes_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg_dir = dir.path().join("pg");
+    let Some(database) = own_postgres(&pg_dir, None) else {
+        return;
+    };
+    let port: u16 = database
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    let kek = dir.path().join("cluster.kek");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "scheduler_interval_seconds: 1\njobs:\n  lease_seconds: 5\n").unwrap();
+    let start = |n: u32| {
+        Server::start_logged(
+            &dir.path().join(format!("node{n}")),
+            &[
+                "--database",
+                &database,
+                "--node-id",
+                &format!("n{n}"),
+                "--kek-file",
+                kek.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+                "--token-rate-limit",
+                "0",
+            ],
+            "info",
+        )
+    };
+    let mut nodes = vec![start(1)];
+    let token = nodes[0].token();
+    nodes.push(start(2));
+    nodes.push(start(3));
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let create = |url: String, name: String| {
+        let (http, token) = (http.clone(), token.clone());
+        async move {
+            http.post(format!("{url}/api/v1/certificates?wait=30"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"common_name": name}))
+                .send()
+                .await
+        }
+    };
+    let ids: Vec<String> = rt.block_on(async {
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            let answer = create(urls[i % 3].clone(), format!("outage-{i}.internal"))
+                .await
+                .unwrap();
+            assert_eq!(answer.status().as_u16(), 201);
+            let body: Value = answer.json().await.unwrap();
+            ids.push(body["id"].as_str().unwrap().to_owned());
+        }
+        ids
+    });
+
+    // The read load: every certificate and chain through every node, without pause.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (http, token, urls, ids, stop) = (http.clone(), token.clone(), urls.clone(), ids.clone(), stop.clone());
+        rt.spawn(async move {
+            let (mut ok, mut failed) = (0_u64, Vec::new());
+            let started = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed() < Duration::from_secs(180) {
+                for url in &urls {
+                    for id in &ids {
+                        for path in [format!("certificates/{id}"), format!("certificates/{id}/pem")] {
+                            let answer = http
+                                .get(format!("{url}/api/v1/{path}"))
+                                .bearer_auth(&token)
+                                .send()
+                                .await;
+                            match answer {
+                                Ok(a) if a.status().is_success() => ok += 1,
+                                Ok(a) => failed.push(format!(
+                                    "{path}: {} {}",
+                                    a.status(),
+                                    a.text().await.unwrap_or_default()
+                                )),
+                                Err(e) => failed.push(format!("{path}: {e}")),
+                            }
+                        }
+                    }
+                }
+            }
+            (ok, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+
+    // PostgreSQL goes away for 30 s.
+    let outage = Instant::now();
+    stop_postgres(&pg_dir);
+    let mut refused = 0;
+    let refusal = rt.block_on(async {
+        loop {
+            let answer = create(urls[refused % 3].clone(), format!("refused-{refused}.internal"))
+                .await
+                .unwrap();
+            refused += 1;
+            if answer.status().as_u16() == 503
+                && answer
+                    .headers()
+                    .get("content-type")
+                    .is_some_and(|v| v.to_str().unwrap().starts_with("application/problem+json"))
+            {
+                let retry_after = answer
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                let body: Value = answer.json().await.unwrap();
+                break (retry_after, body, outage.elapsed());
+            }
+            assert!(
+                outage.elapsed() < Duration::from_secs(10),
+                "writes were not refused within 10 s"
+            );
+        }
+    });
+    assert_eq!(refusal.0.as_deref(), Some("5"), "{refusal:?}");
+    assert_eq!(
+        refusal.1["type"].as_str().map(|t| t.ends_with("database-unreachable")),
+        Some(true),
+        "{refusal:?}"
+    );
+    // Every node refuses writes at once now (no wait on the connection pool).
+    rt.block_on(async {
+        for url in &urls {
+            let asked = Instant::now();
+            let answer = create(url.clone(), format!("refused-{refused}.internal"))
+                .await
+                .unwrap();
+            refused += 1;
+            assert_eq!(answer.status().as_u16(), 503);
+            assert!(asked.elapsed() < Duration::from_millis(500), "{:?}", asked.elapsed());
+        }
+    });
+    let metrics = Command::new("curl")
+        .args(["-sf", &format!("{}/metrics", urls[1])])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&metrics.stdout).contains("certkeeper_database_up 0"));
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed()));
+
+    // PostgreSQL is back on the same port.
+    own_postgres(&pg_dir, Some(port)).unwrap();
+    let back = Instant::now();
+    rt.block_on(async {
+        for (i, url) in urls.iter().enumerate() {
+            loop {
+                let answer = create(url.clone(), format!("after-{i}.internal")).await.unwrap();
+                match answer.status().as_u16() {
+                    201 => {
+                        let body: Value = answer.json().await.unwrap();
+                        assert_eq!(body["status"], "active", "{body}");
+                        break;
+                    }
+                    // Until the node's probe has seen the database back.
+                    503 => refused += 1,
+                    other => panic!("{other}: {}", answer.text().await.unwrap()),
+                }
+                assert!(
+                    back.elapsed() < Duration::from_secs(30),
+                    "node {url} does not write again"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    let converged = back.elapsed();
+    let view = loop {
+        let views: Vec<Value> = urls.iter().filter_map(|u| cluster(u, &token)).collect();
+        if views.len() == 3 && !views[0]["leader"].is_null() && views.iter().all(|v| v["leader"] == views[0]["leader"])
+        {
+            break views[0].clone();
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "no agreed leader after the outage: {views:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, failed) = rt.block_on(reader).unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} reads failed: {:?}",
+        failed.len(),
+        reads + failed.len() as u64,
+        &failed[..failed.len().min(5)]
+    );
+
+    // The refused calls are in the audit trail: their records waited for the database.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let audited = loop {
+        let n = count(&database, "SELECT count(*) FROM audit_events WHERE status = 503");
+        if n >= refused as i64 || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(audited, refused as i64, "audit records of refused writes");
+    eprintln!(
+        "outage: writes refused {:?} after PostgreSQL stopped; {reads} reads during the test, none failed; \
+         {refused} writes refused with 503 and audited later; every node wrote again {converged:?} after \
+         PostgreSQL was back; leader {} (epoch {})",
+        refusal.2, view["leader"], view["epoch"]
+    );
+    stop_postgres(&pg_dir);
+}
