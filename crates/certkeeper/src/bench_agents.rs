@@ -721,6 +721,11 @@ pub(crate) struct ServerProcess {
 
 impl ServerProcess {
     pub(crate) fn start(data_dir: &Path, database: Option<&str>) -> anyhow::Result<Self> {
+        Self::start_with(data_dir, database, &[])
+    }
+
+    /// Like [`ServerProcess::start`], with more `serve` flags.
+    pub(crate) fn start_with(data_dir: &Path, database: Option<&str>, extra: &[String]) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find this program's path")?;
         let mut command = Command::new(exe);
         command
@@ -733,6 +738,7 @@ impl ServerProcess {
         if let Some(url) = database {
             command.args(["--database", url]);
         }
+        command.args(extra);
         // Only the flags above configure it, whatever this shell exports.
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("CERTKEEPER_") {
@@ -781,7 +787,13 @@ impl ServerProcess {
         Ok((url, token))
     }
 
-    fn check_alive(&mut self) -> anyhow::Result<()> {
+    /// SIGKILL, and the exit collected.
+    pub(crate) fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub(crate) fn check_alive(&mut self) -> anyhow::Result<()> {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
             Ok(Some(status)) => bail!("the server exited during start-up ({status}; its log is above)"),

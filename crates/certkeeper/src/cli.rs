@@ -600,6 +600,34 @@ pub(crate) enum BenchCommand {
     /// openssl's responder binds every interface: run it through scripts/bench-ocsp.sh, which
     /// starts it in a private network namespace.
     Ocsp(BenchOcspArgs),
+    /// Several `certkeeper serve` nodes on one PostgreSQL: issuance throughput through the API
+    /// with 1, 2 and 3 nodes (local CA), then the leader killed with SIGKILL again and again and
+    /// the time until another node leads, as a distribution. scripts/bench-cluster.sh starts a
+    /// throwaway PostgreSQL for it.
+    Cluster(BenchClusterArgs),
+}
+
+/// `certkeeper bench cluster`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchClusterArgs {
+    /// A PostgreSQL URL whose user may create databases; each measurement gets a new one.
+    #[arg(long)]
+    pub(crate) database: String,
+    /// Node counts to measure issuance with (each 1 to 5).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 3])]
+    pub(crate) nodes: Vec<usize>,
+    /// Certificates issued per node count (1 to 100000).
+    #[arg(long, default_value_t = 3000)]
+    pub(crate) count: usize,
+    /// Requests in flight at once, spread over the nodes (1 to 1024).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) concurrency: usize,
+    /// Leader kills for the failover distribution, on three nodes (0 to 100; 0 skips it).
+    #[arg(long, default_value_t = 20)]
+    pub(crate) kills: usize,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `certkeeper bench crl`.
@@ -665,6 +693,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             Some(BenchCommand::Agents(agents)) => crate::bench_agents::run(agents).await,
             Some(BenchCommand::Crl(crl)) => crate::bench_crl::run(crl).await,
             Some(BenchCommand::Ocsp(ocsp)) => crate::bench_ocsp::run(ocsp).await,
+            Some(BenchCommand::Cluster(cluster)) => crate::bench_cluster::run(cluster).await,
             None => crate::bench::run(args).await,
         },
     }

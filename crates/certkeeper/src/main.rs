@@ -5,6 +5,7 @@
 mod agent;
 mod bench;
 mod bench_agents;
+mod bench_cluster;
 mod bench_crl;
 mod bench_ocsp;
 mod challenge_listeners;

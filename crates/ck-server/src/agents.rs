@@ -94,6 +94,9 @@ impl ControlPlane {
             },
         );
         let token = minted.token;
+        if let Err(error) = self.inner.store.publish_credentials_changed().await {
+            tracing::warn!(%error, "telling the other nodes about the new agent failed; they reload within 10 s");
+        }
         tracing::info!(agent = %id, name, scope = scope.as_str(), "registered an agent");
         let record = self
             .inner
@@ -117,8 +120,8 @@ impl ControlPlane {
             .collect())
     }
 
-    /// Revokes an agent's token (by id or name): it stops working at once on this node and
-    /// within the refresh interval on the others. The agent's certificates stay.
+    /// Revokes an agent's token (by id or name): it stops working at once on every node (on a
+    /// node that missed the notice, within the refresh interval). The agent's certificates stay.
     pub async fn revoke_agent(&self, id_or_name: &str) -> Result<AgentInfo, ServiceError> {
         let record = self
             .inner
@@ -129,7 +132,7 @@ impl ControlPlane {
                 ck_store::StoreError::NotFound => ServiceError::NotFound(format!("agent '{id_or_name}' (not revoked)")),
                 other => other.into(),
             })?;
-        self.refresh_credentials().await?;
+        self.credentials_changed().await?;
         tracing::info!(agent = %record.id, name = %record.name, "revoked an agent's token");
         Ok(info(record, now()))
     }

@@ -689,7 +689,21 @@ impl ControlPlane {
         }
     }
 
+    /// Wakes the requests waiting for `ids`, here and (through the database) on other nodes.
     pub(crate) fn notify_finished(&self, ids: &[JobId]) {
+        self.wake_waiters(ids);
+        if self.inner.store.backend() == ck_store::Backend::Postgres && !ids.is_empty() {
+            let (store, ids) = (self.inner.store.clone(), ids.to_vec());
+            tokio::spawn(async move {
+                if let Err(error) = store.publish_jobs_finished(&ids).await {
+                    tracing::debug!(%error, "publishing finished jobs failed; waiters elsewhere poll");
+                }
+            });
+        }
+    }
+
+    /// Wakes this node's requests waiting for `ids`.
+    pub(crate) fn wake_waiters(&self, ids: &[JobId]) {
         if let Ok(mut waiters) = self.inner.waiters.lock() {
             for id in ids {
                 for sender in waiters.remove(id).unwrap_or_default() {

@@ -240,6 +240,43 @@ pub(crate) async fn credentials_loop(control_plane: ControlPlane, mut shutdown: 
     }
 }
 
+/// Follows the other nodes' notices (PostgreSQL): finished jobs wake waiting requests here,
+/// changed credentials are reloaded at once. Polling stays as the fallback.
+pub(crate) async fn notices_loop(control_plane: ControlPlane, mut shutdown: crate::workers::Shutdown) {
+    let store = control_plane.inner.store.clone();
+    loop {
+        let mut listener = match store.listen().await {
+            Ok(Some(listener)) => listener,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::debug!(%error, "cannot listen for cluster notices yet; retrying in 2 s");
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_secs(2)) => continue,
+                    () = shutdown.requested() => return,
+                }
+            }
+        };
+        loop {
+            let notice = tokio::select! {
+                notice = listener.next() => notice,
+                () = shutdown.requested() => return,
+            };
+            match notice {
+                Ok(ck_store::Notice::JobsFinished(ids)) => control_plane.wake_waiters(&ids),
+                Ok(ck_store::Notice::CredentialsChanged) => {
+                    if let Err(error) = control_plane.refresh_credentials().await {
+                        tracing::warn!(%error, "reloading tokens failed; the previous set stays in force");
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "the notice connection failed; listening again");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 impl ControlPlane {
     /// Makes a token no more powerful than its creator's, and returns it: the only time the
     /// plain token exists.
@@ -314,7 +351,7 @@ impl ControlPlane {
             )
         };
         self.inner.store.insert_token(&record).await?;
-        self.refresh_credentials().await?;
+        self.credentials_changed().await?;
         tracing::info!(token = %record.id, name, scopes = %new.scopes, "created an API token");
         Ok((info(&record, now), minted.token))
     }
@@ -344,7 +381,7 @@ impl ControlPlane {
     pub async fn revoke_token(&self, id_or_name: &str) -> Result<TokenInfo, ServiceError> {
         let token = self.live_token(id_or_name).await?;
         let record = self.inner.store.revoke_token(&token.id, now()).await?;
-        self.refresh_credentials().await?;
+        self.credentials_changed().await?;
         tracing::info!(token = %record.id, name = %record.name, "revoked an API token");
         Ok(info(&record, now()))
     }
@@ -358,13 +395,22 @@ impl ControlPlane {
             .store
             .rotate_token(&token.id, &minted.key, &minted.hash, now())
             .await?;
-        self.refresh_credentials().await?;
+        self.credentials_changed().await?;
         tracing::info!(token = %record.id, name = %record.name, "rotated an API token");
         Ok((info(&record, now()), minted.token))
     }
 
     /// Reloads every live credential from the store, so tokens made or revoked on another
     /// node take effect here.
+    /// After a change of tokens or agents: reloads here, and tells the other nodes to.
+    pub(crate) async fn credentials_changed(&self) -> Result<(), ServiceError> {
+        self.refresh_credentials().await?;
+        if let Err(error) = self.inner.store.publish_credentials_changed().await {
+            tracing::warn!(%error, "telling the other nodes about changed credentials failed; they reload within 10 s");
+        }
+        Ok(())
+    }
+
     pub async fn refresh_credentials(&self) -> Result<(), ServiceError> {
         let credentials = load_credentials(&self.inner.store).await?;
         self.inner.tokens.replace_all(credentials);

@@ -66,6 +66,11 @@ pub async fn spawn_background_loops(
     tasks.push(tokio::spawn(async move {
         crate::scheduler::issuer_health_loop(health, health_shutdown).await
     }));
+    let notices = control_plane.clone();
+    let notices_shutdown = Shutdown(shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        crate::tokens::notices_loop(notices, notices_shutdown).await
+    }));
     let probe = control_plane.clone();
     let probe_shutdown = Shutdown(shutdown.clone());
     tasks.push(tokio::spawn(async move {

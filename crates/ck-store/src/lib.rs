@@ -22,6 +22,7 @@ mod cluster;
 mod dialect;
 mod issuers;
 mod jobs;
+mod notices;
 mod rows;
 mod secrets;
 mod tokens;
@@ -40,6 +41,7 @@ pub use cluster::{Fence, Lease, NodeRecord};
 pub use dialect::Backend;
 pub use issuers::{IssuerHealth, IssuerRecord};
 pub use jobs::{ClaimedJob, EnqueueOutcome, JobFilter, RecordedOrder};
+pub use notices::{Notice, NoticeListener};
 pub use tokens::TokenRecord;
 
 /// A failed store operation.
@@ -125,6 +127,37 @@ impl DatabaseUrl {
         }
     }
 
+    /// Creates an empty PostgreSQL database `name` (lowercase letters, digits, `_`) through this
+    /// URL's server, and returns the URL that names it (for benchmarks and tests of clusters).
+    pub async fn create_postgres_database(&self, name: &str) -> Result<DatabaseUrl, StoreError> {
+        if self.backend() != Backend::Postgres {
+            return Err(StoreError::Unavailable(
+                "creating a database needs a postgres:// URL".to_owned(),
+            ));
+        }
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(StoreError::Unavailable(format!(
+                "'{name}' is not a database name of lowercase letters, digits and _"
+            )));
+        }
+        install_default_drivers();
+        let pool = AnyPoolOptions::new().max_connections(1).connect(self.expose()).await?;
+        // The name was checked above: identifiers cannot be bound as parameters.
+        pool.execute(sqlx::raw_sql(sql!("CREATE DATABASE {name}"))).await?;
+        pool.close().await;
+        let (base, _) = self
+            .0
+            .split('?')
+            .next()
+            .and_then(|url| url.rsplit_once('/'))
+            .ok_or_else(|| StoreError::Unavailable("the URL names no database".to_owned()))?;
+        Ok(DatabaseUrl(format!("{base}/{name}")))
+    }
+
     fn redacted(&self) -> String {
         // scheme://user:password@host → scheme://user:***@host
         let Some((scheme, rest)) = self.0.split_once("://") else {
@@ -177,6 +210,8 @@ pub struct Store {
     read: AnyPool,
     backend: Backend,
     secrets: ck_secrets::SecretCipher,
+    /// For the LISTEN connection of cross-node notices (PostgreSQL).
+    url: DatabaseUrl,
 }
 
 impl Store {
@@ -207,6 +242,7 @@ impl Store {
             read,
             backend,
             secrets,
+            url: url.clone(),
         };
         store.migrate().await?;
         Ok(store)

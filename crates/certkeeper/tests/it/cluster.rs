@@ -217,6 +217,10 @@ fn acme_renewal_storm_finalizes_one_order_per_certificate() {
     renewal_storm(true);
 }
 
+/// Renewal jobs by state, with an error each, for failure messages.
+const JOB_SUMMARY: &str = "SELECT state || ': ' || count(*) || ' ' || coalesce(max(last_error), '') FROM jobs \
+                           WHERE kind = 'renew' GROUP BY state";
+
 fn renewal_storm(acme: bool) {
     let Some(database) = fresh_database() else {
         return;
@@ -239,7 +243,12 @@ fn renewal_storm(acme: bool) {
     let dir = tempfile::tempdir().unwrap();
     let kek = dir.path().join("cluster.kek");
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, "scheduler_interval_seconds: 1\njobs:\n  lease_seconds: 5\n").unwrap();
+    // Sixteen orders in flight per node keep Pebble (and a two-core machine) out of timeouts.
+    std::fs::write(
+        &config,
+        "scheduler_interval_seconds: 1\njobs:\n  lease_seconds: 5\nacme:\n  concurrency: 16\n",
+    )
+    .unwrap();
     let start = |n: u32| {
         Server::start_logged(
             &dir.path().join(format!("node{n}")),
@@ -341,7 +350,9 @@ fn renewal_storm(acme: bool) {
     while count(&database, in_the_middle) < threshold {
         assert!(
             started.elapsed() < Duration::from_secs(30),
-            "no renewals under way within 30 s"
+            "no renewals under way within 30 s: {}\n{}",
+            psql(&database, JOB_SUMMARY),
+            nodes[0].log_text()
         );
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -364,7 +375,8 @@ fn renewal_storm(acme: bool) {
         }
         assert!(
             Instant::now() < deadline,
-            "only {renewed} of {N} renewed after 180 s\n{}",
+            "only {renewed} of {N} renewed after 180 s: {}\n{}",
+            psql(&database, JOB_SUMMARY),
             nodes[survivor].log_text()
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -546,6 +558,8 @@ fn database_outage_serves_cached_reads_refuses_writes_and_recovers() {
                         }
                     }
                 }
+                // A steady load, not a CPU hog: tests run beside each other on a small machine.
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             (ok, failed)
         })
@@ -587,7 +601,22 @@ fn database_outage_serves_cached_reads_refuses_writes_and_recovers() {
         Some(true),
         "{refusal:?}"
     );
-    // Every node refuses writes at once now (no wait on the connection pool).
+    // Once each node's probe has seen the outage (metric `database_up 0`), it refuses writes
+    // at once, without waiting on the connection pool.
+    for url in &urls {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = Command::new("curl")
+                .args(["-sf", "-m", "2", &format!("{url}/metrics")])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&metrics.stdout).contains("certkeeper_database_up 0") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{url} did not notice the outage within 10 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     rt.block_on(async {
         for url in &urls {
             let asked = Instant::now();
@@ -599,11 +628,6 @@ fn database_outage_serves_cached_reads_refuses_writes_and_recovers() {
             assert!(asked.elapsed() < Duration::from_millis(500), "{:?}", asked.elapsed());
         }
     });
-    let metrics = Command::new("curl")
-        .args(["-sf", &format!("{}/metrics", urls[1])])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&metrics.stdout).contains("certkeeper_database_up 0"));
     std::thread::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed()));
 
     // PostgreSQL is back on the same port.
