@@ -64,9 +64,11 @@ pub(crate) async fn start(mut settings: Settings, reset_admin_token: bool) -> an
             tracing::info!(path = %token_path.display(), "admin token written (mode 0600)");
         }
         None if token_path.exists() => tracing::info!(path = %token_path.display(), "admin token unchanged"),
-        None => tracing::warn!(
+        // Normal on the second and later nodes of a cluster: the first one wrote it.
+        None => tracing::info!(
             path = %token_path.display(),
-            "the admin token file is missing and only its hash is stored; restart with --reset-admin-token for a new one"
+            "no admin token file here: it was written where the database was first set up (another node, or a \
+             deleted file); only its hash is stored, so restart with --reset-admin-token for a new one"
         ),
     }
     for issuer in control_plane.issuers().await? {

@@ -82,8 +82,8 @@ pub(crate) async fn issuer_health_loop(control_plane: ControlPlane, mut shutdown
 }
 
 impl ControlPlane {
-    /// One health pass over the ACME issuers.
-    pub async fn check_issuers(&self) {
+    /// One health pass over the ACME issuers, as the leader: its writes are fenced.
+    pub(crate) async fn check_issuers(&self) {
         let inner = &self.inner;
         for (id, issuer) in inner.issuers.all() {
             let crate::issuers::Issuer::Acme(state) = issuer else {
@@ -118,8 +118,17 @@ impl ControlPlane {
                 detail: check.detail,
                 checked_at: now(),
             };
-            if let Err(error) = inner.store.set_issuer_health(id.as_str(), &health).await {
-                tracing::warn!(issuer = %id, %error, "storing the issuer health failed");
+            let Some(fence) = self.leader_fence() else {
+                tracing::info!("no longer the leader: the health pass stops");
+                return;
+            };
+            match inner.store.set_issuer_health(id.as_str(), &health, &fence).await {
+                Ok(()) => {}
+                Err(ck_store::StoreError::Fenced(reason)) => {
+                    tracing::warn!(%reason, "another node leads now: the health pass stops");
+                    return;
+                }
+                Err(error) => tracing::warn!(issuer = %id, %error, "storing the issuer health failed"),
             }
         }
     }

@@ -122,21 +122,7 @@ impl Store {
     /// skipped).
     pub async fn enqueue_fenced(&self, jobs: &[&Job], fence: &Fence) -> Result<u64, StoreError> {
         let mut tx = self.write.begin().await?;
-        let held = sqlx::query(sql!(
-            "SELECT epoch FROM leases WHERE name = $1 AND holder = $2 AND epoch = $3{}",
-            self.backend.for_share()
-        ))
-        .bind(&fence.lease)
-        .bind(&fence.holder)
-        .bind(fence.epoch)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if held.is_none() {
-            return Err(StoreError::Fenced(format!(
-                "lease '{}' epoch {} is no longer held by {}",
-                fence.lease, fence.epoch, fence.holder
-            )));
-        }
+        self.check_fence(&mut tx, fence).await?;
         let inserted = if jobs.is_empty() {
             0
         } else {
@@ -144,6 +130,31 @@ impl Store {
         };
         tx.commit().await?;
         Ok(inserted)
+    }
+
+    /// Refuses with [`StoreError::Fenced`] unless `fence` still holds its lease; on PostgreSQL the
+    /// lease row stays share-locked until the transaction ends, so no takeover slips in between.
+    pub(crate) async fn check_fence(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        fence: &Fence,
+    ) -> Result<(), StoreError> {
+        let held = sqlx::query(sql!(
+            "SELECT epoch FROM leases WHERE name = $1 AND holder = $2 AND epoch = $3{}",
+            self.backend.for_share()
+        ))
+        .bind(&fence.lease)
+        .bind(&fence.holder)
+        .bind(fence.epoch)
+        .fetch_optional(&mut **tx)
+        .await?;
+        match held {
+            Some(_) => Ok(()),
+            None => Err(StoreError::Fenced(format!(
+                "lease '{}' epoch {} is no longer held by {}",
+                fence.lease, fence.epoch, fence.holder
+            ))),
+        }
     }
 
     /// Records a node's heartbeat.

@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
 use crate::rows::{from_ms, to_ms};
-use crate::{Store, StoreError};
+use crate::{Fence, Store, StoreError};
 
 /// A stored issuer. For the local CA the PEM fields hold its certificates and keys.
 #[derive(Clone, PartialEq, Eq)]
@@ -147,14 +147,19 @@ impl Store {
     }
 
     /// Records a health check.
-    pub async fn set_issuer_health(&self, id: &str, health: &IssuerHealth) -> Result<(), StoreError> {
+    /// Records an issuer's health check, on behalf of the lease holder that ran it (refused with
+    /// [`StoreError::Fenced`] once the lease moved on).
+    pub async fn set_issuer_health(&self, id: &str, health: &IssuerHealth, fence: &Fence) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        self.check_fence(&mut tx, fence).await?;
         sqlx::query("UPDATE issuers SET health = $1, health_detail = $2, health_checked_at = $3 WHERE id = $4")
             .bind(if health.healthy { "healthy" } else { "unhealthy" })
             .bind(&health.detail)
             .bind(to_ms(health.checked_at))
             .bind(id)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 }

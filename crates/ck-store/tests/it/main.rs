@@ -306,6 +306,15 @@ async fn leader_lease_terms_and_fencing(store: Store) {
         store.enqueue_fenced(&[&job], &stale).await,
         Err(StoreError::Fenced(_))
     ));
+    let health = ck_store::IssuerHealth {
+        healthy: false,
+        detail: "stale".into(),
+        checked_at: now(),
+    };
+    assert!(matches!(
+        store.set_issuer_health("local", &health, &stale).await,
+        Err(StoreError::Fenced(_))
+    ));
     assert!(matches!(
         store.acquire_lease("leader", "n1", t(14), t(14) + ttl).await,
         Ok(None)
@@ -720,7 +729,17 @@ async fn acme_issuer_settings_account_and_health(store: Store) {
         detail: "directory unreachable".into(),
         checked_at: now(),
     };
-    store.set_issuer_health("le", &health).await.unwrap();
+    let epoch = store
+        .acquire_lease("leader", "n1", now(), now() + Duration::seconds(10))
+        .await
+        .unwrap()
+        .unwrap();
+    let fence = Fence {
+        lease: "leader".into(),
+        holder: "n1".into(),
+        epoch,
+    };
+    store.set_issuer_health("le", &health, &fence).await.unwrap();
     let record = store.issuer("le").await.unwrap().unwrap();
     assert_eq!(record.settings.as_deref(), Some(r#"{"directory":"b"}"#));
     assert_eq!(record.account_credentials.as_deref(), Some("{creds}"));
