@@ -232,6 +232,16 @@ impl Store {
                     // Short, so a request during a database outage falls back to the read cache
                     // (or a 503) in seconds instead of hanging.
                     .acquire_timeout(Duration::from_secs(3))
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            // A node paused (SIGSTOP, a VM freeze) inside a transaction would
+                            // hold its row locks forever: the jobs it claimed, the lease row it
+                            // share-locked. Our transactions never idle for seconds, so the
+                            // server ends such a session and the cluster moves on.
+                            conn.execute("SET idle_in_transaction_session_timeout = '5s'").await?;
+                            Ok(())
+                        })
+                    })
                     .connect(url.expose())
                     .await?;
                 (pool.clone(), pool)

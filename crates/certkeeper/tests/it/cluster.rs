@@ -206,7 +206,16 @@ fn count(database: &str, query: &str) -> i64 {
 /// ends up renewed exactly once: one new version each, one succeeded renewal job each.
 #[test]
 fn renewal_storm_survives_killed_nodes_exactly_once() {
-    renewal_storm(false);
+    renewal_storm(false, false);
+}
+
+/// The storm again, with the leader paused (SIGSTOP) instead of killed, in the middle of its
+/// work, until another node has taken over and finished; then it resumes (SIGCONT). Whatever
+/// it was doing lands nowhere: its job results are refused (the jobs were taken over) and so
+/// would be its renewal scan (stale epoch). Still exactly one renewal per certificate.
+#[test]
+fn renewal_storm_with_a_paused_leader_renews_exactly_once() {
+    renewal_storm(false, true);
 }
 
 /// The same storm with certificates of an ACME CA (Pebble): the dead nodes' orders are taken
@@ -214,14 +223,14 @@ fn renewal_storm_survives_killed_nodes_exactly_once() {
 /// order per issuance and one per renewal.
 #[test]
 fn acme_renewal_storm_finalizes_one_order_per_certificate() {
-    renewal_storm(true);
+    renewal_storm(true, false);
 }
 
 /// Renewal jobs by state, with an error each, for failure messages.
 const JOB_SUMMARY: &str = "SELECT state || ': ' || count(*) || ' ' || coalesce(max(last_error), '') FROM jobs \
                            WHERE kind = 'renew' GROUP BY state";
 
-fn renewal_storm(acme: bool) {
+fn renewal_storm(acme: bool, pause_leader: bool) {
     let Some(database) = fresh_database() else {
         return;
     };
@@ -341,8 +350,13 @@ fn renewal_storm(acme: bool) {
     psql(&database, &format!("UPDATE certificates SET renew_at = {now_ms}"));
     // Local CA: the moment the leader's scan has enqueued the renewals. ACME: once orders are
     // under way on every node, so the dead nodes leave orders placed and not finished.
+    let leader_at_work =
+        format!("SELECT count(*) FROM jobs WHERE kind = 'renew' AND state = 'running' AND lease_owner = '{leader}'");
     let in_the_middle = if acme {
         "SELECT count(*) FROM certificates WHERE current_version >= 2"
+    } else if pause_leader {
+        // Paused while it holds claimed jobs, so it has results to hand in when it resumes.
+        leader_at_work.as_str()
     } else {
         "SELECT count(*) FROM jobs WHERE kind = 'renew'"
     };
@@ -357,7 +371,18 @@ fn renewal_storm(acme: bool) {
         std::thread::sleep(Duration::from_millis(5));
     }
     let in_flight = count(&database, "SELECT count(*) FROM acme_orders");
-    nodes[leader_idx].kill9();
+    let paused_pid = nodes[leader_idx].pid().to_string();
+    if pause_leader {
+        assert!(
+            Command::new("kill")
+                .args(["-STOP", &paused_pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    } else {
+        nodes[leader_idx].kill9();
+    }
     nodes[worker_idx].kill9();
     let before_kill = count(
         &database,
@@ -382,6 +407,18 @@ fn renewal_storm(acme: bool) {
         std::thread::sleep(Duration::from_millis(200));
     }
     let elapsed = started.elapsed();
+    if pause_leader {
+        // Past its lease: another node takes over before the old leader wakes up.
+        let (new_leader, _, _) = wait_for_new_leader(&urls[survivor], &token, &leader, started);
+        assert_eq!(new_leader, format!("n{}", survivor + 1));
+        assert!(
+            Command::new("kill")
+                .args(["-CONT", &paused_pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
     // Give a duplicate every chance to show up before counting.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
@@ -426,9 +463,18 @@ fn renewal_storm(acme: bool) {
         }
         None => String::new(),
     };
+    let paused = if pause_leader {
+        let log = nodes[leader_idx].log_text();
+        let dropped = log.matches("result dropped").count();
+        let fenced = log.matches("fenced").count();
+        format!("; the paused leader resumed: {dropped} job results and {fenced} fenced writes refused")
+    } else {
+        String::new()
+    };
+    let how = if pause_leader { "paused" } else { "killed" };
     eprintln!(
-        "storm ({issuer}): {N} renewals, leader and a worker killed after {before_kill} were done; all done once in \
-         {elapsed:?}; survivor n{}; audit {by_node}{orders}",
+        "storm ({issuer}): {N} renewals, leader {how} and a worker killed after {before_kill} were done; all done \
+         once in {elapsed:?}; survivor n{}; audit {by_node}{orders}{paused}",
         survivor + 1
     );
     let view = cluster(&urls[survivor], &token).unwrap();
