@@ -131,8 +131,23 @@ impl ControlPlane {
     }
 
     /// Marks the issuer's CRL stale after a revocation and signs the next one in the
-    /// background, so the revocation is published without waiting for a request.
+    /// background, so the revocation is published without waiting for a request; the other
+    /// nodes are told to do the same.
     pub(crate) async fn revoked_on(&self, issuer: &IssuerId) {
+        if !matches!(self.inner.issuers.get(issuer), Some(Issuer::Local(_))) {
+            return;
+        }
+        let node = &self.inner.config.node_id;
+        if let Err(error) = self.inner.store.publish_revoked(issuer.as_str(), node).await {
+            tracing::warn!(%issuer, %error, "telling the other nodes about a revocation failed; their OCSP answers \
+                and CRL catch up within an hour");
+        }
+        self.revoked_elsewhere(issuer).await;
+    }
+
+    /// Drops this node's OCSP answers and CRL of `issuer` after a revocation (here or on
+    /// another node), and signs the next CRL in the background.
+    pub(crate) async fn revoked_elsewhere(&self, issuer: &IssuerId) {
         if !matches!(self.inner.issuers.get(issuer), Some(Issuer::Local(_))) {
             return;
         }

@@ -268,6 +268,13 @@ pub(crate) async fn notices_loop(control_plane: ControlPlane, mut shutdown: crat
                         tracing::warn!(%error, "reloading tokens failed; the previous set stays in force");
                     }
                 }
+                Ok(ck_store::Notice::Revoked { issuer, node }) => {
+                    if node != control_plane.inner.config.node_id
+                        && let Ok(issuer) = issuer.parse()
+                    {
+                        control_plane.revoked_elsewhere(&issuer).await;
+                    }
+                }
                 Err(error) => {
                     tracing::debug!(%error, "the notice connection failed; listening again");
                     break;

@@ -1,7 +1,8 @@
 //! Notices between the nodes of a cluster over PostgreSQL's LISTEN/NOTIFY: "these jobs are
-//! finished" (a request waiting on another node answers at once instead of at its next poll)
-//! and "the credentials changed" (a token revoked through one node stops working on every node
-//! at once, not at the next reload). Notices are a shortcut, never the only path: a node
+//! finished" (a request waiting on another node answers at once instead of at its next poll),
+//! "the credentials changed" (a token revoked through one node stops working on every node
+//! at once, not at the next reload) and "a certificate of this issuer was revoked" (every
+//! node drops its cached OCSP answers and CRL, so no node keeps saying "good"). Notices are a shortcut, never the only path: a node
 //! that misses one (its LISTEN connection was down) still polls. SQLite has one node: nothing
 //! to send.
 
@@ -12,6 +13,7 @@ use crate::{Backend, Store, StoreError};
 
 const JOBS_FINISHED: &str = "certkeeper_jobs_finished";
 const CREDENTIALS_CHANGED: &str = "certkeeper_credentials_changed";
+const REVOKED: &str = "certkeeper_revoked";
 
 /// Job ids per notice: a payload must stay under PostgreSQL's 8000 bytes.
 const IDS_PER_NOTICE: usize = 200;
@@ -23,6 +25,13 @@ pub enum Notice {
     JobsFinished(Vec<JobId>),
     /// Tokens or agent credentials were created, revoked or rotated.
     CredentialsChanged,
+    /// A certificate of this issuer was revoked.
+    Revoked {
+        /// The issuer's id.
+        issuer: String,
+        /// The node that revoked it (which has acted already).
+        node: String,
+    },
 }
 
 /// A LISTEN connection; it reconnects by itself after a lost connection.
@@ -46,6 +55,14 @@ impl NoticeListener {
                     }
                 }
                 CREDENTIALS_CHANGED => return Ok(Notice::CredentialsChanged),
+                REVOKED => {
+                    if let Some((issuer, node)) = notification.payload().split_once('|') {
+                        return Ok(Notice::Revoked {
+                            issuer: issuer.to_owned(),
+                            node: node.to_owned(),
+                        });
+                    }
+                }
                 _ => {}
             }
         }
@@ -59,7 +76,9 @@ impl Store {
             return Ok(None);
         }
         let mut listener = PgListener::connect(self.url.expose()).await?;
-        listener.listen_all([JOBS_FINISHED, CREDENTIALS_CHANGED]).await?;
+        listener
+            .listen_all([JOBS_FINISHED, CREDENTIALS_CHANGED, REVOKED])
+            .await?;
         Ok(Some(NoticeListener(listener)))
     }
 
@@ -81,6 +100,14 @@ impl Store {
             return Ok(());
         }
         self.notify(CREDENTIALS_CHANGED, "").await
+    }
+
+    /// Tells every node that `node` revoked a certificate of `issuer`.
+    pub async fn publish_revoked(&self, issuer: &str, node: &str) -> Result<(), StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        self.notify(REVOKED, &format!("{issuer}|{node}")).await
     }
 
     async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {

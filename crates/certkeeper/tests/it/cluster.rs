@@ -742,3 +742,161 @@ fn database_outage_serves_cached_reads_refuses_writes_and_recovers() {
     );
     stop_postgres(&pg_dir);
 }
+
+fn openssl(args: &[&str], dir: &std::path::Path) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+/// A revocation through one node reaches the other's OCSP answers and CRL at once (a notice
+/// through PostgreSQL), not when their caches would have run out (an hour, half a day); so do
+/// a new token and a token's revocation.
+#[test]
+fn revocations_through_one_node_reach_every_node_at_once() {
+    let Some(database) = fresh_database() else {
+        return;
+    };
+    assert!(crate::support::require_peer("openssl", "openssl"));
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let kek = work.join("cluster.kek");
+    let start = |n: u32| {
+        Server::start(
+            &work.join(format!("node{n}")),
+            &[
+                "--database",
+                &database,
+                "--node-id",
+                &format!("n{n}"),
+                "--kek-file",
+                kek.to_str().unwrap(),
+            ],
+        )
+    };
+    let first = start(1);
+    let second = start(2);
+    let cert: Value =
+        serde_json::from_str(&first.cli_ok(&["cert", "create", "revoke-me.internal", "--wait", "--json"])).unwrap();
+    let id = cert["id"].as_str().unwrap();
+    let chain = first.cli_ok(&["cert", "get", id, "--pem"]);
+    let (leaf, intermediate) = chain.split_at(chain.find("-----END CERTIFICATE-----").unwrap() + 26);
+    std::fs::write(work.join("leaf.pem"), leaf).unwrap();
+    std::fs::write(work.join("intermediate.pem"), intermediate.trim_start()).unwrap();
+    std::fs::write(work.join("root.pem"), first.cli_ok(&["issuer", "ca", "local"])).unwrap();
+    let serial = openssl(&["x509", "-in", "leaf.pem", "-noout", "-serial"], work)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_uppercase();
+
+    let ocsp_url = format!("{}/pki/ocsp/local", second.url);
+    // Without a nonce, so the second node answers from its cache after the first time.
+    let ask = || {
+        openssl(
+            &[
+                "ocsp",
+                "-issuer",
+                "intermediate.pem",
+                "-cert",
+                "leaf.pem",
+                "-url",
+                &ocsp_url,
+                "-CAfile",
+                "root.pem",
+                "-no_nonce",
+            ],
+            work,
+        )
+    };
+    for _ in 0..2 {
+        assert!(ask().contains("leaf.pem: good"));
+    }
+    let crl_lists_serial = || {
+        let out = Command::new("curl")
+            .args(["-sf", "-o", "crl.der", &format!("{}/pki/crl/local", second.url)])
+            .current_dir(work)
+            .status()
+            .unwrap();
+        assert!(out.success());
+        openssl(&["crl", "-inform", "DER", "-in", "crl.der", "-noout", "-text"], work)
+            .to_uppercase()
+            .contains(&serial)
+    };
+    assert!(!crl_lists_serial());
+
+    first.cli_ok(&["cert", "revoke", id, "--reason", "keyCompromise"]);
+    let revoked = Instant::now();
+    loop {
+        let answer = ask();
+        if answer.contains("leaf.pem: revoked") {
+            break;
+        }
+        assert!(
+            revoked.elapsed() < Duration::from_secs(5),
+            "the second node still answers: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ocsp_after = revoked.elapsed();
+    while !crl_lists_serial() {
+        assert!(
+            revoked.elapsed() < Duration::from_secs(5),
+            "the second node's CRL lacks {serial}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let crl_after = revoked.elapsed();
+
+    // A token made through the first node works on the second at once, and stops at once
+    // when revoked through the first (the periodic reload would take up to 10 s).
+    let token = first
+        .cli_ok(&["token", "create", "--name", "ci", "--scope", "read"])
+        .lines()
+        .find_map(|line| line.split_whitespace().find(|word| word.starts_with("ck_")))
+        .unwrap()
+        .to_owned();
+    let status = |token: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+                &format!("{}/api/v1/certificates", second.url),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let made = Instant::now();
+    while status(&token) != "200" {
+        assert!(
+            made.elapsed() < Duration::from_secs(5),
+            "the new token does not work on the second node"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let token_live_after = made.elapsed();
+    first.cli_ok(&["token", "revoke", "ci"]);
+    let token_revoked = Instant::now();
+    while status(&token) != "401" {
+        assert!(
+            token_revoked.elapsed() < Duration::from_secs(5),
+            "the revoked token still works on the second node"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "revocation through n1: n2's OCSP says revoked after {ocsp_after:?}, its CRL lists it after {crl_after:?}; \
+         a token made through n1 works on n2 after {token_live_after:?}, is refused there {:?} after its revocation",
+        token_revoked.elapsed()
+    );
+}
