@@ -74,16 +74,33 @@ impl AcmeIssuerState {
             Some(credentials) => AcmeIssuer::restore(self.config.clone(), &credentials, responder.clone()).await?,
             None => {
                 let registered = AcmeIssuer::register(self.config.clone(), responder.clone()).await?;
-                store
-                    .set_issuer_account(
+                let stored = store
+                    .set_issuer_account_if_absent(
                         self.id.as_str(),
-                        Some(&registered.credentials_json),
-                        Some(&registered.account_url),
+                        &registered.credentials_json,
+                        &registered.account_url,
                     )
                     .await
                     .map_err(|e| AcmeFailure::local(format!("storing the account: {e}"), true))?;
-                tracing::info!(issuer = %self.id, account = %registered.account_url, "registered the ACME account");
-                registered.issuer
+                if stored {
+                    tracing::info!(issuer = %self.id, account = %registered.account_url, "registered the ACME account");
+                    registered.issuer
+                } else {
+                    // Another node registered at the same moment and stored first: use its
+                    // account, and close ours so the CA does not keep an unused one.
+                    let url = registered.account_url.clone();
+                    if let Err(failure) = registered.issuer.deactivate().await {
+                        tracing::warn!(issuer = %self.id, account = %url, error = %failure, "deactivating a duplicate account failed");
+                    }
+                    tracing::info!(issuer = %self.id, account = %url, "another node registered the account first; using that one");
+                    let winner = store
+                        .issuer(self.id.as_str())
+                        .await
+                        .map_err(|e| AcmeFailure::local(format!("reading the issuer: {e}"), true))?
+                        .and_then(|record| record.account_credentials)
+                        .ok_or_else(|| AcmeFailure::local("the issuer's account vanished", true))?;
+                    AcmeIssuer::restore(self.config.clone(), &winner, responder.clone()).await?
+                }
             }
         };
         *guard = Some(issuer.clone());

@@ -589,6 +589,7 @@ impl ControlPlane {
             .set_issuer_account(id, Some(&rolled.credentials_json), Some(&rolled.account_url))
             .await?;
         state.replace(Some(rolled.issuer)).await;
+        self.account_changed(id).await;
         tracing::info!(issuer = id, "rolled the ACME account key over");
         self.issuer(id).await
     }
@@ -600,8 +601,22 @@ impl ControlPlane {
         acme.deactivate().await.map_err(|e| ServiceError::Upstream(e.message))?;
         self.inner.store.set_issuer_account(id, None, None).await?;
         state.replace(None).await;
+        self.account_changed(id).await;
         tracing::info!(issuer = id, account = %url, "deactivated the ACME account");
         self.issuer(id).await
+    }
+
+    /// Tells the other nodes to reload the account of issuer `id`.
+    async fn account_changed(&self, id: &str) {
+        if let Err(error) = self
+            .inner
+            .store
+            .publish_account_changed(id, &self.inner.config.node_id)
+            .await
+        {
+            tracing::warn!(issuer = id, %error, "telling the other nodes about the account change failed; \
+                restart them if their orders fail");
+        }
     }
 
     /// The ACME issuer `id` with its account ready.

@@ -268,6 +268,15 @@ pub(crate) async fn notices_loop(control_plane: ControlPlane, mut shutdown: crat
                         tracing::warn!(%error, "reloading tokens failed; the previous set stays in force");
                     }
                 }
+                Ok(ck_store::Notice::AccountChanged { issuer, node }) => {
+                    if node != control_plane.inner.config.node_id
+                        && let Ok(issuer) = issuer.parse()
+                        && let Some(crate::issuers::Issuer::Acme(state)) = control_plane.inner.issuers.get(&issuer)
+                    {
+                        tracing::info!(%issuer, %node, "another node changed the ACME account; reloading it");
+                        state.replace(None).await;
+                    }
+                }
                 Ok(ck_store::Notice::Revoked { issuer, node }) => {
                     if node != control_plane.inner.config.node_id
                         && let Ok(issuer) = issuer.parse()

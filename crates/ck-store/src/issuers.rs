@@ -146,7 +146,26 @@ impl Store {
         Ok(())
     }
 
-    /// Records a health check.
+    /// Stores a newly registered account unless another node stored one first; `false` then
+    /// (read the winner's with [`Store::issuer`]).
+    pub async fn set_issuer_account_if_absent(
+        &self,
+        id: &str,
+        credentials: &str,
+        account_url: &str,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "UPDATE issuers SET account_credentials = $1, account_url = $2 WHERE id = $3 \
+             AND account_credentials IS NULL",
+        )
+        .bind(self.seal("issuers.account_credentials", Some(credentials))?)
+        .bind(account_url)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
     /// Records an issuer's health check, on behalf of the lease holder that ran it (refused with
     /// [`StoreError::Fenced`] once the lease moved on).
     pub async fn set_issuer_health(&self, id: &str, health: &IssuerHealth, fence: &Fence) -> Result<(), StoreError> {

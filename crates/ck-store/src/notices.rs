@@ -2,7 +2,9 @@
 //! finished" (a request waiting on another node answers at once instead of at its next poll),
 //! "the credentials changed" (a token revoked through one node stops working on every node
 //! at once, not at the next reload) and "a certificate of this issuer was revoked" (every
-//! node drops its cached OCSP answers and CRL, so no node keeps saying "good"). Notices are a shortcut, never the only path: a node
+//! node drops its cached OCSP answers and CRL, so no node keeps saying "good"), and "the ACME
+//! account of this issuer changed" (after a key rollover or a deactivation, every node reloads
+//! the account instead of signing with a key the CA no longer accepts). Notices are a shortcut, never the only path: a node
 //! that misses one (its LISTEN connection was down) still polls. SQLite has one node: nothing
 //! to send.
 
@@ -14,6 +16,7 @@ use crate::{Backend, Store, StoreError};
 const JOBS_FINISHED: &str = "certkeeper_jobs_finished";
 const CREDENTIALS_CHANGED: &str = "certkeeper_credentials_changed";
 const REVOKED: &str = "certkeeper_revoked";
+const ACCOUNT_CHANGED: &str = "certkeeper_account_changed";
 
 /// Job ids per notice: a payload must stay under PostgreSQL's 8000 bytes.
 const IDS_PER_NOTICE: usize = 200;
@@ -30,6 +33,13 @@ pub enum Notice {
         /// The issuer's id.
         issuer: String,
         /// The node that revoked it (which has acted already).
+        node: String,
+    },
+    /// The ACME account of this issuer was rolled over or deactivated.
+    AccountChanged {
+        /// The issuer's id.
+        issuer: String,
+        /// The node that changed it (which has acted already).
         node: String,
     },
 }
@@ -55,11 +65,13 @@ impl NoticeListener {
                     }
                 }
                 CREDENTIALS_CHANGED => return Ok(Notice::CredentialsChanged),
-                REVOKED => {
+                channel @ (REVOKED | ACCOUNT_CHANGED) => {
                     if let Some((issuer, node)) = notification.payload().split_once('|') {
-                        return Ok(Notice::Revoked {
-                            issuer: issuer.to_owned(),
-                            node: node.to_owned(),
+                        let (issuer, node) = (issuer.to_owned(), node.to_owned());
+                        return Ok(if channel == REVOKED {
+                            Notice::Revoked { issuer, node }
+                        } else {
+                            Notice::AccountChanged { issuer, node }
                         });
                     }
                 }
@@ -77,7 +89,7 @@ impl Store {
         }
         let mut listener = PgListener::connect(self.url.expose()).await?;
         listener
-            .listen_all([JOBS_FINISHED, CREDENTIALS_CHANGED, REVOKED])
+            .listen_all([JOBS_FINISHED, CREDENTIALS_CHANGED, REVOKED, ACCOUNT_CHANGED])
             .await?;
         Ok(Some(NoticeListener(listener)))
     }
@@ -104,10 +116,19 @@ impl Store {
 
     /// Tells every node that `node` revoked a certificate of `issuer`.
     pub async fn publish_revoked(&self, issuer: &str, node: &str) -> Result<(), StoreError> {
+        self.notify_issuer(REVOKED, issuer, node).await
+    }
+
+    /// Tells every node that `node` changed the ACME account of `issuer`.
+    pub async fn publish_account_changed(&self, issuer: &str, node: &str) -> Result<(), StoreError> {
+        self.notify_issuer(ACCOUNT_CHANGED, issuer, node).await
+    }
+
+    async fn notify_issuer(&self, channel: &str, issuer: &str, node: &str) -> Result<(), StoreError> {
         if self.backend != Backend::Postgres {
             return Ok(());
         }
-        self.notify(REVOKED, &format!("{issuer}|{node}")).await
+        self.notify(channel, &format!("{issuer}|{node}")).await
     }
 
     async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {

@@ -900,3 +900,120 @@ fn revocations_through_one_node_reach_every_node_at_once() {
         token_revoked.elapsed()
     );
 }
+
+/// The ACME account is one per issuer across the cluster: a key rollover through one node
+/// reaches the other (which would otherwise sign with a key the CA has dropped), and after a
+/// deactivation two nodes registering at the same moment end up on one account.
+#[test]
+fn acme_account_changes_reach_every_node() {
+    let Some(database) = fresh_database() else {
+        return;
+    };
+    let options = PebbleOptions {
+        always_valid: true,
+        ..PebbleOptions::default()
+    };
+    let Some(pebble) = Pebble::start(options, "cluster-acme-account") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let kek = dir.path().join("cluster.kek");
+    let start = |n: u32| {
+        Server::start_logged(
+            &dir.path().join(format!("node{n}")),
+            &[
+                "--database",
+                &database,
+                "--node-id",
+                &format!("n{n}"),
+                "--kek-file",
+                kek.to_str().unwrap(),
+            ],
+            "info",
+        )
+    };
+    let first = start(1);
+    let token = first.token();
+    let second = start(2);
+    first.cli_ok(&[
+        "issuer",
+        "add",
+        "acme",
+        "pebble",
+        "--directory",
+        &pebble.directory_url(),
+        "--ca-bundle",
+        pebble.tls_ca_pem_path().to_str().unwrap(),
+        "--challenge",
+        "http-01",
+        "--http01-listen",
+        &format!("127.0.0.1:{}", pebble.http_port()),
+    ]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    // Created through `node` and issued by `node`'s own worker or another's: both must work.
+    let issue = |node: &Server, name: &str| {
+        let (http, token, url, name) = (http.clone(), token.clone(), node.url.clone(), name.to_owned());
+        async move {
+            let answer = http
+                .post(format!("{url}/api/v1/certificates?wait=60"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"common_name": name, "issuer": "pebble"}))
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status().as_u16();
+            let body: Value = answer.json().await.unwrap();
+            assert_eq!(
+                (status, body["status"].as_str()),
+                (201, Some("active")),
+                "{name}: {body}"
+            );
+        }
+    };
+    let account_url = |node: &Server| -> String {
+        let out = Command::new("curl")
+            .args([
+                "-sf",
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+                &format!("{}/api/v1/issuers/pebble", node.url),
+            ])
+            .output()
+            .unwrap();
+        let view: Value = serde_json::from_slice(&out.stdout).unwrap();
+        view["account_url"].as_str().unwrap_or_default().to_owned()
+    };
+    rt.block_on(issue(&second, "before-rollover.example.com"));
+
+    first.cli_ok(&["issuer", "rollover-key", "pebble"]);
+    rt.block_on(issue(&second, "after-rollover.example.com"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !second.log_text().contains("another node changed the ACME account") {
+        assert!(
+            Instant::now() < deadline,
+            "the second node did not hear of the rollover"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Deactivated through the first node; both nodes then order at once and each registers.
+    let old_account = account_url(&first);
+    first.cli_ok(&["issuer", "deactivate-account", "pebble", "--yes"]);
+    rt.block_on(async {
+        tokio::join!(
+            issue(&first, "race-1.example.com"),
+            issue(&second, "race-2.example.com"),
+        )
+    });
+    let (one, two) = (account_url(&first), account_url(&second));
+    assert!(!one.is_empty() && one != old_account, "{one}");
+    assert_eq!(one, two, "both nodes show the one stored account");
+    rt.block_on(issue(&first, "after-race-1.example.com"));
+    rt.block_on(issue(&second, "after-race-2.example.com"));
+    let lost = first.log_text().matches("registered the account first").count()
+        + second.log_text().matches("registered the account first").count();
+    eprintln!(
+        "acme account: rollover heard by the other node; after deactivation {lost} node(s) lost the registration race and took the winner's account"
+    );
+}

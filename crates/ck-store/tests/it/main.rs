@@ -720,10 +720,19 @@ async fn acme_issuer_settings_account_and_health(store: Store) {
             .await
             .unwrap()
     );
-    store
-        .set_issuer_account("le", Some("{creds}"), Some("https://ca/acct/1"))
-        .await
-        .unwrap();
+    // Two nodes registering at once: the first stored account stays.
+    assert!(
+        store
+            .set_issuer_account_if_absent("le", "{creds}", "https://ca/acct/1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_issuer_account_if_absent("le", "{other}", "https://ca/acct/2")
+            .await
+            .unwrap()
+    );
     let health = ck_store::IssuerHealth {
         healthy: false,
         detail: "directory unreachable".into(),
