@@ -26,4 +26,4 @@ pub use account::{AccountCheck, AcmeIssuer, RegisteredAccount};
 pub use config::{AcmeIssuerConfig, ChallengeKind, Dns01Config, EabConfig, Http01Config, TlsAlpn01Config};
 pub use error::{AcmeFailure, ProblemDocument, SubproblemDocument};
 pub use order::{IssuedChain, OpenOrder, OrderRequest, RenewalWindow};
-pub use responder::{ChallengeResponder, serve_tls_alpn01};
+pub use responder::{BoxFuture, ChallengeResponder, SharedHttp01, serve_tls_alpn01};

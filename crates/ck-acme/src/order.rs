@@ -293,10 +293,13 @@ impl AcmeIssuer {
             let key_authorization = handle.key_authorization();
             match challenge {
                 ChallengeKind::Http01 => {
-                    self.responder.add_http01(&handle.token, key_authorization.as_str());
+                    // Recorded first so a half-done publication is still withdrawn.
                     published.push(Published::Http01 {
                         token: handle.token.clone(),
                     });
+                    self.responder
+                        .add_http01(&handle.token, key_authorization.as_str())
+                        .await?;
                 }
                 ChallengeKind::TlsAlpn01 => {
                     self.responder
@@ -431,7 +434,7 @@ impl AcmeIssuer {
     async fn clean_up(&self, published: Vec<Published>) {
         for item in published {
             match item {
-                Published::Http01 { token } => self.responder.remove_http01(&token),
+                Published::Http01 { token } => self.responder.remove_http01(&token).await,
                 Published::TlsAlpn01 { name } => self.responder.remove_tls_alpn01(&name),
                 Published::Dns01 { fqdn, value } => {
                     if let Some(dns) = &self.dns

@@ -18,11 +18,26 @@ use crate::AcmeFailure;
 /// The ALPN protocol id of RFC 8737.
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
+/// A boxed future, for the object-safe [`SharedHttp01`].
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Where several servers behind one name keep their http-01 answers, so that whichever of them
+/// the CA's validation request reaches can answer (a cluster's database, say).
+pub trait SharedHttp01: Send + Sync + 'static {
+    /// Publishes an answer; the order tells the CA to validate only after this succeeded.
+    fn put<'a>(&'a self, token: &'a str, key_authorization: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    /// An answer another server published.
+    fn get<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Option<String>>;
+    /// Withdraws an answer once its order is over.
+    fn remove<'a>(&'a self, token: &'a str) -> BoxFuture<'a, ()>;
+}
+
 /// Pending http-01 key authorizations by token, and tls-alpn-01 certificates by name.
 #[derive(Clone, Default)]
 pub struct ChallengeResponder {
     http01: Arc<RwLock<HashMap<String, String>>>,
     tls_alpn01: Arc<RwLock<HashMap<String, Arc<CertifiedKey>>>>,
+    shared_http01: Option<Arc<dyn SharedHttp01>>,
 }
 
 impl std::fmt::Debug for ChallengeResponder {
@@ -32,20 +47,54 @@ impl std::fmt::Debug for ChallengeResponder {
 }
 
 impl ChallengeResponder {
-    /// The key authorization to serve at `/.well-known/acme-challenge/<token>`.
+    /// A responder whose http-01 answers are also published to `shared`, and looked up there
+    /// when this server did not make them.
+    pub fn with_shared_http01(shared: Arc<dyn SharedHttp01>) -> Self {
+        Self {
+            shared_http01: Some(shared),
+            ..Self::default()
+        }
+    }
+
+    /// The key authorization to serve at `/.well-known/acme-challenge/<token>`, of an order of
+    /// this server.
     pub fn http01(&self, token: &str) -> Option<String> {
         self.http01.read().ok()?.get(token).cloned()
     }
 
-    pub(crate) fn add_http01(&self, token: &str, key_authorization: &str) {
-        if let Ok(mut map) = self.http01.write() {
-            map.insert(token.to_owned(), key_authorization.to_owned());
+    /// Like [`ChallengeResponder::http01`], then from the shared store (an order of another
+    /// server).
+    pub async fn http01_anywhere(&self, token: &str) -> Option<String> {
+        if let Some(answer) = self.http01(token) {
+            return Some(answer);
+        }
+        match &self.shared_http01 {
+            Some(shared) => shared.get(token).await,
+            None => None,
         }
     }
 
-    pub(crate) fn remove_http01(&self, token: &str) {
+    pub(crate) async fn add_http01(&self, token: &str, key_authorization: &str) -> Result<(), AcmeFailure> {
+        if let Ok(mut map) = self.http01.write() {
+            map.insert(token.to_owned(), key_authorization.to_owned());
+        }
+        if let Some(shared) = &self.shared_http01 {
+            shared.put(token, key_authorization).await.map_err(|e| {
+                AcmeFailure::local(
+                    format!("publishing the http-01 answer to the other nodes failed: {e}"),
+                    true,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn remove_http01(&self, token: &str) {
         if let Ok(mut map) = self.http01.write() {
             map.remove(token);
+        }
+        if let Some(shared) = &self.shared_http01 {
+            shared.remove(token).await;
         }
     }
 

@@ -109,7 +109,7 @@ pub(crate) async fn issuer_ca_pem(
 /// `GET /.well-known/acme-challenge/{token}`: the key authorization of a pending http-01
 /// challenge (RFC 8555 §8.3). Unauthenticated, as the CA must reach it.
 pub(crate) async fn acme_http01(State(responder): State<ChallengeResponder>, Path(token): Path<String>) -> Response {
-    match responder.http01(&token) {
+    match responder.http01_anywhere(&token).await {
         Some(key_authorization) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/octet-stream")],

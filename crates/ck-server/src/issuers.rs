@@ -141,11 +141,16 @@ pub(crate) struct Issuers {
 }
 
 impl Issuers {
-    pub(crate) fn new(map: BTreeMap<IssuerId, Issuer>) -> Self {
+    pub(crate) fn new(map: BTreeMap<IssuerId, Issuer>, store: &Store) -> Self {
         let (listeners, _) = watch::channel(BTreeSet::new());
+        // Several nodes behind one name: the CA may ask any of them for any order's answer.
+        let responder = match store.backend() {
+            ck_store::Backend::Postgres => ChallengeResponder::with_shared_http01(Arc::new(StoreHttp01(store.clone()))),
+            ck_store::Backend::Sqlite => ChallengeResponder::default(),
+        };
         let issuers = Self {
             map: RwLock::new(map),
-            responder: ChallengeResponder::default(),
+            responder,
             listeners,
         };
         issuers.publish_listeners();
@@ -198,5 +203,43 @@ impl Issuers {
             .flatten()
             .collect();
         self.listeners.send_replace(wanted);
+    }
+}
+
+/// How long a published http-01 answer stays; orders finish (and withdraw it) long before.
+const HTTP01_ANSWER_LIFETIME: time::Duration = time::Duration::hours(1);
+
+/// The http-01 answers of every node, in the database.
+struct StoreHttp01(Store);
+
+impl ck_acme::SharedHttp01 for StoreHttp01 {
+    fn put<'a>(&'a self, token: &'a str, key_authorization: &'a str) -> ck_acme::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let now = crate::now();
+            self.0
+                .put_http01(token, key_authorization, now, now + HTTP01_ANSWER_LIFETIME)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn get<'a>(&'a self, token: &'a str) -> ck_acme::BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            match self.0.http01(token, crate::now()).await {
+                Ok(answer) => answer,
+                Err(error) => {
+                    tracing::warn!(%error, "reading a shared http-01 answer failed");
+                    None
+                }
+            }
+        })
+    }
+
+    fn remove<'a>(&'a self, token: &'a str) -> ck_acme::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(error) = self.0.remove_http01(token).await {
+                tracing::warn!(%error, "withdrawing a shared http-01 answer failed; it expires within the hour");
+            }
+        })
     }
 }

@@ -131,10 +131,11 @@ impl ControlPlane {
         let audit = crate::group_commit::AuditQueue::start(store.clone());
         let acme_orders = Arc::new(Semaphore::new(config.acme_concurrency.max(1)));
         let read_cache = crate::outage::ReadCache::new(config.outage_read_cache);
+        let issuers = Issuers::new(issuers, &store);
         let inner = Inner {
             store,
             config,
-            issuers: Issuers::new(issuers),
+            issuers,
             acme_orders,
             tokens,
             work_available,

@@ -296,6 +296,53 @@ impl Store {
         Ok(())
     }
 
+    /// Publishes an http-01 answer for the other nodes until `expires_at`; answers left behind
+    /// by crashed nodes are swept on the way.
+    pub async fn put_http01(
+        &self,
+        token: &str,
+        key_authorization: &str,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("DELETE FROM acme_http01 WHERE expires_at < $1")
+            .bind(to_ms(now))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO acme_http01 (token, key_authorization, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (token) DO UPDATE SET key_authorization = excluded.key_authorization, \
+             expires_at = excluded.expires_at",
+        )
+        .bind(token)
+        .bind(key_authorization)
+        .bind(to_ms(expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// An http-01 answer some node published, if it has not expired.
+    pub async fn http01(&self, token: &str, now: OffsetDateTime) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT key_authorization FROM acme_http01 WHERE token = $1 AND expires_at >= $2")
+            .bind(token)
+            .bind(to_ms(now))
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|row| row.try_get("key_authorization")).transpose()?)
+    }
+
+    /// Withdraws an http-01 answer.
+    pub async fn remove_http01(&self, token: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM acme_http01 WHERE token = $1")
+            .bind(token)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
     /// The time before which no order for any of `identifiers` should be placed with `issuer`,
     /// if one of them is backing off after failures.
     pub async fn identifier_backoff(

@@ -1017,3 +1017,85 @@ fn acme_account_changes_reach_every_node() {
         "acme account: rollover heard by the other node; after deactivation {lost} node(s) lost the registration race and took the winner's account"
     );
 }
+
+/// Behind one name, the CA's http-01 request reaches whichever node it reaches: here only the
+/// first node can listen on the validation port, the second places the orders, and Pebble
+/// validates them all through the first (the answers are shared through the database).
+#[test]
+fn http01_answers_come_from_any_node() {
+    let Some(database) = fresh_database() else {
+        return;
+    };
+    let Some(pebble) = Pebble::start(PebbleOptions::default(), "cluster-http01") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let kek = dir.path().join("cluster.kek");
+    let start = |n: u32| {
+        Server::start_logged(
+            &dir.path().join(format!("node{n}")),
+            &[
+                "--database",
+                &database,
+                "--node-id",
+                &format!("n{n}"),
+                "--kek-file",
+                kek.to_str().unwrap(),
+            ],
+            "info",
+        )
+    };
+    let first = start(1);
+    let token = first.token();
+    first.cli_ok(&[
+        "issuer",
+        "add",
+        "acme",
+        "pebble",
+        "--directory",
+        &pebble.directory_url(),
+        "--ca-bundle",
+        pebble.tls_ca_pem_path().to_str().unwrap(),
+        "--challenge",
+        "http-01",
+        "--http01-listen",
+        &format!("127.0.0.1:{}", pebble.http_port()),
+    ]);
+    let second = start(2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..6 {
+            let (http, token, url) = (http.clone(), token.clone(), second.url.clone());
+            tasks.spawn(async move {
+                let answer = http
+                    .post(format!("{url}/api/v1/certificates?wait=60"))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({"common_name": format!("any-node-{i}.example.com"), "issuer": "pebble"}))
+                    .send()
+                    .await
+                    .unwrap();
+                let body: Value = answer.json().await.unwrap();
+                assert_eq!(body["status"], "active", "{body}");
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    });
+    let by_second = second.log_text().matches("certificate issued").count();
+    assert!(by_second > 0, "the second node placed no order:\n{}", second.log_text());
+    assert!(
+        second.log_text().contains("cannot listen for ACME challenges"),
+        "the second node was expected not to get the validation port"
+    );
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM acme_http01"),
+        0,
+        "answers withdrawn"
+    );
+    eprintln!(
+        "http-01: {by_second} of 6 orders placed by the node without the validation port, validated through the other"
+    );
+}
