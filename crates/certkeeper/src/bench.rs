@@ -88,50 +88,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "issuing {} certificates through the API with {} in flight ({backend})…",
         args.count, args.concurrency
     );
-    let bar = indicatif::ProgressBar::new(args.count as u64);
-    let csrs = Arc::new(csrs);
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..args.concurrency {
-        let (client, csrs, next, bar) = (client.clone(), csrs.clone(), next.clone(), bar.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let idx = next.fetch_add(1, Ordering::Relaxed);
-                let Some(csr) = csrs.get(idx) else {
-                    return Ok::<_, anyhow::Error>(latencies);
-                };
-                let request = CreateCertificate {
-                    csr: Some(csr.clone()),
-                    ..CreateCertificate::default()
-                };
-                let sent = Instant::now();
-                let answer = client
-                    .create_certificate(&request, Some(Duration::from_secs(60)))
-                    .await?;
-                if answer.certificate.status != "active" {
-                    bail!(
-                        "certificate {} ended {}: {:?}",
-                        answer.certificate.id,
-                        answer.certificate.status,
-                        answer.job.last_error
-                    );
-                }
-                latencies.push(sent.elapsed());
-                bar.inc(1);
-            }
-        }));
-    }
-    let mut latencies = Vec::with_capacity(args.count);
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    let elapsed = started.elapsed();
-    bar.finish_and_clear();
+    let (latencies, elapsed) = issue_all(&[client], Arc::new(csrs), args.concurrency).await?;
     running.stop().await;
 
-    latencies.sort();
     let percentile = |p: f64| {
         let idx = ((latencies.len() as f64 * p).ceil() as usize)
             .saturating_sub(1)
@@ -169,6 +128,57 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Creates a certificate from each CSR through the API, `concurrency` requests in flight spread
+/// over `clients` (one per node), each waiting for its issuance; the latencies and the time taken.
+pub(crate) async fn issue_all(
+    clients: &[ck_client::Client],
+    csrs: Arc<Vec<String>>,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let bar = indicatif::ProgressBar::new(csrs.len() as u64);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for task in 0..concurrency {
+        let client = clients[task % clients.len()].clone();
+        let (csrs, next, bar) = (csrs.clone(), next.clone(), bar.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let Some(csr) = csrs.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    return Ok::<_, anyhow::Error>(latencies);
+                };
+                let request = CreateCertificate {
+                    csr: Some(csr.clone()),
+                    ..CreateCertificate::default()
+                };
+                let sent = Instant::now();
+                let answer = client
+                    .create_certificate(&request, Some(Duration::from_secs(60)))
+                    .await?;
+                if answer.certificate.status != "active" {
+                    bail!(
+                        "certificate {} ended {}: {:?}",
+                        answer.certificate.id,
+                        answer.certificate.status,
+                        answer.job.last_error
+                    );
+                }
+                latencies.push(sent.elapsed());
+                bar.inc(1);
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(csrs.len());
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    latencies.sort();
+    Ok((latencies, elapsed))
 }
 
 /// Signatures per second over all cores for one second: the ceiling of any issuance rate.

@@ -10,11 +10,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use ck_api_types::CreateCertificate;
 use ck_domain::{KeyType, SubjectAltName};
 use ck_store::{Backend, DatabaseUrl};
 use serde::Serialize;
@@ -253,46 +251,7 @@ async fn issue(cluster: &Cluster, csrs: &Arc<Vec<String>>, concurrency: usize) -
         .iter()
         .map(|node| ck_client::Client::new(&node.url, &cluster.token))
         .collect::<Result<Vec<_>, _>>()?;
-    let bar = indicatif::ProgressBar::new(csrs.len() as u64);
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for task in 0..concurrency {
-        let client = clients[task % clients.len()].clone();
-        let (csrs, next, bar) = (csrs.clone(), next.clone(), bar.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let Some(csr) = csrs.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                    return Ok::<_, anyhow::Error>(latencies);
-                };
-                let request = CreateCertificate {
-                    csr: Some(csr.clone()),
-                    ..CreateCertificate::default()
-                };
-                let sent = Instant::now();
-                let answer = client
-                    .create_certificate(&request, Some(Duration::from_secs(60)))
-                    .await?;
-                if answer.certificate.status != "active" {
-                    bail!(
-                        "certificate {} ended {}",
-                        answer.certificate.id,
-                        answer.certificate.status
-                    );
-                }
-                latencies.push(sent.elapsed());
-                bar.inc(1);
-            }
-        }));
-    }
-    let mut latencies = Vec::with_capacity(csrs.len());
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    let elapsed = started.elapsed();
-    bar.finish_and_clear();
-    latencies.sort();
+    let (latencies, elapsed) = crate::bench::issue_all(&clients, csrs.clone(), concurrency).await?;
     let percentile = |p: f64| {
         let idx = ((latencies.len() as f64 * p).ceil() as usize)
             .saturating_sub(1)
