@@ -28,9 +28,10 @@ set -euo pipefail
 #   lego, certbot   reference ACME clients (interop tests, scripts/bench-acme.sh)
 #   nginx, haproxy  real TLS servers the agent deploys to (ck-agent tests)
 #   scep            micromdm's scepclient: the reference SCEP client (pki tests)
+#   prometheus      promtool: lints /metrics and checks and unit-tests deploy/prometheus/alerts.yml
 #   python3-venv    a virtualenv for schemathesis from PyPI (scripts/test.sh)
 PKGS=(postgresql-15 openssl curl iproute2 util-linux ca-certificates
-      pebble bind9 bind9-utils bind9-dnsutils lego certbot nginx haproxy scep
+      pebble bind9 bind9-utils bind9-dnsutils lego certbot nginx haproxy scep prometheus
       python3 python3-venv)
 
 LOG=${TMPDIR:-/tmp}/certkeeper-install-deps.log

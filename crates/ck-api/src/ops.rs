@@ -2,7 +2,7 @@
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use ck_acme::ChallengeResponder;
@@ -262,16 +262,25 @@ pub(crate) async fn ready(State(control_plane): State<ControlPlane>) -> Response
     }
 }
 
-pub(crate) async fn metrics(State(control_plane): State<ControlPlane>) -> Result<Response, ApiError> {
+/// OpenMetrics to those who ask for it (Prometheus does), the classic text format otherwise.
+pub(crate) async fn metrics(
+    State(control_plane): State<ControlPlane>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let text = control_plane.render_metrics().await?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    let (content_type, body) = if openmetrics {
+        ("application/openmetrics-text; version=1.0.0; charset=utf-8", text)
+    } else {
+        (
+            "text/plain; version=0.0.4; charset=utf-8",
+            ck_server::prometheus_text(&text),
+        )
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
 pub(crate) async fn api_not_found() -> ApiError {

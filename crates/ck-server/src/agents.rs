@@ -35,6 +35,9 @@ pub enum AgentStatus {
 }
 
 impl AgentStatus {
+    /// Every status, for metrics.
+    pub const ALL: [Self; 4] = [Self::Online, Self::Offline, Self::Never, Self::Revoked];
+
     /// The API spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -56,13 +59,17 @@ pub struct AgentInfo {
 }
 
 fn info(record: AgentRecord, now: OffsetDateTime) -> AgentInfo {
-    let status = match record.last_seen {
+    let status = status_of(&record, now);
+    AgentInfo { record, status }
+}
+
+pub(crate) fn status_of(record: &AgentRecord, now: OffsetDateTime) -> AgentStatus {
+    match record.last_seen {
         _ if record.revoked_at.is_some() => AgentStatus::Revoked,
         Some(seen) if now - seen <= ONLINE_WITHIN => AgentStatus::Online,
         Some(_) => AgentStatus::Offline,
         None => AgentStatus::Never,
-    };
-    AgentInfo { record, status }
+    }
 }
 
 impl ControlPlane {

@@ -17,6 +17,7 @@ mod group_commit;
 mod issuance;
 mod issuers;
 mod metrics;
+pub use metrics::prometheus_text;
 mod outage;
 mod pki;
 mod scep;

@@ -27,13 +27,40 @@ pub(crate) struct Metrics {
     lease_transitions: Counter,
     jobs_claimed: Counter,
     database_up: Gauge,
+    certificate_expiry: Family<LabelPairs, Gauge>,
+    certificate_renewal: Family<LabelPairs, Gauge>,
+    oldest_runnable_job: Gauge<f64, std::sync::atomic::AtomicU64>,
+    agents: Family<LabelPairs, Gauge>,
+    token_expiry: Family<LabelPairs, Gauge>,
+}
+
+/// What the store says at scrape time, for the cluster-wide gauges.
+pub(crate) struct Inventory {
+    /// Certificates by status and issuer.
+    pub(crate) certificates: Vec<(String, String, i64)>,
+    /// Every issuer id, so each has a series per status (zeros included).
+    pub(crate) issuers: Vec<String>,
+    /// Per-certificate expiry and renewal times.
+    pub(crate) times: Vec<ck_store::CertificateTimes>,
+    /// Jobs by state.
+    pub(crate) jobs: Vec<(String, i64)>,
+    /// How long the longest-waiting runnable job has waited, in seconds.
+    pub(crate) oldest_runnable_job_seconds: f64,
+    /// Agents by status (online, offline, never, revoked).
+    pub(crate) agents: Vec<(&'static str, i64)>,
+    /// Live tokens that expire: name and expiry.
+    pub(crate) token_expiries: Vec<(String, time::OffsetDateTime)>,
 }
 
 impl Metrics {
     pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("certkeeper");
         let certificates = Family::<LabelPairs, Gauge>::default();
-        registry.register("certificates", "Managed certificates by status", certificates.clone());
+        registry.register(
+            "certificates",
+            "Managed certificates by status and issuer",
+            certificates.clone(),
+        );
         let jobs = Family::<LabelPairs, Gauge>::default();
         registry.register("jobs", "Jobs by state", jobs.clone());
         let issuances = Family::<LabelPairs, Counter>::default();
@@ -86,6 +113,41 @@ impl Metrics {
             "Jobs this node's workers claimed (each node reports its own share)",
             jobs_claimed.clone(),
         );
+        let certificate_expiry = Family::<LabelPairs, Gauge>::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When each certificate's current version expires (Unix time), by id, name and issuer",
+            certificate_expiry.clone(),
+        );
+        let certificate_renewal = Family::<LabelPairs, Gauge>::default();
+        registry.register(
+            "certificate_renewal_window_start_timestamp_seconds",
+            "When each certificate's renewal is due (Unix time), by id, name and issuer",
+            certificate_renewal.clone(),
+        );
+        let oldest_runnable_job = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "jobs_oldest_runnable_age_seconds",
+            "How long the longest-waiting runnable job has waited for a worker (0: none waits)",
+            oldest_runnable_job.clone(),
+        );
+        let agents = Family::<LabelPairs, Gauge>::default();
+        registry.register(
+            "agents",
+            "Agents by status (online, offline, never seen, revoked)",
+            agents.clone(),
+        );
+        let token_expiry = Family::<LabelPairs, Gauge>::default();
+        registry.register(
+            "token_expiry_timestamp_seconds",
+            "When each live API token that expires does (Unix time), by token name",
+            token_expiry.clone(),
+        );
+        let build_info = Family::<LabelPairs, Gauge>::default();
+        registry.register("build_info", "This node's version (always 1)", build_info.clone());
+        build_info
+            .get_or_create(&vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())])
+            .set(1);
         let database_up = Gauge::default();
         database_up.set(1);
         registry.register(
@@ -98,6 +160,11 @@ impl Metrics {
             lease_transitions,
             jobs_claimed,
             database_up,
+            certificate_expiry,
+            certificate_renewal,
+            oldest_runnable_job,
+            agents,
+            token_expiry,
             issuer_healthy,
             acme_orders,
             registry,
@@ -155,22 +222,57 @@ impl Metrics {
     }
 
     /// The text exposition, with the cluster-wide counts read from the store.
-    pub(crate) fn render(
-        &self,
-        certificates: &[(String, i64)],
-        jobs: &[(String, i64)],
-    ) -> Result<String, ServiceError> {
-        for status in ck_domain::CertificateStatus::ALL {
-            let count = certificates
-                .iter()
-                .find(|(s, _)| s == status.as_str())
-                .map_or(0, |(_, n)| *n);
-            self.certificates
-                .get_or_create(&vec![("status".to_owned(), status.as_str().to_owned())])
-                .set(count);
+    pub(crate) fn render(&self, inventory: &Inventory) -> Result<String, ServiceError> {
+        // Rebuilt at every scrape: a deleted certificate or issuer leaves no stale series.
+        self.certificates.clear();
+        for issuer in &inventory.issuers {
+            for status in ck_domain::CertificateStatus::ALL {
+                let count = inventory
+                    .certificates
+                    .iter()
+                    .find(|(s, i, _)| s == status.as_str() && i == issuer)
+                    .map_or(0, |(_, _, n)| *n);
+                self.certificates
+                    .get_or_create(&vec![
+                        ("status".to_owned(), status.as_str().to_owned()),
+                        ("issuer".to_owned(), issuer.clone()),
+                    ])
+                    .set(count);
+            }
+        }
+        self.certificate_expiry.clear();
+        self.certificate_renewal.clear();
+        for cert in &inventory.times {
+            let labels = vec![
+                ("id".to_owned(), cert.id.clone()),
+                ("name".to_owned(), cert.name.clone()),
+                ("issuer".to_owned(), cert.issuer.clone()),
+            ];
+            if let Some(at) = cert.not_after {
+                self.certificate_expiry.get_or_create(&labels).set(at.unix_timestamp());
+            }
+            if let Some(at) = cert.renew_at {
+                self.certificate_renewal.get_or_create(&labels).set(at.unix_timestamp());
+            }
+        }
+        self.oldest_runnable_job.set(inventory.oldest_runnable_job_seconds);
+        for (status, count) in &inventory.agents {
+            self.agents
+                .get_or_create(&vec![("status".to_owned(), (*status).to_owned())])
+                .set(*count);
+        }
+        self.token_expiry.clear();
+        for (name, at) in &inventory.token_expiries {
+            self.token_expiry
+                .get_or_create(&vec![("name".to_owned(), name.clone())])
+                .set(at.unix_timestamp());
         }
         for state in ck_domain::JobState::ALL {
-            let count = jobs.iter().find(|(s, _)| s == state.as_str()).map_or(0, |(_, n)| *n);
+            let count = inventory
+                .jobs
+                .iter()
+                .find(|(s, _)| s == state.as_str())
+                .map_or(0, |(_, n)| *n);
             self.jobs
                 .get_or_create(&vec![("state".to_owned(), state.as_str().to_owned())])
                 .set(count);
@@ -183,5 +285,45 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry).map_err(|e| ServiceError::Unavailable(format!("metrics encoding: {e}")))?;
         Ok(out)
+    }
+}
+
+/// The Prometheus text format (0.0.4) of an OpenMetrics exposition, for scrapers and tools
+/// that do not ask for OpenMetrics (`promtool check metrics`, older Prometheus, curl).
+/// prometheus-client writes only OpenMetrics, whose counter families are named without the
+/// `_total` their samples carry; the text format names them with it and has no `# EOF`.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counters_get_their_total_suffix_in_the_text_format() {
+        let open = "# HELP ck_jobs Jobs.\n# TYPE ck_jobs counter\nck_jobs_total 3\n\
+                    # HELP ck_up Up.\n# TYPE ck_up gauge\nck_up 1\n# EOF\n";
+        assert_eq!(
+            super::prometheus_text(open),
+            "# HELP ck_jobs_total Jobs.\n# TYPE ck_jobs_total counter\nck_jobs_total 3\n\
+             # HELP ck_up Up.\n# TYPE ck_up gauge\nck_up 1\n"
+        );
     }
 }

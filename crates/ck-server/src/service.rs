@@ -694,9 +694,37 @@ impl ControlPlane {
         if !self.inner.database.is_up() {
             return self.inner.metrics.render_local();
         }
-        let certificates = self.inner.store.certificate_counts().await?;
-        let jobs = self.inner.store.job_counts().await?;
-        self.inner.metrics.render(&certificates, &jobs)
+        let store = &self.inner.store;
+        let now = now();
+        let agents = store.agents().await?;
+        let mut agent_counts: Vec<(&'static str, i64)> = Vec::new();
+        for status in crate::AgentStatus::ALL {
+            let n = agents
+                .iter()
+                .filter(|record| crate::agents::status_of(record, now) == status)
+                .count();
+            agent_counts.push((status.as_str(), i64::try_from(n).unwrap_or(i64::MAX)));
+        }
+        let token_expiries = store
+            .tokens()
+            .await?
+            .into_iter()
+            .filter(|t| t.revoked_at.is_none() && t.expired_at.is_none())
+            .filter_map(|t| t.expires_at.map(|at| (t.name, at)))
+            .collect();
+        let inventory = crate::metrics::Inventory {
+            certificates: store.certificate_counts().await?,
+            issuers: self.inner.issuers.ids(),
+            times: store.certificate_times().await?,
+            jobs: store.job_counts().await?,
+            oldest_runnable_job_seconds: store
+                .oldest_runnable_job(now)
+                .await?
+                .map_or(0.0, |since| (now - since).as_seconds_f64().max(0.0)),
+            agents: agent_counts,
+            token_expiries,
+        };
+        self.inner.metrics.render(&inventory)
     }
 
     fn forget_waiters(&self, id: JobId) {

@@ -17,6 +17,21 @@ use crate::rows::{
 };
 use crate::{AuditRecord, ClaimedJob, Store, StoreError};
 
+/// A certificate's expiry and renewal time (for metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateTimes {
+    /// Id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Issuer id.
+    pub issuer: String,
+    /// Expiry of the current version, once issued.
+    pub not_after: Option<OffsetDateTime>,
+    /// When renewal is due.
+    pub renew_at: Option<OffsetDateTime>,
+}
+
 /// Filters for listing certificates. Results are ordered by id (creation time).
 #[derive(Debug, Clone, Default)]
 pub struct CertificateFilter {
@@ -469,12 +484,36 @@ impl Store {
     }
 
     /// How many certificates are in each stored status.
-    pub async fn certificate_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM certificates GROUP BY status ORDER BY status")
-            .fetch_all(&self.read)
-            .await?;
+    pub async fn certificate_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT status, issuer_id, COUNT(*) AS n FROM certificates GROUP BY status, issuer_id \
+             ORDER BY status, issuer_id",
+        )
+        .fetch_all(&self.read)
+        .await?;
         rows.iter()
-            .map(|row| Ok((row.try_get("status")?, row.try_get("n")?)))
+            .map(|row| Ok((row.try_get("status")?, row.try_get("issuer_id")?, row.try_get("n")?)))
+            .collect()
+    }
+
+    /// Every certificate that is not revoked, with its expiry and renewal time, for the
+    /// per-certificate metrics.
+    pub async fn certificate_times(&self) -> Result<Vec<CertificateTimes>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, issuer_id, not_after, renew_at FROM certificates WHERE status <> 'revoked' ORDER BY id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(CertificateTimes {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    issuer: row.try_get("issuer_id")?,
+                    not_after: row.try_get::<Option<i64>, _>("not_after")?.map(from_ms).transpose()?,
+                    renew_at: row.try_get::<Option<i64>, _>("renew_at")?.map(from_ms).transpose()?,
+                })
+            })
             .collect()
     }
 }

@@ -462,6 +462,15 @@ impl Store {
     }
 
     /// How many jobs are in each state.
+    /// Since when the longest-waiting runnable job has waited (its `run_after`), if any waits.
+    pub async fn oldest_runnable_job(&self, now: OffsetDateTime) -> Result<Option<OffsetDateTime>, StoreError> {
+        let row = sqlx::query("SELECT MIN(run_after) AS oldest FROM jobs WHERE state = 'pending' AND run_after <= $1")
+            .bind(to_ms(now))
+            .fetch_one(&self.read)
+            .await?;
+        row.try_get::<Option<i64>, _>("oldest")?.map(from_ms).transpose()
+    }
+
     pub async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state ORDER BY state")
             .fetch_all(&self.read)

@@ -36,7 +36,9 @@ use sqlx::{AnyPool, Executor};
 
 pub use agents::{AgentCredential, AgentFacts, AgentRecord};
 pub use audit::{AuditFilter, AuditRecord};
-pub use certificates::{CertificateFilter, CertificatePage, Completion, NewVersion, Revocation, SerialStatus};
+pub use certificates::{
+    CertificateFilter, CertificatePage, CertificateTimes, Completion, NewVersion, Revocation, SerialStatus,
+};
 pub use cluster::{Fence, Lease, NodeRecord};
 pub use dialect::Backend;
 pub use issuers::{IssuerHealth, IssuerRecord};

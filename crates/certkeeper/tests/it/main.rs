@@ -13,6 +13,7 @@ mod agents;
 mod bad_input;
 mod cluster;
 mod crash;
+mod metrics;
 mod newcomer;
 mod openapi;
 mod pki;

@@ -1,0 +1,119 @@
+//! `/metrics` checked by promtool (the Prometheus project's own linter), with its families and
+//! a bound on its series; and the shipped alert rules checked and unit-tested by promtool.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::support::{Server, require_peer};
+
+fn scrape(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("{url}/metrics")])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Samples per metric name (histogram buckets, sums and counts count under their own names).
+fn series(text: &str) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let name = line.split(['{', ' ']).next().unwrap().to_owned();
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/prometheus"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn metrics_pass_promtool_and_grow_only_by_certificates() {
+    if !require_peer("promtool", "prometheus") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    for i in 0..2 {
+        server.cli_ok(&["cert", "create", &format!("m{i}.internal"), "--wait"]);
+    }
+    server.cli_ok(&["token", "create", "--name", "ci", "--scope", "read", "--expires", "30d"]);
+    let text = scrape(&server.url);
+    let (ok, lint) = promtool(&["check", "metrics"], Some(&text));
+    assert!(ok, "promtool check metrics: {lint}\n{text}");
+
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    for family in [
+        "certkeeper_certificates",
+        "certkeeper_certificate_expiry_timestamp_seconds",
+        "certkeeper_certificate_renewal_window_start_timestamp_seconds",
+        "certkeeper_jobs",
+        "certkeeper_jobs_oldest_runnable_age_seconds",
+        "certkeeper_jobs_claimed_total",
+        "certkeeper_issuances_total",
+        "certkeeper_signing_seconds",
+        "certkeeper_agents",
+        "certkeeper_token_expiry_timestamp_seconds",
+        "certkeeper_node_role",
+        "certkeeper_lease_transitions_total",
+        "certkeeper_database_up",
+        "certkeeper_build_info",
+    ] {
+        assert!(families.contains(&family), "{family} missing from {families:?}");
+    }
+    assert!(
+        text.contains("certkeeper_certificates{status=\"active\",issuer=\"local\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains("certkeeper_token_expiry_timestamp_seconds{name=\"ci\"}"));
+
+    // Twenty more certificates add two series each (expiry and renewal time), nothing else.
+    let before = series(&text);
+    for i in 2..22 {
+        server.cli_ok(&["cert", "create", &format!("m{i}.internal"), "--wait"]);
+    }
+    let after = series(&scrape(&server.url));
+    for (name, n) in &after {
+        let was = before.get(name).copied().unwrap_or(0);
+        let grown = if name.starts_with("certkeeper_certificate_expiry")
+            || name.starts_with("certkeeper_certificate_renewal_window")
+        {
+            20
+        } else {
+            0
+        };
+        assert_eq!(*n, was + grown, "{name}: {was} series before, {n} after");
+    }
+}
+
+#[test]
+fn alert_rules_pass_promtool_checks_and_unit_tests() {
+    if !require_peer("promtool", "prometheus") {
+        return;
+    }
+    let (ok, text) = promtool(&["check", "rules", "alerts.yml"], None);
+    assert!(ok, "{text}");
+    let (ok, text) = promtool(&["test", "rules", "alerts_test.yml"], None);
+    assert!(ok, "{text}");
+}
