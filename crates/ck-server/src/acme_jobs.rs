@@ -48,7 +48,13 @@ pub(crate) async fn run_acme_job(
     let started = std::time::Instant::now();
     let order = order_with_lease(&control_plane, &owner, &claimed, &cert, &issuer, &names);
     let outcome = order.await;
-    inner.metrics.observe_signing(started.elapsed());
+    let challenge = cert
+        .challenge
+        .clone()
+        .unwrap_or_else(|| issuer.config.challenge.as_str().to_owned());
+    inner
+        .metrics
+        .observe_issuance(&issuer_id, &challenge, started.elapsed());
     match outcome {
         Ok((version, renew_at)) => {
             inner.metrics.acme_order(&issuer_id, "valid");
@@ -68,6 +74,7 @@ pub(crate) async fn run_acme_job(
                         &control_plane,
                         std::slice::from_ref(&completion),
                         &stored,
+                        &|_| issuer_id.clone(),
                         &mut finished,
                     );
                     control_plane.notify_finished(&finished);
@@ -282,6 +289,7 @@ async fn record_failure(
     tracing::warn!(job = %claimed.job.id, certificate = %claimed.job.certificate_id, issuer = issuer_id,
         error = %failure.message, retry_at = ?retry_at, "ACME order failed");
     inner.metrics.job_failed(claimed.job.kind.as_str());
+    inner.metrics.issuance(claimed.job.kind.as_str(), issuer_id, "failure");
     match inner
         .store
         .fail_job(owner, claimed, &failure.message, problem.as_deref(), retry_at, now())

@@ -354,6 +354,7 @@ impl ControlPlane {
                     tracing::info!(certificate = %id, "the CA had already revoked it")
                 }
                 Err(failure) => {
+                    self.inner.metrics.revocation(state.id.as_str(), "failure");
                     return Err(ServiceError::Upstream(format!(
                         "the CA did not revoke it: {}",
                         failure.message
@@ -367,6 +368,7 @@ impl ControlPlane {
             .revoke_certificate(id, reason, now())
             .await
             .map_err(|e| not_found(e, "certificate", id))?;
+        self.inner.metrics.revocation(revoked.issuer_id.as_str(), "success");
         self.revoked_on(&revoked.issuer_id).await;
         Ok(revoked)
     }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration as StdDuration;
 
-use ck_domain::{Certificate, JobId};
+use ck_domain::{Certificate, CertificateId, JobId};
 use ck_store::{ClaimedJob, Completion};
 use rand::Rng;
 use tokio::task::JoinHandle;
@@ -144,6 +144,12 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
         .certificates_by_ids(&ids)
         .await
         .map(|found| found.into_iter().map(|c| (c.id, c)).collect());
+    // Which issuer each job's certificate has, for the metrics of its outcome.
+    let issuer_of: HashMap<CertificateId, String> = match &certificates {
+        Ok(found) => found.iter().map(|(id, c)| (*id, c.issuer_id.to_string())).collect(),
+        Err(_) => HashMap::new(),
+    };
+    let issuer_of = |id: CertificateId| issuer_of.get(&id).cloned().unwrap_or_else(|| "unknown".to_owned());
     let mut prepared = Vec::with_capacity(claimed.len());
     for job in claimed {
         let res = match &certificates {
@@ -208,7 +214,9 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
     let mut completions = Vec::new();
     let mut failures = Vec::new();
     for (claimed, outcome, elapsed) in signed {
-        inner.metrics.observe_signing(elapsed);
+        inner
+            .metrics
+            .observe_issuance(&issuer_of(claimed.job.certificate_id), "none", elapsed);
         match outcome {
             Ok((version, renew_at)) => completions.push(Completion {
                 claimed,
@@ -222,7 +230,7 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
     let commit_started = std::time::Instant::now();
     if !completions.is_empty() {
         match inner.store.complete_jobs(owner, &completions, now()).await {
-            Ok(stored) => record_completions(control_plane, &completions, &stored, &mut finished),
+            Ok(stored) => record_completions(control_plane, &completions, &stored, &issuer_of, &mut finished),
             Err(error) => {
                 // One bad row (say, a serial collision) must not sink the batch: retry singly.
                 tracing::warn!(%error, n = completions.len(), "batch commit failed; committing one by one");
@@ -232,9 +240,13 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
                         .complete_jobs(owner, std::slice::from_ref(&completion), now())
                         .await
                     {
-                        Ok(stored) => {
-                            record_completions(control_plane, std::slice::from_ref(&completion), &stored, &mut finished)
-                        }
+                        Ok(stored) => record_completions(
+                            control_plane,
+                            std::slice::from_ref(&completion),
+                            &stored,
+                            &issuer_of,
+                            &mut finished,
+                        ),
                         Err(error) => failures.push((
                             completion.claimed,
                             IssueFailure {
@@ -260,6 +272,11 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
         tracing::warn!(job = %claimed.job.id, certificate = %claimed.job.certificate_id, error = %failure.message,
             retry_at = ?retry_at, "job attempt failed");
         inner.metrics.job_failed(claimed.job.kind.as_str());
+        inner.metrics.issuance(
+            claimed.job.kind.as_str(),
+            &issuer_of(claimed.job.certificate_id),
+            "failure",
+        );
         match inner
             .store
             .fail_job(owner, &claimed, &failure.message, None, retry_at, now())
@@ -300,6 +317,7 @@ pub(crate) fn record_completions(
     control_plane: &ControlPlane,
     completions: &[Completion],
     stored: &[Option<u32>],
+    issuer_of: &dyn Fn(CertificateId) -> String,
     finished: &mut Vec<JobId>,
 ) {
     for (completion, version) in completions.iter().zip(stored) {
@@ -308,7 +326,10 @@ pub(crate) fn record_completions(
             Some(version) => {
                 tracing::info!(certificate = %job.certificate_id, version, serial = %completion.version.serial,
                     kind = %job.kind, "certificate issued");
-                control_plane.inner.metrics.issued(job.kind.as_str());
+                control_plane
+                    .inner
+                    .metrics
+                    .issuance(job.kind.as_str(), &issuer_of(job.certificate_id), "success");
                 finished.push(job.id);
             }
             None => tracing::warn!(job = %job.id, "job was taken over by another worker; result dropped"),

@@ -51,9 +51,12 @@ fn metrics_pass_promtool_and_grow_only_by_certificates() {
     }
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    for i in 0..2 {
+    for i in 0..3 {
         server.cli_ok(&["cert", "create", &format!("m{i}.internal"), "--wait"]);
     }
+    let listed: serde_json::Value = serde_json::from_str(&server.cli_ok(&["cert", "list", "--json"])).unwrap();
+    let first = listed[0]["id"].as_str().unwrap().to_owned();
+    server.cli_ok(&["cert", "revoke", &first]);
     server.cli_ok(&["token", "create", "--name", "ci", "--scope", "read", "--expires", "30d"]);
     let text = scrape(&server.url);
     let (ok, lint) = promtool(&["check", "metrics"], Some(&text));
@@ -72,7 +75,8 @@ fn metrics_pass_promtool_and_grow_only_by_certificates() {
         "certkeeper_jobs_oldest_runnable_age_seconds",
         "certkeeper_jobs_claimed_total",
         "certkeeper_issuances_total",
-        "certkeeper_signing_seconds",
+        "certkeeper_issuance_duration_seconds",
+        "certkeeper_revocations_total",
         "certkeeper_agents",
         "certkeeper_token_expiry_timestamp_seconds",
         "certkeeper_node_role",
@@ -82,10 +86,15 @@ fn metrics_pass_promtool_and_grow_only_by_certificates() {
     ] {
         assert!(families.contains(&family), "{family} missing from {families:?}");
     }
-    assert!(
-        text.contains("certkeeper_certificates{status=\"active\",issuer=\"local\"} 2"),
-        "{text}"
-    );
+    for line in [
+        "certkeeper_certificates{status=\"active\",issuer=\"local\"} 2",
+        "certkeeper_certificates{status=\"revoked\",issuer=\"local\"} 1",
+        "certkeeper_issuances_total{kind=\"issue\",issuer=\"local\",outcome=\"success\"} 3",
+        "certkeeper_revocations_total{issuer=\"local\",outcome=\"success\"} 1",
+        "certkeeper_issuance_duration_seconds_count{issuer=\"local\",challenge=\"none\"} 3",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
     assert!(text.contains("certkeeper_token_expiry_timestamp_seconds{name=\"ci\"}"));
 
     // Twenty more certificates add two series each (expiry and renewal time), nothing else.
