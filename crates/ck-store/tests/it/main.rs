@@ -619,11 +619,14 @@ async fn revoke_list_and_delete(store: Store) {
     assert_eq!(
         counts,
         vec![
-            ("active".to_owned(), 2),
-            ("pending".to_owned(), 2),
-            ("revoked".to_owned(), 1)
+            ("active".to_owned(), "local".to_owned(), 2),
+            ("pending".to_owned(), "local".to_owned(), 2),
+            ("revoked".to_owned(), "local".to_owned(), 1)
         ]
     );
+    let times = store.certificate_times().await.unwrap();
+    assert_eq!(times.len(), 4, "revoked certificates have no expiry series");
+    assert_eq!(times.iter().filter(|t| t.not_after.is_some()).count(), 2);
 
     assert!(store.delete_certificate(ids[4]).await.unwrap());
     assert!(!store.delete_certificate(ids[4]).await.unwrap());
