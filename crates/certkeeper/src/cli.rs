@@ -108,6 +108,10 @@ pub(crate) struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "CERTKEEPER_LOG_FORMAT")]
     pub(crate) log_format: Option<String>,
+    /// Log level: error, warn, info, debug or trace [default: info]. For per-module levels set
+    /// CERTKEEPER_LOG instead, e.g. CERTKEEPER_LOG=info,ck_acme=debug.
+    #[arg(long, value_parser = ["error", "warn", "info", "debug", "trace"])]
+    pub(crate) log_level: Option<String>,
     /// Job worker tasks [default: 2].
     #[arg(long, env = "CERTKEEPER_WORKERS")]
     pub(crate) workers: Option<usize>,

@@ -35,7 +35,7 @@ impl Running {
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(&args)?;
-    init_logging(settings.log_json);
+    init_logging_at(settings.log_json, args.log_level.as_deref());
     let running = start(settings, args.reset_admin_token).await?;
     wait_for_signal().await;
     tracing::info!("shutting down");
@@ -277,8 +277,16 @@ fn precreate_private(path: &Path) -> anyhow::Result<()> {
 }
 
 pub(crate) fn init_logging(json: bool) {
+    init_logging_at(json, None);
+}
+
+/// Logging at `level` when given, else as CERTKEEPER_LOG says, else at info.
+pub(crate) fn init_logging_at(json: bool, level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CERTKEEPER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = match level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_env("CERTKEEPER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+    };
     use std::io::IsTerminal;
     // Colours only for a terminal: log files and journald get plain text.
     let builder = tracing_subscriber::fmt()

@@ -124,7 +124,7 @@ impl ServerConfig {
             name_policy: NamePolicy::default(),
             default_renewal: RenewalPolicy::default(),
             acme_concurrency: 32,
-            issuer_health_interval: std::time::Duration::from_secs(300),
+            issuer_health_interval: std::time::Duration::from_secs(600),
             acme_issuers: Vec::new(),
             public_base_url: None,
             crl_validity: Duration::hours(24),

@@ -82,12 +82,20 @@ pub(crate) async fn issuer_health_loop(control_plane: ControlPlane, mut shutdown
 }
 
 impl ControlPlane {
-    /// One health pass over the ACME issuers, as the leader: its writes are fenced.
+    /// One health pass over the issuers, as the leader (its writes are fenced): ACME issuers'
+    /// directory and account, and how long the local CA has left.
     pub(crate) async fn check_issuers(&self) {
         let inner = &self.inner;
         for (id, issuer) in inner.issuers.all() {
-            let crate::issuers::Issuer::Acme(state) = issuer else {
-                continue;
+            let state = match issuer {
+                crate::issuers::Issuer::Acme(state) => state,
+                crate::issuers::Issuer::Local(ca) => {
+                    let check = local_ca_check(ca.not_after(), now());
+                    if !self.record_issuer_health(&id, check).await {
+                        return;
+                    }
+                    continue;
+                }
             };
             let check = match state.ready(&inner.store, &inner.issuers.responder).await {
                 Err(failure) => ck_acme::AccountCheck {
@@ -109,27 +117,78 @@ impl ControlPlane {
                     }
                 },
             };
-            if !check.healthy {
-                tracing::warn!(issuer = %id, detail = %check.detail, "issuer unhealthy");
-            }
-            inner.metrics.issuer_health(id.as_str(), check.healthy);
-            let health = ck_store::IssuerHealth {
-                healthy: check.healthy,
-                detail: check.detail,
-                checked_at: now(),
-            };
-            let Some(fence) = self.leader_fence() else {
-                tracing::info!("no longer the leader: the health pass stops");
+            if !self.record_issuer_health(&id, check).await {
                 return;
-            };
-            match inner.store.set_issuer_health(id.as_str(), &health, &fence).await {
-                Ok(()) => {}
-                Err(ck_store::StoreError::Fenced(reason)) => {
-                    tracing::warn!(%reason, "another node leads now: the health pass stops");
-                    return;
-                }
-                Err(error) => tracing::warn!(issuer = %id, %error, "storing the issuer health failed"),
             }
         }
+    }
+
+    /// Logs, exports and stores one issuer's health; `false` when this node no longer leads
+    /// (the pass stops).
+    async fn record_issuer_health(&self, id: &ck_domain::IssuerId, check: ck_acme::AccountCheck) -> bool {
+        let inner = &self.inner;
+        if !check.healthy {
+            tracing::warn!(issuer = %id, detail = %check.detail, "issuer unhealthy");
+        }
+        inner.metrics.issuer_health(id.as_str(), check.healthy);
+        let health = ck_store::IssuerHealth {
+            healthy: check.healthy,
+            detail: check.detail,
+            checked_at: now(),
+        };
+        let Some(fence) = self.leader_fence() else {
+            tracing::info!("no longer the leader: the health pass stops");
+            return false;
+        };
+        match inner.store.set_issuer_health(id.as_str(), &health, &fence).await {
+            Ok(()) => true,
+            Err(ck_store::StoreError::Fenced(reason)) => {
+                tracing::warn!(%reason, "another node leads now: the health pass stops");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(issuer = %id, %error, "storing the issuer health failed");
+                true
+            }
+        }
+    }
+}
+
+/// A local CA is unhealthy once its intermediate has less than this left: every leaf it signs
+/// ends with the intermediate, so renewals would bring ever shorter certificates.
+const LOCAL_CA_MIN_REMAINING: time::Duration = time::Duration::days(30);
+
+/// The health of a local CA whose intermediate expires at `not_after`.
+fn local_ca_check(not_after: time::OffsetDateTime, now: time::OffsetDateTime) -> ck_acme::AccountCheck {
+    let left = not_after - now;
+    if left < LOCAL_CA_MIN_REMAINING {
+        ck_acme::AccountCheck {
+            healthy: false,
+            detail: format!(
+                "the CA's intermediate expires at {not_after} ({} days left): the leaves it signs end then too; \
+                 replace the local CA before then",
+                left.whole_days().max(0)
+            ),
+        }
+    } else {
+        ck_acme::AccountCheck {
+            healthy: true,
+            detail: format!("the CA's intermediate is valid until {not_after}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    #[test]
+    fn a_local_ca_is_unhealthy_in_its_last_thirty_days() {
+        let now = datetime!(2026-01-01 0:00 UTC);
+        assert!(super::local_ca_check(now + time::Duration::days(31), now).healthy);
+        let late = super::local_ca_check(now + time::Duration::days(29), now);
+        assert!(!late.healthy);
+        assert!(late.detail.contains("29 days left"), "{}", late.detail);
+        assert!(!super::local_ca_check(now - time::Duration::days(1), now).healthy);
     }
 }
