@@ -190,13 +190,21 @@ macro_rules! with_nonce_retry {
         let mut retries = 0;
         loop {
             match $call.await {
-                Ok(value) => break Ok(value),
+                Ok(value) => {
+                    $crate::stats::record_request($what, "ok");
+                    break Ok(value);
+                }
                 Err(error)
                     if $crate::AcmeFailure::is_bad_nonce(&error) && retries < $crate::error::BAD_NONCE_RETRIES =>
                 {
+                    $crate::stats::record_request($what, "badNonce");
                     retries += 1
                 }
-                Err(error) => break Err($crate::AcmeFailure::from_acme($what, error, $slot.get())),
+                Err(error) => {
+                    let failure = $crate::AcmeFailure::from_acme($what, error, $slot.get());
+                    $crate::stats::record_request($what, &$crate::stats::outcome_of(&failure));
+                    break Err(failure);
+                }
             }
         }
     }};

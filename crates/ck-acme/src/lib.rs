@@ -21,6 +21,7 @@ pub mod error;
 mod http;
 pub mod order;
 pub mod responder;
+pub mod stats;
 
 pub use account::{AccountCheck, AcmeIssuer, RegisteredAccount};
 pub use config::{AcmeIssuerConfig, ChallengeKind, Dns01Config, EabConfig, Http01Config, TlsAlpn01Config};

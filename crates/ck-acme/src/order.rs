@@ -325,10 +325,10 @@ impl AcmeIssuer {
                     dns.provider.present(&fqdn, &value).await.map_err(|e| {
                         AcmeFailure::local(format!("dns-01 for {shown}: writing the TXT record failed: {e}"), true)
                     })?;
-                    dns.check
-                        .wait_for(&fqdn, &value)
-                        .await
-                        .map_err(|e| AcmeFailure::local(format!("dns-01 for {shown}: {e}"), true))?;
+                    let waiting = std::time::Instant::now();
+                    let propagated = dns.check.wait_for(&fqdn, &value).await;
+                    crate::stats::record_dns_wait(waiting.elapsed().as_secs_f64());
+                    propagated.map_err(|e| AcmeFailure::local(format!("dns-01 for {shown}: {e}"), true))?;
                 }
             }
             with_nonce_retry!(

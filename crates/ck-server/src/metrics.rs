@@ -33,6 +33,10 @@ pub(crate) struct Metrics {
     oldest_runnable_job: Gauge<f64, std::sync::atomic::AtomicU64>,
     agents: Family<LabelPairs, Gauge>,
     token_expiry: Family<LabelPairs, Gauge>,
+    acme_requests: Family<LabelPairs, Counter>,
+    /// The ACME request counts already added to `acme_requests`, to add only what is new.
+    acme_requests_seen: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
+    dns_propagation: Histogram,
 }
 
 /// What the store says at scrape time, for the cluster-wide gauges.
@@ -159,6 +163,20 @@ impl Metrics {
         build_info
             .get_or_create(&vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())])
             .set(1);
+        let acme_requests = Family::<LabelPairs, Counter>::default();
+        registry.register(
+            "acme_requests",
+            "ACME requests of this node by endpoint (newOrder, authz, finalize…) and outcome (ok, badNonce, \
+             rateLimited…, error)",
+            acme_requests.clone(),
+        );
+        // 10 ms to about 20 minutes.
+        let dns_propagation = Histogram::new(exponential_buckets(0.01, 2.0, 18));
+        registry.register(
+            "dns_propagation_seconds",
+            "How long dns-01 TXT records took to be seen by the checked resolvers",
+            dns_propagation.clone(),
+        );
         let database_up = Gauge::default();
         database_up.set(1);
         registry.register(
@@ -176,6 +194,9 @@ impl Metrics {
             oldest_runnable_job,
             agents,
             token_expiry,
+            acme_requests,
+            acme_requests_seen: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            dns_propagation,
             issuer_healthy,
             acme_orders,
             registry,
@@ -192,6 +213,27 @@ impl Metrics {
     pub(crate) fn leadership(&self, leads: bool) {
         self.node_role.set(if leads { 1 } else { 2 });
         self.lease_transitions.inc();
+    }
+
+    /// Adds what ck-acme counted since the last scrape.
+    fn take_acme_stats(&self) {
+        if let Ok(mut seen) = self.acme_requests_seen.lock() {
+            for (endpoint, outcome, total) in ck_acme::stats::request_counts() {
+                let last = seen.entry((endpoint.to_owned(), outcome.clone())).or_insert(0);
+                if total > *last {
+                    self.acme_requests
+                        .get_or_create(&vec![
+                            ("endpoint".to_owned(), endpoint.to_owned()),
+                            ("outcome".to_owned(), outcome),
+                        ])
+                        .inc_by(total - *last);
+                    *last = total;
+                }
+            }
+        }
+        for seconds in ck_acme::stats::take_dns_waits() {
+            self.dns_propagation.observe(seconds);
+        }
     }
 
     pub(crate) fn jobs_claimed(&self, n: usize) {
@@ -312,6 +354,7 @@ impl Metrics {
 
     /// The text exposition without reading the store.
     pub(crate) fn render_local(&self) -> Result<String, ServiceError> {
+        self.take_acme_stats();
         let mut out = String::new();
         encode(&mut out, &self.registry).map_err(|e| ServiceError::Unavailable(format!("metrics encoding: {e}")))?;
         Ok(out)

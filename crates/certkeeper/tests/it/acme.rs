@@ -148,6 +148,14 @@ fn http01_issues_a_chain_that_openssl_verifies() {
         "{metrics}"
     );
     assert!(
+        metrics.contains("certkeeper_acme_requests_total{endpoint=\"newOrder\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("certkeeper_acme_requests_total{endpoint=\"finalize\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
         metrics.contains("certkeeper_acme_orders_total{issuer=\"pebble\",outcome=\"valid\"} 1"),
         "{metrics}"
     );
@@ -284,6 +292,12 @@ fn dns01_rfc2136_apex_and_wildcard_in_one_order() {
     assert!(
         !server.log_text().contains(bind.tsig_secret()),
         "the TSIG secret was logged"
+    );
+    // Two TXT records (apex and wildcard) waited for: two propagation samples.
+    let metrics = http_get(&format!("{}/metrics", server.url));
+    assert!(
+        metrics.contains("certkeeper_dns_propagation_seconds_count 2"),
+        "{metrics}"
     );
 }
 

@@ -76,6 +76,7 @@ fn metrics_pass_promtool_and_grow_only_by_certificates() {
         "certkeeper_jobs_claimed_total",
         "certkeeper_issuances_total",
         "certkeeper_issuance_duration_seconds",
+        "certkeeper_dns_propagation_seconds",
         "certkeeper_revocations_total",
         "certkeeper_agents",
         "certkeeper_token_expiry_timestamp_seconds",
