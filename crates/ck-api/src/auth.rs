@@ -239,6 +239,20 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
     };
     let audited = method != Method::GET && method != Method::HEAD && route.action != "agent.heartbeat";
     let action = route.action.clone();
+    // The body is read before any refusal below: an HTTP/2 response sent while the client
+    // still sends its body ends in a stream reset that clients report as a transport error
+    // instead of our 403, 429 or 503.
+    let (parts, body) = request.into_parts();
+    let body = if method != Method::GET && method != Method::HEAD {
+        Some(to_bytes(body, crate::MAX_BODY_BYTES).await.map_err(|_| {
+            ApiError::payload_too_large(format!(
+                "the request body is larger than {} bytes",
+                crate::MAX_BODY_BYTES
+            ))
+        })?)
+    } else {
+        None
+    };
     if let Some(scope) = route.scope
         && !principal.scopes().contains(scope)
     {
@@ -275,29 +289,25 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
         .into());
     }
 
-    let mut request = request;
     let mut body_sha256 = None;
-    if method != Method::GET && method != Method::HEAD {
-        let (parts, body) = request.into_parts();
-        let bytes = to_bytes(body, crate::MAX_BODY_BYTES).await.map_err(|_| {
-            ApiError::payload_too_large(format!(
-                "the request body is larger than {} bytes",
-                crate::MAX_BODY_BYTES
-            ))
-        })?;
-        // Every body of this API is a JSON object (or absent): serde would otherwise fill a
-        // struct from an array, field by field.
-        let text = bytes.trim_ascii();
-        if !(text.is_empty() || text == b"null" || text.starts_with(b"{")) {
-            return Err(ApiError::unprocessable("the request body must be a JSON object"));
+    let body = match body {
+        Some(bytes) => {
+            // Every body of this API is a JSON object (or absent): serde would otherwise fill a
+            // struct from an array, field by field.
+            let text = bytes.trim_ascii();
+            if !(text.is_empty() || text == b"null" || text.starts_with(b"{")) {
+                return Err(ApiError::unprocessable("the request body must be a JSON object"));
+            }
+            // The body is hashed, never stored: the record proves what was sent without keeping
+            // CSRs, settings or secrets.
+            if audited && !bytes.is_empty() {
+                body_sha256 = Some(sha256_hex(&bytes));
+            }
+            Body::from(bytes)
         }
-        // The body is hashed, never stored: the record proves what was sent without keeping
-        // CSRs, settings or secrets.
-        if audited && !bytes.is_empty() {
-            body_sha256 = Some(sha256_hex(&bytes));
-        }
-        request = Request::from_parts(parts, Body::from(bytes));
-    }
+        None => Body::empty(),
+    };
+    let mut request = Request::from_parts(parts, body);
     let actor = principal.actor();
     request.extensions_mut().insert(principal);
     let response = next.run(request).await;
