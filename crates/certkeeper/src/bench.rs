@@ -63,19 +63,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         kek: crate::secrets::KekSource::File(data_dir.path().join("kek")),
     };
 
-    eprintln!("preparing {} CSRs…", args.count);
-    let csrs = tokio::task::spawn_blocking({
-        let count = args.count;
-        move || -> anyhow::Result<Vec<String>> {
-            (0..count)
-                .map(|i| {
-                    let names = vec![SubjectAltName::parse(&format!("host{i}.bench.internal"))?];
-                    Ok(ck_pki::ServerKey::generate(KeyType::EcdsaP256, &names)?.csr_pem)
-                })
-                .collect()
-        }
-    })
-    .await??;
+    let csrs = prepare_csrs(args.count, "bench.internal").await?;
 
     eprintln!("measuring the raw P-256 signing rate (1 s on every core)…");
     let raw_rate = tokio::task::spawn_blocking(raw_signing_rate).await??;
@@ -91,12 +79,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (latencies, elapsed) = issue_all(&[client], Arc::new(csrs), args.concurrency).await?;
     running.stop().await;
 
-    let percentile = |p: f64| {
-        let idx = ((latencies.len() as f64 * p).ceil() as usize)
-            .saturating_sub(1)
-            .min(latencies.len() - 1);
-        latencies[idx].as_secs_f64() * 1000.0
-    };
+    let percentile = |p: f64| percentile_of(&latencies, p).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
     let rate = args.count as f64 / elapsed.as_secs_f64();
     let report = Report {
         database: backend,
@@ -128,6 +111,29 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `count` P-256 CSRs for `host<i>.<domain>`, made on a blocking thread before anything is timed.
+pub(crate) async fn prepare_csrs(count: usize, domain: &str) -> anyhow::Result<Vec<String>> {
+    eprintln!("preparing {count} CSRs…");
+    let domain = domain.to_owned();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+        (0..count)
+            .map(|i| {
+                let names = vec![SubjectAltName::parse(&format!("host{i}.{domain}"))?];
+                Ok(ck_pki::ServerKey::generate(KeyType::EcdsaP256, &names)?.csr_pem)
+            })
+            .collect()
+    })
+    .await?
+}
+
+/// The value at fraction `p` (0 to 1) of `sorted`, nearest rank; `None` when it is empty.
+pub(crate) fn percentile_of<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    let idx = ((sorted.len() as f64 * p).ceil() as usize)
+        .saturating_sub(1)
+        .min(sorted.len().saturating_sub(1));
+    sorted.get(idx).copied()
 }
 
 /// Creates a certificate from each CSR through the API, `concurrency` requests in flight spread

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use ck_domain::{KeyType, SubjectAltName};
 use ck_store::{Backend, DatabaseUrl};
 use serde::Serialize;
 
@@ -162,20 +161,7 @@ pub(crate) async fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
         time::OffsetDateTime::now_utc().unix_timestamp()
     );
 
-    eprintln!("preparing {} CSRs…", args.count);
-    let csrs = tokio::task::spawn_blocking({
-        let count = args.count;
-        move || -> anyhow::Result<Vec<String>> {
-            (0..count)
-                .map(|i| {
-                    let names = vec![SubjectAltName::parse(&format!("host{i}.cluster-bench.internal"))?];
-                    Ok(ck_pki::ServerKey::generate(KeyType::EcdsaP256, &names)?.csr_pem)
-                })
-                .collect()
-        }
-    })
-    .await??;
-    let csrs = Arc::new(csrs);
+    let csrs = Arc::new(crate::bench::prepare_csrs(args.count, "cluster-bench.internal").await?);
 
     let mut throughput: Vec<Throughput> = Vec::new();
     for &n in &args.nodes {
@@ -252,12 +238,7 @@ async fn issue(cluster: &Cluster, csrs: &Arc<Vec<String>>, concurrency: usize) -
         .map(|node| ck_client::Client::new(&node.url, &cluster.token))
         .collect::<Result<Vec<_>, _>>()?;
     let (latencies, elapsed) = crate::bench::issue_all(&clients, csrs.clone(), concurrency).await?;
-    let percentile = |p: f64| {
-        let idx = ((latencies.len() as f64 * p).ceil() as usize)
-            .saturating_sub(1)
-            .min(latencies.len().saturating_sub(1));
-        latencies.get(idx).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
+    let percentile = |p: f64| crate::bench::percentile_of(&latencies, p).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
     let http = reqwest::Client::new();
     let mut claimed_per_node = Vec::new();
     for node in &cluster.nodes {
@@ -333,12 +314,7 @@ async fn failover(cluster: &mut Cluster, kills: usize) -> anyhow::Result<Failove
     bar.finish_and_clear();
     let all_s = times.clone();
     times.sort_by(f64::total_cmp);
-    let at = |p: f64| {
-        let idx = ((times.len() as f64 * p).ceil() as usize)
-            .saturating_sub(1)
-            .min(times.len().saturating_sub(1));
-        times.get(idx).copied().unwrap_or(0.0)
-    };
+    let at = |p: f64| crate::bench::percentile_of(&times, p).unwrap_or(0.0);
     Ok(Failover {
         kills,
         min_s: at(0.0),

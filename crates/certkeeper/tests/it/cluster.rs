@@ -10,8 +10,8 @@ use ck_test_peers::pebble::{Pebble, PebbleOptions};
 
 use crate::support::Server;
 
-/// A fresh database on the test PostgreSQL cluster, or `None` (skipped) when there is none.
-fn fresh_database() -> Option<String> {
+/// The test PostgreSQL's admin URL, or `None` (skipped) when there is none outside CI.
+fn postgres_admin_url() -> Option<String> {
     let Ok(admin_url) = std::env::var("CERTKEEPER_TEST_POSTGRES_URL") else {
         let required = std::env::var_os("CERTKEEPER_REQUIRE_PEERS").is_some() || std::env::var_os("CI").is_some();
         assert!(
@@ -21,6 +21,12 @@ fn fresh_database() -> Option<String> {
         eprintln!("SKIPPED: cluster tests need PostgreSQL (run scripts/test.sh)");
         return None;
     };
+    Some(admin_url)
+}
+
+/// A fresh database on the test PostgreSQL cluster, or `None` (skipped) when there is none.
+fn fresh_database() -> Option<String> {
+    let admin_url = postgres_admin_url()?;
     // Tests run in parallel in one process: one database each.
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -80,6 +86,15 @@ fn add_pebble_issuer(node: &Server, pebble: &Pebble) {
         "--http01-listen",
         &format!("127.0.0.1:{}", pebble.http_port()),
     ]);
+}
+
+/// A node's `/metrics` text (empty when it does not answer within 2 s).
+fn metrics_of(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sf", "-m", "2", &format!("{url}/metrics")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn cluster(url: &str, token: &str) -> Option<Value> {
@@ -170,11 +185,7 @@ fn three_nodes_fail_over_and_hand_over() {
     signal("-CONT", nodes[paused_idx].pid());
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let metrics = Command::new("curl")
-            .args(["-sf", "-m", "2", &format!("{}/metrics", urls[paused_idx])])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&metrics.stdout).contains("certkeeper_node_role 2") {
+        if metrics_of(&urls[paused_idx]).contains("certkeeper_node_role 2") {
             break;
         }
         assert!(Instant::now() < deadline, "the resumed node still thinks it leads");
@@ -210,11 +221,7 @@ fn three_nodes_fail_over_and_hand_over() {
     );
 
     // The survivor's metrics say it leads.
-    let metrics = Command::new("curl")
-        .args(["-sf", &format!("{}/metrics", urls[third_observer])])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&metrics.stdout);
+    let text = metrics_of(&urls[third_observer]);
     assert!(text.contains("certkeeper_node_role 1"), "{text}");
 }
 
@@ -482,7 +489,7 @@ fn renewal_storm(acme: bool, pause_leader: bool) {
 /// A PostgreSQL of this test's own (it is stopped and started again), from the project's
 /// script; `None` (skipped) where the other cluster tests skip too.
 fn own_postgres(dir: &std::path::Path, port: Option<u16>) -> Option<String> {
-    fresh_database()?;
+    postgres_admin_url()?;
     let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts");
     let mut command = Command::new(scripts.join("start-postgres.sh"));
     command.arg(dir).stdin(std::process::Stdio::null());
@@ -645,11 +652,7 @@ fn database_outage_serves_cached_reads_refuses_writes_and_recovers() {
     for url in &urls {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let metrics = Command::new("curl")
-                .args(["-sf", "-m", "2", &format!("{url}/metrics")])
-                .output()
-                .unwrap();
-            if String::from_utf8_lossy(&metrics.stdout).contains("certkeeper_database_up 0") {
+            if metrics_of(url).contains("certkeeper_database_up 0") {
                 break;
             }
             assert!(Instant::now() < deadline, "{url} did not notice the outage within 10 s");
