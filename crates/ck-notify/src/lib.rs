@@ -1,0 +1,1 @@
+//! Notifiers: tell people what happened, through one channel each.
