@@ -27,7 +27,7 @@ pub use job::{Job, JobKind, JobState, RetryPolicy, TransitionError};
 pub use key_type::{KeyType, UnknownKeyType};
 pub use labels::{LabelError, Labels};
 pub use names::{DnsName, NameError, SubjectAltName};
-pub use notification::{EventKind, ExpiryThresholds, Route, ThresholdError, UnknownEventKind};
+pub use notification::{EventKind, ExpiryThresholds, Route, ThresholdError, UnknownEventKind, renewal_failure_period};
 pub use rate_limit::TokenBuckets;
 pub use renewal::{PolicyError, RenewalPolicy, RenewalTrigger, renew_within_window};
 pub use revocation::{RevocationReason, UnknownRevocationReason};

@@ -193,6 +193,13 @@ impl Default for ExpiryThresholds {
     }
 }
 
+/// Which "renewal failed" notice a failure of a renewal due at `renew_at` belongs to: one per
+/// day of failing (0 for the first day), so a CA outage is reported at once and again each day
+/// it lasts, not at every retry. Failures before `renew_at` (a forced renewal) count as day 0.
+pub fn renewal_failure_period(renew_at: OffsetDateTime, now: OffsetDateTime) -> i64 {
+    (now - renew_at).whole_days().max(0)
+}
+
 /// Which events a notifier receives: by kind, and by certificate labels (every listed label must
 /// match; events without a certificate, such as an unhealthy issuer, pass a label filter only
 /// when it is empty).
@@ -269,6 +276,13 @@ mod tests {
         assert_eq!(applicable, vec![1, 0]);
         assert!(t.crossed(at(6), at(4), at(1)).is_empty());
         assert_eq!(t.crossed(at(6), at(4), at(6)), vec![1, 0]);
+    }
+
+    #[test]
+    fn renewal_failures_are_reported_once_a_day() {
+        assert_eq!(renewal_failure_period(at(4), at(3)), 0);
+        assert_eq!(renewal_failure_period(at(4), at(4) + Duration::hours(23)), 0);
+        assert_eq!(renewal_failure_period(at(4), at(5)), 1);
     }
 
     #[test]
