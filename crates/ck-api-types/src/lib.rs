@@ -77,6 +77,11 @@ pub struct Renewal {
     /// Renewal may start earlier by up to this fraction of the lifetime (0 to 0.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<f64>,
+    /// Days before expiry at which a late renewal is announced (`threshold_crossed`; 0 is the
+    /// expiry itself). Thresholds before the renewal time are ignored. Absent: the server's
+    /// default (30, 14, 7, 1, 0 unless configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_alert_days: Option<Vec<u32>>,
 }
 
 /// A managed certificate.
@@ -99,7 +104,8 @@ pub struct Certificate {
     /// The agent that deploys it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
-    /// pending, active, failed, revoked or expired.
+    /// pending, active, expiring (renewal late: an expiry threshold crossed), failed, revoked or
+    /// expired.
     pub status: String,
     /// The current version (0 before the first issuance).
     pub current_version: u32,
@@ -406,7 +412,8 @@ pub struct AgentWorkItem {
     pub key_source: String,
     /// The key type the certificate was created with (a hint for the agent's default).
     pub key_type: String,
-    /// pending, active, failed, revoked or expired.
+    /// pending, active, expiring (renewal late: an expiry threshold crossed), failed, revoked or
+    /// expired.
     pub status: String,
     /// The current version (0 before the first issuance).
     pub version: u32,

@@ -74,6 +74,12 @@ pub(crate) async fn create(
         .as_ref()
         .map(|r| convert::renewal_policy(r, control_plane.default_renewal()))
         .transpose()?;
+    let expiry_thresholds = body
+        .renewal
+        .as_ref()
+        .map(convert::expiry_thresholds)
+        .transpose()?
+        .flatten();
     let request = NewCertificate {
         name: body.name,
         common_name: body.common_name,
@@ -84,6 +90,7 @@ pub(crate) async fn create(
         labels: body.labels,
         validity_days: body.validity_days,
         renewal_policy,
+        expiry_thresholds,
         challenge: body.challenge,
         agent: body.agent,
         key_source: body

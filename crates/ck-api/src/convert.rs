@@ -1,7 +1,7 @@
 //! Hand-written conversions from domain types to wire types, and back for requests.
 
 use ck_api_types as wire;
-use ck_domain::{RenewalPolicy, RenewalTrigger};
+use ck_domain::{ExpiryThresholds, RenewalPolicy, RenewalTrigger};
 
 use crate::ApiError;
 
@@ -23,7 +23,7 @@ pub(crate) fn certificate(cert: &ck_domain::Certificate, now: time::OffsetDateTi
         not_after: cert.not_after,
         renew_at: cert.renew_at,
         validity_days: cert.validity.whole_days(),
-        renewal: renewal(&cert.renewal_policy),
+        renewal: renewal(&cert.renewal_policy, cert.expiry_thresholds.as_ref()),
         labels: cert.labels.as_map().clone(),
         last_error: cert.last_error.clone(),
         revoked_at: cert.revoked_at,
@@ -33,7 +33,7 @@ pub(crate) fn certificate(cert: &ck_domain::Certificate, now: time::OffsetDateTi
     }
 }
 
-fn renewal(policy: &RenewalPolicy) -> wire::Renewal {
+fn renewal(policy: &RenewalPolicy, thresholds: Option<&ExpiryThresholds>) -> wire::Renewal {
     let (renew_before_days, renew_at_fraction) = match policy.trigger() {
         RenewalTrigger::DaysBeforeExpiry(days) => (Some(days), None),
         RenewalTrigger::LifetimeFraction(fraction) => (None, Some(fraction)),
@@ -42,7 +42,17 @@ fn renewal(policy: &RenewalPolicy) -> wire::Renewal {
         renew_before_days,
         renew_at_fraction,
         jitter: Some(policy.jitter_fraction()),
+        expiry_alert_days: thresholds.map(|t| t.days().to_vec()),
     }
+}
+
+pub(crate) fn expiry_thresholds(renewal: &wire::Renewal) -> Result<Option<ExpiryThresholds>, ApiError> {
+    renewal
+        .expiry_alert_days
+        .clone()
+        .map(ExpiryThresholds::new)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("renewal: {e}")))
 }
 
 pub(crate) fn renewal_policy(renewal: &wire::Renewal, default: RenewalPolicy) -> Result<RenewalPolicy, ApiError> {

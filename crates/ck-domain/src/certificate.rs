@@ -7,7 +7,7 @@ use std::str::FromStr;
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    CertificateId, IssuerId, JobId, KeyType, Labels, NameError, RenewalPolicy, RevocationReason, SubjectAltName,
+    CertificateId, ExpiryThresholds, IssuerId, JobId, KeyType, Labels, NameError, RenewalPolicy, RevocationReason, SubjectAltName,
 };
 
 /// Where a managed certificate is in its life.
@@ -17,6 +17,9 @@ pub enum CertificateStatus {
     Pending,
     /// Issued and usable (renewals keep it active).
     Active,
+    /// Issued and usable, but its renewal is late: the current version has crossed one of its
+    /// expiry thresholds. A new version makes it active again.
+    Expiring,
     /// The first issuance failed for good (see `last_error`).
     Failed,
     /// Revoked by an operator.
@@ -27,13 +30,21 @@ pub enum CertificateStatus {
 
 impl CertificateStatus {
     /// Every status.
-    pub const ALL: [Self; 5] = [Self::Pending, Self::Active, Self::Failed, Self::Revoked, Self::Expired];
+    pub const ALL: [Self; 6] = [
+        Self::Pending,
+        Self::Active,
+        Self::Expiring,
+        Self::Failed,
+        Self::Revoked,
+        Self::Expired,
+    ];
 
     /// The name used in the API and the store.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Active => "active",
+            Self::Expiring => "expiring",
             Self::Failed => "failed",
             Self::Revoked => "revoked",
             Self::Expired => "expired",
@@ -48,7 +59,7 @@ impl FromStr for CertificateStatus {
             .into_iter()
             .find(|status| status.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown certificate status '{s}' (expected pending, active, failed, revoked or expired)")
+                format!("unknown certificate status '{s}' (expected pending, active, expiring, failed, revoked or expired)")
             })
     }
 }
@@ -126,6 +137,8 @@ pub struct Certificate {
     pub validity: Duration,
     /// When renewal starts.
     pub renewal_policy: RenewalPolicy,
+    /// Days before expiry at which it warns; `None`: the server's default.
+    pub expiry_thresholds: Option<ExpiryThresholds>,
     /// Tags.
     pub labels: Labels,
     /// The current version's number (0 before the first issuance).
@@ -162,7 +175,9 @@ impl Certificate {
     /// expired even before any loop has noticed.
     pub fn status_at(&self, now: OffsetDateTime) -> CertificateStatus {
         match (self.status, self.not_after) {
-            (CertificateStatus::Active, Some(not_after)) if not_after <= now => CertificateStatus::Expired,
+            (CertificateStatus::Active | CertificateStatus::Expiring, Some(not_after)) if not_after <= now => {
+                CertificateStatus::Expired
+            }
             (status, _) => status,
         }
     }

@@ -6,10 +6,10 @@
 use std::collections::BTreeSet;
 
 use ck_domain::{
-    Certificate, CertificateId, CertificateVersion, IssuanceRequest, Job, JobId, JobKind, JobState, KeySource,
+    Certificate, CertificateId, CertificateVersion, EventKind, IssuanceRequest, Job, JobId, JobKind, JobState, KeySource,
 };
 use ck_pki::ParsedCsr;
-use ck_store::{AgentFacts, AgentRecord};
+use ck_store::{AgentFacts, AgentRecord, NewEvent};
 use time::{Duration, OffsetDateTime};
 
 use crate::auth::{Credential, mint_token};
@@ -312,6 +312,24 @@ impl ControlPlane {
         job.max_attempts = 1;
         job.finished_at = Some(now);
         let targets = report.targets.join(", ");
+        let event = NewEvent {
+            kind: if report.error.is_none() {
+                EventKind::Deployed
+            } else {
+                EventKind::DeploymentFailed
+            },
+            dedup_key: Some(format!("deploy:{}", job.id)),
+            certificate_id: Some(cert.id),
+            subject: Some(agent_id.to_owned()),
+            payload: serde_json::json!({
+                "agent_id": agent_id,
+                "version": report.version,
+                "fingerprint": report.fingerprint,
+                "targets": report.targets,
+                "error": report.error.as_deref().map(|e| truncate(e.to_owned(), 2048)),
+            }),
+            at: now,
+        };
         match report.error {
             None => {
                 job.state = JobState::Succeeded;
@@ -325,7 +343,7 @@ impl ControlPlane {
                 job.last_error = Some(truncate(error, 8192));
             }
         }
-        self.inner.store.record_deployment(&job).await?;
+        self.inner.store.record_deployment(&job, &event).await?;
         Ok(job)
     }
 

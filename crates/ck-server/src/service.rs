@@ -6,7 +6,7 @@ use std::time::Duration as StdDuration;
 
 use ck_acme::{AcmeIssuer, AcmeIssuerConfig, ChallengeKind, ChallengeResponder};
 use ck_domain::{
-    Certificate, CertificateId, CertificateStatus, CertificateVersion, IssuanceRequest, IssuerId, Job, JobId, JobKind,
+    Certificate, CertificateId, CertificateStatus, CertificateVersion, ExpiryThresholds, IssuanceRequest, IssuerId, Job, JobId, JobKind,
     JobState, KeySource, KeyType, Labels, RenewalPolicy, Restriction, RevocationReason, leaf_validity,
 };
 use ck_pki::{ParsedCsr, pem_block_der};
@@ -43,6 +43,8 @@ pub struct NewCertificate {
     pub validity_days: Option<u32>,
     /// Renewal policy; defaults to the server's.
     pub renewal_policy: Option<RenewalPolicy>,
+    /// Days before expiry at which it warns; defaults to the server's thresholds.
+    pub expiry_thresholds: Option<ExpiryThresholds>,
     /// ACME challenge type (`http-01`, `tls-alpn-01`, `dns-01`); defaults to the issuer's.
     pub challenge: Option<String>,
     /// The agent (name or id) that deploys it.
@@ -272,6 +274,7 @@ impl ControlPlane {
             status: CertificateStatus::Pending,
             validity,
             renewal_policy: request.renewal_policy.unwrap_or(self.inner.config.default_renewal),
+            expiry_thresholds: request.expiry_thresholds.clone(),
             labels,
             current_version: 0,
             serial: None,

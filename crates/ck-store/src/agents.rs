@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use ck_domain::{Certificate, CertificateId, Job, JobId};
 
 use crate::jobs::insert_jobs;
+use crate::notifications::{NewEvent, insert_events};
 use crate::rows::{CERTIFICATE_COLUMNS, JOB_COLUMNS, certificate, from_ms, job, to_ms};
 use crate::{Store, StoreError};
 
@@ -206,9 +207,12 @@ impl Store {
         Ok(Some(job))
     }
 
-    /// Records an agent's finished deployment as a `deploy` job.
-    pub async fn record_deployment(&self, deployment: &Job) -> Result<(), StoreError> {
-        insert_jobs(&self.write, &[deployment]).await?;
+    /// Records an agent's finished deployment as a `deploy` job, with its event.
+    pub async fn record_deployment(&self, deployment: &Job, event: &NewEvent) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        insert_jobs(&mut *tx, &[deployment]).await?;
+        insert_events(&mut tx, std::slice::from_ref(event)).await?;
+        tx.commit().await?;
         Ok(())
     }
 

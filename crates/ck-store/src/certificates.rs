@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use ck_domain::{
-    Certificate, CertificateId, CertificateStatus, CertificateVersion, IssuerId, Job, JobKind, RenewalTrigger,
+    Certificate, CertificateId, CertificateStatus, CertificateVersion, EventKind, ExpiryThresholds, IssuerId, Job, JobKind, RenewalTrigger,
     RevocationReason,
 };
 use sqlx::Row;
@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 
 use crate::audit::insert_audit;
 use crate::jobs::insert_jobs;
+use crate::notifications::{NewEvent, insert_events, rfc3339};
 use crate::rows::{
     CERTIFICATE_COLUMNS, ROWS_PER_STATEMENT, SqlValue, VERSION_COLUMNS, bind_all, certificate, from_ms, labels_json,
     sans_json, to_ms, values_list, version,
@@ -105,7 +106,7 @@ impl Store {
     /// Stores new certificates with their first jobs, all in one transaction with multi-row
     /// inserts: the group commit of concurrent create requests.
     pub async fn create_certificates(&self, new: &[(&Certificate, &Job)]) -> Result<(), StoreError> {
-        const COLUMNS: usize = 18;
+        const COLUMNS: usize = 19;
         let mut tx = self.write.begin().await?;
         for chunk in new.chunks(ROWS_PER_STATEMENT) {
             let mut values: Vec<SqlValue> = Vec::with_capacity(chunk.len() * COLUMNS);
@@ -131,14 +132,15 @@ impl Store {
                     renew_days.into(),
                     cert.renewal_policy.jitter_fraction().into(),
                     labels_json(&cert.labels).into(),
+                    cert.expiry_thresholds.as_ref().map(ExpiryThresholds::to_text).into(),
                     to_ms(cert.created_at).into(),
                     to_ms(cert.updated_at).into(),
                 ]);
             }
             let statement = sql!(
                 "INSERT INTO certificates (id, name, common_name, sans, issuer_id, key_type, key_source, csr_pem, \
-                 challenge, agent_id, status, validity_days, renew_fraction, renew_days, renew_jitter, labels, created_at, updated_at) \
-                 VALUES {}",
+                 challenge, agent_id, status, validity_days, renew_fraction, renew_days, renew_jitter, labels, expiry_thresholds, created_at, \
+                 updated_at) VALUES {}",
                 values_list(chunk.len(), COLUMNS, 0)
             );
             bind_all(sqlx::query(statement), values).execute(&mut *tx).await?;
@@ -198,9 +200,14 @@ impl Store {
                 " AND status = 'active' AND not_after > $?",
                 SqlValue::from(to_ms(now)),
             ),
+            Some(CertificateStatus::Expiring) => push(
+                &mut sql,
+                " AND status = 'expiring' AND not_after > $?",
+                SqlValue::from(to_ms(now)),
+            ),
             Some(CertificateStatus::Expired) => push(
                 &mut sql,
-                " AND (status = 'expired' OR (status = 'active' AND not_after <= $?))",
+                " AND (status = 'expired' OR (status IN ('active', 'expiring') AND not_after <= $?))",
                 SqlValue::from(to_ms(now)),
             ),
             Some(status) => push(&mut sql, " AND status = $?", SqlValue::from(status.as_str())),
@@ -271,7 +278,7 @@ impl Store {
         let mut tx = self.write.begin().await?;
         let res = sqlx::query(
             "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2, renew_at = NULL, \
-             updated_at = $1 WHERE id = $3 AND status IN ('active', 'expired')",
+             updated_at = $1 WHERE id = $3 AND status IN ('active', 'expiring', 'expired')",
         )
         .bind(to_ms(now))
         .bind(reason.as_str())
@@ -313,8 +320,19 @@ impl Store {
             .bind(id.to_string())
             .fetch_one(&mut *tx)
             .await?;
+        let revoked = certificate(&row)?;
+        let version = revoked.current_version;
+        let event = NewEvent {
+            kind: EventKind::Revoked,
+            dedup_key: Some(format!("revoked:{id}:{version}")),
+            certificate_id: Some(id),
+            subject: None,
+            payload: serde_json::json!({"version": version, "serial": revoked.serial, "reason": reason.as_str()}),
+            at: now,
+        };
+        insert_events(&mut tx, &[event]).await?;
         tx.commit().await?;
-        certificate(&row)
+        Ok(revoked)
     }
 
     /// Deletes a certificate with its versions and jobs. Returns false if it did not exist.
@@ -391,7 +409,7 @@ impl Store {
                 ]);
             }
             let statement = sql!(
-                "UPDATE certificates SET current_version = current_version + 1, status = 'active', \
+                "UPDATE certificates SET current_version = current_version + 1, status = 'active', alerted_days = NULL, \
                  serial = issued.column2, fingerprint = issued.column3, not_before = issued.column4, \
                  not_after = issued.column5, renew_at = issued.column6, last_error = NULL, revoked_at = NULL, \
                  revocation_reason = NULL, updated_at = $1, \
@@ -409,6 +427,7 @@ impl Store {
             let mut values: Vec<SqlValue> = Vec::with_capacity(current.len() * COLUMNS);
             let mut n_rows = 0;
             let mut events = Vec::with_capacity(current.len());
+            let mut notices = Vec::with_capacity(current.len());
             for idx in &current {
                 let completion = &completions[*idx];
                 let certificate_id = completion.claimed.job.certificate_id.to_string();
@@ -434,10 +453,25 @@ impl Store {
                 ]);
                 n_rows += 1;
                 stored[*idx] = u32::try_from(number).ok();
-                let action = match completion.claimed.job.kind {
-                    JobKind::Renew => "certificate.renewed",
-                    JobKind::Issue | JobKind::Deploy => "certificate.issued",
+                let (action, kind) = match completion.claimed.job.kind {
+                    JobKind::Renew => ("certificate.renewed", EventKind::Renewed),
+                    JobKind::Issue | JobKind::Deploy => ("certificate.issued", EventKind::Issued),
                 };
+                notices.push(NewEvent {
+                    kind,
+                    dedup_key: Some(format!("version:{certificate_id}:{number}")),
+                    certificate_id: Some(completion.claimed.job.certificate_id),
+                    subject: None,
+                    payload: serde_json::json!({
+                        "version": number,
+                        "serial": new.serial,
+                        "not_before": rfc3339(new.not_before),
+                        "not_after": rfc3339(new.not_after),
+                        "renew_at": rfc3339(completion.renew_at),
+                        "job_id": completion.claimed.job.id.to_string(),
+                    }),
+                    at: now,
+                });
                 events.push(AuditRecord {
                     id: uuid::Uuid::now_v7().to_string(),
                     at: now,
@@ -463,6 +497,7 @@ impl Store {
             bind_all(sqlx::query(statement), values).execute(&mut *tx).await?;
             // The version and its audit record commit together: no issuance goes unrecorded.
             insert_audit(&mut tx, &events).await?;
+            insert_events(&mut tx, &notices).await?;
         }
         tx.commit().await?;
         Ok(stored)
@@ -471,7 +506,7 @@ impl Store {
     /// Active certificates whose renewal time has come and that have no active job.
     pub async fn due_for_renewal(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<CertificateId>, StoreError> {
         let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM certificates WHERE status = 'active' AND renew_at <= $1 \
+            "SELECT id FROM certificates WHERE status IN ('active', 'expiring', 'expired') AND renew_at <= $1 \
              AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.active_key = certificates.id) ORDER BY renew_at LIMIT $2",
         )
         .bind(to_ms(now))

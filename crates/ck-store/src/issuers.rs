@@ -4,6 +4,9 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
+use ck_domain::EventKind;
+
+use crate::notifications::{NewEvent, insert_events};
 use crate::rows::{from_ms, to_ms};
 use crate::{Fence, Store, StoreError};
 
@@ -171,6 +174,22 @@ impl Store {
     pub async fn set_issuer_health(&self, id: &str, health: &IssuerHealth, fence: &Fence) -> Result<(), StoreError> {
         let mut tx = self.write.begin().await?;
         self.check_fence(&mut tx, fence).await?;
+        let before: Option<Option<String>> = sqlx::query_scalar("SELECT health FROM issuers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        // Announced when it turns unhealthy (or is first found so), not at every failed check.
+        if !health.healthy && before.flatten().as_deref() != Some("unhealthy") {
+            let event = NewEvent {
+                kind: EventKind::IssuerUnhealthy,
+                dedup_key: Some(format!("issuer_unhealthy:{id}:{}", to_ms(health.checked_at))),
+                certificate_id: None,
+                subject: Some(id.to_owned()),
+                payload: serde_json::json!({"issuer": id, "detail": health.detail}),
+                at: health.checked_at,
+            };
+            insert_events(&mut tx, &[event]).await?;
+        }
         sqlx::query("UPDATE issuers SET health = $1, health_detail = $2, health_checked_at = $3 WHERE id = $4")
             .bind(if health.healthy { "healthy" } else { "unhealthy" })
             .bind(&health.detail)

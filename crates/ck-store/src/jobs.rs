@@ -1,10 +1,11 @@
 //! The job queue: enqueue with one-active-job-per-certificate, atomic batch claims with leases,
 //! fenced failure reports.
 
-use ck_domain::{CertificateId, CertificateStatus, Job, JobId, JobState};
+use ck_domain::{CertificateId, CertificateStatus, EventKind, Job, JobId, JobKind, JobState, renewal_failure_period};
 use sqlx::Row;
 use time::{Duration, OffsetDateTime};
 
+use crate::notifications::{NewEvent, insert_events, rfc3339};
 use crate::rows::{JOB_COLUMNS, SqlValue, bind_all, from_ms, job, to_ms, values_list};
 use crate::{Store, StoreError};
 
@@ -175,6 +176,44 @@ impl Store {
         .await?;
         if res.rows_affected() == 0 {
             return Ok(false);
+        }
+        // One notice per job for a first issuance; for a renewal one per version and day of
+        // failing, so retries and re-enqueued jobs of the same outage are not reported again.
+        let certificate_id = claimed.job.certificate_id;
+        let current: Option<(i64, Option<i64>)> =
+            sqlx::query_as("SELECT current_version, renew_at FROM certificates WHERE id = $1")
+                .bind(certificate_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((version, renew_at)) = current {
+            let (kind, dedup_key) = match (claimed.job.kind, renew_at) {
+                (JobKind::Renew, Some(renew_at)) => (
+                    EventKind::RenewalFailed,
+                    format!(
+                        "renewal_failed:{certificate_id}:{version}:{}",
+                        renewal_failure_period(from_ms(renew_at)?, now)
+                    ),
+                ),
+                (JobKind::Renew, None) => (EventKind::RenewalFailed, format!("failed:{}", claimed.job.id)),
+                (JobKind::Issue | JobKind::Deploy, _) => (EventKind::IssuanceFailed, format!("failed:{}", claimed.job.id)),
+            };
+            let problem_json = problem.and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok());
+            let event = NewEvent {
+                kind,
+                dedup_key: Some(dedup_key),
+                certificate_id: Some(certificate_id),
+                subject: None,
+                payload: serde_json::json!({
+                    "version": version,
+                    "job_id": claimed.job.id.to_string(),
+                    "attempt": claimed.attempt,
+                    "error": error,
+                    "problem": problem_json,
+                    "will_retry_at": retry_at.map(rfc3339),
+                }),
+                at: now,
+            };
+            insert_events(&mut tx, &[event]).await?;
         }
         let status_if_final = if retry_at.is_none() {
             CertificateStatus::Failed.as_str()

@@ -23,6 +23,7 @@ mod dialect;
 mod issuers;
 mod jobs;
 mod notices;
+mod notifications;
 mod rows;
 mod secrets;
 mod tokens;
@@ -44,6 +45,9 @@ pub use dialect::Backend;
 pub use issuers::{IssuerHealth, IssuerRecord};
 pub use jobs::{ClaimedJob, EnqueueOutcome, JobFilter, RecordedOrder};
 pub use notices::{Notice, NoticeListener};
+pub use notifications::{
+    EventRecord, NewEvent, NotificationFilter, NotificationRecord, NotificationState, OverdueCertificate,
+};
 pub use tokens::TokenRecord;
 
 /// A failed store operation.

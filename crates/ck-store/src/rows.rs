@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use ck_domain::{
-    Certificate, CertificateVersion, Job, Labels, RenewalPolicy, RenewalTrigger, RevocationReason, SubjectAltName,
+    Certificate, CertificateVersion, ExpiryThresholds, Job, Labels, RenewalPolicy, RenewalTrigger, RevocationReason, SubjectAltName,
 };
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -37,7 +37,7 @@ fn u32_of(column: &str, value: i64) -> Result<u32, StoreError> {
 }
 
 pub(crate) const CERTIFICATE_COLUMNS: &str = "id, name, common_name, sans, issuer_id, key_type, key_source, csr_pem, \
-     challenge, agent_id, status, validity_days, renew_fraction, renew_days, renew_jitter, labels, current_version, serial, fingerprint, \
+     challenge, agent_id, status, validity_days, renew_fraction, renew_days, renew_jitter, labels, expiry_thresholds, current_version, serial, fingerprint, \
      not_before, not_after, renew_at, last_error, revoked_at, revocation_reason, created_at, updated_at";
 
 pub(crate) fn certificate(row: &AnyRow) -> Result<Certificate, StoreError> {
@@ -80,6 +80,10 @@ pub(crate) fn certificate(row: &AnyRow) -> Result<Certificate, StoreError> {
         status: parse("status", &row.try_get::<String, _>("status")?)?,
         validity: Duration::days(row.try_get("validity_days")?),
         renewal_policy,
+        expiry_thresholds: row
+            .try_get::<Option<String>, _>("expiry_thresholds")?
+            .map(|text| ExpiryThresholds::from_text(&text).map_err(|e| StoreError::Corrupt(format!("expiry_thresholds: {e}"))))
+            .transpose()?,
         labels,
         current_version: u32_of("current_version", row.try_get("current_version")?)?,
         serial: row.try_get("serial")?,

@@ -10,12 +10,12 @@
 use std::collections::BTreeSet;
 
 use ck_domain::{
-    Certificate, CertificateId, CertificateStatus, IssuerId, Job, JobId, JobKind, JobState, KeySource, KeyType, Labels,
+    EventKind, ExpiryThresholds, Certificate, CertificateId, CertificateStatus, IssuerId, Job, JobId, JobKind, JobState, KeySource, KeyType, Labels,
     RenewalPolicy, RevocationReason, SubjectAltName,
 };
 use ck_secrets::{Kek, SecretCipher};
 use ck_store::{
-    AuditFilter, AuditRecord, CertificateFilter, Completion, DatabaseUrl, EnqueueOutcome, Fence, IssuerRecord,
+    AuditFilter, AuditRecord, CertificateFilter, NewEvent, NotificationFilter, NotificationState, Completion, DatabaseUrl, EnqueueOutcome, Fence, IssuerRecord,
     JobFilter, NewVersion, NodeRecord, Store, StoreError, TokenRecord,
 };
 use time::{Duration, OffsetDateTime};
@@ -83,6 +83,7 @@ both_engines!(
     revoke_list_and_delete,
     migrations_are_idempotent,
     batches_cross_statement_chunks,
+    events_route_to_notifications_that_retry_die_and_requeue,
 );
 
 fn cipher() -> SecretCipher {
@@ -129,6 +130,7 @@ fn new_certificate(name: &str) -> Certificate {
         status: CertificateStatus::Pending,
         validity: Duration::days(90),
         renewal_policy: RenewalPolicy::default(),
+        expiry_thresholds: None,
         labels: Labels::default(),
         current_version: 0,
         serial: None,
@@ -978,13 +980,172 @@ async fn agent_certificates_wait_for_csrs_and_record_deployments(store: Store) {
     deployment.state = JobState::Failed;
     deployment.last_error = Some("nginx -t failed".into());
     deployment.finished_at = Some(now());
-    store.record_deployment(&deployment).await.unwrap();
+    let event = NewEvent {
+        kind: EventKind::DeploymentFailed,
+        dedup_key: None,
+        certificate_id: Some(cert.id),
+        subject: Some("a1".into()),
+        payload: serde_json::json!({"error": "nginx -t failed"}),
+        at: now(),
+    };
+    store.record_deployment(&deployment, &event).await.unwrap();
+    let events = store.unrouted_events(10).await.unwrap();
+    assert_eq!(events.last().map(|e| e.kind), Some(EventKind::DeploymentFailed));
     let recorded = store.job(deployment.id).await.unwrap().unwrap();
     assert_eq!(
         (recorded.kind, recorded.state, recorded.last_error.as_deref()),
         (JobKind::Deploy, JobState::Failed, Some("nginx -t failed"))
     );
     assert!(store.active_job(cert.id).await.unwrap().is_none());
+}
+
+async fn events_route_to_notifications_that_retry_die_and_requeue(store: Store) {
+    with_issuer(&store).await;
+    let mut cert = new_certificate("n.internal");
+    cert.expiry_thresholds = Some(ExpiryThresholds::new(vec![7, 0]).unwrap());
+    store
+        .create_certificate(&cert, &new_job(cert.id, JobKind::Issue))
+        .await
+        .unwrap();
+    // A failed attempt and the issuance are events written with them.
+    let claimed = store.claim_jobs("w1", now(), Duration::minutes(1), 1).await.unwrap();
+    let problem = r#"{"type":"urn:ietf:params:acme:error:dns","detail":"NXDOMAIN"}"#;
+    store
+        .fail_job("w1", &claimed[0], "dns: NXDOMAIN", Some(problem), Some(now()), now())
+        .await
+        .unwrap();
+    let claimed = store.claim_jobs("w1", now(), Duration::minutes(1), 1).await.unwrap();
+    let renew_at = now() + Duration::days(60);
+    let completion = Completion {
+        claimed: claimed[0].clone(),
+        version: version("n1"),
+        renew_at,
+    };
+    store.complete_jobs("w1", &[completion], now()).await.unwrap();
+    let events = store.unrouted_events(10).await.unwrap();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, vec![EventKind::IssuanceFailed, EventKind::Issued]);
+    assert_eq!(events[0].payload["problem"]["detail"], "NXDOMAIN");
+    assert_eq!(events[1].payload["version"], 1);
+
+    // Deduplicated: the same key twice is one event.
+    let again = NewEvent {
+        kind: EventKind::AgentOffline,
+        dedup_key: Some("agent_offline:a:1".into()),
+        certificate_id: None,
+        subject: Some("a".into()),
+        payload: serde_json::json!({}),
+        at: now(),
+    };
+    assert_eq!(store.record_events(&[again.clone(), again.clone()]).await.unwrap(), 1);
+    assert_eq!(store.record_events(&[again]).await.unwrap(), 0);
+
+    // Routing makes one notification per notifier, once.
+    let notifiers = vec!["hook".to_owned(), "mail".to_owned()];
+    store
+        .route_event(&events[0].id, &serde_json::json!({"routed": true}), &notifiers, now())
+        .await
+        .unwrap();
+    store
+        .route_event(&events[0].id, &serde_json::json!({}), &notifiers, now())
+        .await
+        .unwrap();
+    for event in &store.unrouted_events(10).await.unwrap() {
+        store.route_event(&event.id, &event.payload, &[], now()).await.unwrap();
+    }
+    assert!(store.unrouted_events(10).await.unwrap().is_empty());
+
+    // Claims count attempts; a retry waits; a stale claim cannot finish; the last attempt dies.
+    let lease = Duration::seconds(30);
+    let claimed = store.claim_notifications("n1", now(), lease, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(claimed[0].event.payload["routed"], true);
+    assert!(store.claim_notifications("n2", now(), lease, 10).await.unwrap().is_empty());
+    let (hook, mail) = if claimed[0].notifier == "hook" {
+        (&claimed[0], &claimed[1])
+    } else {
+        (&claimed[1], &claimed[0])
+    };
+    assert!(store.finish_notification("n1", mail, Ok(()), now()).await.unwrap());
+    let retry_at = now() + Duration::seconds(5);
+    assert!(
+        store
+            .finish_notification("n1", hook, Err(("answered 500", Some(retry_at))), now())
+            .await
+            .unwrap()
+    );
+    assert!(store.claim_notifications("n1", now(), lease, 10).await.unwrap().is_empty());
+    let second = store.claim_notifications("n2", retry_at, lease, 10).await.unwrap();
+    assert_eq!((second.len(), second[0].attempts), (1, 2));
+    assert!(!store.finish_notification("n1", hook, Ok(()), now()).await.unwrap(), "stale claim");
+    // A sender that died: its lease runs out and another node takes the notification.
+    let third = store
+        .claim_notifications("n3", retry_at + lease + Duration::seconds(1), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!((third.len(), third[0].attempts), (1, 3));
+    assert!(
+        store
+            .finish_notification("n3", &third[0], Err(("answered 500", None)), now())
+            .await
+            .unwrap()
+    );
+    let dead_filter = NotificationFilter {
+        state: Some(NotificationState::Dead),
+        limit: 10,
+        ..NotificationFilter::default()
+    };
+    let (dead, more) = store.notifications(&dead_filter).await.unwrap();
+    assert_eq!((dead.len(), more), (1, false));
+    assert_eq!(
+        (dead[0].notifier.as_str(), dead[0].last_error.as_deref(), dead[0].event.kind),
+        ("hook", Some("answered 500"), EventKind::IssuanceFailed)
+    );
+    let counts = store.notification_counts().await.unwrap();
+    assert!(counts.contains(&("hook".to_owned(), "dead".to_owned(), 1)));
+    assert!(counts.contains(&("mail".to_owned(), "delivered".to_owned(), 1)));
+    assert!(matches!(
+        store.requeue_notification(&mail.id, now()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.requeue_notification("nope", now()).await,
+        Err(StoreError::NotFound)
+    ));
+    let requeued = store.requeue_notification(&dead[0].id, now()).await.unwrap();
+    assert_eq!((requeued.state, requeued.attempts), (NotificationState::Pending, 0));
+    assert_eq!(store.claim_notifications("n1", now(), lease, 10).await.unwrap().len(), 1);
+
+    // Expiry: only overdue certificates are candidates; a crossing sets the status and the
+    // announced threshold for this version only, and a new version starts over.
+    assert!(store.overdue_certificates(now(), 10).await.unwrap().is_empty());
+    let late = renew_at + Duration::days(25);
+    let overdue = store.overdue_certificates(late, 10).await.unwrap();
+    assert_eq!(overdue.len(), 1);
+    assert_eq!((overdue[0].version, overdue[0].alerted_days), (1, None));
+    assert_eq!(overdue[0].thresholds.as_ref().map(|t| t.days().to_vec()), Some(vec![7, 0]));
+    store.record_threshold_crossing(cert.id, 1, 7, &[], late).await.unwrap();
+    let stored = store.certificate(cert.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, CertificateStatus::Expiring);
+    assert_eq!(store.overdue_certificates(late, 10).await.unwrap()[0].alerted_days, Some(7));
+    store.record_threshold_crossing(cert.id, 1, 0, &[], late).await.unwrap();
+    assert_eq!(
+        store.certificate(cert.id).await.unwrap().unwrap().status,
+        CertificateStatus::Expired
+    );
+    assert!(store.overdue_certificates(late, 10).await.unwrap().is_empty(), "nothing left to announce");
+    // The stale version's crossing is ignored once a renewal landed.
+    store.enqueue(&new_job(cert.id, JobKind::Renew)).await.unwrap();
+    let claimed = store.claim_jobs("w1", late, Duration::minutes(1), 1).await.unwrap();
+    let completion = Completion {
+        claimed: claimed[0].clone(),
+        version: version("n2"),
+        renew_at: late + Duration::days(60),
+    };
+    store.complete_jobs("w1", &[completion], late).await.unwrap();
+    store.record_threshold_crossing(cert.id, 1, 0, &[], late).await.unwrap();
+    let renewed = store.certificate(cert.id).await.unwrap().unwrap();
+    assert_eq!((renewed.status, renewed.current_version), (CertificateStatus::Active, 2));
 }
 
 fn audit_record(action: &str) -> AuditRecord {
