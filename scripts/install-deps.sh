@@ -30,9 +30,10 @@ set -euo pipefail
 #   scep            micromdm's scepclient: the reference SCEP client (pki tests)
 #   prometheus      promtool: lints /metrics and checks and unit-tests deploy/prometheus/alerts.yml
 #   python3-venv    a virtualenv for schemathesis from PyPI (scripts/test.sh)
+#   python3-aiosmtpd real SMTP server (plain, STARTTLS, implicit TLS) for ck-notify's email tests
 PKGS=(postgresql-15 openssl curl iproute2 util-linux ca-certificates
       pebble bind9 bind9-utils bind9-dnsutils lego certbot nginx haproxy scep prometheus
-      python3 python3-venv)
+      python3 python3-venv python3-aiosmtpd)
 
 LOG=${TMPDIR:-/tmp}/certkeeper-install-deps.log
 T0=$(date +%s)
