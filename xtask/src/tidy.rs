@@ -89,8 +89,13 @@ const DEPENDENCY_TABLE: &[CrateRule] = &[
         forbidden: &["sqlx", "axum"],
     },
     CrateRule {
+        name: "ck-notify",
+        internal: &["ck-domain"],
+        forbidden: &["sqlx", "axum", "rcgen"],
+    },
+    CrateRule {
         name: "ck-server",
-        internal: &["ck-domain", "ck-pki", "ck-store", "ck-acme", "ck-dns"],
+        internal: &["ck-domain", "ck-pki", "ck-store", "ck-acme", "ck-dns", "ck-notify"],
         forbidden: &["axum", "reqwest"],
     },
     CrateRule {
@@ -116,6 +121,7 @@ const DEPENDENCY_TABLE: &[CrateRule] = &[
             "ck-client",
             "ck-acme",
             "ck-dns",
+            "ck-notify",
             "ck-test-peers",
             "certkeeper-tls",
             "ck-agent",

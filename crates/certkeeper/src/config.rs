@@ -54,6 +54,26 @@ struct FileConfig {
     /// ACME issuers by id; each value holds the same settings as `POST /api/v1/issuers`' `acme`.
     #[serde(default)]
     acme_issuers: std::collections::BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    notifications: FileNotifications,
+}
+
+/// `notifications:`: where events go, how hard delivery tries, and when expiry warnings fire.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNotifications {
+    /// Days before expiry of the default thresholds [default: 30, 14, 7, 1, 0].
+    expiry_alert_days: Option<Vec<u32>>,
+    /// Attempts per notification before it is dead [default: 8].
+    max_attempts: Option<u32>,
+    /// Backoff ceiling before the first retry, doubling after [default: 10].
+    retry_base_delay_seconds: Option<f64>,
+    /// Longest wait between attempts [default: 1800].
+    retry_max_delay_seconds: Option<f64>,
+    /// Each notifier: `name`, `type` (webhook, slack, email, command) with its settings, and the
+    /// optional route `events` (list) and `labels` (map the certificate must carry).
+    #[serde(default)]
+    notifiers: Vec<yaml_serde::Mapping>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -444,6 +464,7 @@ impl Settings {
             deny_wildcards: certs.deny_wildcards.unwrap_or(false),
             deny_ip_addresses: certs.deny_ip_addresses.unwrap_or(false),
         };
+        server.notifications = notification_settings(file.notifications)?;
         let kek = match (args.kek_file.clone(), std::env::var_os(crate::secrets::KEK_ENV)) {
             (Some(path), _) => crate::secrets::KekSource::File(path),
             (None, Some(_)) => crate::secrets::KekSource::Env,
@@ -460,6 +481,80 @@ impl Settings {
             tls_client_ca,
         })
     }
+}
+
+fn notification_settings(file: FileNotifications) -> anyhow::Result<ck_server::NotificationSettings> {
+    let mut settings = ck_server::NotificationSettings::default();
+    if let Some(days) = file.expiry_alert_days {
+        settings.expiry_thresholds =
+            ck_domain::ExpiryThresholds::new(days).map_err(|e| bad("notifications.expiry_alert_days", e))?;
+    }
+    if let Some(attempts) = file.max_attempts {
+        if !(1..=100).contains(&attempts) {
+            return Err(bad("notifications.max_attempts", "must be between 1 and 100"));
+        }
+        settings.retry.max_attempts = attempts;
+    }
+    let seconds = |field: &str, value: f64| {
+        if value.is_finite() && (0.01..=86_400.0).contains(&value) {
+            Ok(Duration::seconds_f64(value))
+        } else {
+            Err(bad(field, "must be between 0.01 and 86400 seconds"))
+        }
+    };
+    if let Some(value) = file.retry_base_delay_seconds {
+        settings.retry.base_delay = seconds("notifications.retry_base_delay_seconds", value)?;
+    }
+    if let Some(value) = file.retry_max_delay_seconds {
+        settings.retry.max_delay = seconds("notifications.retry_max_delay_seconds", value)?;
+    }
+    if settings.retry.max_delay < settings.retry.base_delay {
+        return Err(bad(
+            "notifications.retry_max_delay_seconds",
+            "must not be below notifications.retry_base_delay_seconds",
+        ));
+    }
+    for (index, mut entry) in file.notifiers.into_iter().enumerate() {
+        let mut take = |key: &str| entry.remove(key);
+        let name = match take("name") {
+            Some(yaml_serde::Value::String(name)) if !name.is_empty() => name,
+            _ => {
+                return Err(bad(
+                    &format!("notifications.notifiers[{index}].name"),
+                    "give each notifier a name",
+                ));
+            }
+        };
+        let field = format!("notifications.notifiers.{name}");
+        if settings.notifiers.iter().any(|n| n.name == name) {
+            return Err(bad(&field, "the name is used twice"));
+        }
+        let events: Vec<String> = match take("events") {
+            Some(value) => yaml_serde::from_value(value).map_err(|e| bad(&format!("{field}.events"), e))?,
+            None => Vec::new(),
+        };
+        let events = events
+            .iter()
+            .map(|e| e.parse::<ck_domain::EventKind>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&format!("{field}.events"), e))?;
+        let labels: std::collections::BTreeMap<String, String> = match take("labels") {
+            Some(value) => yaml_serde::from_value(value).map_err(|e| bad(&format!("{field}.labels"), e))?,
+            None => std::collections::BTreeMap::new(),
+        };
+        let config: ck_notify::NotifierConfig =
+            yaml_serde::from_value(yaml_serde::Value::Mapping(entry)).map_err(|e| bad(&field, e))?;
+        let notifier = config.build().map_err(|e| bad(&field, e))?;
+        settings.notifiers.push(ck_server::NotifierEntry {
+            name,
+            route: ck_domain::Route {
+                events,
+                labels: labels.into_iter().collect(),
+            },
+            notifier: std::sync::Arc::new(notifier),
+        });
+    }
+    Ok(settings)
 }
 
 fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {

@@ -636,3 +636,41 @@ pub struct ClusterNode {
     #[serde(with = "time::serde::rfc3339")]
     pub last_seen: OffsetDateTime,
 }
+
+/// A notification: one event sent (or to be sent) through one notifier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Notification {
+    /// Id (UUIDv7); receivers see it as the delivery id (`X-Certkeeper-Delivery`).
+    pub id: String,
+    /// The notifier's configured name.
+    pub notifier: String,
+    /// pending, sending, delivered or dead (given up: requeue it).
+    pub state: String,
+    /// The event: issued, renewed, issuance_failed, renewal_failed, revoked, deployed,
+    /// deployment_failed, threshold_crossed, issuer_unhealthy or agent_offline.
+    pub event: String,
+    /// The certificate it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_id: Option<String>,
+    /// The issuer or agent it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// One line for people.
+    pub summary: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the next attempt may run (pending).
+    #[serde(with = "time::serde::rfc3339")]
+    pub next_attempt_at: OffsetDateTime,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// When it was delivered.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub delivered_at: Option<OffsetDateTime>,
+    /// When the event happened.
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    /// The document notifiers receive (subject, text, certificate, details).
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+}

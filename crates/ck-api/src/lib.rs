@@ -11,6 +11,7 @@ mod certificates;
 mod convert;
 mod error;
 mod est;
+mod notifications;
 mod openapi;
 mod ops;
 mod pki;
@@ -70,6 +71,9 @@ fn api_routes() -> OpenApiRouter<ControlPlane> {
         .routes(routes!(tokens::whoami))
         .routes(routes!(audit::list))
         .routes(routes!(ops::cluster))
+        .routes(routes!(notifications::list))
+        .routes(routes!(notifications::get))
+        .routes(routes!(notifications::requeue))
 }
 
 /// The OpenAPI document of `/api/v1`.

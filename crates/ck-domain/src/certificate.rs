@@ -7,7 +7,8 @@ use std::str::FromStr;
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    CertificateId, ExpiryThresholds, IssuerId, JobId, KeyType, Labels, NameError, RenewalPolicy, RevocationReason, SubjectAltName,
+    CertificateId, ExpiryThresholds, IssuerId, JobId, KeyType, Labels, NameError, RenewalPolicy, RevocationReason,
+    SubjectAltName,
 };
 
 /// Where a managed certificate is in its life.
@@ -59,7 +60,9 @@ impl FromStr for CertificateStatus {
             .into_iter()
             .find(|status| status.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown certificate status '{s}' (expected pending, active, expiring, failed, revoked or expired)")
+                format!(
+                    "unknown certificate status '{s}' (expected pending, active, expiring, failed, revoked or expired)"
+                )
             })
     }
 }

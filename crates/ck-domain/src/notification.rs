@@ -86,7 +86,9 @@ impl fmt::Display for EventKind {
 
 /// An event name that is not one of [`EventKind::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown event {0:?}: use one of issued, renewed, issuance_failed, renewal_failed, revoked, deployed, deployment_failed, threshold_crossed, issuer_unhealthy, agent_offline")]
+#[error(
+    "unknown event {0:?}: use one of issued, renewed, issuance_failed, renewal_failed, revoked, deployed, deployment_failed, threshold_crossed, issuer_unhealthy, agent_offline"
+)]
 pub struct UnknownEventKind(pub String);
 
 impl FromStr for EventKind {
@@ -251,7 +253,10 @@ mod tests {
         assert_eq!(t.days(), &[30, 7, 1, 0]);
         assert_eq!(ExpiryThresholds::from_text(&t.to_text()), Ok(t));
         assert_eq!(ExpiryThresholds::new(vec![4000]), Err(ThresholdError::TooLarge(4000)));
-        assert_eq!(ExpiryThresholds::from_text(""), Ok(ExpiryThresholds::new(vec![]).expect("empty")));
+        assert_eq!(
+            ExpiryThresholds::from_text(""),
+            Ok(ExpiryThresholds::new(vec![]).expect("empty"))
+        );
         assert!(ExpiryThresholds::from_text("7,x").is_err());
     }
 

@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 
 use ck_domain::{
-    Certificate, CertificateId, CertificateVersion, EventKind, IssuanceRequest, Job, JobId, JobKind, JobState, KeySource,
+    Certificate, CertificateId, CertificateVersion, EventKind, IssuanceRequest, Job, JobId, JobKind, JobState,
+    KeySource,
 };
 use ck_pki::ParsedCsr;
 use ck_store::{AgentFacts, AgentRecord, NewEvent};

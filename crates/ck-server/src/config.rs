@@ -55,6 +55,8 @@ pub struct ServerConfig {
     /// Failed authentications per second each client address may make, and the burst;
     /// `None`: unlimited.
     pub auth_failure_limit: Option<(f64, u32)>,
+    /// Notifiers, routes, retries and expiry thresholds.
+    pub notifications: crate::notify::NotificationSettings,
 }
 
 /// What devices enrolling over EST or SCEP may get.
@@ -111,6 +113,7 @@ impl ServerConfig {
     /// Defaults for a single node.
     pub fn new(node_id: String) -> Self {
         Self {
+            notifications: crate::notify::NotificationSettings::default(),
             node_id,
             workers: 2,
             batch_size: 64,

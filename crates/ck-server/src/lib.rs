@@ -17,6 +17,7 @@ mod group_commit;
 mod issuance;
 mod issuers;
 mod metrics;
+mod notify;
 pub use metrics::prometheus_text;
 mod outage;
 mod pki;
@@ -34,6 +35,7 @@ pub use cluster::{ClusterView, LEADER_LEASE, LEASE_TTL, RENEW_EVERY, STEP_DOWN_A
 pub use config::{EnrollmentPolicy, EstProfile, ScepProfile, ServerConfig};
 pub use error::ServiceError;
 pub use issuers::ChallengeListener;
+pub use notify::{NotificationSettings, NotifierEntry};
 pub use outage::RETRY_AFTER;
 pub use pki::{ListenerCertificate, OcspAnswer, SignedCrl};
 pub use scep::ScepCaCerts;

@@ -37,6 +37,8 @@ pub(crate) struct Metrics {
     /// The ACME request counts already added to `acme_requests`, to add only what is new.
     acme_requests_seen: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
     dns_propagation: Histogram,
+    notifications: Family<LabelPairs, Gauge>,
+    notification_attempts: Family<LabelPairs, Counter>,
 }
 
 /// What the store says at scrape time, for the cluster-wide gauges.
@@ -55,6 +57,10 @@ pub(crate) struct Inventory {
     pub(crate) agents: Vec<(&'static str, i64)>,
     /// Live tokens that expire: name and expiry.
     pub(crate) token_expiries: Vec<(String, time::OffsetDateTime)>,
+    /// Notifications by notifier and state.
+    pub(crate) notifications: Vec<(String, String, i64)>,
+    /// Every configured notifier, so each has a series per state (zeros included).
+    pub(crate) notifiers: Vec<String>,
 }
 
 impl Metrics {
@@ -177,6 +183,18 @@ impl Metrics {
             "How long dns-01 TXT records took to be seen by the checked resolvers",
             dns_propagation.clone(),
         );
+        let notifications = Family::<LabelPairs, Gauge>::default();
+        registry.register(
+            "notifications",
+            "Notifications by notifier and state (pending, sending, delivered, dead)",
+            notifications.clone(),
+        );
+        let notification_attempts = Family::<LabelPairs, Counter>::default();
+        registry.register(
+            "notification_attempts",
+            "Notification delivery attempts by this node, by notifier and outcome (delivered, retry, dead)",
+            notification_attempts.clone(),
+        );
         let database_up = Gauge::default();
         database_up.set(1);
         registry.register(
@@ -197,6 +215,8 @@ impl Metrics {
             acme_requests,
             acme_requests_seen: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             dns_propagation,
+            notifications,
+            notification_attempts,
             issuer_healthy,
             acme_orders,
             registry,
@@ -238,6 +258,15 @@ impl Metrics {
 
     pub(crate) fn jobs_claimed(&self, n: usize) {
         self.jobs_claimed.inc_by(n as u64);
+    }
+
+    pub(crate) fn notification_attempt(&self, notifier: &str, outcome: &str) {
+        self.notification_attempts
+            .get_or_create(&vec![
+                ("notifier".to_owned(), notifier.to_owned()),
+                ("outcome".to_owned(), outcome.to_owned()),
+            ])
+            .inc();
     }
 
     pub(crate) fn database_up(&self, up: bool) {
@@ -338,6 +367,21 @@ impl Metrics {
             self.token_expiry
                 .get_or_create(&vec![("name".to_owned(), name.clone())])
                 .set(at.unix_timestamp());
+        }
+        for notifier in &inventory.notifiers {
+            for state in ck_store::NotificationState::ALL {
+                let count = inventory
+                    .notifications
+                    .iter()
+                    .find(|(n, s, _)| n == notifier && s == state.as_str())
+                    .map_or(0, |(_, _, n)| *n);
+                self.notifications
+                    .get_or_create(&vec![
+                        ("notifier".to_owned(), notifier.clone()),
+                        ("state".to_owned(), state.as_str().to_owned()),
+                    ])
+                    .set(count);
+            }
         }
         for state in ck_domain::JobState::ALL {
             let count = inventory

@@ -21,6 +21,14 @@ pub(crate) async fn scheduler_loop(control_plane: ControlPlane, mut shutdown: Sh
             Ok(n) => tracing::info!(n, "renewals enqueued"),
             Err(error) => tracing::warn!(%error, "renewal scan failed; trying again next interval"),
         }
+        // Expiry thresholds and silent agents are announced by the same singleton pass; their
+        // events are deduplicated, so a pass on a deposed leader repeats nothing.
+        if let Err(error) = control_plane.scan_expiry_thresholds(now()).await {
+            tracing::warn!(%error, "expiry threshold scan failed; trying again next interval");
+        }
+        if let Err(error) = control_plane.scan_offline_agents(now()).await {
+            tracing::warn!(%error, "offline agent scan failed; trying again next interval");
+        }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             () = shutdown.requested() => return,
@@ -45,7 +53,10 @@ async fn enqueue_due_renewals(control_plane: &ControlPlane) -> Result<usize, Ser
             .leader_fence()
             .ok_or_else(|| ServiceError::Forbidden("this node is not the leader".to_owned()))?;
         let now = now();
-        let due = inner.store.due_for_renewal(now, 500).await?;
+        let due = inner
+            .store
+            .due_for_renewal(now, inner.config.retry.max_delay, 500)
+            .await?;
         let jobs: Vec<_> = due
             .iter()
             .map(|id| control_plane.new_job(*id, JobKind::Renew, now))

@@ -6,8 +6,9 @@ use std::time::Duration as StdDuration;
 
 use ck_acme::{AcmeIssuer, AcmeIssuerConfig, ChallengeKind, ChallengeResponder};
 use ck_domain::{
-    Certificate, CertificateId, CertificateStatus, CertificateVersion, ExpiryThresholds, IssuanceRequest, IssuerId, Job, JobId, JobKind,
-    JobState, KeySource, KeyType, Labels, RenewalPolicy, Restriction, RevocationReason, leaf_validity,
+    Certificate, CertificateId, CertificateStatus, CertificateVersion, ExpiryThresholds, IssuanceRequest, IssuerId,
+    Job, JobId, JobKind, JobState, KeySource, KeyType, Labels, RenewalPolicy, Restriction, RevocationReason,
+    leaf_validity,
 };
 use ck_pki::{ParsedCsr, pem_block_der};
 use ck_store::{
@@ -95,6 +96,8 @@ pub(crate) struct Inner {
     pub(crate) tokens: TokenVerifier,
     /// Wakes idle workers when a job is enqueued on this node.
     pub(crate) work_available: Arc<Notify>,
+    /// Wakes the notification loop (a requeue through the API).
+    pub(crate) notifications_due: Notify,
     /// Requests waiting for a job to finish (`?wait=`), woken by the worker that finishes it.
     pub(crate) waiters: Mutex<HashMap<JobId, Vec<oneshot::Sender<()>>>>,
     pub(crate) metrics: Metrics,
@@ -141,6 +144,7 @@ impl ControlPlane {
             acme_orders,
             tokens,
             work_available,
+            notifications_due: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
             metrics: Metrics::new(),
             creates,
@@ -728,6 +732,15 @@ impl ControlPlane {
                 .map_or(0.0, |since| (now - since).as_seconds_f64().max(0.0)),
             agents: agent_counts,
             token_expiries,
+            notifications: store.notification_counts().await?,
+            notifiers: self
+                .inner
+                .config
+                .notifications
+                .notifiers
+                .iter()
+                .map(|n| n.name.clone())
+                .collect(),
         };
         self.inner.metrics.render(&inventory)
     }

@@ -76,6 +76,11 @@ pub async fn spawn_background_loops(
     tasks.push(tokio::spawn(async move {
         crate::outage::probe_loop(probe, probe_shutdown).await
     }));
+    let notifications = control_plane.clone();
+    let notifications_shutdown = Shutdown(shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        crate::notify::notification_loop(notifications, notifications_shutdown).await
+    }));
     let tokens = control_plane.clone();
     let tokens_shutdown = Shutdown(shutdown);
     tasks.push(tokio::spawn(async move {

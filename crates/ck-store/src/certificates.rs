@@ -3,11 +3,11 @@
 use std::collections::{HashMap, HashSet};
 
 use ck_domain::{
-    Certificate, CertificateId, CertificateStatus, CertificateVersion, EventKind, ExpiryThresholds, IssuerId, Job, JobKind, RenewalTrigger,
-    RevocationReason,
+    Certificate, CertificateId, CertificateStatus, CertificateVersion, EventKind, ExpiryThresholds, IssuerId, Job,
+    JobKind, RenewalTrigger, RevocationReason,
 };
 use sqlx::Row;
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use crate::audit::insert_audit;
 use crate::jobs::insert_jobs;
@@ -503,14 +503,25 @@ impl Store {
         Ok(stored)
     }
 
-    /// Active certificates whose renewal time has come and that have no active job.
-    pub async fn due_for_renewal(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<CertificateId>, StoreError> {
+    /// Certificates in use (active, expiring, expired) whose renewal time has come, with no
+    /// active job and no job that failed for good within `failed_cooldown`.
+    pub async fn due_for_renewal(
+        &self,
+        now: OffsetDateTime,
+        failed_cooldown: Duration,
+        limit: u32,
+    ) -> Result<Vec<CertificateId>, StoreError> {
+        // A renewal job that used all its attempts cools the certificate down before the next
+        // job, or a CA outage would get a fresh round of attempts from every scan.
         let ids: Vec<String> = sqlx::query_scalar(
             "SELECT id FROM certificates WHERE status IN ('active', 'expiring', 'expired') AND renew_at <= $1 \
-             AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.active_key = certificates.id) ORDER BY renew_at LIMIT $2",
+             AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.active_key = certificates.id) \
+             AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.certificate_id = certificates.id \
+             AND jobs.state = 'failed' AND jobs.finished_at > $3) ORDER BY renew_at LIMIT $2",
         )
         .bind(to_ms(now))
         .bind(i64::from(limit))
+        .bind(to_ms(now - failed_cooldown))
         .fetch_all(&self.read)
         .await?;
         ids.iter()

@@ -195,7 +195,9 @@ impl Store {
                     ),
                 ),
                 (JobKind::Renew, None) => (EventKind::RenewalFailed, format!("failed:{}", claimed.job.id)),
-                (JobKind::Issue | JobKind::Deploy, _) => (EventKind::IssuanceFailed, format!("failed:{}", claimed.job.id)),
+                (JobKind::Issue | JobKind::Deploy, _) => {
+                    (EventKind::IssuanceFailed, format!("failed:{}", claimed.job.id))
+                }
             };
             let problem_json = problem.and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok());
             let event = NewEvent {

@@ -146,7 +146,8 @@ pub struct OverdueCertificate {
     pub alerted_days: Option<u32>,
 }
 
-const EVENT_COLUMNS: &str = "e.id AS event_id, e.kind, e.certificate_id, e.subject, e.payload, e.created_at AS event_at";
+const EVENT_COLUMNS: &str =
+    "e.id AS event_id, e.kind, e.certificate_id, e.subject, e.payload, e.created_at AS event_at";
 const NOTIFICATION_COLUMNS: &str = "n.id, n.notifier, n.state, n.attempts, n.next_attempt_at, n.last_error, \
      n.delivered_at, n.created_at, n.updated_at";
 
@@ -344,7 +345,11 @@ impl Store {
             push(&mut sql, " AND n.notifier = $?", notifier.as_str().into());
         }
         if let Some(certificate_id) = filter.certificate_id {
-            push(&mut sql, " AND e.certificate_id = $?", certificate_id.to_string().into());
+            push(
+                &mut sql,
+                " AND e.certificate_id = $?",
+                certificate_id.to_string().into(),
+            );
         }
         if let Some(before) = &filter.before {
             push(&mut sql, " AND n.id < $?", before.as_str().into());
@@ -423,7 +428,10 @@ impl Store {
                         .try_get::<Option<String>, _>("expiry_thresholds")?
                         .map(|text| ExpiryThresholds::from_text(&text).map_err(StoreError::Corrupt))
                         .transpose()?,
-                    alerted_days: row.try_get::<Option<i64>, _>("alerted_days")?.map(u32_from).transpose()?,
+                    alerted_days: row
+                        .try_get::<Option<i64>, _>("alerted_days")?
+                        .map(u32_from)
+                        .transpose()?,
                 })
             })
             .collect()
@@ -469,7 +477,8 @@ pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
 }
 
 fn parse_id(text: String) -> Result<CertificateId, StoreError> {
-    text.parse().map_err(|e| StoreError::Corrupt(format!("certificate id: {e}")))
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("certificate id: {e}")))
 }
 
 fn u32_from(n: i64) -> Result<u32, StoreError> {
@@ -481,7 +490,9 @@ fn event_from_row(row: &AnyRow) -> Result<EventRecord, StoreError> {
     let payload: String = row.try_get("payload")?;
     Ok(EventRecord {
         id: row.try_get("event_id")?,
-        kind: kind.parse().map_err(|e| StoreError::Corrupt(format!("event kind: {e}")))?,
+        kind: kind
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("event kind: {e}")))?,
         certificate_id: row
             .try_get::<Option<String>, _>("certificate_id")?
             .map(parse_id)

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use ck_domain::{
-    Certificate, CertificateVersion, ExpiryThresholds, Job, Labels, RenewalPolicy, RenewalTrigger, RevocationReason, SubjectAltName,
+    Certificate, CertificateVersion, ExpiryThresholds, Job, Labels, RenewalPolicy, RenewalTrigger, RevocationReason,
+    SubjectAltName,
 };
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -82,7 +83,9 @@ pub(crate) fn certificate(row: &AnyRow) -> Result<Certificate, StoreError> {
         renewal_policy,
         expiry_thresholds: row
             .try_get::<Option<String>, _>("expiry_thresholds")?
-            .map(|text| ExpiryThresholds::from_text(&text).map_err(|e| StoreError::Corrupt(format!("expiry_thresholds: {e}"))))
+            .map(|text| {
+                ExpiryThresholds::from_text(&text).map_err(|e| StoreError::Corrupt(format!("expiry_thresholds: {e}")))
+            })
             .transpose()?,
         labels,
         current_version: u32_of("current_version", row.try_get("current_version")?)?,

@@ -10,13 +10,13 @@
 use std::collections::BTreeSet;
 
 use ck_domain::{
-    EventKind, ExpiryThresholds, Certificate, CertificateId, CertificateStatus, IssuerId, Job, JobId, JobKind, JobState, KeySource, KeyType, Labels,
-    RenewalPolicy, RevocationReason, SubjectAltName,
+    Certificate, CertificateId, CertificateStatus, EventKind, ExpiryThresholds, IssuerId, Job, JobId, JobKind,
+    JobState, KeySource, KeyType, Labels, RenewalPolicy, RevocationReason, SubjectAltName,
 };
 use ck_secrets::{Kek, SecretCipher};
 use ck_store::{
-    AuditFilter, AuditRecord, CertificateFilter, NewEvent, NotificationFilter, NotificationState, Completion, DatabaseUrl, EnqueueOutcome, Fence, IssuerRecord,
-    JobFilter, NewVersion, NodeRecord, Store, StoreError, TokenRecord,
+    AuditFilter, AuditRecord, CertificateFilter, Completion, DatabaseUrl, EnqueueOutcome, Fence, IssuerRecord,
+    JobFilter, NewEvent, NewVersion, NodeRecord, NotificationFilter, NotificationState, Store, StoreError, TokenRecord,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -208,13 +208,29 @@ async fn issue_and_renew_lifecycle(store: Store) {
         (CertificateStatus::Active, 1, Some("01"))
     );
     assert_eq!(stored.renew_at, Some(renew_at));
-    assert!(store.due_for_renewal(now(), 10).await.unwrap().is_empty());
-    assert_eq!(store.due_for_renewal(renew_at, 10).await.unwrap(), vec![cert.id]);
+    assert!(
+        store
+            .due_for_renewal(now(), Duration::minutes(15), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .due_for_renewal(renew_at, Duration::minutes(15), 10)
+            .await
+            .unwrap(),
+        vec![cert.id]
+    );
 
     let renewal = store.enqueue(&new_job(cert.id, JobKind::Renew)).await.unwrap();
     assert!(matches!(renewal, EnqueueOutcome::Created(_)));
     assert!(
-        store.due_for_renewal(renew_at, 10).await.unwrap().is_empty(),
+        store
+            .due_for_renewal(renew_at, Duration::minutes(15), 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "a certificate with an active job is not due"
     );
     let claimed = store.claim_jobs("w1", now(), Duration::minutes(1), 10).await.unwrap();
@@ -1060,7 +1076,13 @@ async fn events_route_to_notifications_that_retry_die_and_requeue(store: Store) 
     let claimed = store.claim_notifications("n1", now(), lease, 10).await.unwrap();
     assert_eq!(claimed.len(), 2);
     assert_eq!(claimed[0].event.payload["routed"], true);
-    assert!(store.claim_notifications("n2", now(), lease, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_notifications("n2", now(), lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let (hook, mail) = if claimed[0].notifier == "hook" {
         (&claimed[0], &claimed[1])
     } else {
@@ -1074,10 +1096,19 @@ async fn events_route_to_notifications_that_retry_die_and_requeue(store: Store) 
             .await
             .unwrap()
     );
-    assert!(store.claim_notifications("n1", now(), lease, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_notifications("n1", now(), lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let second = store.claim_notifications("n2", retry_at, lease, 10).await.unwrap();
     assert_eq!((second.len(), second[0].attempts), (1, 2));
-    assert!(!store.finish_notification("n1", hook, Ok(()), now()).await.unwrap(), "stale claim");
+    assert!(
+        !store.finish_notification("n1", hook, Ok(()), now()).await.unwrap(),
+        "stale claim"
+    );
     // A sender that died: its lease runs out and another node takes the notification.
     let third = store
         .claim_notifications("n3", retry_at + lease + Duration::seconds(1), lease, 10)
@@ -1098,7 +1129,11 @@ async fn events_route_to_notifications_that_retry_die_and_requeue(store: Store) 
     let (dead, more) = store.notifications(&dead_filter).await.unwrap();
     assert_eq!((dead.len(), more), (1, false));
     assert_eq!(
-        (dead[0].notifier.as_str(), dead[0].last_error.as_deref(), dead[0].event.kind),
+        (
+            dead[0].notifier.as_str(),
+            dead[0].last_error.as_deref(),
+            dead[0].event.kind
+        ),
         ("hook", Some("answered 500"), EventKind::IssuanceFailed)
     );
     let counts = store.notification_counts().await.unwrap();
@@ -1114,7 +1149,10 @@ async fn events_route_to_notifications_that_retry_die_and_requeue(store: Store) 
     ));
     let requeued = store.requeue_notification(&dead[0].id, now()).await.unwrap();
     assert_eq!((requeued.state, requeued.attempts), (NotificationState::Pending, 0));
-    assert_eq!(store.claim_notifications("n1", now(), lease, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store.claim_notifications("n1", now(), lease, 10).await.unwrap().len(),
+        1
+    );
 
     // Expiry: only overdue certificates are candidates; a crossing sets the status and the
     // announced threshold for this version only, and a new version starts over.
@@ -1123,17 +1161,26 @@ async fn events_route_to_notifications_that_retry_die_and_requeue(store: Store) 
     let overdue = store.overdue_certificates(late, 10).await.unwrap();
     assert_eq!(overdue.len(), 1);
     assert_eq!((overdue[0].version, overdue[0].alerted_days), (1, None));
-    assert_eq!(overdue[0].thresholds.as_ref().map(|t| t.days().to_vec()), Some(vec![7, 0]));
+    assert_eq!(
+        overdue[0].thresholds.as_ref().map(|t| t.days().to_vec()),
+        Some(vec![7, 0])
+    );
     store.record_threshold_crossing(cert.id, 1, 7, &[], late).await.unwrap();
     let stored = store.certificate(cert.id).await.unwrap().unwrap();
     assert_eq!(stored.status, CertificateStatus::Expiring);
-    assert_eq!(store.overdue_certificates(late, 10).await.unwrap()[0].alerted_days, Some(7));
+    assert_eq!(
+        store.overdue_certificates(late, 10).await.unwrap()[0].alerted_days,
+        Some(7)
+    );
     store.record_threshold_crossing(cert.id, 1, 0, &[], late).await.unwrap();
     assert_eq!(
         store.certificate(cert.id).await.unwrap().unwrap().status,
         CertificateStatus::Expired
     );
-    assert!(store.overdue_certificates(late, 10).await.unwrap().is_empty(), "nothing left to announce");
+    assert!(
+        store.overdue_certificates(late, 10).await.unwrap().is_empty(),
+        "nothing left to announce"
+    );
     // The stale version's crossing is ignored once a renewal landed.
     store.enqueue(&new_job(cert.id, JobKind::Renew)).await.unwrap();
     let claimed = store.claim_jobs("w1", late, Duration::minutes(1), 1).await.unwrap();
@@ -1145,7 +1192,44 @@ async fn events_route_to_notifications_that_retry_die_and_requeue(store: Store) 
     store.complete_jobs("w1", &[completion], late).await.unwrap();
     store.record_threshold_crossing(cert.id, 1, 0, &[], late).await.unwrap();
     let renewed = store.certificate(cert.id).await.unwrap().unwrap();
-    assert_eq!((renewed.status, renewed.current_version), (CertificateStatus::Active, 2));
+    assert_eq!(
+        (renewed.status, renewed.current_version),
+        (CertificateStatus::Active, 2)
+    );
+
+    // A renewal that fails for good cools the certificate down before the next job, and its
+    // failures are one renewal_failed event per version and day.
+    let due_at = late + Duration::days(61);
+    store.enqueue(&new_job(cert.id, JobKind::Renew)).await.unwrap();
+    for _ in 0..2 {
+        let claimed = store.claim_jobs("w1", due_at, Duration::minutes(1), 1).await.unwrap();
+        store
+            .fail_job("w1", &claimed[0], "CA down", None, Some(due_at), due_at)
+            .await
+            .unwrap();
+    }
+    let claimed = store.claim_jobs("w1", due_at, Duration::minutes(1), 1).await.unwrap();
+    store
+        .fail_job("w1", &claimed[0], "CA down", None, None, due_at)
+        .await
+        .unwrap();
+    let cooldown = Duration::minutes(15);
+    assert!(store.due_for_renewal(due_at, cooldown, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .due_for_renewal(due_at + Duration::minutes(16), cooldown, 10)
+            .await
+            .unwrap(),
+        vec![cert.id]
+    );
+    let failures: Vec<_> = store
+        .unrouted_events(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::RenewalFailed)
+        .collect();
+    assert_eq!(failures.len(), 1, "three failed attempts on one day are one notice");
 }
 
 fn audit_record(action: &str) -> AuditRecord {

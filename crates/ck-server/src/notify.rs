@@ -1,0 +1,470 @@
+//! Notifications: the expiry and agent scans that raise events, routing events to notifiers, and
+//! the delivery loop with retries and dead-letter.
+//!
+//! Events are rows written with what they report (ck-store), so a crash between "it happened"
+//! and "it was sent" loses nothing. Every node routes and delivers: a claim carries a lease and
+//! the attempt number, so two nodes never send the same attempt, and a node that dies mid-send
+//! leaves its claims to the others when the lease runs out (at least once, never silently lost).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use ck_domain::{Certificate, EventKind, ExpiryThresholds, RetryPolicy, Route};
+use ck_notify::{DeliveryError, Message, Notifier};
+use ck_store::{EventRecord, NewEvent, NotificationFilter, NotificationRecord};
+use rand::Rng;
+use serde_json::{Value, json};
+use time::{Duration, OffsetDateTime};
+
+use crate::agents::{AgentStatus, status_of};
+use crate::workers::Shutdown;
+use crate::{ControlPlane, ServiceError, now};
+
+/// How long a claimed notification stays with its sender: longer than any notifier's timeout.
+const DELIVERY_LEASE: Duration = Duration::minutes(5);
+/// Notifications sent at once by one node.
+const DELIVERY_BATCH: u32 = 32;
+
+/// One configured notifier and the events it receives.
+#[derive(Clone)]
+pub struct NotifierEntry {
+    /// The name in the configuration, on notification rows and in metrics.
+    pub name: String,
+    /// Which events it gets.
+    pub route: Route,
+    /// The channel.
+    pub notifier: Arc<Notifier>,
+}
+
+/// Notification settings, validated by the binary's config layer.
+#[derive(Clone)]
+pub struct NotificationSettings {
+    /// The notifiers, in configuration order.
+    pub notifiers: Vec<NotifierEntry>,
+    /// Attempts and backoff of each notification.
+    pub retry: RetryPolicy,
+    /// The thresholds of certificates that name none.
+    pub expiry_thresholds: ExpiryThresholds,
+    /// How often each node looks for events to route and notifications to send.
+    pub poll_interval: StdDuration,
+}
+
+impl Default for NotificationSettings {
+    /// No notifiers; 8 attempts over about an hour and a half (10 s doubling, at most 30 min).
+    fn default() -> Self {
+        Self {
+            notifiers: Vec::new(),
+            retry: RetryPolicy {
+                max_attempts: 8,
+                base_delay: Duration::seconds(10),
+                max_delay: Duration::minutes(30),
+            },
+            expiry_thresholds: ExpiryThresholds::default(),
+            poll_interval: StdDuration::from_secs(1),
+        }
+    }
+}
+
+impl fmt::Debug for NotificationSettings {
+    // Notifiers hold secrets (HMAC keys, SMTP passwords): only their names are shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotificationSettings")
+            .field(
+                "notifiers",
+                &self.notifiers.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+            )
+            .field("retry", &self.retry)
+            .field("expiry_thresholds", &self.expiry_thresholds)
+            .field("poll_interval", &self.poll_interval)
+            .finish()
+    }
+}
+
+impl ControlPlane {
+    /// Announces every expiry threshold crossed by `now` that was not announced yet (one event
+    /// per certificate version and threshold) and moves the certificates to `expiring` or
+    /// `expired`. Returns how many certificates crossed a threshold. The leader runs it after
+    /// each renewal scan; `now` is an argument so tests can move time.
+    pub async fn scan_expiry_thresholds(&self, now: OffsetDateTime) -> Result<usize, ServiceError> {
+        let store = &self.inner.store;
+        let default = &self.inner.config.notifications.expiry_thresholds;
+        let mut crossed = 0;
+        for cert in store.overdue_certificates(now, 10_000).await? {
+            let thresholds = cert.thresholds.as_ref().unwrap_or(default);
+            // Only the nearest new threshold is announced: a scan that runs late (the server was
+            // stopped) says "expires in 1 day" once, not also "in 7 days" and "in 14 days".
+            let Some(days) = thresholds
+                .crossed(cert.not_after, cert.renew_at, now)
+                .into_iter()
+                .rfind(|&days| cert.alerted_days.is_none_or(|alerted| days < alerted))
+            else {
+                continue;
+            };
+            let event = NewEvent {
+                kind: EventKind::ThresholdCrossed,
+                dedup_key: Some(format!("threshold:{}:{}:{days}", cert.id, cert.version)),
+                certificate_id: Some(cert.id),
+                subject: None,
+                payload: json!({
+                    "version": cert.version,
+                    "days": days,
+                    "expired": days == 0,
+                    "not_after": rfc3339(cert.not_after),
+                    "renew_at": rfc3339(cert.renew_at),
+                }),
+                at: now,
+            };
+            store
+                .record_threshold_crossing(cert.id, cert.version, days, &[event], now)
+                .await?;
+            tracing::warn!(certificate = %cert.id, name = %cert.name, version = cert.version, days,
+                "certificate crossed an expiry threshold: its renewal is late");
+            crossed += 1;
+        }
+        Ok(crossed)
+    }
+
+    /// Raises one `agent_offline` event per agent and silence (a heartbeat after it and a later
+    /// silence make a new one). Returns how many were new.
+    pub async fn scan_offline_agents(&self, now: OffsetDateTime) -> Result<u64, ServiceError> {
+        let events: Vec<NewEvent> = self
+            .inner
+            .store
+            .agents()
+            .await?
+            .iter()
+            .filter(|agent| status_of(agent, now) == AgentStatus::Offline)
+            .filter_map(|agent| {
+                let last_seen = agent.last_seen?;
+                Some(NewEvent {
+                    kind: EventKind::AgentOffline,
+                    dedup_key: Some(format!("agent_offline:{}:{}", agent.id, last_seen.unix_timestamp())),
+                    certificate_id: None,
+                    subject: Some(agent.id.clone()),
+                    payload: json!({
+                        "agent_id": agent.id,
+                        "agent": agent.name,
+                        "hostname": agent.facts.hostname,
+                        "last_seen": rfc3339(last_seen),
+                    }),
+                    at: now,
+                })
+            })
+            .collect();
+        Ok(self.inner.store.record_events(&events).await?)
+    }
+
+    /// Notifications, newest first, and whether more match.
+    pub async fn notifications(
+        &self,
+        filter: &NotificationFilter,
+    ) -> Result<(Vec<NotificationRecord>, bool), ServiceError> {
+        Ok(self.inner.store.notifications(filter).await?)
+    }
+
+    /// One notification.
+    pub async fn notification(&self, id: &str) -> Result<NotificationRecord, ServiceError> {
+        self.inner
+            .store
+            .notification(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("notification {id}")))
+    }
+
+    /// Puts a dead notification back in the queue with a fresh attempt budget.
+    pub async fn requeue_notification(&self, id: &str) -> Result<NotificationRecord, ServiceError> {
+        let record = self.inner.store.requeue_notification(id, now()).await?;
+        self.inner.notifications_due.notify_one();
+        Ok(record)
+    }
+
+    /// Routes new events and sends what is due, once (the loop calls it; tests call it too).
+    pub async fn deliver_notifications(&self) -> Result<(), ServiceError> {
+        self.route_events().await?;
+        while self.send_due_notifications().await? == DELIVERY_BATCH as usize {}
+        Ok(())
+    }
+
+    async fn route_events(&self) -> Result<(), ServiceError> {
+        let store = &self.inner.store;
+        let entries = &self.inner.config.notifications.notifiers;
+        loop {
+            let events = store.unrouted_events(200).await?;
+            if events.is_empty() {
+                return Ok(());
+            }
+            let mut certificates: HashMap<ck_domain::CertificateId, Option<Certificate>> = HashMap::new();
+            for event in &events {
+                let cert = match event.certificate_id {
+                    Some(id) => match certificates.get(&id) {
+                        Some(cert) => cert.clone(),
+                        None => {
+                            let cert = store.certificate(id).await?;
+                            certificates.insert(id, cert.clone());
+                            cert
+                        }
+                    },
+                    None => None,
+                };
+                let payload = compose(event, cert.as_ref());
+                let names: Vec<String> = entries
+                    .iter()
+                    .filter(|entry| entry.route.accepts(event.kind, cert.as_ref().map(|c| &c.labels)))
+                    .map(|entry| entry.name.clone())
+                    .collect();
+                store.route_event(&event.id, &payload, &names, now()).await?;
+            }
+        }
+    }
+
+    /// Sends one batch of due notifications concurrently; returns how many were claimed.
+    async fn send_due_notifications(&self) -> Result<usize, ServiceError> {
+        let inner = &self.inner;
+        let owner = inner.config.node_id.clone();
+        let claimed = inner
+            .store
+            .claim_notifications(&owner, now(), DELIVERY_LEASE, DELIVERY_BATCH)
+            .await?;
+        let count = claimed.len();
+        let mut sends = tokio::task::JoinSet::new();
+        for record in claimed {
+            let entry = inner
+                .config
+                .notifications
+                .notifiers
+                .iter()
+                .find(|entry| entry.name == record.notifier)
+                .cloned();
+            sends.spawn(async move {
+                let outcome = match entry {
+                    Some(entry) => entry.notifier.deliver(&message(&record)).await,
+                    None => Err(DeliveryError::Permanent(format!(
+                        "notifier {:?} is not configured (any more)",
+                        record.notifier
+                    ))),
+                };
+                (record, outcome)
+            });
+        }
+        while let Some(joined) = sends.join_next().await {
+            let Ok((record, outcome)) = joined else {
+                continue;
+            };
+            self.finish_delivery(&owner, &record, outcome).await?;
+        }
+        Ok(count)
+    }
+
+    async fn finish_delivery(
+        &self,
+        owner: &str,
+        record: &NotificationRecord,
+        outcome: Result<(), DeliveryError>,
+    ) -> Result<(), ServiceError> {
+        let inner = &self.inner;
+        let now = now();
+        let (label, failure) = match &outcome {
+            Ok(()) => {
+                tracing::info!(notifier = %record.notifier, event = %record.event.kind, id = %record.id,
+                    attempts = record.attempts, "notification delivered");
+                ("delivered", None)
+            }
+            Err(error) => {
+                let retry_at = match error {
+                    DeliveryError::Transient(_) => inner
+                        .config
+                        .notifications
+                        .retry
+                        .next_delay(record.attempts, rand::rng().random::<f64>())
+                        .map(|delay| now + delay),
+                    DeliveryError::Permanent(_) => None,
+                };
+                match retry_at {
+                    Some(at) => tracing::warn!(notifier = %record.notifier, event = %record.event.kind,
+                        id = %record.id, attempts = record.attempts, %error, retry_at = %at,
+                        "notification failed; will retry"),
+                    None => tracing::error!(notifier = %record.notifier, event = %record.event.kind,
+                        id = %record.id, attempts = record.attempts, %error,
+                        "notification given up (dead-letter); requeue it through the API"),
+                }
+                let label = if retry_at.is_some() { "retry" } else { "dead" };
+                (label, Some((error.to_string(), retry_at)))
+            }
+        };
+        inner.metrics.notification_attempt(&record.notifier, label);
+        let stored = match &failure {
+            None => Ok(()),
+            Some((error, retry_at)) => Err((error.as_str(), *retry_at)),
+        };
+        inner.store.finish_notification(owner, record, stored, now).await?;
+        Ok(())
+    }
+}
+
+/// Routes and sends on every node until shutdown: each poll interval, and at once when a local
+/// requeue asks. Pauses while the database is down.
+pub(crate) async fn notification_loop(control_plane: ControlPlane, mut shutdown: Shutdown) {
+    let inner = &control_plane.inner;
+    let interval = inner.config.notifications.poll_interval;
+    loop {
+        if inner.database.is_up()
+            && let Err(error) = control_plane.deliver_notifications().await
+        {
+            tracing::warn!(%error, "notification pass failed; trying again next interval");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = inner.notifications_due.notified() => {}
+            () = shutdown.requested() => return,
+        }
+    }
+}
+
+/// The document a notifier receives: the event's own details under `details`, the certificate
+/// as it is now, and a subject and text for people.
+fn compose(event: &EventRecord, cert: Option<&Certificate>) -> Value {
+    let details = &event.payload;
+    let name = cert.map_or_else(
+        || event.certificate_id.map(|id| id.to_string()).unwrap_or_default(),
+        |c| c.name.clone(),
+    );
+    let text_of = |key: &str| details.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+    let version = details.get("version").and_then(Value::as_u64).unwrap_or(0);
+    let problem_detail = details
+        .get("problem")
+        .and_then(|p| p.get("detail"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let subject_name = event.subject.clone().unwrap_or_default();
+    let (subject, mut lines) = match event.kind {
+        EventKind::Issued => (
+            format!("{name} issued (version {version})"),
+            vec![format!("Valid until {}.", text_of("not_after"))],
+        ),
+        EventKind::Renewed => (
+            format!("{name} renewed (version {version})"),
+            vec![format!(
+                "Valid until {}; next renewal {}.",
+                text_of("not_after"),
+                text_of("renew_at")
+            )],
+        ),
+        EventKind::IssuanceFailed | EventKind::RenewalFailed => {
+            let what = if event.kind == EventKind::RenewalFailed {
+                "renewal"
+            } else {
+                "issuance"
+            };
+            let mut lines = vec![format!("Error: {}", text_of("error"))];
+            if let Some(detail) = problem_detail {
+                lines.push(format!("The CA said: {detail}"));
+            }
+            lines.push(match details.get("will_retry_at").and_then(Value::as_str) {
+                Some(at) => format!("certkeeper retries at {at}."),
+                None => "certkeeper gave up on this attempt; the next renewal scan tries again.".to_owned(),
+            });
+            (format!("{what} of {name} failed"), lines)
+        }
+        EventKind::Revoked => (
+            format!("{name} revoked ({})", text_of("reason")),
+            vec![format!("Serial {}.", text_of("serial"))],
+        ),
+        EventKind::Deployed => (
+            format!("{name} version {version} deployed"),
+            vec![format!("Agent {subject_name} deployed it to {}.", targets(details))],
+        ),
+        EventKind::DeploymentFailed => (
+            format!("deployment of {name} failed"),
+            vec![
+                format!("Agent {subject_name} could not deploy it to {}.", targets(details)),
+                format!("Error: {}", text_of("error")),
+            ],
+        ),
+        EventKind::ThresholdCrossed => {
+            let days = details.get("days").and_then(Value::as_u64).unwrap_or(0);
+            let subject = if days == 0 {
+                format!("{name} has expired")
+            } else {
+                format!("{name} expires in {days} day{}", if days == 1 { "" } else { "s" })
+            };
+            (
+                subject,
+                vec![
+                    format!(
+                        "Version {version} expires at {}; its renewal was due at {}.",
+                        text_of("not_after"),
+                        text_of("renew_at")
+                    ),
+                    "Look at the certificate's jobs for the renewal error.".to_owned(),
+                ],
+            )
+        }
+        EventKind::IssuerUnhealthy => (
+            format!("issuer {subject_name} is unhealthy"),
+            vec![format!("Check: {}", text_of("detail"))],
+        ),
+        EventKind::AgentOffline => (
+            format!("agent {} is offline", text_of("agent")),
+            vec![format!(
+                "No heartbeat from {} since {}.",
+                text_of("hostname"),
+                text_of("last_seen")
+            )],
+        ),
+    };
+    if let Some(cert) = cert {
+        lines.push(format!(
+            "Certificate {} ({}), issuer {}, names {}.",
+            cert.name,
+            cert.id,
+            cert.issuer_id,
+            cert.sans.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    json!({
+        "subject": format!("certkeeper: {subject}"),
+        "text": lines.join("\n"),
+        "event": event.kind.as_str(),
+        "occurred_at": rfc3339(event.created_at),
+        "certificate": cert.map(|c| json!({
+            "id": c.id.to_string(),
+            "name": c.name,
+            "common_name": c.common_name,
+            "sans": c.sans.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "issuer": c.issuer_id.to_string(),
+            "labels": c.labels.as_map(),
+            "current_version": c.current_version,
+            "not_after": c.not_after.map(rfc3339),
+        })),
+        "details": details,
+    })
+}
+
+fn targets(details: &Value) -> String {
+    details
+        .get("targets")
+        .and_then(Value::as_array)
+        .map(|targets| targets.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+/// The message of a routed notification (its event's payload holds the composed document).
+fn message(record: &NotificationRecord) -> Message {
+    let payload = &record.event.payload;
+    let text = |key: &str| payload.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+    Message {
+        id: record.id.clone(),
+        event: record.event.kind,
+        occurred_at: record.event.created_at,
+        subject: text("subject"),
+        text: text("text"),
+        payload: payload.clone(),
+    }
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
