@@ -15,6 +15,7 @@ mod cluster;
 mod crash;
 mod metrics;
 mod newcomer;
+mod notifications;
 mod openapi;
 mod pki;
 mod tls_library;
