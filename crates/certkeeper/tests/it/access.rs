@@ -65,6 +65,11 @@ const ROUTES: &[Route] = &[
     route("GET", "/token", None, 200),
     route("GET", "/audit", Some("admin"), 200),
     route("GET", "/cluster", Some("read"), 200),
+    route("GET", "/notifications", Some("admin"), 200),
+    // This server has no notifiers, so there is no notification: the admin gets past the gate
+    // to the 404 (the notification tests cover the found case).
+    route("GET", "/notifications/{id}", Some("admin"), 404),
+    route("POST", "/notifications/{id}/requeue", Some("admin"), 404),
 ];
 
 /// Who calls.
@@ -204,6 +209,7 @@ impl Matrix {
                 (with_id(cert["job"]["id"].as_str().unwrap()), None)
             }
             ("GET", "/jobs") => (template.to_owned(), None),
+            (_, t) if t.starts_with("/notifications/{id}") => (with_id("0190f0aa-0000-7000-8000-000000000000"), None),
             (_, t) if t.starts_with("/certificates/{id}") => {
                 let cert = self.certificate(team, false).await;
                 let body = (route.method == "POST" && t.ends_with("/revoke")).then(|| json!({"reason": "superseded"}));

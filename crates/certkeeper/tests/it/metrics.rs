@@ -50,7 +50,14 @@ fn metrics_pass_promtool_and_grow_only_by_certificates() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    // One notifier, so the notification families have series.
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "notifications:\n  notifiers:\n    - name: sink\n      type: command\n      program: /bin/true\n",
+    )
+    .unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
     for i in 0..3 {
         server.cli_ok(&["cert", "create", &format!("m{i}.internal"), "--wait"]);
     }
@@ -58,7 +65,16 @@ fn metrics_pass_promtool_and_grow_only_by_certificates() {
     let first = listed[0]["id"].as_str().unwrap().to_owned();
     server.cli_ok(&["cert", "revoke", &first]);
     server.cli_ok(&["token", "create", "--name", "ci", "--scope", "read", "--expires", "30d"]);
-    let text = scrape(&server.url);
+    // The issued and revoked events reach the notifier within a delivery poll (1 s).
+    let delivered = "certkeeper_notifications{notifier=\"sink\",state=\"delivered\"} 4";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let text = loop {
+        let text = scrape(&server.url);
+        if text.contains(delivered) || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     let (ok, lint) = promtool(&["check", "metrics"], Some(&text));
     assert!(ok, "promtool check metrics: {lint}\n{text}");
 
@@ -84,6 +100,8 @@ fn metrics_pass_promtool_and_grow_only_by_certificates() {
         "certkeeper_lease_transitions_total",
         "certkeeper_database_up",
         "certkeeper_build_info",
+        "certkeeper_notifications",
+        "certkeeper_notification_attempts_total",
     ] {
         assert!(families.contains(&family), "{family} missing from {families:?}");
     }
@@ -93,6 +111,9 @@ fn metrics_pass_promtool_and_grow_only_by_certificates() {
         "certkeeper_issuances_total{kind=\"issue\",issuer=\"local\",outcome=\"success\"} 3",
         "certkeeper_revocations_total{issuer=\"local\",outcome=\"success\"} 1",
         "certkeeper_issuance_duration_seconds_count{issuer=\"local\",challenge=\"none\"} 3",
+        "certkeeper_notifications{notifier=\"sink\",state=\"dead\"} 0",
+        delivered,
+        "certkeeper_notification_attempts_total{notifier=\"sink\",outcome=\"delivered\"} 4",
     ] {
         assert!(text.contains(line), "{line} missing:\n{text}");
     }
