@@ -40,7 +40,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     // Quiet by default (a log line per certificate would be measured too); CERTKEEPER_LOG opts in.
     if std::env::var_os("CERTKEEPER_LOG").is_some() {
-        crate::serve::init_logging(false);
+        crate::serve::init_logging();
     }
     let data_dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
     let database = match args.database.as_str() {
@@ -52,7 +52,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         data_dir: data_dir.path().to_owned(),
         listen: "127.0.0.1:0".parse()?,
         database,
-        log_json: false,
+        log_format: crate::config::LogFormat::Text,
         server: ServerConfig {
             // The bench drives the API with one token as fast as it can.
             token_rate_limit: None,

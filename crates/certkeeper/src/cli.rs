@@ -105,7 +105,8 @@ pub(crate) struct ServeArgs {
     /// Allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
     #[arg(long, env = "CERTKEEPER_INSECURE_HTTP")]
     pub(crate) insecure_http: bool,
-    /// Log format: text or json [default: text].
+    /// Log format: text, json or logfmt [default: text]. Every API request's lines carry its
+    /// request id (also sent back as X-Request-Id).
     #[arg(long, env = "CERTKEEPER_LOG_FORMAT")]
     pub(crate) log_format: Option<String>,
     /// Log level: error, warn, info, debug or trace [default: info]. For per-module levels set

@@ -118,6 +118,17 @@ struct FileTls {
     auto_validity_seconds: Option<u32>,
 }
 
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// For people: aligned, coloured on a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
+    /// `key=value` pairs, for Loki, Heroku-style pipelines and grep.
+    Logfmt,
+}
+
 /// How the listener does TLS.
 #[derive(Debug, Clone)]
 pub(crate) enum TlsSettings {
@@ -217,7 +228,7 @@ pub(crate) struct Settings {
     pub(crate) data_dir: PathBuf,
     pub(crate) listen: SocketAddr,
     pub(crate) database: DatabaseUrl,
-    pub(crate) log_json: bool,
+    pub(crate) log_format: LogFormat,
     pub(crate) server: ServerConfig,
     /// HTTPS instead of plain HTTP.
     pub(crate) tls: Option<TlsSettings>,
@@ -296,10 +307,11 @@ impl Settings {
             None => DatabaseUrl::sqlite_file(&data_dir.join("certkeeper.db")),
         };
         let log_format = field(args.log_format.clone(), file.log_format, "text".to_owned());
-        let log_json = match log_format.as_str() {
-            "text" => false,
-            "json" => true,
-            other => return Err(bad("log_format", format!("'{other}' (expected text or json)"))),
+        let log_format = match log_format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            "logfmt" => LogFormat::Logfmt,
+            other => return Err(bad("log_format", format!("'{other}' (expected text, json or logfmt)"))),
         };
 
         let node_id = args.node_id.clone().or(file.node_id);
@@ -474,7 +486,7 @@ impl Settings {
             data_dir,
             listen,
             database,
-            log_json,
+            log_format,
             server,
             tls,
             kek,

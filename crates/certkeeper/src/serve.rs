@@ -9,7 +9,7 @@ use ck_store::Backend;
 use tokio::task::JoinHandle;
 
 use crate::cli::ServeArgs;
-use crate::config::Settings;
+use crate::config::{LogFormat, Settings};
 use crate::files::{ensure_private_dir, write_atomic};
 
 /// A started server: its address and the handles to stop it.
@@ -35,7 +35,7 @@ impl Running {
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(&args)?;
-    init_logging_at(settings.log_json, args.log_level.as_deref());
+    init_logging_at(settings.log_format, args.log_level.as_deref());
     let running = start(settings, args.reset_admin_token).await?;
     wait_for_signal().await;
     tracing::info!("shutting down");
@@ -276,12 +276,12 @@ fn precreate_private(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn init_logging(json: bool) {
-    init_logging_at(json, None);
+pub(crate) fn init_logging() {
+    init_logging_at(LogFormat::Text, None);
 }
 
 /// Logging at `level` when given, else as CERTKEEPER_LOG says, else at info.
-pub(crate) fn init_logging_at(json: bool, level: Option<&str>) {
+pub(crate) fn init_logging_at(format: LogFormat, level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(level) => EnvFilter::new(level),
@@ -289,14 +289,23 @@ pub(crate) fn init_logging_at(json: bool, level: Option<&str>) {
     };
     use std::io::IsTerminal;
     // Colours only for a terminal: log files and journald get plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+    let ansi = std::io::stderr().is_terminal();
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .json()
+            .init(),
+        LogFormat::Logfmt => tracing_logfmt::builder()
+            .subscriber_builder()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
     }
 }
 

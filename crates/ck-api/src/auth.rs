@@ -147,11 +147,24 @@ fn parse_bearer(request: &Request) -> Option<&str> {
 }
 
 pub(crate) async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+    use tracing::Instrument;
     let request_id = request_id(&request);
-    let mut response = match pass(&gate, request, &request_id, next).await {
+    // Every line logged while the request is handled carries its id, method and path, so a
+    // client's X-Request-Id finds them in any log format.
+    let span = tracing::info_span!("request", request_id = %request_id, method = %request.method(),
+        path = %request.uri().path());
+    let started = std::time::Instant::now();
+    let mut response = match pass(&gate, request, &request_id, next).instrument(span.clone()).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
+    span.in_scope(|| {
+        tracing::debug!(
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "request done"
+        );
+    });
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }

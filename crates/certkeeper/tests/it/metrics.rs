@@ -148,3 +148,49 @@ fn alert_rules_pass_promtool_checks_and_unit_tests() {
     let (ok, text) = promtool(&["test", "rules", "alerts_test.yml"], None);
     assert!(ok, "{text}");
 }
+
+/// `--log-format logfmt`: every line is `key=value` pairs, and the lines of an API request carry
+/// the request id its client sent.
+#[test]
+fn logfmt_logs_carry_request_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_logged(&data, &["--log-format", "logfmt"], "debug");
+    let token = server.token();
+    let headers = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "-H",
+            "x-request-id: trace-me-42",
+            "-H",
+        ])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("{}/api/v1/certificates", server.url))
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&headers.stdout).to_lowercase();
+    assert!(headers.contains("x-request-id: trace-me-42"), "{headers}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let text = loop {
+        let text = server.log_text();
+        if text.contains("request_id=trace-me-42") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let request_lines: Vec<&str> = text.lines().filter(|l| l.contains("request_id=trace-me-42")).collect();
+    assert!(
+        request_lines.iter().any(|l| l.contains("status=200")),
+        "no request line:\n{text}"
+    );
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            line.starts_with("ts=") && line.contains(" level="),
+            "not logfmt: {line}"
+        );
+    }
+}
