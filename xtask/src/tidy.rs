@@ -90,7 +90,7 @@ const DEPENDENCY_TABLE: &[CrateRule] = &[
     },
     CrateRule {
         name: "ck-notify",
-        internal: &["ck-domain"],
+        internal: &["ck-domain", "ck-test-peers"],
         forbidden: &["sqlx", "axum", "rcgen"],
     },
     CrateRule {

@@ -1,15 +1,19 @@
-//! Real test peers on 127.0.0.1: Pebble, pebble-challtestsrv, BIND, nginx and HAProxy, started per test.
+//! Real test peers on 127.0.0.1: Pebble, pebble-challtestsrv, BIND, nginx and HAProxy, an SMTP
+//! sink (aiosmtpd) and a webhook receiver, started per test.
 //!
 //! Every peer is a real Debian program started as a child process on free loopback ports and
 //! killed when its handle drops. When a program is missing, [`peer_or_skip`] fails the test with
 //! the package to install if `CERTKEEPER_REQUIRE_PEERS` or `CI` is set (as `scripts/test.sh`
-//! does), and otherwise tells the caller to skip with a loud message: never silently.
+//! does), and otherwise tells the caller to skip with a loud message: never silently. The
+//! webhook receiver is the exception: it is a few std threads in the test process, never missing.
 
 // Test support panics on purpose: a failed setup step is a failed test.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod bind;
 pub mod pebble;
+pub mod smtp;
+pub mod webhook;
 pub mod webservers;
 
 use std::net::{TcpListener, UdpSocket};

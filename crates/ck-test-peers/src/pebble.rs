@@ -468,7 +468,8 @@ pub fn openssl_verify_chain(root_pem: &Path, chain_pem: &str) -> Result<(), Stri
 /// Writes a CA and a non-CA leaf for `localhost`/127.0.0.1 into `dir` (Pebble's listener pair),
 /// and returns the CA's PEM path. webpki refuses a self-signed CA certificate as a server's
 /// end-entity certificate, so the listener cannot simply use one self-signed certificate.
-fn make_listener_cert(dir: &Path) -> PathBuf {
+/// The leaf is `tls.pem` with key `tls.key`; the SMTP sink uses the same pair.
+pub(crate) fn make_listener_cert(dir: &Path) -> PathBuf {
     let ca_key = dir.join("tls-ca.key");
     let ca = dir.join("tls-ca.pem");
     let csr = dir.join("tls.csr");
@@ -482,7 +483,7 @@ fn make_listener_cert(dir: &Path) -> PathBuf {
     let p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
     let mut ca_cmd = Command::new("openssl");
     ca_cmd
-        .args(["req", "-x509", "-days", "7", "-subj", "/CN=ck-test-peers Pebble TLS CA"])
+        .args(["req", "-x509", "-days", "7", "-subj", "/CN=ck-test-peers TLS CA"])
         .args(p256)
         .args([
             "-addext",

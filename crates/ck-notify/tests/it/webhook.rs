@@ -1,29 +1,26 @@
-//! Webhook and Slack notifiers against a recording HTTP receiver on 127.0.0.1.
+//! Webhook and Slack notifiers against ck-test-peers' recording HTTP receiver on 127.0.0.1.
 
 use std::time::{Duration, Instant};
 
 use ck_notify::{DeliveryError, verify_signature};
+use ck_test_peers::free_port;
+use ck_test_peers::webhook::{ReceivedRequest, Reply, WebhookReceiver};
 
-use crate::support::{Answer, Receiver, free_port, message, notifier};
+use crate::support::{message, notifier};
 
-fn header<'a>(request: &'a crate::support::Recorded, name: &str) -> &'a str {
-    request
-        .headers
-        .get(name)
-        .unwrap_or_else(|| panic!("header {name} missing"))
-        .to_str()
-        .expect("ASCII header")
+fn header<'a>(request: &'a ReceivedRequest, name: &str) -> &'a str {
+    request.header(name).unwrap_or_else(|| panic!("header {name} missing"))
 }
 
 #[tokio::test]
 async fn signed_webhook_carries_the_envelope_and_a_verifiable_signature() {
-    let receiver = Receiver::start(Answer::status(200, "ok")).await;
+    let receiver = WebhookReceiver::start(vec![200]);
     let dir = tempfile::tempdir().expect("tempdir");
     let secret_file = dir.path().join("hook.key");
     std::fs::write(&secret_file, "s3cr3t-hmac-key\n").expect("write the key");
     let hook = notifier(&format!(
         "type: webhook\nurl: {}/hooks/certkeeper\nsecret_file: {}\nheaders:\n  Authorization: Bearer tok-123\n",
-        receiver.base,
+        receiver.base_url(),
         secret_file.display()
     ));
     assert_eq!(hook.kind(), "webhook");
@@ -57,7 +54,7 @@ async fn signed_webhook_carries_the_envelope_and_a_verifiable_signature() {
     ));
     assert!(!verify_signature(b"s3cr3t-hmac-key", "1", &request.body, signature));
 
-    let body: serde_json::Value = serde_json::from_slice(&request.body).expect("JSON body");
+    let body = request.json();
     assert_eq!(body, message.envelope());
     assert_eq!(body["event"], "renewal_failed");
     assert_eq!(body["occurred_at"], "2026-03-01T12:34:56Z");
@@ -66,12 +63,13 @@ async fn signed_webhook_carries_the_envelope_and_a_verifiable_signature() {
 
 #[tokio::test]
 async fn unsigned_webhook_has_no_signature_header() {
-    let receiver = Receiver::start(Answer::status(204, "")).await;
-    let hook = notifier(&format!("type: webhook\nurl: {}/h\n", receiver.base));
+    let receiver = WebhookReceiver::start(vec![204]);
+    let hook = notifier(&format!("type: webhook\nurl: {}\n", receiver.url()));
     hook.deliver(&message()).await.expect("delivered");
     let requests = receiver.requests();
-    assert!(requests[0].headers.get("x-certkeeper-signature").is_none());
-    assert!(requests[0].headers.get("x-certkeeper-timestamp").is_some());
+    assert_eq!((requests[0].path.as_str(), requests[0].answered), ("/hook", 204));
+    assert!(requests[0].header("x-certkeeper-signature").is_none());
+    assert!(requests[0].header("x-certkeeper-timestamp").is_some());
 }
 
 #[tokio::test]
@@ -96,8 +94,8 @@ async fn answers_map_to_transient_or_permanent() {
         (410, "", false, "410 Gone"),
     ];
     for (status, body, transient, expected) in cases {
-        let receiver = Receiver::start(Answer::status(status, body)).await;
-        let hook = notifier(&format!("type: webhook\nurl: {}/h\nsecret: k\n", receiver.base));
+        let receiver = WebhookReceiver::with(vec![Reply::status(status).body(body)]);
+        let hook = notifier(&format!("type: webhook\nurl: {}/h\nsecret: k\n", receiver.base_url()));
         let error = hook.deliver(&message()).await.expect_err("a non-2xx answer fails");
         assert_eq!(error.is_transient(), transient, "{status}: {error:?}");
         assert!(error.to_string().contains(expected), "{status}: {error}");
@@ -105,9 +103,23 @@ async fn answers_map_to_transient_or_permanent() {
 }
 
 #[tokio::test]
+async fn a_failed_delivery_and_its_retry_share_a_kept_alive_connection() {
+    let receiver = WebhookReceiver::start(vec![500]);
+    let hook = notifier(&format!("type: webhook\nurl: {}\nsecret: k\n", receiver.url()));
+    let error = hook.deliver(&message()).await.expect_err("scripted 500");
+    assert!(error.is_transient(), "{error:?}");
+    hook.deliver(&message()).await.expect("200 after the script");
+    let requests = receiver.wait_for(2, Duration::from_secs(5));
+    assert_eq!(requests.iter().map(|r| r.answered).collect::<Vec<_>>(), [500, 200]);
+    // reqwest kept the connection after the 500: the answer's length and keep-alive were right.
+    assert_eq!(requests[0].connection, requests[1].connection, "{requests:#?}");
+    assert_eq!(requests[0].body, requests[1].body);
+}
+
+#[tokio::test]
 async fn long_error_bodies_are_cut() {
-    let receiver = Receiver::start(Answer::status(500, &"x".repeat(5000))).await;
-    let hook = notifier(&format!("type: webhook\nurl: {}/h\n", receiver.base));
+    let receiver = WebhookReceiver::with(vec![Reply::status(500).body("x".repeat(5000))]);
+    let hook = notifier(&format!("type: webhook\nurl: {}/h\n", receiver.base_url()));
     let error = hook.deliver(&message()).await.expect_err("500");
     let text = error.to_string();
     assert!(text.len() < 300, "{} bytes: {text}", text.len());
@@ -116,10 +128,12 @@ async fn long_error_bodies_are_cut() {
 
 #[tokio::test]
 async fn redirects_are_not_followed() {
-    let mut answer = Answer::status(302, "");
-    answer.location = Some("https://new.example.com/hook?token=abc".to_owned());
-    let receiver = Receiver::start(answer).await;
-    let hook = notifier(&format!("type: webhook\nurl: {}/h\n", receiver.base));
+    let receiver = WebhookReceiver::with(vec![
+        Reply::status(302)
+            .body("")
+            .header("Location", "https://new.example.com/hook?token=abc"),
+    ]);
+    let hook = notifier(&format!("type: webhook\nurl: {}/h\n", receiver.base_url()));
     let error = hook.deliver(&message()).await.expect_err("3xx fails");
     assert!(matches!(error, DeliveryError::Permanent(_)), "{error:?}");
     let text = error.to_string();
@@ -128,7 +142,7 @@ async fn redirects_are_not_followed() {
         "{text}"
     );
     assert!(!text.contains("token=abc"), "{text}");
-    assert_eq!(receiver.count(), 1);
+    assert_eq!(receiver.requests().len(), 1);
 }
 
 #[tokio::test]
@@ -146,12 +160,10 @@ async fn a_closed_port_is_transient() {
 
 #[tokio::test]
 async fn a_slow_receiver_times_out_as_transient() {
-    let mut answer = Answer::status(200, "");
-    answer.delay = Duration::from_secs(5);
-    let receiver = Receiver::start(answer).await;
+    let receiver = WebhookReceiver::with(vec![Reply::status(200).delay(Duration::from_secs(5))]);
     let hook = notifier(&format!(
         "type: webhook\nurl: {}/h\ntimeout_seconds: 1\n",
-        receiver.base
+        receiver.base_url()
     ));
     let started = Instant::now();
     let error = hook.deliver(&message()).await.expect_err("too slow");
@@ -164,17 +176,19 @@ async fn a_slow_receiver_times_out_as_transient() {
 
 #[tokio::test]
 async fn slack_gets_subject_and_text_escaped() {
-    let receiver = Receiver::start(Answer::status(200, "ok")).await;
-    let slack = notifier(&format!("type: slack\nurl: {}/services/T1/B2/sekrit\n", receiver.base));
+    let receiver = WebhookReceiver::start(vec![200]);
+    let slack = notifier(&format!(
+        "type: slack\nurl: {}/services/T1/B2/sekrit\n",
+        receiver.base_url()
+    ));
     assert_eq!(slack.kind(), "slack");
     let mut message = message();
     message.text = "CA said <nope> & gave up".to_owned();
     slack.deliver(&message).await.expect("delivered");
     let requests = receiver.requests();
     assert_eq!(requests[0].path, "/services/T1/B2/sekrit");
-    let body: serde_json::Value = serde_json::from_slice(&requests[0].body).expect("JSON body");
     assert_eq!(
-        body["text"],
+        requests[0].json()["text"],
         "certkeeper: renewal of www.example.com failed\nCA said &lt;nope&gt; &amp; gave up"
     );
 }
@@ -187,8 +201,11 @@ async fn slack_errors_keep_the_body_and_never_the_url() {
         (429, "", true),
         (500, "", true),
     ] {
-        let receiver = Receiver::start(Answer::status(status, body)).await;
-        let slack = notifier(&format!("type: slack\nurl: {}/services/T1/B2/sekrit\n", receiver.base));
+        let receiver = WebhookReceiver::with(vec![Reply::status(status).body(body)]);
+        let slack = notifier(&format!(
+            "type: slack\nurl: {}/services/T1/B2/sekrit\n",
+            receiver.base_url()
+        ));
         let error = slack.deliver(&message()).await.expect_err("non-2xx");
         assert_eq!(error.is_transient(), transient, "{error:?}");
         let text = error.to_string();
