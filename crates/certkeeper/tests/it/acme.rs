@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::support::Server;
 
 /// A server tuned for tests: quick retries, a quick scheduler, health checks every 2 s.
-fn start_server(dir: &Path, extra_yaml: &str, level: &str) -> Server {
+pub(crate) fn start_server(dir: &Path, extra_yaml: &str, level: &str) -> Server {
     start_server_with(dir, extra_yaml, level, &[])
 }
 
@@ -30,7 +30,7 @@ fn start_server_with(dir: &Path, extra_yaml: &str, level: &str, args: &[&str]) -
     Server::start_logged(&dir.join("data"), &all, level)
 }
 
-fn add_issuer(server: &Server, pebble: &Pebble, id: &str, extra: &[&str]) -> Value {
+pub(crate) fn add_issuer(server: &Server, pebble: &Pebble, id: &str, extra: &[&str]) -> Value {
     let mut args = vec![
         "issuer",
         "add",
@@ -48,7 +48,7 @@ fn add_issuer(server: &Server, pebble: &Pebble, id: &str, extra: &[&str]) -> Val
     serde_json::from_str(&server.cli_ok(&args)).unwrap()
 }
 
-fn create(server: &Server, args: &[&str]) -> Value {
+pub(crate) fn create(server: &Server, args: &[&str]) -> Value {
     let mut all = vec!["cert", "create", "--wait", "--timeout", "120", "--json"];
     all.extend_from_slice(args);
     let out = server.cli(&all);
@@ -71,7 +71,7 @@ fn assert_verifies(pebble: &Pebble, chain: &str) {
     }
 }
 
-fn http01_args(pebble: &Pebble) -> Vec<String> {
+pub(crate) fn http01_args(pebble: &Pebble) -> Vec<String> {
     vec![
         "--challenge".into(),
         "http-01".into(),
@@ -80,7 +80,7 @@ fn http01_args(pebble: &Pebble) -> Vec<String> {
     ]
 }
 
-fn strs(v: &[String]) -> Vec<&str> {
+pub(crate) fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 

@@ -3,10 +3,13 @@
 //! record) reported once by email (a real SMTP server, aiosmtpd) and once by webhook.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ck_domain::{ExpiryThresholds, RenewalPolicy, RenewalTrigger};
 use ck_server::{ControlPlane, NewCertificate, NotifierEntry, ServerConfig};
+use ck_test_peers::pebble::{Pebble, PebbleOptions};
+use ck_test_peers::smtp::SmtpSink;
+use ck_test_peers::webhook::WebhookReceiver;
 use serde_json::Value;
 
 /// A control plane in this process on a temp SQLite database, with one command notifier that
@@ -144,4 +147,211 @@ async fn expiry_thresholds_fire_once_each_and_move_the_status() {
     );
     let at = renewed.not_after.unwrap() - day * 30;
     assert_eq!(control_plane.scan_expiry_thresholds(at).await.unwrap(), 1);
+}
+
+/// `GET`/`POST` an API path with the admin token through curl: the status and the JSON body.
+fn api(server: &crate::support::Server, method: &str, path: &str) -> (u16, Value) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-X", method, "-w", "\n%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {}", server.token()))
+        .arg(format!("{}/api/v1{path}", server.url))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (
+        status.trim().parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+/// Polls `GET path` until `done` holds for its JSON (or 60 s pass).
+fn wait_api(server: &crate::support::Server, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = api(server, "GET", path);
+        if done(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} never got there: {body}\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn notifications_config(notifiers: &str) -> String {
+    format!(
+        "notifications:\n  max_attempts: 5\n  retry_base_delay_seconds: 0.2\n  retry_max_delay_seconds: 0.5\n  \
+         notifiers:\n{notifiers}"
+    )
+}
+
+/// A receiver that answers 500 three times and then 200 gets the event exactly once more
+/// (4 requests, one delivery id, each signed); a receiver that is down for good ends in
+/// dead-letter, which the API lists and requeues.
+#[test]
+fn webhook_retries_until_delivered_and_dead_letters_a_receiver_that_stays_down() {
+    let flaky = WebhookReceiver::start(vec![500, 500, 500]);
+    let down = format!("http://127.0.0.1:{}/hook", ck_test_peers::free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        notifications_config(&format!(
+            "    - {{name: flaky, type: webhook, url: '{}', secret: s3cret, events: [issued]}}\n    \
+             - {{name: down, type: webhook, url: '{down}', events: [issued]}}\n",
+            flaky.url()
+        )),
+    )
+    .unwrap();
+    let server = crate::support::Server::start_logged(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+        "info",
+    );
+    let created: Value =
+        serde_json::from_str(&server.cli_ok(&["cert", "create", "hooked.internal", "--wait", "--json"])).unwrap();
+
+    let requests = flaky.wait_for(4, Duration::from_secs(30));
+    let answered: Vec<u16> = requests.iter().map(|r| r.answered).collect();
+    assert_eq!(answered, vec![500, 500, 500, 200]);
+    let delivery = &requests[0].headers["x-certkeeper-delivery"];
+    for request in &requests {
+        assert_eq!(&request.headers["x-certkeeper-delivery"], delivery, "one delivery id");
+        assert_eq!(request.headers["x-certkeeper-event"], "issued");
+        assert!(
+            ck_notify::verify_signature(
+                b"s3cret",
+                &request.headers["x-certkeeper-timestamp"],
+                &request.body,
+                &request.headers["x-certkeeper-signature"],
+            ),
+            "bad signature: {:?}",
+            request.headers
+        );
+    }
+    let envelope = requests[3].json();
+    assert_eq!(envelope["event"], "issued");
+    assert_eq!(envelope["data"]["certificate"]["id"], created["id"]);
+    assert_eq!(envelope["subject"], "certkeeper: hooked.internal issued (version 1)");
+
+    // The dead one: five attempts to a closed port, then dead, with its last error.
+    let dead = wait_api(&server, "/notifications?state=dead", |b| {
+        b["items"].as_array().is_some_and(|items| !items.is_empty())
+    });
+    let dead = &dead["items"][0];
+    assert_eq!(
+        (dead["notifier"].as_str(), dead["attempts"].as_u64()),
+        (Some("down"), Some(5)),
+        "{dead}"
+    );
+    assert!(dead["last_error"].as_str().unwrap().contains("webhook"), "{dead}");
+    let (_, delivered) = api(&server, "GET", "/notifications?state=delivered&notifier=flaky");
+    assert_eq!(delivered["items"][0]["attempts"], 4, "{delivered}");
+    assert_eq!(delivered["items"][0]["id"].as_str(), Some(delivery.as_str()));
+
+    // Requeue: a fresh budget of attempts, then dead again; a delivered one cannot be requeued.
+    let id = dead["id"].as_str().unwrap();
+    let (status, requeued) = api(&server, "POST", &format!("/notifications/{id}/requeue"));
+    assert_eq!(
+        (status, requeued["state"].as_str()),
+        (200, Some("pending")),
+        "{requeued}"
+    );
+    wait_api(&server, &format!("/notifications/{id}"), |b| {
+        b["state"] == "dead" && b["attempts"] == 5
+    });
+    let (status, problem) = api(&server, "POST", &format!("/notifications/{delivery}/requeue"));
+    assert_eq!(status, 409, "{problem}");
+    // Nothing more reached the flaky receiver: delivered exactly once.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(flaky.requests().len(), 4);
+}
+
+/// A renewal that Pebble refuses (the name's DNS record now points where nothing answers)
+/// produces exactly one "renewal failed" email (aiosmtpd) and one webhook, both carrying the
+/// CA's problem document, though the job made several attempts.
+#[test]
+fn failing_acme_renewal_sends_one_email_and_one_webhook_with_the_cas_error() {
+    let Some(pebble) = Pebble::start(PebbleOptions::default(), "renewal_failed_notice") else {
+        return;
+    };
+    let Some(smtp) = SmtpSink::start("renewal_failed_notice") else {
+        return;
+    };
+    let hook = WebhookReceiver::start(vec![]);
+    let dir = tempfile::tempdir().unwrap();
+    let notifiers = format!(
+        "    - {{name: hook, type: webhook, url: '{}', events: [renewal_failed]}}\n    \
+         - {{name: mail, type: email, host: 127.0.0.1, port: {}, security: none, from: ck@example.com, \
+         to: [ops@example.com], events: [renewal_failed]}}\n",
+        hook.url(),
+        smtp.port()
+    );
+    // Three attempts per renewal job, a second apart.
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "jobs:\n  max_attempts: 3\n  retry_base_delay_seconds: 1\n  retry_max_delay_seconds: 1\n{}",
+            notifications_config(&notifiers)
+        ),
+    )
+    .unwrap();
+    let server = crate::support::Server::start_logged(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+        "info",
+    );
+    crate::acme::add_issuer(
+        &server,
+        &pebble,
+        "pebble",
+        &crate::acme::strs(&crate::acme::http01_args(&pebble)),
+    );
+    let created = crate::acme::create(&server, &["renewfail.example.com", "--issuer", "pebble"]);
+    let id = created["id"].as_str().unwrap();
+
+    pebble
+        .challtestsrv()
+        .unwrap()
+        .add_a("renewfail.example.com", &["127.0.0.2"]);
+    let renewed = server.cli(&["cert", "renew", id, "--wait", "--timeout", "60"]);
+    assert!(!renewed.status.success(), "the renewal should fail");
+    let mails = smtp.wait_for(1, Duration::from_secs(30));
+    let hooks = hook.wait_for(1, Duration::from_secs(30));
+    // The job tries three times; only the first failure of the day is announced.
+    let jobs = wait_api(&server, &format!("/jobs?certificate={id}"), |b| {
+        b["items"]
+            .as_array()
+            .is_some_and(|jobs| jobs.iter().any(|j| j["kind"] == "renew" && j["state"] == "failed"))
+    });
+    let renewal = jobs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["kind"] == "renew")
+        .unwrap();
+    assert_eq!(renewal["attempts"], 3, "{renewal}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(smtp.messages().len(), 1, "{:#?}", smtp.messages());
+    assert_eq!(hook.requests().len(), 1);
+
+    let envelope = hooks[0].json();
+    assert_eq!(envelope["event"], "renewal_failed");
+    let problem = &envelope["data"]["details"]["problem"];
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("urn:ietf:params:acme:error:"),
+        "{envelope:#}"
+    );
+    let mail = &mails[0];
+    assert_eq!(mail["subject"], "certkeeper: renewal of renewfail.example.com failed");
+    let body = mail["body"].as_str().unwrap();
+    assert!(body.contains("The CA said:") && body.contains("127.0.0.2"), "{body}");
 }
