@@ -140,7 +140,11 @@ impl ControlPlane {
                 let last_seen = agent.last_seen?;
                 Some(NewEvent {
                     kind: EventKind::AgentOffline,
-                    dedup_key: Some(format!("agent_offline:{}:{}", agent.id, last_seen.unix_timestamp())),
+                    dedup_key: Some(format!(
+                        "agent_offline:{}:{}",
+                        agent.id,
+                        last_seen.unix_timestamp_nanos() / 1_000_000
+                    )),
                     certificate_id: None,
                     subject: Some(agent.id.clone()),
                     payload: json!({

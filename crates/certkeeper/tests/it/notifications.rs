@@ -14,7 +14,11 @@ use serde_json::Value;
 
 /// A control plane in this process on a temp SQLite database, with one command notifier that
 /// appends every message it gets (its JSON envelope) to `log`.
-async fn control_plane(dir: &Path, log: &Path) -> (ControlPlane, tokio::sync::watch::Sender<bool>) {
+async fn control_plane(
+    dir: &Path,
+    log: &Path,
+    events: &[ck_domain::EventKind],
+) -> (ControlPlane, tokio::sync::watch::Sender<bool>) {
     let store = ck_store::Store::connect(
         &ck_store::DatabaseUrl::sqlite_file(&dir.join("t.db")),
         ck_secrets::SecretCipher::new(ck_secrets::Kek::generate().unwrap()),
@@ -30,7 +34,7 @@ async fn control_plane(dir: &Path, log: &Path) -> (ControlPlane, tokio::sync::wa
     config.notifications.notifiers.push(NotifierEntry {
         name: "log".into(),
         route: ck_domain::Route {
-            events: vec![ck_domain::EventKind::ThresholdCrossed],
+            events: events.to_vec(),
             labels: vec![],
         },
         notifier: std::sync::Arc::new(notifier.build().unwrap()),
@@ -60,7 +64,7 @@ fn logged(log: &Path) -> Vec<Value> {
 async fn expiry_thresholds_fire_once_each_and_move_the_status() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("notified.jsonl");
-    let (control_plane, _stop) = control_plane(dir.path(), &log).await;
+    let (control_plane, _stop) = control_plane(dir.path(), &log, &[ck_domain::EventKind::ThresholdCrossed]).await;
     let mut ids = Vec::new();
     for name in ["steady.internal", "late.internal"] {
         let request = NewCertificate {
@@ -147,6 +151,49 @@ async fn expiry_thresholds_fire_once_each_and_move_the_status() {
     );
     let at = renewed.not_after.unwrap() - day * 30;
     assert_eq!(control_plane.scan_expiry_thresholds(at).await.unwrap(), 1);
+}
+
+/// An agent that stops sending heartbeats is announced once per silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_is_announced_once_per_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("notified.jsonl");
+    let (control_plane, _stop) = control_plane(dir.path(), &log, &[ck_domain::EventKind::AgentOffline]).await;
+    let (agent, _token) = control_plane
+        .create_agent("web-1", ck_server::AgentScope::Deploy)
+        .await
+        .unwrap();
+    let id = agent.record.id.clone();
+    let facts = ck_store::AgentFacts {
+        hostname: Some("web-1.example".into()),
+        ..ck_store::AgentFacts::default()
+    };
+    control_plane.agent_heartbeat(&id, facts.clone()).await.unwrap();
+    let now = ck_server::now();
+    assert_eq!(control_plane.scan_offline_agents(now).await.unwrap(), 0, "online");
+    let silent = now + time::Duration::minutes(10);
+    assert_eq!(control_plane.scan_offline_agents(silent).await.unwrap(), 1);
+    assert_eq!(
+        control_plane
+            .scan_offline_agents(silent + time::Duration::hours(1))
+            .await
+            .unwrap(),
+        0
+    );
+    // Back, then silent again: a new silence, a new notice.
+    control_plane.agent_heartbeat(&id, facts).await.unwrap();
+    let again = ck_server::now() + time::Duration::minutes(10);
+    assert_eq!(control_plane.scan_offline_agents(again).await.unwrap(), 1);
+    control_plane.deliver_notifications().await.unwrap();
+    let messages = logged(&log);
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["event"], "agent_offline");
+    assert_eq!(messages[0]["subject"], "certkeeper: agent web-1 is offline");
+    assert!(
+        messages[0]["text"].as_str().unwrap().contains("web-1.example"),
+        "{}",
+        messages[0]
+    );
 }
 
 /// `GET`/`POST` an API path with the admin token through curl: the status and the JSON body.

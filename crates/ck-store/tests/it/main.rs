@@ -783,6 +783,25 @@ async fn acme_issuer_settings_account_and_health(store: Store) {
         "Debug hides secrets"
     );
     assert!(store.issuer("nope").await.unwrap().is_none());
+
+    // Turning unhealthy is one event; staying so is none; recovering and failing again is new.
+    let unhealthy_events = |events: Vec<ck_store::EventRecord>| {
+        events
+            .iter()
+            .filter(|e| e.kind == EventKind::IssuerUnhealthy && e.subject.as_deref() == Some("le"))
+            .count()
+    };
+    assert_eq!(unhealthy_events(store.unrouted_events(100).await.unwrap()), 1);
+    let later = |s: i64, healthy: bool| ck_store::IssuerHealth {
+        healthy,
+        detail: "check".into(),
+        checked_at: now() + Duration::seconds(s),
+    };
+    store.set_issuer_health("le", &later(1, false), &fence).await.unwrap();
+    assert_eq!(unhealthy_events(store.unrouted_events(100).await.unwrap()), 1);
+    store.set_issuer_health("le", &later(2, true), &fence).await.unwrap();
+    store.set_issuer_health("le", &later(3, false), &fence).await.unwrap();
+    assert_eq!(unhealthy_events(store.unrouted_events(100).await.unwrap()), 2);
 }
 
 async fn identifier_backoff_defer_and_lease_extension(store: Store) {
