@@ -35,6 +35,13 @@ pub(crate) enum Command {
     /// Show jobs (issuance and renewal work).
     #[command(subcommand)]
     Job(JobCommand),
+    /// Show notifications (what was sent to webhooks, Slack, email, commands) and send dead
+    /// ones again.
+    ///
+    ///   certkeeper notification list --state dead
+    ///   certkeeper notification requeue 0193…
+    #[command(subcommand, verbatim_doc_comment)]
+    Notification(NotificationCommand),
     /// Make, list, revoke and rotate API tokens (scoped, expiring, optionally restricted to
     /// some certificates by label or DNS suffix).
     ///
@@ -545,6 +552,38 @@ pub(crate) enum JobCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum NotificationCommand {
+    /// List notifications, newest first.
+    List {
+        /// Filter: pending, sending, delivered, dead.
+        #[arg(long)]
+        state: Option<String>,
+        /// Filter: the notifier's configured name.
+        #[arg(long)]
+        notifier: Option<String>,
+        /// Page size.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Show one notification with the document its notifier got.
+    Get {
+        /// Notification id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Send a dead notification again, with a fresh budget of attempts.
+    Requeue {
+        /// Notification id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
 /// `certkeeper agent`.
 #[derive(Debug, Args)]
 pub(crate) struct AgentArgs {
@@ -686,6 +725,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cert(command) => crate::commands::cert(command).await,
         Command::Issuer(command) => crate::commands::issuer(command).await,
         Command::Job(command) => crate::commands::job(command).await,
+        Command::Notification(command) => crate::commands::notification(command).await,
         Command::Agents(command) => crate::commands::agents(command).await,
         Command::Token(command) => crate::commands::token(command).await,
         Command::Audit(args) => crate::commands::audit(args).await,

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::cli::{
     AcmeIssuerArgs, AgentsCommand, AuditArgs, CertCommand, Connection, IssuerAddCommand, IssuerCommand, JobCommand,
-    TokenCommand,
+    NotificationCommand, TokenCommand,
 };
 
 fn connect(connection: &Connection) -> anyhow::Result<Client> {
@@ -438,6 +438,52 @@ pub(crate) async fn job(command: JobCommand) -> anyhow::Result<()> {
         JobCommand::Get { id, connection } => {
             let job = connect(&connection)?.job(&id).await?;
             print_json(&job)
+        }
+    }
+}
+
+pub(crate) async fn notification(command: NotificationCommand) -> anyhow::Result<()> {
+    match command {
+        NotificationCommand::List {
+            state,
+            notifier,
+            limit,
+            connection,
+        } => {
+            let page = connect(&connection)?
+                .notifications(state.as_deref(), notifier.as_deref(), limit)
+                .await?;
+            if connection.json {
+                return print_json(&page.items);
+            }
+            let mut table = Table::new();
+            table.load_style(presets::UTF8_FULL_CONDENSED);
+            table.set_header(["ID", "WHEN", "NOTIFIER", "STATE", "ATTEMPTS", "SUMMARY", "LAST ERROR"]);
+            for n in &page.items {
+                table.add_row([
+                    n.id.clone(),
+                    short_time(Some(n.occurred_at)),
+                    n.notifier.clone(),
+                    n.state.clone(),
+                    n.attempts.to_string(),
+                    n.summary.clone(),
+                    n.last_error.clone().unwrap_or_default(),
+                ]);
+            }
+            println!("{table}");
+            Ok(())
+        }
+        NotificationCommand::Get { id, connection } => print_json(&connect(&connection)?.notification(&id).await?),
+        NotificationCommand::Requeue { id, connection } => {
+            let requeued = connect(&connection)?.requeue_notification(&id).await?;
+            if connection.json {
+                return print_json(&requeued);
+            }
+            println!(
+                "requeued {} ({}) for {}",
+                requeued.id, requeued.summary, requeued.notifier
+            );
+            Ok(())
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use ck_api_types::{
     Agent, AgentBundle, AgentCsr, AgentWork, AuditEvent, Certificate, CertificateVersion, CertificateWithJob,
     CreateAgent, CreateCertificate, CreateIssuer, CreateToken, CreatedAgent, CreatedToken, DeploymentReport, Heartbeat,
-    HeartbeatAnswer, Issuer, Job, Page, Problem, RevokeCertificate, Token, Whoami,
+    HeartbeatAnswer, Issuer, Job, Notification, Page, Problem, RevokeCertificate, Token, Whoami,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -366,6 +366,36 @@ impl Client {
     /// One job.
     pub async fn job(&self, id: &str) -> Result<Job, ClientError> {
         self.json(self.request(Method::GET, &format!("/jobs/{id}"))).await
+    }
+
+    /// One page of notifications, newest first (admin scope).
+    pub async fn notifications(
+        &self,
+        state: Option<&str>,
+        notifier: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<Notification>, ClientError> {
+        let mut params = vec![("limit", limit.to_string())];
+        if let Some(state) = state {
+            params.push(("state", state.to_owned()));
+        }
+        if let Some(notifier) = notifier {
+            params.push(("notifier", notifier.to_owned()));
+        }
+        self.json(self.request(Method::GET, "/notifications").query(&params))
+            .await
+    }
+
+    /// One notification.
+    pub async fn notification(&self, id: &str) -> Result<Notification, ClientError> {
+        self.json(self.request(Method::GET, &format!("/notifications/{}", segment(id))))
+            .await
+    }
+
+    /// Sends a dead notification again, with a fresh budget of attempts.
+    pub async fn requeue_notification(&self, id: &str) -> Result<Notification, ClientError> {
+        self.json(self.request(Method::POST, &format!("/notifications/{}/requeue", segment(id))))
+            .await
     }
 
     /// Whether `/health` answers.

@@ -302,6 +302,9 @@ fn webhook_retries_until_delivered_and_dead_letters_a_receiver_that_stays_down()
 
     // Requeue: a fresh budget of attempts, then dead again; a delivered one cannot be requeued.
     let id = dead["id"].as_str().unwrap();
+    let listed: Value =
+        serde_json::from_str(&server.cli_ok(&["notification", "list", "--state", "dead", "--json"])).unwrap();
+    assert_eq!(listed[0]["id"].as_str(), Some(id), "{listed}");
     let (status, requeued) = api(&server, "POST", &format!("/notifications/{id}/requeue"));
     assert_eq!(
         (status, requeued["state"].as_str()),
@@ -313,6 +316,9 @@ fn webhook_retries_until_delivered_and_dead_letters_a_receiver_that_stays_down()
     });
     let (status, problem) = api(&server, "POST", &format!("/notifications/{delivery}/requeue"));
     assert_eq!(status, 409, "{problem}");
+    let refused = server.cli(&["notification", "requeue", delivery]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("not dead"), "{stderr}");
     // Nothing more reached the flaky receiver: delivered exactly once.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(flaky.requests().len(), 4);
