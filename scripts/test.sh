@@ -168,6 +168,10 @@ export CERTKEEPER_SCHEMATHESIS="$ST_VENV/bin/schemathesis"
 step "cargo test --workspace --locked $*"
 run cargo test --workspace --locked "$@"
 
+# The simulated month ran above; run it again with its summary shown, for the log.
+step "simulated month (summary)"
+run cargo test -q --locked -p ck-domain --test simulated_month -- --nocapture --test-threads 1
+
 # --- 8. fuzz targets: build, and a short smoke run each -----------------------
 # The real fuzzing runs are long and manual (see fuzz/README.md); CI only makes sure the
 # targets build and survive their seeds plus a few seconds of mutation.

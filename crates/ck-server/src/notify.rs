@@ -22,6 +22,8 @@ use crate::agents::{AgentStatus, status_of};
 use crate::workers::Shutdown;
 use crate::{ControlPlane, ServiceError, now};
 
+/// Delivered and dead notifications, and their events, are kept this long (the API lists them).
+const KEEP_FINISHED: Duration = Duration::days(90);
 /// How long a claimed notification stays with its sender: longer than any notifier's timeout.
 const DELIVERY_LEASE: Duration = Duration::minutes(5);
 /// Notifications sent at once by one node.
@@ -158,6 +160,11 @@ impl ControlPlane {
             })
             .collect();
         Ok(self.inner.store.record_events(&events).await?)
+    }
+
+    /// Forgets notifications and events that finished more than 90 days before `now`.
+    pub async fn prune_notifications(&self, now: OffsetDateTime) -> Result<u64, ServiceError> {
+        Ok(self.inner.store.prune_events(now - KEEP_FINISHED).await?)
     }
 
     /// Notifications, newest first, and whether more match.

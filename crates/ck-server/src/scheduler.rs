@@ -29,6 +29,9 @@ pub(crate) async fn scheduler_loop(control_plane: ControlPlane, mut shutdown: Sh
         if let Err(error) = control_plane.scan_offline_agents(now()).await {
             tracing::warn!(%error, "offline agent scan failed; trying again next interval");
         }
+        if let Err(error) = control_plane.prune_notifications(now()).await {
+            tracing::warn!(%error, "pruning old notifications failed; trying again next interval");
+        }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             () = shutdown.requested() => return,

@@ -386,6 +386,25 @@ impl Store {
         Ok(record)
     }
 
+    /// Forgets what finished before `before`: delivered and dead notifications, and routed events
+    /// with no notification left. Returns how many events went.
+    pub async fn prune_events(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("DELETE FROM notifications WHERE state IN ('delivered', 'dead') AND updated_at < $1")
+            .bind(to_ms(before))
+            .execute(&mut *tx)
+            .await?;
+        let gone = sqlx::query(
+            "DELETE FROM events WHERE routed_at IS NOT NULL AND created_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.event_id = events.id)",
+        )
+        .bind(to_ms(before))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(gone.rows_affected())
+    }
+
     /// How many notifications are in each state, per notifier, for the metrics.
     pub async fn notification_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         let rows = sqlx::query(

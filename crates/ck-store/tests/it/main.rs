@@ -1249,6 +1249,20 @@ async fn events_route_to_notifications_that_retry_die_and_requeue(store: Store) 
         .filter(|e| e.kind == EventKind::RenewalFailed)
         .collect();
     assert_eq!(failures.len(), 1, "three failed attempts on one day are one notice");
+
+    // Pruning forgets finished notifications and their events, never unfinished ones.
+    assert_eq!(store.prune_events(now()).await.unwrap(), 0, "nothing is that old");
+    let far = late + Duration::days(365);
+    store.prune_events(far).await.unwrap();
+    let (left, _) = store
+        .notifications(&NotificationFilter {
+            limit: 100,
+            ..NotificationFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1, "the requeued one is still being sent: {left:?}");
+    assert_eq!(left[0].state, NotificationState::Sending);
 }
 
 fn audit_record(action: &str) -> AuditRecord {
