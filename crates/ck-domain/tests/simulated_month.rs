@@ -1,26 +1,32 @@
 //! A simulated month of the renewal control plane, every decision taken by the pure domain rules.
 //!
 //! Modelled: a fleet of certificates with short lifetimes; the renewal scan every minute, which
-//! enqueues one job for each due certificate without an active job; the workers' attempts against
-//! a CA that is unreachable during injected outages, with `RetryPolicy` backoff between attempts
-//! and a fresh job from the next scan once one fails for good; the "renewal failed" and
-//! "threshold crossed" notifications, deduplicated by the keys the store keeps unique. When to
-//! renew, how long to back off, which thresholds are crossed and which daily failure notice an
-//! attempt belongs to all come from ck-domain, with the simulated clock and seeded random samples.
+//! enqueues one job for each due certificate without an active job and without a job that failed
+//! for good less than the cooldown ago (the store's `due_for_renewal`, with `failed_cooldown =
+//! config.retry.max_delay`: 15 minutes with `RetryPolicy::default()`); the workers' attempts
+//! against a CA that is unreachable during injected outages, with `RetryPolicy` backoff between
+//! a job's attempts; the "renewal failed" and "threshold crossed" notifications, deduplicated by
+//! the keys the store keeps unique. When to renew, how long to back off, which thresholds are
+//! crossed and which daily failure notice an attempt belongs to all come from ck-domain, with the
+//! simulated clock and seeded random samples.
 //!
 //! Not modelled: the SQL of the scan and its batch limit, worker concurrency and leases, network
-//! and CA latency (an attempt takes no time), CA rate limits and errors other than unreachability,
-//! the delivery of notifications (they are recorded, not sent), agents and deployment, ARI windows.
+//! and CA latency (an attempt takes no time), CA rate limits and errors other than unreachability
+//! (so no permanent failures), forced renewals and requeued jobs, the delivery of notifications
+//! (they are recorded, not sent), agents and deployment, ARI windows.
 //!
 //! The simulation is event-driven. A scan of the whole fleet every minute would find nothing to do
-//! for a certificate until it becomes due or crosses a threshold, so each certificate is visited
-//! only at the first scan tick at which one of those happens: the same outcome in far fewer events.
-//! During an outage the scan enqueues a fresh job every minute or two for every due certificate,
-//! each failing all its attempts: millions of identical attempts (a 5-day outage: ~21 million,
-//! minutes in a debug build). Jobs that would fail exactly like the simulated one before them (CA
-//! still down until their last retry, same day of failing, hence the same notification key) are
-//! counted at one per scan tick, an upper bound, instead of simulated. The first failures of an
-//! outage, those of each new day and the ones around the CA's return are simulated attempt by attempt.
+//! for a certificate until it becomes due, its cooldown ends or it crosses a threshold, so each
+//! certificate is visited only at the first scan tick at which one of those happens: the same
+//! outcome in far fewer events. During an outage a due certificate still gets a job failing all its
+//! 5 attempts every 16 or 17 minutes (attempts, cooldown, next scan tick): 1.4 million attempts in
+//! the 5-day outage, 7 to 9 s simulated one by one in a debug build (the `time` arithmetic of every
+//! event is not optimised there), under 1 s when counted. So jobs that would fail exactly like the
+//! simulated one before them (CA still down until their last retry, same day of failing, hence the
+//! same notification key) are counted at one per cooldown and scan interval, an upper bound (under
+//! 0.3 % above the exact count in both scenarios), instead of simulated. The first failures of an
+//! outage, those of each new day and the ones around the CA's return are simulated attempt by
+//! attempt.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
@@ -87,6 +93,9 @@ struct SimulatedCertificate {
     versions: Vec<Version>,
     /// Attempts made by the active job; `None` when no job is active.
     job_attempts: Option<u32>,
+    /// Until when the scan enqueues no job: the cooldown after the last job that failed for good
+    /// (after counted jobs, the tick of the next simulated one).
+    cooldown_until: Option<OffsetDateTime>,
     /// The earliest scan queued for this certificate; queued scans at other times are stale.
     next_scan: Option<OffsetDateTime>,
     /// (version index, failure period, failed attempts), in time order: kept apart from the
@@ -121,6 +130,8 @@ struct Simulation {
     jobs_failed: u64,
     /// Failing jobs counted instead of simulated (see `after_failed_job`).
     counted_jobs: u64,
+    /// Failed attempts, simulated and counted, by hour since `START`: the CA's load in outages.
+    failed_per_hour: Vec<u64>,
     shortest_remaining_at_renewal: Duration,
 }
 
@@ -161,7 +172,9 @@ impl Simulation {
             certificate.versions[version].renew_at,
             certificate.versions[version].not_after,
         );
-        if certificate.job_attempts.is_none() && renew_at <= now {
+        // The store's `renew_at <= now AND NOT EXISTS (job failed with finished_at > now - cooldown)`.
+        let due_at = certificate.cooldown_until.map_or(renew_at, |until| until.max(renew_at));
+        if certificate.job_attempts.is_none() && due_at <= now {
             certificate.job_attempts = Some(0);
             self.queue.push(Reverse((now, Action::Attempt, index)));
         }
@@ -169,7 +182,7 @@ impl Simulation {
             self.notify((EventKind::ThresholdCrossed, index, version, i64::from(days)), now);
         }
         let threshold = self.thresholds.next_after(not_after, renew_at, now);
-        let due = self.certificates[index].job_attempts.is_none().then_some(renew_at);
+        let due = self.certificates[index].job_attempts.is_none().then_some(due_at);
         if let Some(next) = threshold.into_iter().chain(due).min() {
             self.scan_from(index, next);
         }
@@ -197,6 +210,7 @@ impl Simulation {
             return;
         }
         self.failed_attempts += 1;
+        self.failed_per_hour[hour_of(now)] += 1;
         let period = renewal_failure_period(current.renew_at, now);
         match certificate.failures.last_mut() {
             Some((v, p, count)) if (*v, *p) == (version, period) => *count += 1,
@@ -217,42 +231,35 @@ impl Simulation {
         }
     }
 
-    /// The next scan enqueues another job. While the CA stays down and the day of failing stays
-    /// the same, that job and those after it fail like this one, with the same notification key,
-    /// so they are counted (one per scan tick) instead of simulated, up to the last tick after
-    /// which a job could see the CA back or a new day; the job of that tick is simulated.
+    /// Starts the cooldown (`failed_cooldown` is `config.retry.max_delay`). The jobs after it that
+    /// fail like this one (see the module docs) are counted; the scan enqueues the first other one.
     fn after_failed_job(&mut self, index: usize, failed_at: OffsetDateTime, period: i64) {
-        let next_tick = scan_tick_at_or_after(failed_at);
         let renew_at = self.certificates[index].versions.last().expect("a version").renew_at;
         let limit = self
             .outage_until(failed_at)
             .map_or(self.end, |until| until.min(self.end));
-        let fails_alike = |tick: OffsetDateTime| {
-            let last_attempt = tick + self.longest_job;
+        let fails_alike = |job: OffsetDateTime| {
+            let last_attempt = job + self.longest_job;
             last_attempt < limit && renewal_failure_period(renew_at, last_attempt) == period
         };
-        if !fails_alike(next_tick + SCAN_INTERVAL) {
-            self.scan_from(index, failed_at);
-            return;
+        let mut next_job = scan_tick_at_or_after(failed_at + self.retry.max_delay);
+        let mut counted_jobs = 0;
+        while fails_alike(next_job) {
+            self.failed_per_hour[hour_of(next_job)] += u64::from(self.retry.max_attempts);
+            counted_jobs += 1;
+            next_job += self.retry.max_delay + SCAN_INTERVAL;
         }
-        // Binary search for the last such tick: `fails_alike` turns false once, for good.
-        let (mut alike, mut not_alike) = (1, ((limit - next_tick) / SCAN_INTERVAL) as i32 + 1);
-        while not_alike - alike > 1 {
-            let mid = (alike + not_alike) / 2;
-            if fails_alike(next_tick + SCAN_INTERVAL * mid) {
-                alike = mid;
-            } else {
-                not_alike = mid;
-            }
-        }
-        let counted_jobs = u64::try_from(alike).expect("positive");
         self.counted_jobs += counted_jobs;
         let certificate = &mut self.certificates[index];
         certificate.failures.last_mut().expect("this failure").2 += counted_jobs * u64::from(self.retry.max_attempts);
-        certificate.job_attempts = Some(0);
-        self.queue
-            .push(Reverse((next_tick + SCAN_INTERVAL * alike, Action::Attempt, index)));
+        certificate.cooldown_until = Some(next_job);
+        self.scan_from(index, next_job);
     }
+}
+
+/// The hour since `START` that `at` falls in.
+fn hour_of(at: OffsetDateTime) -> usize {
+    usize::try_from((at - START).whole_hours()).expect("after START")
 }
 
 /// Scans run at `START` and every `SCAN_INTERVAL` after.
@@ -310,6 +317,7 @@ fn simulate(scenario: &Scenario) -> Summary {
         failed_attempts: 0,
         jobs_failed: 0,
         counted_jobs: 0,
+        failed_per_hour: vec![0; hour_of(START + SIMULATED) + 1],
         shortest_remaining_at_renewal: LIFETIME,
     };
     for index in 0..FLEET {
@@ -326,7 +334,8 @@ fn simulate(scenario: &Scenario) -> Summary {
     }
     let elapsed = started.elapsed();
 
-    // Any moment of a window is followed within a retry delay or a scan interval by an attempt.
+    // Any moment of a window is followed by an attempt within a retry delay, or within a cooldown
+    // (as long as the longest retry delay) and a scan interval.
     let enough_to_renew = sim.retry.max_delay + SCAN_INTERVAL;
     let (mut expired, mut expired_while_reachable, mut expired_unannounced) = (0, 0, 0);
     for (index, certificate) in sim.certificates.iter().enumerate() {
@@ -349,6 +358,9 @@ fn simulate(scenario: &Scenario) -> Summary {
         per_certificate.iter().copied().min().unwrap_or(0),
         per_certificate.iter().copied().max().unwrap_or(0),
     );
+    let outage_hours: i64 = scenario.0.iter().map(|&(_, hours)| hours).sum();
+    let all_failed: u64 = sim.failed_per_hour.iter().sum();
+    let peak_per_hour = sim.failed_per_hour.iter().copied().max().unwrap_or(0);
     let mut renewal_failed_notices = 0;
     let mut threshold_notices = BTreeMap::new();
     for &((kind, index, v, detail), at) in &sim.notice_log {
@@ -358,7 +370,8 @@ fn simulate(scenario: &Scenario) -> Summary {
         }
         *threshold_notices.entry(detail).or_insert(0) += 1;
         let version = &sim.certificates[index].versions[v];
-        let on_time = at >= version.not_after - Duration::days(detail) && version.replaced_at.is_none_or(|r| r > at);
+        // A scan's notice may share its instant with the renewal by the job it enqueued.
+        let on_time = at >= version.not_after - Duration::days(detail) && version.replaced_at.is_none_or(|r| r >= at);
         assert!(
             on_time,
             "certificate {index} version {v}: {detail}-day notice off time, at {at}"
@@ -380,7 +393,8 @@ fn simulate(scenario: &Scenario) -> Summary {
         "simulated month: {FLEET} certificates, 6-day lifetime, renewal at 1/3 left, outages {}\n\
          \x20 renewals ok         {:>9}   (per certificate min {min} max {max})\n\
          \x20 failed attempts     {:>9}   jobs failed for good {}   (simulated one by one)\n\
-         \x20   counted in outages  ≤ {}   jobs ≤ {}   (one job per scan tick, see the module docs)\n\
+         \x20   counted in outages  ≤ {}   jobs ≤ {}   (one job per {} min, see the module docs)\n\
+         \x20 CA load in outages  attempts per hour max ≤ {}  mean ≤ {}   (over {outage_hours} h)\n\
          \x20 notifications       renewal_failed {}  threshold_crossed {}  (by threshold: {})\n\
          \x20 expired while CA reachable in window: {expired_while_reachable}   expired in all: {expired}\n\
          \x20 shortest remaining lifetime at renewal: {}\n\
@@ -391,6 +405,9 @@ fn simulate(scenario: &Scenario) -> Summary {
         grouped(sim.jobs_failed),
         grouped(sim.counted_jobs * u64::from(sim.retry.max_attempts)),
         grouped(sim.counted_jobs),
+        (sim.retry.max_delay + SCAN_INTERVAL).whole_minutes(),
+        grouped(peak_per_hour),
+        grouped(all_failed / outage_hours.max(1) as u64),
         grouped(renewal_failed_notices),
         grouped(threshold_notices.values().sum()),
         by_threshold.join(", "),
