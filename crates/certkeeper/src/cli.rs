@@ -649,6 +649,25 @@ pub(crate) enum BenchCommand {
     /// the time until another node leads, as a distribution. scripts/bench-cluster.sh starts a
     /// throwaway PostgreSQL for it.
     Cluster(BenchClusterArgs),
+    /// What the notification outbox costs: the same signed webhook notifier delivers N messages
+    /// to a receiver in this process, once called directly (the baseline) and once through the
+    /// control plane (events stored, routed, claimed, sent, recorded); also routing alone.
+    Notifications(BenchNotificationsArgs),
+}
+
+/// `certkeeper bench notifications`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchNotificationsArgs {
+    /// Database to measure: sqlite (a temp file) or a postgres:// URL (an empty database per run:
+    /// give a URL whose database is empty).
+    #[arg(long, default_value = "sqlite")]
+    pub(crate) database: String,
+    /// Notifications to deliver (1 to 200000).
+    #[arg(long, default_value_t = 5000)]
+    pub(crate) count: usize,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `certkeeper bench cluster`.
@@ -739,6 +758,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             Some(BenchCommand::Crl(crl)) => crate::bench_crl::run(crl).await,
             Some(BenchCommand::Ocsp(ocsp)) => crate::bench_ocsp::run(ocsp).await,
             Some(BenchCommand::Cluster(cluster)) => crate::bench_cluster::run(cluster).await,
+            Some(BenchCommand::Notifications(notifications)) => crate::bench_notify::run(notifications).await,
             None => crate::bench::run(args).await,
         },
     }

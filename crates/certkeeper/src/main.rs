@@ -7,6 +7,7 @@ mod bench;
 mod bench_agents;
 mod bench_cluster;
 mod bench_crl;
+mod bench_notify;
 mod bench_ocsp;
 mod challenge_listeners;
 mod cli;

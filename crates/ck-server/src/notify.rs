@@ -13,7 +13,7 @@ use std::time::Duration as StdDuration;
 
 use ck_domain::{Certificate, EventKind, ExpiryThresholds, RetryPolicy, Route};
 use ck_notify::{DeliveryError, Message, Notifier};
-use ck_store::{EventRecord, NewEvent, NotificationFilter, NotificationRecord};
+use ck_store::{DeliveryOutcome, EventRecord, NewEvent, NotificationFilter, NotificationRecord, RouteDecision};
 use rand::Rng;
 use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime};
@@ -207,7 +207,20 @@ impl ControlPlane {
                 return Ok(());
             }
             let mut certificates: HashMap<ck_domain::CertificateId, Option<Certificate>> = HashMap::new();
+            let mut decisions = Vec::with_capacity(events.len());
             for event in &events {
+                // Only an event some notifier may want needs its certificate and a document.
+                let wanted = entries
+                    .iter()
+                    .any(|entry| entry.route.events.is_empty() || entry.route.events.contains(&event.kind));
+                if !wanted {
+                    decisions.push(RouteDecision {
+                        event_id: event.id.clone(),
+                        payload: Value::Null,
+                        notifiers: Vec::new(),
+                    });
+                    continue;
+                }
                 let cert = match event.certificate_id {
                     Some(id) => match certificates.get(&id) {
                         Some(cert) => cert.clone(),
@@ -219,14 +232,17 @@ impl ControlPlane {
                     },
                     None => None,
                 };
-                let payload = compose(event, cert.as_ref());
-                let names: Vec<String> = entries
-                    .iter()
-                    .filter(|entry| entry.route.accepts(event.kind, cert.as_ref().map(|c| &c.labels)))
-                    .map(|entry| entry.name.clone())
-                    .collect();
-                store.route_event(&event.id, &payload, &names, now()).await?;
+                decisions.push(RouteDecision {
+                    event_id: event.id.clone(),
+                    payload: compose(event, cert.as_ref()),
+                    notifiers: entries
+                        .iter()
+                        .filter(|entry| entry.route.accepts(event.kind, cert.as_ref().map(|c| &c.labels)))
+                        .map(|entry| entry.name.clone())
+                        .collect(),
+                });
             }
+            store.route_events(&decisions, now()).await?;
         }
     }
 
@@ -259,58 +275,69 @@ impl ControlPlane {
                 (record, outcome)
             });
         }
+        let mut finished = Vec::with_capacity(count);
         while let Some(joined) = sends.join_next().await {
-            let Ok((record, outcome)) = joined else {
-                continue;
-            };
-            self.finish_delivery(&owner, &record, outcome).await?;
+            // A send that panicked leaves its claim to expire: it is tried again after the lease.
+            if let Ok((record, outcome)) = joined {
+                let outcome = self.judge_delivery(&record, outcome);
+                finished.push((record, outcome));
+            }
         }
+        let outcomes: Vec<_> = finished
+            .iter()
+            .map(|(record, outcome)| (record, outcome.clone()))
+            .collect();
+        inner.store.finish_notifications(&owner, &outcomes, now()).await?;
         Ok(count)
     }
 
-    async fn finish_delivery(
-        &self,
-        owner: &str,
-        record: &NotificationRecord,
-        outcome: Result<(), DeliveryError>,
-    ) -> Result<(), ServiceError> {
+    /// What an attempt's result means for its notification: delivered, another try later
+    /// (transient, attempts left), or dead; logged and counted here.
+    fn judge_delivery(&self, record: &NotificationRecord, outcome: Result<(), DeliveryError>) -> DeliveryOutcome {
         let inner = &self.inner;
-        let now = now();
-        let (label, failure) = match &outcome {
+        let judged = match outcome {
             Ok(()) => {
                 tracing::info!(notifier = %record.notifier, event = %record.event.kind, id = %record.id,
                     attempts = record.attempts, "notification delivered");
-                ("delivered", None)
+                DeliveryOutcome::Delivered
             }
             Err(error) => {
-                let retry_at = match error {
+                let retry_at = match &error {
                     DeliveryError::Transient(_) => inner
                         .config
                         .notifications
                         .retry
                         .next_delay(record.attempts, rand::rng().random::<f64>())
-                        .map(|delay| now + delay),
+                        .map(|delay| now() + delay),
                     DeliveryError::Permanent(_) => None,
                 };
                 match retry_at {
-                    Some(at) => tracing::warn!(notifier = %record.notifier, event = %record.event.kind,
-                        id = %record.id, attempts = record.attempts, %error, retry_at = %at,
-                        "notification failed; will retry"),
-                    None => tracing::error!(notifier = %record.notifier, event = %record.event.kind,
-                        id = %record.id, attempts = record.attempts, %error,
-                        "notification given up (dead-letter); requeue it through the API"),
+                    Some(at) => {
+                        tracing::warn!(notifier = %record.notifier, event = %record.event.kind, id = %record.id,
+                            attempts = record.attempts, %error, retry_at = %at, "notification failed; will retry");
+                        DeliveryOutcome::Retry {
+                            error: error.to_string(),
+                            at,
+                        }
+                    }
+                    None => {
+                        tracing::error!(notifier = %record.notifier, event = %record.event.kind, id = %record.id,
+                            attempts = record.attempts, %error,
+                            "notification given up (dead-letter); requeue it through the API");
+                        DeliveryOutcome::Dead {
+                            error: error.to_string(),
+                        }
+                    }
                 }
-                let label = if retry_at.is_some() { "retry" } else { "dead" };
-                (label, Some((error.to_string(), retry_at)))
             }
         };
-        inner.metrics.notification_attempt(&record.notifier, label);
-        let stored = match &failure {
-            None => Ok(()),
-            Some((error, retry_at)) => Err((error.as_str(), *retry_at)),
+        let label = match judged {
+            DeliveryOutcome::Delivered => "delivered",
+            DeliveryOutcome::Retry { .. } => "retry",
+            DeliveryOutcome::Dead { .. } => "dead",
         };
-        inner.store.finish_notification(owner, record, stored, now).await?;
-        Ok(())
+        inner.metrics.notification_attempt(&record.notifier, label);
+        judged
     }
 }
 

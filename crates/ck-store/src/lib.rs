@@ -46,7 +46,8 @@ pub use issuers::{IssuerHealth, IssuerRecord};
 pub use jobs::{ClaimedJob, EnqueueOutcome, JobFilter, RecordedOrder};
 pub use notices::{Notice, NoticeListener};
 pub use notifications::{
-    EventRecord, NewEvent, NotificationFilter, NotificationRecord, NotificationState, OverdueCertificate,
+    DeliveryOutcome, EventRecord, NewEvent, NotificationFilter, NotificationRecord, NotificationState,
+    OverdueCertificate, RouteDecision,
 };
 pub use tokens::TokenRecord;
 

@@ -85,6 +85,36 @@ impl std::str::FromStr for NotificationState {
     }
 }
 
+/// Where an event goes: its final payload and the notifiers that get it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteDecision {
+    /// The event.
+    pub event_id: String,
+    /// The document notifiers receive (kept as it was when no notifier wants the event).
+    pub payload: serde_json::Value,
+    /// The notifiers' names (none: the event is only marked routed).
+    pub notifiers: Vec<String>,
+}
+
+/// What one delivery attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The receiver took it.
+    Delivered,
+    /// It failed; try again at `at`.
+    Retry {
+        /// Why it failed.
+        error: String,
+        /// The next attempt.
+        at: OffsetDateTime,
+    },
+    /// It failed for good (last attempt, or a permanent refusal).
+    Dead {
+        /// Why.
+        error: String,
+    },
+}
+
 /// A notification with its event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NotificationRecord {
@@ -205,29 +235,43 @@ impl Store {
         rows.iter().map(event_from_row).collect()
     }
 
-    /// Routes an event: stores its final payload and one pending notification per notifier, in
-    /// one transaction. Routing twice (two nodes) is harmless: the second finds it routed.
-    pub async fn route_event(
-        &self,
-        event_id: &str,
-        payload: &serde_json::Value,
-        notifiers: &[String],
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
+    /// Routes events: stores each one's final payload and one pending notification per notifier
+    /// that wants it, all in one transaction. Routing twice (two nodes) is harmless: the second
+    /// finds the event routed.
+    pub async fn route_events(&self, routes: &[RouteDecision], now: OffsetDateTime) -> Result<(), StoreError> {
         let mut tx = self.write.begin().await?;
-        let routed = sqlx::query("UPDATE events SET routed_at = $1, payload = $2 WHERE id = $3 AND routed_at IS NULL")
-            .bind(to_ms(now))
-            .bind(payload.to_string())
-            .bind(event_id)
-            .execute(&mut *tx)
-            .await?;
-        if routed.rows_affected() == 1 && !notifiers.is_empty() {
+        // Events no notifier wants (the common case without notifiers) are only marked, together.
+        let (unwanted, wanted): (Vec<&RouteDecision>, Vec<&RouteDecision>) =
+            routes.iter().partition(|route| route.notifiers.is_empty());
+        for chunk in unwanted.chunks(ROWS_PER_STATEMENT) {
+            let placeholders: Vec<String> = (2..chunk.len() + 2).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "UPDATE events SET routed_at = $1 WHERE routed_at IS NULL AND id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut values: Vec<SqlValue> = vec![to_ms(now).into()];
+            values.extend(chunk.iter().map(|route| SqlValue::from(route.event_id.as_str())));
+            bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), values)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for route in wanted {
+            let routed =
+                sqlx::query("UPDATE events SET routed_at = $1, payload = $2 WHERE id = $3 AND routed_at IS NULL")
+                    .bind(to_ms(now))
+                    .bind(route.payload.to_string())
+                    .bind(&route.event_id)
+                    .execute(&mut *tx)
+                    .await?;
+            if routed.rows_affected() == 0 {
+                continue;
+            }
             const COLUMNS: usize = 5;
             let mut values: Vec<SqlValue> = vec![to_ms(now).into()];
-            for notifier in notifiers {
+            for notifier in &route.notifiers {
                 values.extend([
                     uuid::Uuid::now_v7().to_string().into(),
-                    event_id.into(),
+                    route.event_id.as_str().into(),
                     notifier.as_str().into(),
                     "pending".into(),
                     0_i64.into(),
@@ -239,7 +283,7 @@ impl Store {
                 "INSERT INTO notifications (id, event_id, notifier, state, attempts, next_attempt_at, created_at, \
                  updated_at) SELECT v.column1, v.column2, v.column3, v.column4, v.column5, $1, $1, $1 \
                  FROM (VALUES {}) AS v WHERE true ON CONFLICT (event_id, notifier) DO NOTHING",
-                values_list(notifiers.len(), COLUMNS, 1)
+                values_list(route.notifiers.len(), COLUMNS, 1)
             );
             bind_all(sqlx::query(statement), values).execute(&mut *tx).await?;
         }
@@ -270,46 +314,59 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(&self.write)
             .await?;
-        let mut claimed = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(record) = self.notification(&id).await? {
-                claimed.push(record);
-            }
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(claimed)
+        let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+        let sql = format!(
+            "SELECT {NOTIFICATION_COLUMNS}, {EVENT_COLUMNS} FROM notifications n JOIN events e ON e.id = n.event_id \
+             WHERE n.id IN ({}) ORDER BY n.next_attempt_at, n.id",
+            placeholders.join(", ")
+        );
+        let values: Vec<SqlValue> = ids.into_iter().map(SqlValue::from).collect();
+        let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), values)
+            .fetch_all(&self.write)
+            .await?;
+        rows.iter().map(notification_from_row).collect()
     }
 
-    /// Records the outcome of an attempt by `owner`: delivered, retried at `retry_at`, or dead
-    /// (`retry_at` None). Returns false when the claim was stale (another node took it over).
-    pub async fn finish_notification(
+    /// Records the outcomes of attempts by `owner`, in one transaction: delivered, retried at
+    /// the given time, or dead (no retry time). Returns, per outcome, false when the claim was
+    /// stale (another node took it over).
+    pub async fn finish_notifications(
         &self,
         owner: &str,
-        claimed: &NotificationRecord,
-        outcome: Result<(), (&str, Option<OffsetDateTime>)>,
+        outcomes: &[(&NotificationRecord, DeliveryOutcome)],
         now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        let (state, retry_at, error, delivered_at) = match outcome {
-            Ok(()) => ("delivered", None, None, Some(to_ms(now))),
-            Err((error, Some(retry_at))) => ("pending", Some(to_ms(retry_at)), Some(error), None),
-            Err((error, None)) => ("dead", None, Some(error), None),
-        };
-        // A delivery keeps the last error: "delivered after 4 attempts, the last one failed so".
-        let res = sqlx::query(
-            "UPDATE notifications SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
-             last_error = COALESCE($3, last_error), delivered_at = $4, updated_at = $5, lease_owner = NULL, \
-             lease_until = NULL WHERE id = $6 AND lease_owner = $7 AND attempts = $8 AND state = 'sending'",
-        )
-        .bind(state)
-        .bind(retry_at)
-        .bind(error.map(str::to_owned))
-        .bind(delivered_at)
-        .bind(to_ms(now))
-        .bind(&claimed.id)
-        .bind(owner)
-        .bind(i64::from(claimed.attempts))
-        .execute(&self.write)
-        .await?;
-        Ok(res.rows_affected() == 1)
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let mut current = Vec::with_capacity(outcomes.len());
+        for (claimed, outcome) in outcomes {
+            let (state, retry_at, error, delivered_at) = match outcome {
+                DeliveryOutcome::Delivered => ("delivered", None, None, Some(to_ms(now))),
+                DeliveryOutcome::Retry { error, at } => ("pending", Some(to_ms(*at)), Some(error.as_str()), None),
+                DeliveryOutcome::Dead { error } => ("dead", None, Some(error.as_str()), None),
+            };
+            // A delivery keeps the last error: "delivered after 4 attempts, the last one failed so".
+            let res = sqlx::query(
+                "UPDATE notifications SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
+                 last_error = COALESCE($3, last_error), delivered_at = $4, updated_at = $5, lease_owner = NULL, \
+                 lease_until = NULL WHERE id = $6 AND lease_owner = $7 AND attempts = $8 AND state = 'sending'",
+            )
+            .bind(state)
+            .bind(retry_at)
+            .bind(error.map(str::to_owned))
+            .bind(delivered_at)
+            .bind(to_ms(now))
+            .bind(&claimed.id)
+            .bind(owner)
+            .bind(i64::from(claimed.attempts))
+            .execute(&mut *tx)
+            .await?;
+            current.push(res.rows_affected() == 1);
+        }
+        tx.commit().await?;
+        Ok(current)
     }
 
     /// One notification with its event.

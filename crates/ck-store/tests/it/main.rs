@@ -15,8 +15,9 @@ use ck_domain::{
 };
 use ck_secrets::{Kek, SecretCipher};
 use ck_store::{
-    AuditFilter, AuditRecord, CertificateFilter, Completion, DatabaseUrl, EnqueueOutcome, Fence, IssuerRecord,
-    JobFilter, NewEvent, NewVersion, NodeRecord, NotificationFilter, NotificationState, Store, StoreError, TokenRecord,
+    AuditFilter, AuditRecord, CertificateFilter, Completion, DatabaseUrl, DeliveryOutcome, EnqueueOutcome, Fence,
+    IssuerRecord, JobFilter, NewEvent, NewVersion, NodeRecord, NotificationFilter, NotificationState, RouteDecision,
+    Store, StoreError, TokenRecord,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -1076,18 +1077,22 @@ async fn events_route_to_notifications_that_retry_die_and_requeue(store: Store) 
     assert_eq!(store.record_events(&[again]).await.unwrap(), 0);
 
     // Routing makes one notification per notifier, once.
-    let notifiers = vec!["hook".to_owned(), "mail".to_owned()];
-    store
-        .route_event(&events[0].id, &serde_json::json!({"routed": true}), &notifiers, now())
+    let route = |event: &ck_store::EventRecord, payload: serde_json::Value, notifiers: &[&str]| RouteDecision {
+        event_id: event.id.clone(),
+        payload,
+        notifiers: notifiers.iter().map(|n| (*n).to_owned()).collect(),
+    };
+    let first = route(&events[0], serde_json::json!({"routed": true}), &["hook", "mail"]);
+    let again = route(&events[0], serde_json::json!({}), &["hook", "mail"]);
+    store.route_events(&[first, again], now()).await.unwrap();
+    let rest: Vec<RouteDecision> = store
+        .unrouted_events(10)
         .await
-        .unwrap();
-    store
-        .route_event(&events[0].id, &serde_json::json!({}), &notifiers, now())
-        .await
-        .unwrap();
-    for event in &store.unrouted_events(10).await.unwrap() {
-        store.route_event(&event.id, &event.payload, &[], now()).await.unwrap();
-    }
+        .unwrap()
+        .iter()
+        .map(|event| route(event, event.payload.clone(), &[]))
+        .collect();
+    store.route_events(&rest, now()).await.unwrap();
     assert!(store.unrouted_events(10).await.unwrap().is_empty());
 
     // Claims count attempts; a retry waits; a stale claim cannot finish; the last attempt dies.
@@ -1107,14 +1112,16 @@ async fn events_route_to_notifications_that_retry_die_and_requeue(store: Store) 
     } else {
         (&claimed[1], &claimed[0])
     };
-    assert!(store.finish_notification("n1", mail, Ok(()), now()).await.unwrap());
     let retry_at = now() + Duration::seconds(5);
-    assert!(
-        store
-            .finish_notification("n1", hook, Err(("answered 500", Some(retry_at))), now())
-            .await
-            .unwrap()
-    );
+    let retry = DeliveryOutcome::Retry {
+        error: "answered 500".into(),
+        at: retry_at,
+    };
+    let finished = store
+        .finish_notifications("n1", &[(mail, DeliveryOutcome::Delivered), (hook, retry)], now())
+        .await
+        .unwrap();
+    assert_eq!(finished, vec![true, true]);
     assert!(
         store
             .claim_notifications("n1", now(), lease, 10)
@@ -1124,21 +1131,26 @@ async fn events_route_to_notifications_that_retry_die_and_requeue(store: Store) 
     );
     let second = store.claim_notifications("n2", retry_at, lease, 10).await.unwrap();
     assert_eq!((second.len(), second[0].attempts), (1, 2));
-    assert!(
-        !store.finish_notification("n1", hook, Ok(()), now()).await.unwrap(),
-        "stale claim"
-    );
+    let stale = store
+        .finish_notifications("n1", &[(hook, DeliveryOutcome::Delivered)], now())
+        .await
+        .unwrap();
+    assert_eq!(stale, vec![false], "stale claim");
     // A sender that died: its lease runs out and another node takes the notification.
     let third = store
         .claim_notifications("n3", retry_at + lease + Duration::seconds(1), lease, 10)
         .await
         .unwrap();
     assert_eq!((third.len(), third[0].attempts), (1, 3));
-    assert!(
+    let dead = DeliveryOutcome::Dead {
+        error: "answered 500".into(),
+    };
+    assert_eq!(
         store
-            .finish_notification("n3", &third[0], Err(("answered 500", None)), now())
+            .finish_notifications("n3", &[(&third[0], dead)], now())
             .await
-            .unwrap()
+            .unwrap(),
+        vec![true]
     );
     let dead_filter = NotificationFilter {
         state: Some(NotificationState::Dead),
