@@ -43,6 +43,16 @@ pub async fn spawn_background_loops(
     if released > 0 {
         tracing::info!(released, "took back the jobs this node was running before it stopped");
     }
+    let released = inner
+        .store
+        .release_notifications_of(&inner.config.node_id, now())
+        .await?;
+    if released > 0 {
+        tracing::info!(
+            released,
+            "took back the notifications this node was sending before it stopped"
+        );
+    }
     let mut tasks = Vec::new();
     let leadership = control_plane.clone();
     let leadership_shutdown = Shutdown(shutdown.clone());

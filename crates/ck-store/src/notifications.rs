@@ -330,6 +330,21 @@ impl Store {
         rows.iter().map(notification_from_row).collect()
     }
 
+    /// Puts back every notification `owner` was sending when it stopped (a restarted node takes
+    /// its own claims back at once instead of waiting for their leases). The interrupted attempt
+    /// counts: it may have reached the receiver, which dedupes by delivery id. Returns how many.
+    pub async fn release_notifications_of(&self, owner: &str, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let res = sqlx::query(
+            "UPDATE notifications SET state = 'pending', lease_owner = NULL, lease_until = NULL, \
+             next_attempt_at = $2, updated_at = $2 WHERE state = 'sending' AND lease_owner = $1",
+        )
+        .bind(owner)
+        .bind(to_ms(now))
+        .execute(&self.write)
+        .await?;
+        Ok(res.rows_affected())
+    }
+
     /// Records the outcomes of attempts by `owner`, in one transaction: delivered, retried at
     /// the given time, or dead (no retry time). Returns, per outcome, false when the claim was
     /// stale (another node took it over).

@@ -324,6 +324,46 @@ fn webhook_retries_until_delivered_and_dead_letters_a_receiver_that_stays_down()
     assert_eq!(flaky.requests().len(), 4);
 }
 
+/// `kill -9` while a receiver keeps failing loses nothing: after the restart the attempts go on
+/// where they were, and the event reaches the receiver once, under one delivery id.
+#[test]
+fn notifications_survive_kill_9() {
+    let receiver = WebhookReceiver::start(vec![500; 6]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let yaml = notifications_config(&format!(
+        "    - {{name: hook, type: webhook, url: '{}', events: [issued]}}\n",
+        receiver.url()
+    ))
+    .replace("max_attempts: 5", "max_attempts: 20")
+    .replace("retry_max_delay_seconds: 0.5", "retry_max_delay_seconds: 0.4");
+    std::fs::write(&config, yaml).unwrap();
+    let mut server = crate::support::Server::start_logged(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+        "info",
+    );
+    server.cli_ok(&["cert", "create", "survivor.internal", "--wait"]);
+    receiver.wait_for(2, Duration::from_secs(30));
+    server.kill9();
+    let before = receiver.requests().len();
+    assert!(before < 7, "the receiver should still be failing: {before} requests");
+    server.start_again();
+    let requests = receiver.wait_for(7, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    let requests_now = receiver.requests();
+    assert_eq!(requests_now.len(), requests.len(), "nothing after the delivery");
+    let delivered: Vec<_> = requests_now.iter().filter(|r| r.answered == 200).collect();
+    assert_eq!(delivered.len(), 1, "{requests_now:?}");
+    let ids: std::collections::BTreeSet<&String> = requests_now
+        .iter()
+        .map(|r| &r.headers["x-certkeeper-delivery"])
+        .collect();
+    assert_eq!(ids.len(), 1, "one delivery id across the restart");
+    let (_, listed) = api(&server, "GET", "/notifications?state=delivered");
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1), "{listed}");
+}
+
 /// A renewal that Pebble refuses (the name's DNS record now points where nothing answers)
 /// produces exactly one "renewal failed" email (aiosmtpd) and one webhook, both carrying the
 /// CA's problem document, though the job made several attempts.

@@ -1275,6 +1275,10 @@ async fn events_route_to_notifications_that_retry_die_and_requeue(store: Store) 
         .unwrap();
     assert_eq!(left.len(), 1, "the requeued one is still being sent: {left:?}");
     assert_eq!(left[0].state, NotificationState::Sending);
+    // A restarted sender takes its claims back at once.
+    assert_eq!(store.release_notifications_of("elsewhere", now()).await.unwrap(), 0);
+    assert_eq!(store.release_notifications_of("n1", now()).await.unwrap(), 1);
+    assert_eq!(store.claim_notifications("n1", now(), lease, 10).await.unwrap().len(), 1);
 }
 
 fn audit_record(action: &str) -> AuditRecord {
