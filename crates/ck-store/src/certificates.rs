@@ -33,9 +33,27 @@ pub struct CertificateTimes {
     pub renew_at: Option<OffsetDateTime>,
 }
 
-/// Filters for listing certificates. Results are ordered by id (creation time).
+/// The order of a certificate list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CertificateOrder {
+    /// By id: creation order (the only order the cursor works with).
+    #[default]
+    Created,
+    /// By name, then id.
+    Name,
+    /// Soonest expiry first (not issued yet: last), then id.
+    Expiry,
+}
+
+/// Filters for listing certificates. Results are ordered by `order` (by id by default).
 #[derive(Debug, Clone, Default)]
 pub struct CertificateFilter {
+    /// Only certificates whose name, common name or a SAN contains this text (any case).
+    pub search: Option<String>,
+    /// The order.
+    pub order: CertificateOrder,
+    /// Skip this many (pages of a sorted list; with the default order prefer `cursor`).
+    pub offset: u32,
     /// Only this status (`expired` means active but past `not_after`).
     pub status: Option<CertificateStatus>,
     /// Only this issuer.
@@ -188,42 +206,24 @@ impl Store {
         filter: &CertificateFilter,
         now: OffsetDateTime,
     ) -> Result<CertificatePage, StoreError> {
-        let mut sql = format!("SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE 1 = 1");
-        let mut binds: Vec<SqlValue> = Vec::new();
-        let mut push = |sql: &mut String, clause: &str, bind: SqlValue| {
-            binds.push(bind);
-            sql.push_str(&clause.replace("$?", &format!("${}", binds.len())));
-        };
-        match filter.status {
-            Some(CertificateStatus::Active) => push(
-                &mut sql,
-                " AND status = 'active' AND not_after > $?",
-                SqlValue::from(to_ms(now)),
-            ),
-            Some(CertificateStatus::Expiring) => push(
-                &mut sql,
-                " AND status = 'expiring' AND not_after > $?",
-                SqlValue::from(to_ms(now)),
-            ),
-            Some(CertificateStatus::Expired) => push(
-                &mut sql,
-                " AND (status = 'expired' OR (status IN ('active', 'expiring') AND not_after <= $?))",
-                SqlValue::from(to_ms(now)),
-            ),
-            Some(status) => push(&mut sql, " AND status = $?", SqlValue::from(status.as_str())),
-            None => {}
-        }
-        if let Some(issuer_id) = &filter.issuer_id {
-            push(&mut sql, " AND issuer_id = $?", SqlValue::from(issuer_id.to_string()));
-        }
-        if let Some(before) = filter.expiring_before {
-            push(&mut sql, " AND not_after < $?", SqlValue::from(to_ms(before)));
-        }
+        let (conditions, mut binds) = certificate_conditions(filter, now);
+        let mut sql = format!("SELECT {CERTIFICATE_COLUMNS} FROM certificates{conditions}");
         if let Some(cursor) = filter.cursor {
-            push(&mut sql, " AND id > $?", SqlValue::from(cursor.to_string()));
+            binds.push(SqlValue::from(cursor.to_string()));
+            sql.push_str(&format!(" AND id > ${}", binds.len()));
         }
         let limit = filter.limit.clamp(1, 1000);
-        sql.push_str(&format!(" ORDER BY id LIMIT {}", limit + 1));
+        let order = match filter.order {
+            CertificateOrder::Created => "id",
+            CertificateOrder::Name => "name, id",
+            // Not issued yet (no expiry) sorts last on both engines.
+            CertificateOrder::Expiry => "CASE WHEN not_after IS NULL THEN 1 ELSE 0 END, not_after, id",
+        };
+        sql.push_str(&format!(
+            " ORDER BY {order} LIMIT {} OFFSET {}",
+            limit + 1,
+            filter.offset
+        ));
         let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), binds)
             .fetch_all(&self.read)
             .await?;
@@ -231,6 +231,16 @@ impl Store {
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
         Ok(CertificatePage { items, more })
+    }
+
+    /// How many certificates match `filter` (its cursor, order, offset and limit aside).
+    pub async fn count_certificates(&self, filter: &CertificateFilter, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let (conditions, binds) = certificate_conditions(filter, now);
+        let sql = format!("SELECT COUNT(*) AS n FROM certificates{conditions}");
+        let row = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), binds)
+            .fetch_one(&self.read)
+            .await?;
+        Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
     }
 
     /// Every version of a certificate, oldest first.
@@ -683,4 +693,59 @@ impl Store {
             .await?;
         Ok(())
     }
+}
+
+/// The `WHERE` clause of a certificate list (status, issuer, expiry, search) and its binds.
+fn certificate_conditions(filter: &CertificateFilter, now: OffsetDateTime) -> (String, Vec<SqlValue>) {
+    let mut sql = String::from(" WHERE 1 = 1");
+    let mut binds: Vec<SqlValue> = Vec::new();
+    let mut push = |sql: &mut String, clause: &str, bind: SqlValue| {
+        binds.push(bind);
+        sql.push_str(&clause.replace("$?", &format!("${}", binds.len())));
+    };
+    match filter.status {
+        Some(CertificateStatus::Active) => push(
+            &mut sql,
+            " AND status = 'active' AND not_after > $?",
+            SqlValue::from(to_ms(now)),
+        ),
+        Some(CertificateStatus::Expiring) => push(
+            &mut sql,
+            " AND status = 'expiring' AND not_after > $?",
+            SqlValue::from(to_ms(now)),
+        ),
+        Some(CertificateStatus::Expired) => push(
+            &mut sql,
+            " AND (status = 'expired' OR (status IN ('active', 'expiring') AND not_after <= $?))",
+            SqlValue::from(to_ms(now)),
+        ),
+        Some(status) => push(&mut sql, " AND status = $?", SqlValue::from(status.as_str())),
+        None => {}
+    }
+    if let Some(issuer_id) = &filter.issuer_id {
+        push(&mut sql, " AND issuer_id = $?", SqlValue::from(issuer_id.to_string()));
+    }
+    if let Some(before) = filter.expiring_before {
+        push(&mut sql, " AND not_after < $?", SqlValue::from(to_ms(before)));
+    }
+    if let Some(search) = filter.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        // LIKE wildcards in the text are literal; LOWER on both sides because PostgreSQL's
+        // LIKE is case-sensitive and SQLite's is not.
+        let pattern = format!(
+            "%{}%",
+            search
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        // One bind for the three `$?`: `push` numbers them alike.
+        push(
+            &mut sql,
+            " AND (LOWER(name) LIKE $? ESCAPE '\\' OR LOWER(common_name) LIKE $? ESCAPE '\\' \
+                 OR LOWER(sans) LIKE $? ESCAPE '\\')",
+            SqlValue::from(pattern),
+        );
+    }
+    (sql, binds)
 }

@@ -38,7 +38,8 @@ use sqlx::{AnyPool, Executor};
 pub use agents::{AgentCredential, AgentFacts, AgentRecord};
 pub use audit::{AuditFilter, AuditRecord};
 pub use certificates::{
-    CertificateFilter, CertificatePage, CertificateTimes, Completion, NewVersion, Revocation, SerialStatus,
+    CertificateFilter, CertificateOrder, CertificatePage, CertificateTimes, Completion, NewVersion, Revocation,
+    SerialStatus,
 };
 pub use cluster::{Fence, Lease, NodeRecord};
 pub use dialect::Backend;

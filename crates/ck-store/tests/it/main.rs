@@ -85,6 +85,7 @@ both_engines!(
     migrations_are_idempotent,
     batches_cross_statement_chunks,
     events_route_to_notifications_that_retry_die_and_requeue,
+    certificates_search_sort_page_and_count,
 );
 
 fn cipher() -> SecretCipher {
@@ -1278,7 +1279,55 @@ async fn events_route_to_notifications_that_retry_die_and_requeue(store: Store) 
     // A restarted sender takes its claims back at once.
     assert_eq!(store.release_notifications_of("elsewhere", now()).await.unwrap(), 0);
     assert_eq!(store.release_notifications_of("n1", now()).await.unwrap(), 1);
-    assert_eq!(store.claim_notifications("n1", now(), lease, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store.claim_notifications("n1", now(), lease, 10).await.unwrap().len(),
+        1
+    );
+}
+
+async fn certificates_search_sort_page_and_count(store: Store) {
+    with_issuer(&store).await;
+    // Display names may hold LIKE's wildcards; the SANs stay valid DNS names.
+    for (i, name) in ["Zeta.internal", "alpha.internal", "beta_1.internal", "beta-2.internal", "100%.internal"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut cert = new_certificate(&format!("host{i}.example"));
+        cert.name = name.to_owned();
+        store
+            .create_certificate(&cert, &new_job(cert.id, JobKind::Issue))
+            .await
+            .unwrap();
+    }
+    let filter = |search: &str, order: ck_store::CertificateOrder, offset: u32, limit: u32| CertificateFilter {
+        search: Some(search.to_owned()),
+        order,
+        offset,
+        limit,
+        ..CertificateFilter::default()
+    };
+    let names = |page: ck_store::CertificatePage| page.items.into_iter().map(|c| c.name).collect::<Vec<_>>();
+    use ck_store::CertificateOrder::{Created, Name};
+    // Any case; LIKE's wildcards are literal.
+    let zeta = store.certificates(&filter("ZETA", Name, 0, 10), now()).await.unwrap();
+    assert_eq!(names(zeta), vec!["Zeta.internal"]);
+    let underscore = store.certificates(&filter("beta_", Name, 0, 10), now()).await.unwrap();
+    assert_eq!(names(underscore), vec!["beta_1.internal"]);
+    let percent = store.certificates(&filter("0%", Name, 0, 10), now()).await.unwrap();
+    assert_eq!(names(percent), vec!["100%.internal"]);
+    // Sorted by name and paged by offset; the count ignores the page.
+    let first = store.certificates(&filter("internal", Name, 0, 2), now()).await.unwrap();
+    assert!(first.more);
+    assert_eq!(names(first), vec!["100%.internal", "Zeta.internal"]);
+    let second = store.certificates(&filter("internal", Name, 2, 2), now()).await.unwrap();
+    assert_eq!(names(second), vec!["alpha.internal", "beta-2.internal"]);
+    let created = store.certificates(&filter("beta", Created, 0, 10), now()).await.unwrap();
+    assert_eq!(names(created), vec!["beta_1.internal", "beta-2.internal"]);
+    assert_eq!(
+        store.count_certificates(&filter("internal", Name, 4, 1), now()).await.unwrap(),
+        5
+    );
+    assert_eq!(store.count_certificates(&filter("nothing", Name, 0, 1), now()).await.unwrap(), 0);
 }
 
 fn audit_record(action: &str) -> AuditRecord {
