@@ -31,9 +31,14 @@ set -euo pipefail
 #   prometheus      promtool: lints /metrics and checks and unit-tests deploy/prometheus/alerts.yml
 #   python3-venv    a virtualenv for schemathesis from PyPI (scripts/test.sh)
 #   python3-aiosmtpd real SMTP server (plain, STARTTLS, implicit TLS) for ck-notify's email tests
+#   chromium, chromium-driver  headless browser and chromedriver: web UI tests over WebDriver
+#                   (ck-test-peers' ChromeDriver, driven with fantoccini)
+#   fonts-liberation only recommended by chromium, so not installed by the --no-install-recommends
+#                   below: without it pages fall back to DejaVu and UI screenshots differ between
+#                   machines
 PKGS=(postgresql-15 openssl curl iproute2 util-linux ca-certificates
       pebble bind9 bind9-utils bind9-dnsutils lego certbot nginx haproxy scep prometheus
-      python3 python3-venv python3-aiosmtpd)
+      python3 python3-venv python3-aiosmtpd chromium chromium-driver fonts-liberation)
 
 LOG=${TMPDIR:-/tmp}/certkeeper-install-deps.log
 T0=$(date +%s)

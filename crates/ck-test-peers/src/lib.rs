@@ -1,16 +1,24 @@
 //! Real test peers on 127.0.0.1: Pebble, pebble-challtestsrv, BIND, nginx and HAProxy, an SMTP
-//! sink (aiosmtpd) and a webhook receiver, started per test.
+//! sink (aiosmtpd), a webhook receiver and a headless Chromium behind chromedriver (for UI
+//! tests with fantoccini), started per test.
 //!
 //! Every peer is a real Debian program started as a child process on free loopback ports and
 //! killed when its handle drops. When a program is missing, [`peer_or_skip`] fails the test with
 //! the package to install if `CERTKEEPER_REQUIRE_PEERS` or `CI` is set (as `scripts/test.sh`
 //! does), and otherwise tells the caller to skip with a loud message: never silently. The
 //! webhook receiver is the exception: it is a few std threads in the test process, never missing.
+//!
+//! The browser ([`browser::ChromeDriver`]) runs chromedriver on loopback only (no
+//! `--allowed-ips`, which would make it listen on every interface) and Chromium headless, without
+//! sandbox or GPU, with its own background traffic to Google switched off and every host name
+//! but 127.0.0.1 and localhost resolved to "not found" without asking DNS; see [`browser`] for
+//! each flag and why.
 
 // Test support panics on purpose: a failed setup step is a failed test.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod bind;
+pub mod browser;
 pub mod pebble;
 pub mod smtp;
 pub mod webhook;
