@@ -99,6 +99,11 @@ const DEPENDENCY_TABLE: &[CrateRule] = &[
         forbidden: &["axum", "reqwest"],
     },
     CrateRule {
+        name: "ck-web",
+        internal: &["ck-domain", "ck-server", "ck-store"],
+        forbidden: &["sqlx", "reqwest"],
+    },
+    CrateRule {
         name: "ck-api",
         internal: &["ck-domain", "ck-api-types", "ck-server", "ck-store", "ck-acme"],
         forbidden: &["sqlx", "reqwest"],
@@ -122,6 +127,7 @@ const DEPENDENCY_TABLE: &[CrateRule] = &[
             "ck-acme",
             "ck-dns",
             "ck-notify",
+            "ck-web",
             "ck-test-peers",
             "certkeeper-tls",
             "ck-agent",
@@ -132,7 +138,8 @@ const DEPENDENCY_TABLE: &[CrateRule] = &[
 
 /// External crate families that only the listed crates may have under
 /// `[dependencies]` (directly; transitive use is fine).
-const EXCLUSIVE_DEPENDENCIES: &[(&str, &[&str])] = &[("sqlx", &["ck-store"]), ("axum", &["ck-api", "certkeeper"])];
+const EXCLUSIVE_DEPENDENCIES: &[(&str, &[&str])] =
+    &[("sqlx", &["ck-store"]), ("axum", &["ck-api", "ck-web", "certkeeper"])];
 
 /// Lines of README.md that must show how to run and test the project.
 const README_HEAD_LINES: usize = 15;

@@ -114,7 +114,10 @@ pub(crate) async fn start(mut settings: Settings, reset_admin_token: bool) -> an
     )?;
     tracing::info!(%addr, data_dir = %data_dir.display(), "certkeeper is serving on {scheme}://{addr}");
 
-    let app = ck_api::router(control_plane.clone());
+    // The web UI sits beside the API; its cookie is Secure whenever the listener speaks TLS.
+    let app = ck_api::router(control_plane.clone())
+        .nest("/ui", ck_web::router(control_plane.clone(), tls.is_some()))
+        .route("/ui/", axum::routing::get(ck_web::redirect_to_root));
     let mut http_shutdown = shutdown_rx;
     let http = tokio::spawn(async move {
         match tls {

@@ -129,9 +129,12 @@ pub(crate) async fn create(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
-    /// pending, active, failed, revoked or expired.
-    #[param(pattern = "^(pending|active|failed|revoked|expired)$")]
+    /// pending, active, expiring, failed, revoked or expired.
+    #[param(pattern = "^(pending|active|expiring|failed|revoked|expired)$")]
     status: Option<String>,
+    /// Only certificates whose name, common name or a DNS name contains this text (any case).
+    #[param(max_length = 253)]
+    q: Option<String>,
     /// Issuer id.
     #[param(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     issuer: Option<String>,
@@ -168,6 +171,9 @@ pub(crate) async fn list(
             })
         })
         .transpose()?;
+    if query.q.as_ref().is_some_and(|q| q.len() > 253) {
+        return Err(ApiError::bad_request("q: search text of at most 253 characters"));
+    }
     let filter = CertificateFilter {
         status: query
             .status
@@ -182,6 +188,8 @@ pub(crate) async fn list(
             .map(|s| parse::<CertificateId>("cursor", s))
             .transpose()?,
         limit: convert::page_limit(query.limit, 100, 1000)?,
+        search: query.q.filter(|q| !q.trim().is_empty()),
+        ..CertificateFilter::default()
     };
     let page = control_plane.certificates(&filter, principal.restriction()).await?;
     let now = now();

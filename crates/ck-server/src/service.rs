@@ -480,6 +480,48 @@ impl ControlPlane {
         Ok(CertificatePage { items, more: true })
     }
 
+    /// A page of a sorted, searched list for people (the web UI): the certificates at
+    /// `filter.offset` and how many match in all. A restricted token sees only what it
+    /// reaches; its list is filtered here (up to 10,000 matches), so its total is exact too.
+    pub async fn browse_certificates(
+        &self,
+        filter: &CertificateFilter,
+        restriction: &Restriction,
+    ) -> Result<(Vec<Certificate>, u64), ServiceError> {
+        let store = &self.inner.store;
+        if restriction.is_unrestricted() {
+            let page = store.certificates(filter, now()).await?;
+            return Ok((page.items, store.count_certificates(filter, now()).await?));
+        }
+        let mut reachable = Vec::new();
+        let mut scan = CertificateFilter {
+            offset: 0,
+            limit: 1000,
+            ..filter.clone()
+        };
+        for _ in 0..10 {
+            let page = store.certificates(&scan, now()).await?;
+            reachable.extend(page.items.into_iter().filter(|c| reaches(restriction, c)));
+            if !page.more {
+                break;
+            }
+            scan.offset += 1000;
+        }
+        let total = reachable.len() as u64;
+        let items = reachable
+            .into_iter()
+            .skip(filter.offset as usize)
+            .take(filter.limit.clamp(1, 1000) as usize)
+            .collect();
+        Ok((items, total))
+    }
+
+    /// Certificates in use (not revoked) with their expiry, for overviews: id, name, issuer,
+    /// expiry and renewal time.
+    pub async fn certificate_times(&self) -> Result<Vec<ck_store::CertificateTimes>, ServiceError> {
+        Ok(self.inner.store.certificate_times().await?)
+    }
+
     /// Every version of a certificate.
     pub async fn versions(&self, id: CertificateId) -> Result<Vec<CertificateVersion>, ServiceError> {
         self.certificate(id).await?;

@@ -1,0 +1,252 @@
+//! Sign-in with an API token, the session cookie, and CSRF tokens.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Form;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use ck_domain::Scope;
+use ck_server::{AuditEvent, Operator, Principal};
+use serde::Deserialize;
+
+use crate::Web;
+use crate::view::Page;
+
+/// The cookie that holds the signed-in token.
+pub const SESSION_COOKIE: &str = "ck_session";
+
+/// The signed-in operator, as every page sees it.
+#[derive(Clone)]
+pub(crate) struct Session {
+    pub(crate) operator: Operator,
+    /// The form token of this session.
+    pub(crate) csrf: String,
+}
+
+impl Session {
+    /// Whether the token has `scope`.
+    pub(crate) fn can(&self, scope: Scope) -> bool {
+        self.operator.scopes.contains(scope)
+    }
+
+    /// `Ok` when the token has `scope`, else the page that says which scope is missing.
+    pub(crate) fn require(&self, scope: Scope) -> Result<(), crate::pages::WebError> {
+        if self.can(scope) {
+            Ok(())
+        } else {
+            Err(crate::pages::WebError::Forbidden(format!(
+                "this needs a token with the {scope} scope; sign in with one that has it"
+            )))
+        }
+    }
+
+    /// `Ok` when a form's CSRF field is this session's (compared in constant time).
+    pub(crate) fn check_csrf(&self, presented: &str) -> Result<(), crate::pages::WebError> {
+        if aws_lc_rs::constant_time::verify_slices_are_equal(presented.as_bytes(), self.csrf.as_bytes()).is_ok() {
+            Ok(())
+        } else {
+            Err(crate::pages::WebError::Forbidden(
+                "the form expired or came from another site: reload the page and try again".to_owned(),
+            ))
+        }
+    }
+
+    /// The frame every page shares.
+    pub(crate) fn page(&self, title: &str, section: &'static str) -> Page {
+        Page {
+            title: title.to_owned(),
+            section,
+            actor: self.operator.name.clone(),
+            csrf: self.csrf.clone(),
+            admin: self.can(Scope::Admin),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+/// The CSRF token of a session: derived from its token, so every node computes the same one
+/// and a page on another site, which never sees the cookie, cannot.
+fn csrf_of(token: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("certkeeper-ui-csrf\0{token}").as_bytes(),
+    );
+    hex::encode(&digest.as_ref()[..16])
+}
+
+/// The session token in a request's cookies. Parsed by hand: one cookie, no attributes to read.
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// Lets signed-in operators through with their [`Session`]; everyone else goes to the login
+/// page (a form post too: it cannot be replayed without a session anyway).
+pub(crate) async fn require(State(web): State<Web>, mut request: Request, next: Next) -> Response {
+    let operator = session_token(request.headers()).and_then(|token| match web.control_plane.verify_token(&token) {
+        Ok(Principal::Operator(operator)) => Some((operator, token)),
+        _ => None,
+    });
+    let Some((operator, token)) = operator else {
+        let next_page = match request.uri().path_and_query().map(|p| p.as_str()) {
+            None | Some("/") => "/ui".to_owned(),
+            Some(path) => format!("/ui{path}"),
+        };
+        let target = format!("/ui/login?next={}", percent_encode(&next_page));
+        return Redirect::to(&target).into_response();
+    };
+    request.extensions_mut().insert(Session {
+        operator,
+        csrf: csrf_of(&token),
+    });
+    next.run(request).await
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "login.html")]
+pub(crate) struct LoginPage {
+    error: Option<String>,
+    next: String,
+    version: &'static str,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginQuery {
+    next: Option<String>,
+}
+
+pub(crate) async fn login_form(Query(query): Query<LoginQuery>) -> LoginPage {
+    LoginPage {
+        error: None,
+        next: safe_next(query.next.as_deref()),
+        version: env!("CARGO_PKG_VERSION"),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginForm {
+    token: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+pub(crate) async fn login(State(web): State<Web>, Form(form): Form<LoginForm>) -> Response {
+    let token = form.token.trim();
+    let next = safe_next(form.next.as_deref());
+    let refused = |message: &str| {
+        let page = LoginPage {
+            error: Some(message.to_owned()),
+            next: next.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+        };
+        (StatusCode::UNAUTHORIZED, page).into_response()
+    };
+    match web.control_plane.verify_token(token) {
+        Ok(Principal::Operator(operator)) => {
+            audit(&web, "ui.login", operator.name.clone(), "success").await;
+            let mut response = Redirect::to(&next).into_response();
+            let secure = if web.secure_cookies { "; Secure" } else { "" };
+            let cookie = format!("{SESSION_COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Strict{secure}");
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+        }
+        Ok(Principal::Agent { name, .. }) => {
+            audit(&web, "ui.login", format!("agent:{name}"), "denied").await;
+            refused("this is an agent's token: sign in with an operator token (certkeeper token create)")
+        }
+        Err(rejection) => {
+            audit(&web, "ui.login", "anonymous".to_owned(), "denied").await;
+            tracing::info!(?rejection, "web UI sign-in refused");
+            refused("this token is not valid (unknown, expired or revoked)")
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LogoutForm {
+    csrf: String,
+}
+
+pub(crate) async fn logout(
+    State(web): State<Web>,
+    axum::Extension(session): axum::Extension<Session>,
+    Form(form): Form<LogoutForm>,
+) -> Result<Response, crate::pages::WebError> {
+    session.check_csrf(&form.csrf)?;
+    audit(&web, "ui.logout", session.operator.name.clone(), "success").await;
+    let mut response = Redirect::to("/ui/login").into_response();
+    let cookie = format!("{SESSION_COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0");
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+/// Records a UI action in the audit trail; a failure to record is logged, not shown.
+pub(crate) async fn audit(web: &Web, action: &str, actor: String, outcome: &str) {
+    audit_event(web, AuditEvent::new(action, actor, outcome)).await;
+}
+
+pub(crate) async fn audit_event(web: &Web, mut event: AuditEvent) {
+    event.detail = Some(event.detail.take().unwrap_or_else(|| "web UI".to_owned()));
+    if let Err(error) = web.control_plane.audit(event).await {
+        tracing::error!(%error, "could not write an audit record of a web UI action");
+    }
+}
+
+/// Where to go after sign-in: a path inside the UI only, never another site.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(path)
+            if (path == "/ui" || path.starts_with("/ui/") || path.starts_with("/ui?"))
+                && !path.starts_with("//")
+                && !path.contains("://") =>
+        {
+            path.to_owned()
+        }
+        _ => "/ui".to_owned(),
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_page_stays_inside_the_ui() {
+        assert_eq!(safe_next(Some("/ui/certificates?q=a")), "/ui/certificates?q=a");
+        assert_eq!(safe_next(Some("https://evil.example/ui/")), "/ui");
+        assert_eq!(safe_next(Some("//evil.example/ui/")), "/ui");
+        assert_eq!(safe_next(Some("/api/v1/tokens")), "/ui");
+        assert_eq!(safe_next(Some("/uievil")), "/ui");
+        assert_eq!(safe_next(None), "/ui");
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_static("a=1; ck_session=ck_k_s; b=2"));
+        assert_eq!(session_token(&headers).as_deref(), Some("ck_k_s"));
+        assert_eq!(csrf_of("ck_k_s"), csrf_of("ck_k_s"));
+        assert_ne!(csrf_of("ck_k_s"), csrf_of("ck_k_t"));
+    }
+}
