@@ -1288,9 +1288,15 @@ async fn events_route_to_notifications_that_retry_die_and_requeue(store: Store) 
 async fn certificates_search_sort_page_and_count(store: Store) {
     with_issuer(&store).await;
     // Display names may hold LIKE's wildcards; the SANs stay valid DNS names.
-    for (i, name) in ["Zeta.internal", "alpha.internal", "beta_1.internal", "beta-2.internal", "100%.internal"]
-        .into_iter()
-        .enumerate()
+    for (i, name) in [
+        "Zeta.internal",
+        "alpha.internal",
+        "beta_1.internal",
+        "beta-2.internal",
+        "100%.internal",
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut cert = new_certificate(&format!("host{i}.example"));
         cert.name = name.to_owned();
@@ -1316,18 +1322,36 @@ async fn certificates_search_sort_page_and_count(store: Store) {
     let percent = store.certificates(&filter("0%", Name, 0, 10), now()).await.unwrap();
     assert_eq!(names(percent), vec!["100%.internal"]);
     // Sorted by name and paged by offset; the count ignores the page.
-    let first = store.certificates(&filter("internal", Name, 0, 2), now()).await.unwrap();
+    let first = store
+        .certificates(&filter("internal", Name, 0, 2), now())
+        .await
+        .unwrap();
     assert!(first.more);
     assert_eq!(names(first), vec!["100%.internal", "Zeta.internal"]);
-    let second = store.certificates(&filter("internal", Name, 2, 2), now()).await.unwrap();
+    let second = store
+        .certificates(&filter("internal", Name, 2, 2), now())
+        .await
+        .unwrap();
     assert_eq!(names(second), vec!["alpha.internal", "beta-2.internal"]);
-    let created = store.certificates(&filter("beta", Created, 0, 10), now()).await.unwrap();
+    let created = store
+        .certificates(&filter("beta", Created, 0, 10), now())
+        .await
+        .unwrap();
     assert_eq!(names(created), vec!["beta_1.internal", "beta-2.internal"]);
     assert_eq!(
-        store.count_certificates(&filter("internal", Name, 4, 1), now()).await.unwrap(),
+        store
+            .count_certificates(&filter("internal", Name, 4, 1), now())
+            .await
+            .unwrap(),
         5
     );
-    assert_eq!(store.count_certificates(&filter("nothing", Name, 0, 1), now()).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .count_certificates(&filter("nothing", Name, 0, 1), now())
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 fn audit_record(action: &str) -> AuditRecord {
