@@ -653,6 +653,27 @@ pub(crate) enum BenchCommand {
     /// to a receiver in this process, once called directly (the baseline) and once through the
     /// control plane (events stored, routed, claimed, sent, recorded); also routing alone.
     Notifications(BenchNotificationsArgs),
+    /// How long the web UI's pages take with a large inventory: N certificates issued first,
+    /// then every main page fetched again and again with a signed-in session (p50, p99, max),
+    /// beside the API's list of 50 as the reference.
+    Ui(BenchUiArgs),
+}
+
+/// `certkeeper bench ui`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchUiArgs {
+    /// Database to measure: sqlite (a temp file) or a postgres:// URL (an empty database).
+    #[arg(long, default_value = "sqlite")]
+    pub(crate) database: String,
+    /// Certificates in the inventory (1 to 100000).
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) certificates: usize,
+    /// Fetches per page (1 to 1000).
+    #[arg(long, default_value_t = 50)]
+    pub(crate) rounds: usize,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `certkeeper bench notifications`.
@@ -759,6 +780,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             Some(BenchCommand::Ocsp(ocsp)) => crate::bench_ocsp::run(ocsp).await,
             Some(BenchCommand::Cluster(cluster)) => crate::bench_cluster::run(cluster).await,
             Some(BenchCommand::Notifications(notifications)) => crate::bench_notify::run(notifications).await,
+            Some(BenchCommand::Ui(ui)) => crate::bench_ui::run(ui).await,
             None => crate::bench::run(args).await,
         },
     }

@@ -9,6 +9,7 @@ mod bench_cluster;
 mod bench_crl;
 mod bench_notify;
 mod bench_ocsp;
+mod bench_ui;
 mod challenge_listeners;
 mod cli;
 mod commands;

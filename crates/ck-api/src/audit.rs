@@ -99,6 +99,7 @@ pub(crate) async fn list(
             })
             .transpose()?,
         limit: convert::page_limit(query.limit, if csv { 10_000 } else { 100 }, 10_000)?,
+        newest_first: false,
     };
     let (events, more) = control_plane.audit_events(&filter).await?;
     if csv {

@@ -516,6 +516,11 @@ impl ControlPlane {
         Ok((items, total))
     }
 
+    /// Expiries per day of certificates in use, for `days` days from `start` (a midnight).
+    pub async fn expiries_per_day(&self, start: OffsetDateTime, days: u32) -> Result<Vec<u64>, ServiceError> {
+        Ok(self.inner.store.expiries_per_day(start, days).await?)
+    }
+
     /// Certificates in use (not revoked) with their expiry, for overviews: id, name, issuer,
     /// expiry and renewal time.
     pub async fn certificate_times(&self) -> Result<Vec<ck_store::CertificateTimes>, ServiceError> {

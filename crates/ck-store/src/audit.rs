@@ -54,6 +54,8 @@ pub struct AuditFilter {
     pub cursor: Option<String>,
     /// At most this many (1..=10,000).
     pub limit: u32,
+    /// The newest first (the cursor then pages backwards: ids before it).
+    pub newest_first: bool,
 }
 
 const COLUMNS: &str = "id, at, actor, action, resource, request_id, outcome, status, client, body_sha256, detail";
@@ -105,10 +107,12 @@ impl Store {
             condition(&mut sql, "at <", to_ms(until).into());
         }
         if let Some(cursor) = &filter.cursor {
-            condition(&mut sql, "id >", cursor.as_str().into());
+            let before_or_after = if filter.newest_first { "id <" } else { "id >" };
+            condition(&mut sql, before_or_after, cursor.as_str().into());
         }
         let limit = filter.limit.clamp(1, 10_000);
-        sql.push_str(&format!(" ORDER BY id LIMIT {}", limit + 1));
+        let direction = if filter.newest_first { "DESC" } else { "ASC" };
+        sql.push_str(&format!(" ORDER BY id {direction} LIMIT {}", limit + 1));
         let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), binds)
             .fetch_all(&self.read)
             .await?;

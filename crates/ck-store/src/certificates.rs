@@ -539,6 +539,30 @@ impl Store {
             .collect()
     }
 
+    /// Expiries per day for `days` days from `start` (a midnight): the count of certificates in
+    /// use whose current version expires on each day, for the dashboard's heatmap.
+    pub async fn expiries_per_day(&self, start: OffsetDateTime, days: u32) -> Result<Vec<u64>, StoreError> {
+        const DAY_MS: i64 = 86_400_000;
+        let rows = sqlx::query(
+            "SELECT (not_after - $1) / $3 AS day, COUNT(*) AS n FROM certificates \
+             WHERE status <> 'revoked' AND not_after >= $1 AND not_after < $2 GROUP BY (not_after - $1) / $3",
+        )
+        .bind(to_ms(start))
+        .bind(to_ms(start) + DAY_MS * i64::from(days))
+        .bind(DAY_MS)
+        .fetch_all(&self.read)
+        .await?;
+        let mut counts = vec![0u64; days as usize];
+        for row in &rows {
+            let day: i64 = row.try_get("day")?;
+            let n: i64 = row.try_get("n")?;
+            if let Some(slot) = usize::try_from(day).ok().and_then(|d| counts.get_mut(d)) {
+                *slot = u64::try_from(n).unwrap_or(0);
+            }
+        }
+        Ok(counts)
+    }
+
     /// How many certificates are in each stored status.
     pub async fn certificate_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         let rows = sqlx::query(

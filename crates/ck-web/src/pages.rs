@@ -20,7 +20,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::Web;
 use crate::session::{Session, audit_event};
-use crate::view::{HeatDay, Page, Pager, expiry_heatmap, pager, relative, when};
+use crate::view::{HeatDay, Page, Pager, expiry_heatmap, heatmap_of_counts, pager, relative, when};
 
 /// Certificates per list page.
 const PAGE_SIZE: u32 = 50;
@@ -152,7 +152,7 @@ pub(crate) struct DashboardPage {
     counts: Vec<(String, u64)>,
     total: u64,
     heat: Vec<HeatDay>,
-    heat_total: usize,
+    heat_total: u64,
     attention: Vec<CertRow>,
     failed_jobs: Vec<JobRow>,
     jobs_shown: bool,
@@ -189,29 +189,34 @@ pub(crate) async fn dashboard(
             attention.extend(items.iter().map(|c| cert_row(c, now)));
         }
     }
-    // Expiries of the next 90 days, of what this token reaches.
-    let soon = CertificateFilter {
-        expiring_before: Some(now + Duration::days(90)),
-        order: CertificateOrder::Expiry,
-        limit: 1000,
-        ..CertificateFilter::default()
-    };
-    let mut expiries = Vec::new();
-    let mut scan = soon.clone();
-    loop {
-        let (items, n) = cp.browse_certificates(&scan, restriction).await?;
-        expiries.extend(
-            items
-                .iter()
-                .filter(|c| c.status != CertificateStatus::Revoked)
-                .filter_map(|c| c.not_after),
-        );
-        scan.offset += 1000;
-        if u64::from(scan.offset) >= n || scan.offset >= 20_000 {
-            break;
+    // Expiries of the next 90 days, of what this token reaches: counted by the database for
+    // an open token, from the reachable certificates for a restricted one.
+    let heat = if restriction.is_unrestricted() {
+        let midnight = now.replace_time(time::Time::MIDNIGHT);
+        heatmap_of_counts(&cp.expiries_per_day(midnight, 90).await?, now)
+    } else {
+        let mut scan = CertificateFilter {
+            expiring_before: Some(now + Duration::days(90)),
+            order: CertificateOrder::Expiry,
+            limit: 1000,
+            ..CertificateFilter::default()
+        };
+        let mut expiries = Vec::new();
+        loop {
+            let (items, n) = cp.browse_certificates(&scan, restriction).await?;
+            expiries.extend(
+                items
+                    .iter()
+                    .filter(|c| c.status != CertificateStatus::Revoked)
+                    .filter_map(|c| c.not_after),
+            );
+            scan.offset += 1000;
+            if u64::from(scan.offset) >= n || scan.offset >= 20_000 {
+                break;
+            }
         }
-    }
-    let heat = expiry_heatmap(&expiries, now, 90);
+        expiry_heatmap(&expiries, now, 90)
+    };
     let heat_total = heat.iter().map(|d| d.count).sum();
     // Jobs are listed per certificate for restricted tokens (as in the API): only open tokens
     // see the failing jobs of the whole fleet here.
@@ -462,12 +467,12 @@ pub(crate) async fn certificate(
         cp.audit_events(&AuditFilter {
             resource: Some(format!("certificates/{}", cert.id)),
             limit: 200,
+            newest_first: true,
             ..AuditFilter::default()
         })
         .await?
         .0
         .iter()
-        .rev()
         .map(audit_row)
         .collect()
     } else {
@@ -489,7 +494,7 @@ pub(crate) async fn certificate(
         agent: cert.agent_id.clone().unwrap_or_else(|| "-".to_owned()),
         created: when(Some(cert.created_at)),
         renew_at: when(cert.renew_at),
-        renew_in: relative(cert.renew_at, now),
+        renew_in: cert.renew_at.map(|at| relative(Some(at), now)).unwrap_or_default(),
         version: cert.current_version,
         serial: cert.serial.clone().unwrap_or_else(|| "-".to_owned()),
         fingerprint: cert.fingerprint.clone().unwrap_or_else(|| "-".to_owned()),
@@ -1104,15 +1109,18 @@ pub(crate) async fn audit(
 ) -> PageResult<Response> {
     session.require(Scope::Admin)?;
     let days = query.days.unwrap_or(7).clamp(1, 3650);
+    let csv = query.format.as_deref() == Some("csv");
     let filter = AuditFilter {
         actor: query.actor.clone().filter(|s| !s.is_empty()),
         action: query.action.clone().filter(|s| !s.is_empty()),
         since: Some(now() - Duration::days(days)),
-        limit: 10_000,
+        // The page shows the newest 500; the CSV export has up to 10,000, oldest first.
+        limit: if csv { 10_000 } else { 500 },
+        newest_first: !csv,
         ..AuditFilter::default()
     };
     let (records, _) = web.control_plane.audit_events(&filter).await?;
-    if query.format.as_deref() == Some("csv") {
+    if csv {
         let mut csv = String::from("at,actor,action,resource,outcome,status,request_id,detail\n");
         for r in &records {
             let fields = [
@@ -1150,7 +1158,7 @@ pub(crate) async fn audit(
     ]);
     Ok(AuditPage {
         page: session.page("Audit trail", "audit"),
-        rows: records.iter().rev().take(500).map(audit_row).collect(),
+        rows: records.iter().map(audit_row).collect(),
         actor,
         action,
         days,

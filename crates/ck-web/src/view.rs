@@ -58,7 +58,7 @@ pub(crate) fn relative(at: Option<OffsetDateTime>, now: OffsetDateTime) -> Strin
 pub(crate) struct HeatDay {
     /// `2026-11-23`.
     pub(crate) date: String,
-    pub(crate) count: usize,
+    pub(crate) count: u64,
     /// 0 (none) to 4 (the busiest days), for the cell's shade.
     pub(crate) level: u8,
 }
@@ -67,18 +67,24 @@ pub(crate) struct HeatDay {
 /// busiest day (so a fleet of 10 and one of 10,000 both show their peaks).
 pub(crate) fn expiry_heatmap(expiries: &[OffsetDateTime], now: OffsetDateTime, days: usize) -> Vec<HeatDay> {
     let start = now.date();
-    let mut counts = vec![0usize; days];
+    let mut counts = vec![0u64; days];
     for at in expiries {
         let offset = (at.date() - start).whole_days();
         if let Some(slot) = usize::try_from(offset).ok().and_then(|i| counts.get_mut(i)) {
             *slot += 1;
         }
     }
+    heatmap_of_counts(&counts, now)
+}
+
+/// The heatmap of per-day counts starting at `now`'s date.
+pub(crate) fn heatmap_of_counts(counts: &[u64], now: OffsetDateTime) -> Vec<HeatDay> {
+    let start = now.date();
     let peak = counts.iter().copied().max().unwrap_or(0).max(1);
     counts
-        .into_iter()
+        .iter()
         .enumerate()
-        .map(|(i, count)| {
+        .map(|(i, &count)| {
             let date = start + Duration::days(i as i64);
             let level = if count == 0 {
                 0
@@ -160,7 +166,7 @@ mod tests {
         assert_eq!((map[1].count, map[1].level), (4, 4));
         assert_eq!((map[2].count, map[2].level), (0, 0));
         assert_eq!(map[89].count, 1, "day 90 is outside, yesterday too");
-        assert_eq!(map.iter().map(|d| d.count).sum::<usize>(), 6);
+        assert_eq!(map.iter().map(|d| d.count).sum::<u64>(), 6);
     }
 
     #[test]

@@ -19,3 +19,4 @@ mod notifications;
 mod openapi;
 mod pki;
 mod tls_library;
+mod ui;

@@ -1062,6 +1062,9 @@ async fn events_route_to_notifications_that_retry_die_and_requeue(store: Store) 
     let events = store.unrouted_events(10).await.unwrap();
     let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
     assert_eq!(kinds, vec![EventKind::IssuanceFailed, EventKind::Issued]);
+    // The new version expires 90 days on: the 91st day of the dashboard's count.
+    let per_day = store.expiries_per_day(now(), 91).await.unwrap();
+    assert_eq!((per_day[90], per_day.iter().sum::<u64>()), (1, 1));
     assert_eq!(events[0].payload["problem"]["detail"], "NXDOMAIN");
     assert_eq!(events[1].payload["version"], 1);
 
