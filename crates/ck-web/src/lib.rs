@@ -44,6 +44,7 @@ pub fn router(control_plane: ControlPlane, secure_cookies: bool) -> Router {
         .route("/certificates/{id}/renew", post(pages::renew))
         .route("/certificates/{id}/revoke", post(pages::revoke))
         .route("/certificates/{id}/chain.pem", get(pages::chain_pem))
+        .route("/certificates/{id}/export.p12", post(pages::export_pkcs12))
         .route("/issuers", get(pages::issuers))
         .route("/agents", get(pages::agents))
         .route("/jobs", get(pages::jobs))

@@ -433,6 +433,9 @@ pub(crate) struct CertificatePage {
     audit_shown: bool,
     can_renew: bool,
     can_revoke: bool,
+    /// A server-made key and a token with the export-key scope: offer PKCS#12.
+    can_export_key: bool,
+    chain_pem: String,
     reasons: Vec<String>,
     message: String,
 }
@@ -485,6 +488,10 @@ pub(crate) async fn certificate(
         _ => String::new(),
     };
     let in_use = cert.status != CertificateStatus::Revoked && cert.status != CertificateStatus::Pending;
+    let chain_pem = match cert.current_version {
+        0 => String::new(),
+        _ => cp.chain(cert.id, None).await?.chain_pem,
+    };
     Ok(CertificatePage {
         page: session.page(&cert.name, "certificates"),
         cert: cert_row(&cert, now),
@@ -528,6 +535,10 @@ pub(crate) async fn certificate(
         audit_shown,
         can_renew: session.can(Scope::Update) && cert.status != CertificateStatus::Pending,
         can_revoke: session.can(Scope::Delete) && in_use,
+        can_export_key: session.can(Scope::ExportKey)
+            && cert.key_source == ck_domain::KeySource::Server
+            && cert.current_version > 0,
+        chain_pem,
         reasons: RevocationReason::ALL.iter().map(ToString::to_string).collect(),
         message,
     })
@@ -635,6 +646,53 @@ pub(crate) async fn chain_pem(
             (header::CONTENT_DISPOSITION, file),
         ],
         version.chain_pem,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ExportForm {
+    csrf: String,
+    password: String,
+}
+
+/// The key and chain as a password-protected PKCS#12 file (a POST: the password stays out of
+/// URLs and logs).
+pub(crate) async fn export_pkcs12(
+    State(web): State<Web>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+    form: Result<Form<ExportForm>, FormRejection>,
+) -> PageResult<Response> {
+    let Form(form) = form?;
+    session.check_csrf(&form.csrf)?;
+    session.require(Scope::ExportKey)?;
+    let cert = reachable(&web, &session, &id).await?;
+    let export = web
+        .control_plane
+        .export(cert.id, None, ck_server::ExportFormat::Pkcs12, Some(&form.password))
+        .await
+        .map_err(|error| match error {
+            ServiceError::Invalid(_) => WebError::Invalid(
+                "the PKCS#12 password needs at least 8 characters: go back and choose a longer one".to_owned(),
+            ),
+            error => error.into(),
+        })?;
+    record(
+        &web,
+        &session,
+        "certificate.export",
+        &cert,
+        Some("web UI; PKCS#12".to_owned()),
+    )
+    .await;
+    let file = format!("attachment; filename=\"{}\"", safe_file_name(&export.file_name));
+    Ok((
+        [
+            (header::CONTENT_TYPE, export.content_type.to_owned()),
+            (header::CONTENT_DISPOSITION, file),
+        ],
+        export.bytes,
     )
         .into_response())
 }

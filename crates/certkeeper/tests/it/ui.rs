@@ -174,6 +174,39 @@ fn operator_flow_in_a_real_browser_and_read_only_limits() {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         shot(&client, "certificate-desktop").await;
+        // The key and chain as PKCS#12 (server-made key, admin token): openssl reads it back.
+        let session = client.get_named_cookie("ck_session").await.unwrap().value().to_owned();
+        let csrf = client
+            .find(Locator::Css("form.export input[name=csrf]"))
+            .await
+            .unwrap()
+            .attr("value")
+            .await
+            .unwrap()
+            .unwrap();
+        let p12 = dir.path().join("www.p12");
+        let export = |password: &str, out: &std::path::Path| {
+            let answer = std::process::Command::new("curl")
+                .args(["-s", "-o"])
+                .arg(out)
+                .args(["-w", "%{http_code}", "-b"])
+                .arg(format!("ck_session={session}"))
+                .arg("-d")
+                .arg(format!("csrf={csrf}&password={password}"))
+                .arg(format!("{}{}/export.p12", server.url, detail_url.path()))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&answer.stdout).into_owned()
+        };
+        assert_eq!(export("short", &dir.path().join("refused.html")), "400");
+        assert_eq!(export("s3cret-pass", &p12), "200");
+        let read = std::process::Command::new("openssl")
+            .args(["pkcs12", "-info", "-nokeys", "-passin", "pass:s3cret-pass", "-in"])
+            .arg(&p12)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&read.stdout);
+        assert!(read.status.success() && text.contains("www.shop.internal"), "{text}");
 
         // Revoke it with a reason; the page says so and the audit trail has the entry.
         client
