@@ -43,25 +43,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         crate::serve::init_logging();
     }
     let data_dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
-    let database = match args.database.as_str() {
-        "sqlite" => ck_store::DatabaseUrl::sqlite_file(&data_dir.path().join("certkeeper.db")),
-        url => url.parse().map_err(|e| anyhow::anyhow!("--database: {e}"))?,
-    };
-    let backend = database.backend().as_str().to_owned();
-    let settings = Settings {
-        data_dir: data_dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse()?,
-        database,
-        log_format: crate::config::LogFormat::Text,
-        server: ServerConfig {
-            // The bench drives the API with one token as fast as it can.
-            token_rate_limit: None,
-            ..ServerConfig::new("bench-node".to_owned())
-        },
-        tls: None,
-        tls_client_ca: None,
-        kek: crate::secrets::KekSource::File(data_dir.path().join("kek")),
-    };
+    let (settings, backend) = in_process_settings(data_dir.path(), &args.database, "bench-node")?;
 
     let csrs = prepare_csrs(args.count, "bench.internal").await?;
 
@@ -111,6 +93,36 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Settings of a server run in this process for a benchmark: a temporary data directory, a
+/// free loopback port, `database` (`sqlite`: a file in `data_dir`, else a postgres:// URL) and
+/// no per-token rate limit (a benchmark drives the API with one token as fast as it can).
+/// Returns them with the engine's name.
+pub(crate) fn in_process_settings(
+    data_dir: &std::path::Path,
+    database: &str,
+    node_id: &str,
+) -> anyhow::Result<(Settings, String)> {
+    let database = match database {
+        "sqlite" => ck_store::DatabaseUrl::sqlite_file(&data_dir.join("certkeeper.db")),
+        url => url.parse().map_err(|e| anyhow::anyhow!("--database: {e}"))?,
+    };
+    let backend = database.backend().as_str().to_owned();
+    let settings = Settings {
+        data_dir: data_dir.to_owned(),
+        listen: "127.0.0.1:0".parse()?,
+        database,
+        log_format: crate::config::LogFormat::Text,
+        server: ServerConfig {
+            token_rate_limit: None,
+            ..ServerConfig::new(node_id.to_owned())
+        },
+        tls: None,
+        tls_client_ca: None,
+        kek: crate::secrets::KekSource::File(data_dir.join("kek")),
+    };
+    Ok((settings, backend))
 }
 
 /// `count` P-256 CSRs for `host<i>.<domain>`, made on a blocking thread before anything is timed.

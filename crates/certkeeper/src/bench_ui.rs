@@ -8,12 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use ck_server::ServerConfig;
 use serde::Serialize;
 
-use crate::bench::{issue_all, percentile_of, prepare_csrs};
+use crate::bench::{in_process_settings, issue_all, percentile_of, prepare_csrs};
 use crate::cli::BenchUiArgs;
-use crate::config::Settings;
 
 #[derive(Debug, Serialize)]
 struct PageFigures {
@@ -37,24 +35,7 @@ pub(crate) async fn run(args: BenchUiArgs) -> anyhow::Result<()> {
         bail!("--certificates must be 1..=100000 and --rounds 1..=1000");
     }
     let data_dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
-    let database = match args.database.as_str() {
-        "sqlite" => ck_store::DatabaseUrl::sqlite_file(&data_dir.path().join("certkeeper.db")),
-        url => url.parse().map_err(|e| anyhow::anyhow!("--database: {e}"))?,
-    };
-    let backend = database.backend().as_str().to_owned();
-    let settings = Settings {
-        data_dir: data_dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse()?,
-        database,
-        log_format: crate::config::LogFormat::Text,
-        server: ServerConfig {
-            token_rate_limit: None,
-            ..ServerConfig::new("bench-ui".to_owned())
-        },
-        tls: None,
-        tls_client_ca: None,
-        kek: crate::secrets::KekSource::File(data_dir.path().join("kek")),
-    };
+    let (settings, backend) = in_process_settings(data_dir.path(), &args.database, "bench-ui")?;
     let csrs = prepare_csrs(args.certificates, "ui.bench").await?;
     let running = crate::serve::start(settings, false).await?;
     let base = format!("http://{}", running.addr);

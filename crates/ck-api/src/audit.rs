@@ -103,11 +103,7 @@ pub(crate) async fn list(
     };
     let (events, more) = control_plane.audit_events(&filter).await?;
     if csv {
-        let mut text =
-            String::from("id,at,actor,action,resource,request_id,outcome,status,client,body_sha256,detail\n");
-        for event in &events {
-            text.push_str(&csv_row(event));
-        }
+        let text = ck_server::audit_csv(&events);
         return Ok((
             [
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
@@ -145,59 +141,5 @@ fn event(record: &AuditRecord) -> wire::AuditEvent {
         client: record.client.clone(),
         body_sha256: record.body_sha256.clone(),
         detail: record.detail.clone(),
-    }
-}
-
-/// One RFC 4180 row. Written by hand: eleven fields need quoting rules only. A cell that a
-/// spreadsheet would run as a formula (`=`, `+`, `-`, `@`) gets a leading `'`, since some
-/// fields (request paths in failure details) come from clients.
-fn csv_row(record: &AuditRecord) -> String {
-    let at = record.at.format(&Rfc3339).unwrap_or_default();
-    let status = record.status.map(|s| s.to_string());
-    let cells = [
-        Some(record.id.as_str()),
-        Some(at.as_str()),
-        Some(record.actor.as_str()),
-        Some(record.action.as_str()),
-        record.resource.as_deref(),
-        record.request_id.as_deref(),
-        Some(record.outcome.as_str()),
-        status.as_deref(),
-        record.client.as_deref(),
-        record.body_sha256.as_deref(),
-        record.detail.as_deref(),
-    ];
-    let mut row = cells
-        .iter()
-        .map(|c| csv_cell(c.unwrap_or_default()))
-        .collect::<Vec<_>>()
-        .join(",");
-    row.push('\n');
-    row
-}
-
-fn csv_cell(text: &str) -> String {
-    let text = if text.starts_with(['=', '+', '-', '@']) {
-        format!("'{text}")
-    } else {
-        text.to_owned()
-    };
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::csv_cell;
-
-    #[test]
-    fn csv_cells_are_quoted_and_defused() {
-        assert_eq!(csv_cell("plain"), "plain");
-        assert_eq!(csv_cell("a,b"), "\"a,b\"");
-        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_cell("=HYPERLINK(1)"), "'=HYPERLINK(1)");
     }
 }

@@ -6,6 +6,7 @@
 
 mod acme_jobs;
 mod agents;
+mod audit_csv;
 mod auth;
 mod bootstrap;
 mod clock;
@@ -28,6 +29,7 @@ mod tokens;
 mod workers;
 
 pub use agents::{AGENT_POLL_INTERVAL, AgentBundle, AgentInfo, AgentStatus, AgentWorkItem, DeploymentReport};
+pub use audit_csv::audit_csv;
 pub use auth::{AgentScope, Operator, Principal, TokenRejection, TokenVerifier};
 pub use bootstrap::{AdminToken, bootstrap};
 pub use clock::now;

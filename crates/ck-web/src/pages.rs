@@ -13,13 +13,13 @@ use axum::{Extension, Form};
 use ck_domain::{
     Certificate, CertificateId, CertificateStatus, IssuerId, Job, JobKind, JobState, RevocationReason, Scope, Scopes,
 };
-use ck_server::{AuditEvent, NewCertificate, NewToken, ServiceError, now};
+use ck_server::{NewCertificate, NewToken, ServiceError, now};
 use ck_store::{AuditFilter, CertificateFilter, CertificateOrder, JobFilter, NotificationFilter, NotificationState};
 use serde::Deserialize;
 use time::{Duration, OffsetDateTime};
 
 use crate::Web;
-use crate::session::{Session, audit_event};
+use crate::session::Session;
 use crate::view::{HeatDay, Page, Pager, expiry_heatmap, heatmap_of_counts, pager, relative, when};
 
 /// Certificates per list page.
@@ -578,18 +578,17 @@ pub(crate) async fn renew(
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> PageResult<Redirect> {
     let Form(form) = form?;
-    session.check_csrf(&form.csrf)?;
-    session.require(Scope::Update)?;
+    session.authorize(&form.csrf, Scope::Update)?;
     let cert = reachable(&web, &session, &id).await?;
     let (job, _) = web.control_plane.renew(cert.id).await?;
-    record(
-        &web,
-        &session,
-        "certificate.renew",
-        &cert,
-        Some(format!("web UI; job {}", job.id)),
-    )
-    .await;
+    session
+        .record(
+            &web,
+            "certificate.renew",
+            format!("certificates/{}", cert.id),
+            Some(format!("web UI; job {}", job.id)),
+        )
+        .await;
     Ok(Redirect::to(&format!("/ui/certificates/{}?done=renew", cert.id)))
 }
 
@@ -606,30 +605,22 @@ pub(crate) async fn revoke(
     form: Result<Form<RevokeForm>, FormRejection>,
 ) -> PageResult<Redirect> {
     let Form(form) = form?;
-    session.check_csrf(&form.csrf)?;
-    session.require(Scope::Delete)?;
+    session.authorize(&form.csrf, Scope::Delete)?;
     let reason: RevocationReason = form
         .reason
         .parse()
         .map_err(|e: ck_domain::UnknownRevocationReason| WebError::Invalid(e.to_string()))?;
     let cert = reachable(&web, &session, &id).await?;
     web.control_plane.revoke(cert.id, reason).await?;
-    record(
-        &web,
-        &session,
-        "certificate.revoke",
-        &cert,
-        Some(format!("web UI; reason {reason}")),
-    )
-    .await;
+    session
+        .record(
+            &web,
+            "certificate.revoke",
+            format!("certificates/{}", cert.id),
+            Some(format!("web UI; reason {reason}")),
+        )
+        .await;
     Ok(Redirect::to(&format!("/ui/certificates/{}?done=revoke", cert.id)))
-}
-
-async fn record(web: &Web, session: &Session, action: &str, cert: &Certificate, detail: Option<String>) {
-    let mut event = AuditEvent::new(action, format!("token:{}", session.operator.name), "success");
-    event.resource = Some(format!("certificates/{}", cert.id));
-    event.detail = detail;
-    audit_event(web, event).await;
 }
 
 pub(crate) async fn chain_pem(
@@ -665,8 +656,7 @@ pub(crate) async fn export_pkcs12(
     form: Result<Form<ExportForm>, FormRejection>,
 ) -> PageResult<Response> {
     let Form(form) = form?;
-    session.check_csrf(&form.csrf)?;
-    session.require(Scope::ExportKey)?;
+    session.authorize(&form.csrf, Scope::ExportKey)?;
     let cert = reachable(&web, &session, &id).await?;
     let export = web
         .control_plane
@@ -678,14 +668,14 @@ pub(crate) async fn export_pkcs12(
             ),
             error => error.into(),
         })?;
-    record(
-        &web,
-        &session,
-        "certificate.export",
-        &cert,
-        Some("web UI; PKCS#12".to_owned()),
-    )
-    .await;
+    session
+        .record(
+            &web,
+            "certificate.export",
+            format!("certificates/{}", cert.id),
+            Some("web UI; PKCS#12".to_owned()),
+        )
+        .await;
     let file = format!("attachment; filename=\"{}\"", safe_file_name(&export.file_name));
     Ok((
         [
@@ -768,8 +758,7 @@ pub(crate) async fn create_certificate(
     form: Result<Form<NewCertificateForm>, FormRejection>,
 ) -> PageResult<Response> {
     let Form(form) = form?;
-    session.check_csrf(&form.csrf)?;
-    session.require(Scope::Create)?;
+    session.authorize(&form.csrf, Scope::Create)?;
     let request = match parse_new_certificate(&form, &session) {
         Ok(request) => request,
         Err(message) => {
@@ -779,14 +768,14 @@ pub(crate) async fn create_certificate(
     };
     match web.control_plane.create_certificate(request).await {
         Ok((cert, job)) => {
-            record(
-                &web,
-                &session,
-                "certificate.create",
-                &cert,
-                Some(format!("web UI; job {}", job.id)),
-            )
-            .await;
+            session
+                .record(
+                    &web,
+                    "certificate.create",
+                    format!("certificates/{}", cert.id),
+                    Some(format!("web UI; job {}", job.id)),
+                )
+                .await;
             Ok(Redirect::to(&format!("/ui/certificates/{}?done=create", cert.id)).into_response())
         }
         // The caller's mistakes are shown on the form, with what was typed.
@@ -1068,8 +1057,7 @@ pub(crate) async fn create_token(
             .collect(),
         expires_days: field("expires_days"),
     };
-    session.check_csrf(&form.csrf)?;
-    session.require(Scope::Admin)?;
+    session.authorize(&form.csrf, Scope::Admin)?;
     let scopes = form
         .scope
         .iter()
@@ -1106,9 +1094,9 @@ pub(crate) async fn create_token(
     let creator = ck_server::Principal::Operator(session.operator.clone());
     match web.control_plane.create_token(&creator, new).await {
         Ok((info, secret)) => {
-            let mut event = AuditEvent::new("token.create", format!("token:{}", session.operator.name), "success");
-            event.resource = Some(format!("tokens/{}", info.id));
-            audit_event(&web, event).await;
+            session
+                .record(&web, "token.create", format!("tokens/{}", info.id), None)
+                .await;
             Ok(tokens_page(&web, &session, secret, String::new())
                 .await?
                 .into_response())
@@ -1128,12 +1116,11 @@ pub(crate) async fn revoke_token(
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> PageResult<Redirect> {
     let Form(form) = form?;
-    session.check_csrf(&form.csrf)?;
-    session.require(Scope::Admin)?;
+    session.authorize(&form.csrf, Scope::Admin)?;
     let info = web.control_plane.revoke_token(&id).await?;
-    let mut event = AuditEvent::new("token.revoke", format!("token:{}", session.operator.name), "success");
-    event.resource = Some(format!("tokens/{}", info.id));
-    audit_event(&web, event).await;
+    session
+        .record(&web, "token.revoke", format!("tokens/{}", info.id), None)
+        .await;
     Ok(Redirect::to("/ui/tokens"))
 }
 
@@ -1179,21 +1166,7 @@ pub(crate) async fn audit(
     };
     let (records, _) = web.control_plane.audit_events(&filter).await?;
     if csv {
-        let mut csv = String::from("at,actor,action,resource,outcome,status,request_id,detail\n");
-        for r in &records {
-            let fields = [
-                when(Some(r.at)),
-                r.actor.clone(),
-                r.action.clone(),
-                r.resource.clone().unwrap_or_default(),
-                r.outcome.clone(),
-                r.status.map(|s| s.to_string()).unwrap_or_default(),
-                r.request_id.clone().unwrap_or_default(),
-                r.detail.clone().unwrap_or_default(),
-            ];
-            csv.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
-            csv.push('\n');
-        }
+        let csv = ck_server::audit_csv(&records);
         return Ok((
             [
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
@@ -1223,21 +1196,6 @@ pub(crate) async fn audit(
         csv_query,
     }
     .into_response())
-}
-
-/// A CSV field, quoted when it must be, and never starting with a formula character (a
-/// spreadsheet would run `=cmd…` from an attacker-chosen certificate name).
-fn csv_field(text: &str) -> String {
-    let text = if text.starts_with(['=', '+', '-', '@']) {
-        format!("'{text}")
-    } else {
-        text.to_owned()
-    };
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text
-    }
 }
 
 struct NotificationRow {
@@ -1314,30 +1272,22 @@ pub(crate) async fn requeue_notification(
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> PageResult<Redirect> {
     let Form(form) = form?;
-    session.check_csrf(&form.csrf)?;
-    session.require(Scope::Admin)?;
+    session.authorize(&form.csrf, Scope::Admin)?;
     let record = web.control_plane.requeue_notification(&id).await?;
-    let mut event = AuditEvent::new(
-        "notification.requeue",
-        format!("token:{}", session.operator.name),
-        "success",
-    );
-    event.resource = Some(format!("notifications/{}", record.id));
-    audit_event(&web, event).await;
+    session
+        .record(
+            &web,
+            "notification.requeue",
+            format!("notifications/{}", record.id),
+            None,
+        )
+        .await;
     Ok(Redirect::to("/ui/notifications?state=dead"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_fields_are_quoted_and_defused() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
-    }
 
     #[test]
     fn links_encode_their_values() {

@@ -53,6 +53,20 @@ impl Session {
         }
     }
 
+    /// A form post's gate: its CSRF field is this session's, and the token has `scope`.
+    pub(crate) fn authorize(&self, csrf: &str, scope: Scope) -> Result<(), crate::pages::WebError> {
+        self.check_csrf(csrf)?;
+        self.require(scope)
+    }
+
+    /// Records an action of this session on `resource` (`certificates/<id>`…) in the audit trail.
+    pub(crate) async fn record(&self, web: &Web, action: &str, resource: String, detail: Option<String>) {
+        let mut event = AuditEvent::new(action, format!("token:{}", self.operator.name), "success");
+        event.resource = Some(resource);
+        event.detail = detail;
+        audit_event(web, event).await;
+    }
+
     /// The frame every page shares.
     pub(crate) fn page(&self, title: &str, section: &'static str) -> Page {
         Page {
