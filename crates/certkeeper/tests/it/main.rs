@@ -18,5 +18,6 @@ mod newcomer;
 mod notifications;
 mod openapi;
 mod pki;
+mod security;
 mod tls_library;
 mod ui;

@@ -1,0 +1,1 @@
+//! Security findings: access.
