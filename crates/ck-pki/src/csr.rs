@@ -130,6 +130,7 @@ fn check_key_strength(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Res
                     "RSA-{bits} is too large (at most 8192 bits)"
                 )));
             }
+            check_rsa_exponent(&rsa)?;
             Ok(format!("rsa-{bits}"))
         }
         PublicKey::EC(_) => {
@@ -156,6 +157,28 @@ fn check_key_strength(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Res
     }
 }
 
+/// Smallest RSA public exponent accepted: above 2^16, as FIPS 186-5 requires. Small exponents
+/// (3 above all) turn padding or implementation flaws in the key holder's signer into
+/// signature forgeries (Bleichenbacher 2006), and no current tool makes them by default.
+const MIN_RSA_EXPONENT: u64 = (1 << 16) + 1;
+
+/// Largest accepted: common verifiers (aws-lc, Go, Windows) refuse exponents above 2^32.
+const MAX_RSA_EXPONENT: u64 = 1 << 32;
+
+fn check_rsa_exponent(rsa: &x509_parser::public_key::RSAPublicKey<'_>) -> Result<(), PkiError> {
+    match rsa.try_exponent() {
+        Ok(e) if (MIN_RSA_EXPONENT..MAX_RSA_EXPONENT).contains(&e) && e % 2 == 1 => Ok(()),
+        Ok(e) => Err(PkiError::CsrWeakKey(format!(
+            "RSA public exponent {e} is not accepted (it must be odd and above 65536): make a new key with the \
+             standard exponent 65537, the default of openssl and every current tool"
+        ))),
+        Err(_) => Err(PkiError::CsrWeakKey(
+            "the RSA public exponent is malformed or too large: make a new key with the standard exponent 65537"
+                .to_owned(),
+        )),
+    }
+}
+
 /// Builds a CSR for `names` signed by `key` (server-side key generation, tests, benchmarks).
 pub fn build_csr(key: &KeyPair, names: &[SubjectAltName]) -> Result<String, PkiError> {
     let texts: Vec<String> = names.iter().map(ToString::to_string).collect();
@@ -178,4 +201,27 @@ pub fn pem_encode(tag: &str, der: &[u8]) -> String {
         &pem::Pem::new(tag, der),
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -pkeyopt rsa_keygen_pubexp:3`,
+    /// then `openssl req -new -subj /CN=e3.example`.
+    const RSA_E3_CSR: &str = include_str!("testdata/rsa-e3.csr.pem");
+
+    #[test]
+    fn rsa_csr_with_small_exponent_is_refused() {
+        let refused = ParsedCsr::parse(RSA_E3_CSR.as_bytes()).unwrap_err();
+        assert!(matches!(refused, PkiError::CsrWeakKey(_)), "{refused:?}");
+        assert!(refused.to_string().contains("exponent 3 "), "{refused}");
+        assert!(refused.to_string().contains("65537"), "{refused}");
+        // Also when it was stored before the rule existed: a renewal does not re-sign it.
+        assert!(ParsedCsr::parse_stored(RSA_E3_CSR.as_bytes()).is_err());
+        // The standard exponent passes.
+        let key = crate::generate_key(ck_domain::KeyType::Rsa2048).unwrap();
+        let csr = build_csr(&key, &[SubjectAltName::parse("e65537.example").unwrap()]).unwrap();
+        assert_eq!(ParsedCsr::parse(csr.as_bytes()).unwrap().key_description, "rsa-2048");
+    }
 }
