@@ -27,8 +27,9 @@ pub use ocsp::{
     ocsp_error_response,
 };
 pub use scep::{
-    CertRep, FailInfo, MAX_SCEP_MESSAGE, MessageType, SCEP_CAPABILITIES, ScepHeader, ScepMalformed, ScepRa,
-    ScepRefusal, ScepRequest, certifies_key, csr_challenge_password, pkcs_req, read_cert_rep, signed_pkcs_req,
+    CertRep, FailInfo, KeyBlock, MAX_SCEP_MESSAGE, MessageType, SCEP_CAPABILITIES, ScepHeader, ScepMalformed, ScepRa,
+    ScepRefusal, ScepRequest, certifies_key, crafted_pkcs_req, csr_challenge_password, pkcs_req, read_cert_rep,
+    renewal_req, scep_csr, signed_pkcs_req,
 };
 
 /// Something the PKI layer refused or failed to do.

@@ -14,6 +14,7 @@
 //! message layer here.
 
 use aws_lc_rs::digest::{self, SHA1_FOR_LEGACY_USE_ONLY, SHA256, SHA512};
+use aws_lc_rs::hmac;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::rsa::{Pkcs1PrivateDecryptingKey, Pkcs1PublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey};
 use aws_lc_rs::signature::{self, UnparsedPublicKey};
@@ -36,10 +37,13 @@ use const_oid::db::rfc5912::{ID_SHA_1, ID_SHA_256, ID_SHA_512, RSA_ENCRYPTION};
 use const_oid::db::rfc8894::{
     ID_FAIL_INFO, ID_MESSAGE_TYPE, ID_PKI_STATUS, ID_RECIPIENT_NONCE, ID_SENDER_NONCE, ID_TRANSACTION_ID,
 };
+use crypto_bigint::modular::{FixedMontyForm, FixedMontyParams};
+use crypto_bigint::{Odd, U2048};
 use der::asn1::{Any, OctetString, PrintableStringRef, SetOfVec};
 use der::{Decode, Encode, Tag, Tagged};
 use rcgen::{CertificateParams, DnType, KeyPair, KeyUsagePurpose, SigningKey};
 use spki::AlgorithmIdentifierOwned;
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 use time::{Duration, OffsetDateTime};
 use x509_cert::attr::Attribute;
 
@@ -283,6 +287,19 @@ pub struct ScepHeader {
     cipher: ContentCipher,
 }
 
+impl ScepHeader {
+    /// The signer certificate's validity (notBefore, notAfter); `None` when a date is out of
+    /// range. A RenewalReq signed with a certificate outside it must be refused.
+    pub fn signer_validity(&self) -> Option<(OffsetDateTime, OffsetDateTime)> {
+        let validity = &self.signer_cert.tbs_certificate.validity;
+        let at = |t: &x509_cert::time::Time| {
+            let since_epoch = Duration::try_from(t.to_unix_duration()).ok()?;
+            OffsetDateTime::UNIX_EPOCH.checked_add(since_epoch)
+        };
+        Some((at(&validity.not_before)?, at(&validity.not_after)?))
+    }
+}
+
 /// A parsed PKIOperation: the header, and the CSR or why the request is refused.
 #[derive(Debug, Clone)]
 pub struct ScepRequest {
@@ -331,12 +348,141 @@ fn encrypted_bytes(content: &Any) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The RA's RSA-2048 modulus length in bytes: the only size of key transport block accepted.
+const RA_MODULUS_BYTES: usize = 256;
+
+/// PKCS#8 PrivateKeyInfo, just enough to reach the RSAPrivateKey inside (RFC 5958).
+#[derive(der::Sequence)]
+struct Pkcs8PrivateKey {
+    version: u8,
+    algorithm: AlgorithmIdentifierOwned,
+    private_key: OctetString,
+}
+
+/// RSAPrivateKey (RFC 8017 A.1.2); the CRT values are read and left unused.
+#[derive(der::Sequence)]
+struct RsaPrivateKey {
+    version: u8,
+    modulus: der::asn1::Uint,
+    public_exponent: der::asn1::Uint,
+    private_exponent: der::asn1::Uint,
+    prime1: der::asn1::Uint,
+    prime2: der::asn1::Uint,
+    exponent1: der::asn1::Uint,
+    exponent2: der::asn1::Uint,
+    coefficient: der::asn1::Uint,
+}
+
+/// The RA's key transport decryption, without a padding oracle (Bleichenbacher, and Marvin's
+/// timing variant of it).
+///
+/// aws-lc-rs offers RSA PKCS#1 v1.5 decryption only as a whole that *fails* on bad padding:
+/// AWS-LC checks the padding in constant time, but then takes an error path (its error queue,
+/// an `Err` in Rust) that a successful decryption does not, and its own source advises callers
+/// to decrypt with no padding and check it themselves. aws-lc-rs exposes no raw RSA (that would
+/// need `unsafe` FFI, which the workspace forbids), and the `rsa` crate's raw operation is not
+/// constant time (RUSTSEC-2023-0071, unpatched). So the private operation is done here with
+/// crypto-bigint's constant-time Montgomery exponentiation (c^d mod n, no CRT: ~3 ms for
+/// RSA-2048, no secret-dependent branch or memory access), and the padding is checked with
+/// `subtle` masks against the one key length the envelope's cipher needs (public: the cipher
+/// is named in clear), at fixed positions, so no loop looks for the separator.
+///
+/// Implicit rejection: whatever the outcome, a content key of the right length comes out. When
+/// the block is not `00 02 PS(>= 8 non-zero) 00 key` with a key of that length, the key is
+/// HMAC-SHA256(secret, ciphertext) instead: pseudo-random, and the same for the same
+/// ciphertext, so sending one block twice tells nothing either. Both keys are computed every
+/// time and one is selected with a mask. The content then fails to decrypt (or decrypts to
+/// garbage that is no CSR) the same way for a wrong real key as for the synthetic one, and the
+/// client gets the same CertRep for every failure past this point.
+struct RaDecryptor {
+    params: FixedMontyParams<{ U2048::LIMBS }>,
+    modulus: U2048,
+    private_exponent: U2048,
+    rejection_key: hmac::Key,
+}
+
+impl RaDecryptor {
+    /// From the RA key's PKCS#8 DER (RSA-2048, as `scep_ra` makes it).
+    fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, PkiError> {
+        let info = Pkcs8PrivateKey::from_der(pkcs8).map_err(signing("SCEP RA key"))?;
+        if info.version > 1 || info.algorithm.oid != RSA_ENCRYPTION {
+            return Err(PkiError::Signing("SCEP RA key: not an RSA PKCS#8 key".to_owned()));
+        }
+        let key = RsaPrivateKey::from_der(info.private_key.as_bytes()).map_err(signing("SCEP RA key"))?;
+        let bytes = |n: &der::asn1::Uint| n.as_bytes().len();
+        if bytes(&key.modulus) != RA_MODULUS_BYTES || bytes(&key.private_exponent) > RA_MODULUS_BYTES {
+            return Err(PkiError::Signing("SCEP RA key: not RSA-2048".to_owned()));
+        }
+        let modulus = U2048::from_be_slice(key.modulus.as_bytes());
+        let odd = Odd::new(modulus)
+            .into_option()
+            .ok_or_else(|| PkiError::Signing("SCEP RA key: even modulus".to_owned()))?;
+        let mut private_exponent_bytes = [0u8; RA_MODULUS_BYTES];
+        let d = key.private_exponent.as_bytes();
+        private_exponent_bytes[RA_MODULUS_BYTES - d.len()..].copy_from_slice(d);
+        let mut secret = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut secret)
+            .map_err(signing("implicit rejection secret"))?;
+        Ok(Self {
+            params: FixedMontyParams::new(odd),
+            modulus,
+            private_exponent: U2048::from_be_slice(&private_exponent_bytes),
+            rejection_key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
+        })
+    }
+
+    /// The content key of `key_len` bytes in `ciphertext`, or the synthetic one (see the type).
+    fn content_key(&self, ciphertext: &[u8], key_len: usize) -> Vec<u8> {
+        // Length and range are public (the client sent them, n is in the certificate):
+        // branching on them leaks nothing. A bad one still runs the same exponentiation.
+        let mut block = [0u8; RA_MODULUS_BYTES];
+        if ciphertext.len() == RA_MODULUS_BYTES {
+            block.copy_from_slice(ciphertext);
+        }
+        let mut c = U2048::from_be_slice(&block);
+        let well_formed = ciphertext.len() == RA_MODULUS_BYTES && c < self.modulus;
+        if !well_formed {
+            c = U2048::ZERO;
+        }
+        let m = FixedMontyForm::new(&c, &self.params)
+            .pow(&self.private_exponent)
+            .retrieve()
+            .to_be_bytes();
+        let em: &[u8] = m.as_ref();
+        let valid = Choice::from(u8::from(well_formed)) & pkcs1_type2_fits(em, key_len);
+        let synthetic = hmac::sign(&self.rejection_key, ciphertext);
+        let synthetic = synthetic.as_ref();
+        let start = RA_MODULUS_BYTES - key_len;
+        (0..key_len)
+            .map(|i| u8::conditional_select(&synthetic[i % synthetic.len()], &em[start + i], valid))
+            .collect()
+    }
+}
+
+/// Whether `em` is a PKCS#1 v1.5 type 2 block (RFC 8017 §7.2.2) carrying exactly `key_len`
+/// bytes: `00 02`, non-zero padding of at least 8 bytes, `00`, the key. In constant time for a
+/// given `key_len` (every byte is looked at, the positions are fixed by `key_len`).
+fn pkcs1_type2_fits(em: &[u8], key_len: usize) -> Choice {
+    // At least 8 bytes of padding: a longer key cannot be carried (never the case for a cipher
+    // key in a 2048-bit block; checked so the arithmetic below cannot underflow).
+    if em.len() < 11 || key_len > em.len() - 11 {
+        return Choice::from(0);
+    }
+    let separator = em.len() - key_len - 1;
+    let mut valid = em[0].ct_eq(&0) & em[1].ct_eq(&2) & em[separator].ct_eq(&0);
+    for byte in &em[2..separator] {
+        valid &= !byte.ct_eq(&0);
+    }
+    valid
+}
+
 /// The RSA registration authority that decrypts requests and signs answers for one issuer.
 pub struct ScepRa {
     cert: x509_cert::Certificate,
     cert_der: Vec<u8>,
     key: KeyPair,
-    decrypting: Pkcs1PrivateDecryptingKey,
+    decryptor: RaDecryptor,
     not_after: OffsetDateTime,
 }
 
@@ -370,14 +516,12 @@ impl LocalCa {
             .map_err(signing("SCEP RA certificate"))?;
         let cert_der = issued.der().to_vec();
         let cert = x509_cert::Certificate::from_der(&cert_der).map_err(signing("SCEP RA certificate"))?;
-        let decrypting = PrivateDecryptingKey::from_pkcs8(&key.serialize_der())
-            .map_err(signing("SCEP RA key"))
-            .and_then(|k| Pkcs1PrivateDecryptingKey::new(k).map_err(signing("SCEP RA key")))?;
+        let decryptor = RaDecryptor::from_pkcs8(&key.serialize_der())?;
         Ok(ScepRa {
             cert,
             cert_der,
             key,
-            decrypting,
+            decryptor,
             not_after: params.not_after,
         })
     }
@@ -561,9 +705,19 @@ impl ScepRa {
         Ok(csr)
     }
 
-    /// Opens the EnvelopedData addressed to this RA.
+    /// Opens the EnvelopedData addressed to this RA: a DER PKCS#10 request, or the one
+    /// refusal of [`unopened_envelope`]. The content is checked to be a CSR here, with the
+    /// same answer as a content that does not decrypt: a content key that is not the sender's
+    /// (a wrong guess, or the synthetic key of implicit rejection) yields garbage that, once in
+    /// 256 tries, has valid CBC padding.
     fn decrypt(&self, enveloped_der: &[u8]) -> Result<(Vec<u8>, ContentCipher), ScepRefusal> {
-        open_envelope(enveloped_der, &self.decrypting, Some(&self.cert))
+        use x509_parser::certification_request::X509CertificationRequest;
+        use x509_parser::prelude::FromDer;
+        let (content, cipher) = open_envelope(enveloped_der, KeyUnwrap::Ra(&self.decryptor), Some(&self.cert))?;
+        match X509CertificationRequest::from_der(&content) {
+            Ok((rest, _)) if rest.is_empty() => Ok((content, cipher)),
+            _ => Err(unopened_envelope()),
+        }
     }
 
     /// CertRep SUCCESS carrying `chain_der` (the new certificate first), encrypted to the
@@ -580,11 +734,31 @@ impl ScepRa {
     }
 }
 
+/// How an envelope's content key is unwrapped.
+enum KeyUnwrap<'a> {
+    /// The RA: raw RSA with implicit rejection, always a key of the right length.
+    Ra(&'a RaDecryptor),
+    /// A client reading its CertRep (tests): aws-lc-rs, whose failures may show.
+    Client(&'a Pkcs1PrivateDecryptingKey),
+}
+
+/// The one refusal for every failure after the key transport block is decrypted (its padding,
+/// the key's length, the content's decryption, the content not being a CSR): telling them
+/// apart would be a padding oracle on the RA key.
+fn unopened_envelope() -> ScepRefusal {
+    ScepRefusal::new(
+        FailInfo::BadMessageCheck,
+        "the envelope does not open to a CSR (encrypted to another key, or damaged)",
+    )
+}
+
 /// Opens an EnvelopedData (ContentInfo DER) with `key`, from the key transport recipient that
-/// names `me` (any, without `me`).
+/// names `me` (any, without `me`). Everything checked before the RSA decryption depends only
+/// on what the client sent in clear, so it may be refused with its own reason and failInfo;
+/// nothing after it may.
 fn open_envelope(
     enveloped_der: &[u8],
-    key: &Pkcs1PrivateDecryptingKey,
+    key: KeyUnwrap<'_>,
     me: Option<&x509_cert::Certificate>,
 ) -> Result<(Vec<u8>, ContentCipher), ScepRefusal> {
     let refuse = |fail, reason: String| ScepRefusal::new(fail, reason);
@@ -619,10 +793,9 @@ fn open_envelope(
                 "the envelope is not addressed to the current RA certificate (fetch GetCACert again)".to_owned(),
             )
         })?;
-    let mut key_buf = vec![0u8; key.min_output_size()];
-    let content_key = key
-        .decrypt(recipient.enc_key.as_bytes(), &mut key_buf)
-        .map_err(|_| refuse(FailInfo::BadMessageCheck, "the content key does not decrypt".to_owned()))?;
+    // The cipher, its IV and the ciphertext are checked before the content key is decrypted:
+    // refusing them afterwards (as this code once did, with badAlg after a good padding and
+    // badMessageCheck after a bad one) answered whether the padding was right.
     let encrypted = &enveloped.encrypted_content;
     let cipher = ContentCipher::from_oid(encrypted.content_enc_alg.oid).ok_or_else(|| {
         refuse(
@@ -645,21 +818,28 @@ fn open_envelope(
                 "the cipher's IV is missing or of the wrong size".to_owned(),
             )
         })?;
-    if content_key.len() != cipher.key_len() {
-        return Err(refuse(
-            FailInfo::BadMessageCheck,
-            "the content key has the wrong length".to_owned(),
-        ));
-    }
     let ciphertext = encrypted
         .encrypted_content
         .as_ref()
         .and_then(encrypted_bytes)
         .ok_or_else(|| refuse(FailInfo::BadRequest, "the envelope is empty".to_owned()))?;
-    let csr = cipher
-        .decrypt(content_key, iv.as_bytes(), &ciphertext)
-        .ok_or_else(|| refuse(FailInfo::BadMessageCheck, "the content does not decrypt".to_owned()))?;
-    Ok((csr, cipher))
+    let content_key = match key {
+        KeyUnwrap::Ra(decryptor) => decryptor.content_key(recipient.enc_key.as_bytes(), cipher.key_len()),
+        KeyUnwrap::Client(key) => {
+            let mut key_buf = vec![0u8; key.min_output_size()];
+            let content_key = key
+                .decrypt(recipient.enc_key.as_bytes(), &mut key_buf)
+                .map_err(|_| unopened_envelope())?;
+            if content_key.len() != cipher.key_len() {
+                return Err(unopened_envelope());
+            }
+            content_key.to_vec()
+        }
+    };
+    let content = cipher
+        .decrypt(&content_key, iv.as_bytes(), &ciphertext)
+        .ok_or_else(unopened_envelope)?;
+    Ok((content, cipher))
 }
 
 /// An EnvelopedData (as ContentInfo DER) of `content` for `recipient`'s RSA key.
@@ -685,6 +865,18 @@ fn envelope(recipient: &x509_cert::Certificate, cipher: ContentCipher, content: 
         .encrypt(&content_key, &mut wrapped)
         .map_err(signing("content key encryption"))?
         .to_vec();
+    enveloped_data(recipient, cipher.oid(), iv, ciphertext, wrapped)
+}
+
+/// An EnvelopedData (as ContentInfo DER) of `ciphertext` for `recipient`, its content key
+/// wrapped in `wrapped`.
+fn enveloped_data(
+    recipient: &x509_cert::Certificate,
+    cipher_oid: ObjectIdentifier,
+    iv: Vec<u8>,
+    ciphertext: Vec<u8>,
+    wrapped: Vec<u8>,
+) -> Result<Vec<u8>, PkiError> {
     let recipient = RecipientInfo::Ktri(KeyTransRecipientInfo {
         version: CmsVersion::V0,
         rid: RecipientIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
@@ -704,7 +896,7 @@ fn envelope(recipient: &x509_cert::Certificate, cipher: ContentCipher, content: 
         encrypted_content: EncryptedContentInfo {
             content_type: ID_DATA,
             content_enc_alg: AlgorithmIdentifierOwned {
-                oid: cipher.oid(),
+                oid: cipher_oid,
                 parameters: Some(
                     Any::encode_from(&OctetString::new(iv).map_err(signing("IV"))?).map_err(signing("IV"))?,
                 ),
@@ -841,12 +1033,190 @@ pub fn signed_pkcs_req(key: &KeyPair, enveloped: Vec<u8>, transaction_id: &str) 
     let self_signed = params.self_signed(key).map_err(signing("self-signed certificate"))?;
     let self_signed =
         x509_cert::Certificate::from_der(self_signed.der()).map_err(signing("self-signed certificate"))?;
+    signed_request(&self_signed, key, MessageType::PkcsReq, enveloped, transaction_id)
+}
+
+/// A RenewalReq for `csr_der`, signed with `key` and its current certificate `signer_cert_der`
+/// (for tests: RFC 8894 §3.3.1.2).
+pub fn renewal_req(
+    ra_cert_der: &[u8],
+    key: &KeyPair,
+    signer_cert_der: &[u8],
+    csr_der: &[u8],
+    transaction_id: &str,
+) -> Result<Vec<u8>, PkiError> {
+    let ra = x509_cert::Certificate::from_der(ra_cert_der).map_err(signing("RA certificate"))?;
+    let signer = x509_cert::Certificate::from_der(signer_cert_der).map_err(signing("signer certificate"))?;
+    let enveloped = envelope(&ra, ContentCipher::Aes128, csr_der)?;
+    signed_request(&signer, key, MessageType::RenewalReq, enveloped, transaction_id)
+}
+
+fn signed_request(
+    signer: &x509_cert::Certificate,
+    key: &KeyPair,
+    message_type: MessageType,
+    enveloped: Vec<u8>,
+    transaction_id: &str,
+) -> Result<Vec<u8>, PkiError> {
     let attrs = vec![
-        printable_attr(ID_MESSAGE_TYPE, MessageType::PkcsReq.code())?,
+        printable_attr(ID_MESSAGE_TYPE, message_type.code())?,
         printable_attr(ID_TRANSACTION_ID, transaction_id)?,
         attr(ID_SENDER_NONCE, &random_nonce()?)?,
     ];
-    signed_message(&self_signed, key, attrs, Some(enveloped))
+    signed_message(signer, key, attrs, Some(enveloped))
+}
+
+/// A DER CSR for `name` (CN and DNS SAN) with `key`, carrying `challenge` as its
+/// challengePassword (for tests and the oracle check).
+pub fn scep_csr(key: &KeyPair, name: &str, challenge: Option<&str>) -> Result<Vec<u8>, PkiError> {
+    let mut params = CertificateParams::new(vec![name.to_owned()]).map_err(signing("CSR"))?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    let attributes = match challenge {
+        None => Vec::new(),
+        Some(challenge) => {
+            // challengePassword (PKCS#9): a SET of one UTF8String.
+            let value = der::asn1::Utf8StringRef::new(challenge).map_err(signing("challenge"))?;
+            let set = SetOfVec::try_from(vec![Any::encode_from(&value).map_err(signing("challenge"))?])
+                .map_err(signing("challenge"))?;
+            vec![rcgen::Attribute {
+                oid: &[1, 2, 840, 113549, 1, 9, 7],
+                values: set.to_der().map_err(signing("challenge"))?,
+            }]
+        }
+    };
+    let csr = params
+        .serialize_request_with_attributes(key, attributes)
+        .map_err(signing("CSR"))?;
+    Ok(csr.der().to_vec())
+}
+
+/// The RSA key transport block of a hand-made PKCSReq ([`crafted_pkcs_req`]): what a
+/// padding-oracle attacker sends, for the tests and `scripts/scep-oracle.sh`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyBlock {
+    /// `00 02 PS 00 key` around the real content key: the request opens.
+    Genuine,
+    /// Conforming padding around another key of the right length: what the attacker's
+    /// modified ciphertext decrypts to when it conforms. The content does not decrypt.
+    ConformingOtherKey,
+    /// Conforming padding around a key of the wrong length for the cipher.
+    ConformingWrongLength,
+    /// Block type 1 (`00 01`) instead of 2.
+    WrongBlockType,
+    /// No zero byte after the padding string.
+    NoSeparator,
+    /// A zero byte within the first 8 bytes of the padding string.
+    ShortPadding,
+}
+
+impl KeyBlock {
+    /// Every kind of block.
+    pub const ALL: [KeyBlock; 6] = [
+        Self::Genuine,
+        Self::ConformingOtherKey,
+        Self::ConformingWrongLength,
+        Self::WrongBlockType,
+        Self::NoSeparator,
+        Self::ShortPadding,
+    ];
+
+    /// Whether the block is valid PKCS#1 v1.5 encryption padding (RFC 8017 §7.2.2).
+    pub fn conforming(self) -> bool {
+        matches!(
+            self,
+            Self::Genuine | Self::ConformingOtherKey | Self::ConformingWrongLength
+        )
+    }
+}
+
+/// RSAPublicKey (RFC 8017 A.1.1).
+#[derive(der::Sequence)]
+struct RsaPublicKey {
+    modulus: der::asn1::Uint,
+    public_exponent: der::asn1::Uint,
+}
+
+/// `bytes` (big-endian, at most 256) as a 2048-bit integer.
+fn u2048(bytes: &[u8]) -> Option<U2048> {
+    let mut padded = [0u8; RA_MODULUS_BYTES];
+    let at = RA_MODULUS_BYTES.checked_sub(bytes.len())?;
+    padded[at..].copy_from_slice(bytes);
+    Some(U2048::from_be_slice(&padded))
+}
+
+/// Random bytes, none of them zero.
+fn nonzero_random(len: usize) -> Result<Vec<u8>, PkiError> {
+    let mut bytes = vec![0u8; len];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(signing("random padding"))?;
+    Ok(bytes.into_iter().map(|b| b.max(1)).collect())
+}
+
+/// `block` encrypted with raw RSA (no padding added) to the RSA-2048 key of `recipient`.
+fn raw_rsa_encrypt(recipient: &x509_cert::Certificate, block: &[u8]) -> Result<Vec<u8>, PkiError> {
+    let spki = &recipient.tbs_certificate.subject_public_key_info;
+    let key = RsaPublicKey::from_der(spki.subject_public_key.raw_bytes()).map_err(signing("RSA public key"))?;
+    let not_2048 = || PkiError::Signing("raw RSA: the key is not RSA-2048".to_owned());
+    if key.modulus.as_bytes().len() != RA_MODULUS_BYTES {
+        return Err(not_2048());
+    }
+    let modulus = Odd::new(u2048(key.modulus.as_bytes()).ok_or_else(not_2048)?)
+        .into_option()
+        .ok_or_else(not_2048)?;
+    let exponent = u2048(key.public_exponent.as_bytes()).ok_or_else(not_2048)?;
+    let message = u2048(block).ok_or_else(not_2048)?;
+    let params = FixedMontyParams::new_vartime(modulus);
+    let sealed = FixedMontyForm::new(&message, &params).pow_vartime(&exponent).retrieve();
+    Ok(sealed.to_be_bytes().as_ref().to_vec())
+}
+
+/// A PKCSReq for `csr_der` like [`pkcs_req`] (AES-128-CBC), whose content key travels in a
+/// hand-made [`KeyBlock`] encrypted with raw RSA to the RA; with `unknown_cipher`, the
+/// envelope names a cipher the RA does not support (RC2-CBC) instead of AES-128-CBC.
+pub fn crafted_pkcs_req(
+    ra_cert_der: &[u8],
+    key: &KeyPair,
+    csr_der: &[u8],
+    transaction_id: &str,
+    block: KeyBlock,
+    unknown_cipher: bool,
+) -> Result<Vec<u8>, PkiError> {
+    let ra = x509_cert::Certificate::from_der(ra_cert_der).map_err(signing("RA certificate"))?;
+    let cipher = ContentCipher::Aes128;
+    let rng = SystemRandom::new();
+    let mut content_key = vec![0u8; cipher.key_len()];
+    let mut iv = vec![0u8; cipher.iv_len()];
+    rng.fill(&mut content_key).map_err(signing("random key"))?;
+    rng.fill(&mut iv).map_err(signing("random IV"))?;
+    let ciphertext = cipher
+        .encrypt(&content_key, &iv, csr_der)
+        .ok_or_else(|| PkiError::Signing("content encryption".to_owned()))?;
+    let carried = match block {
+        KeyBlock::ConformingOtherKey => nonzero_random(cipher.key_len())?,
+        KeyBlock::ConformingWrongLength => nonzero_random(cipher.key_len() + 8)?,
+        _ => content_key,
+    };
+    let mut em = vec![0u8, 2];
+    em.extend(nonzero_random(RA_MODULUS_BYTES - 3 - carried.len())?);
+    let separator = em.len();
+    em.push(0);
+    em.extend(&carried);
+    match block {
+        KeyBlock::WrongBlockType => em[1] = 1,
+        KeyBlock::NoSeparator => em[separator] = 0x5a,
+        KeyBlock::ShortPadding => em[6] = 0,
+        _ => {}
+    }
+    let wrapped = raw_rsa_encrypt(&ra, &em)?;
+    // RC2-CBC (1.2.840.113549.3.2): still named by old clients, supported by no one here.
+    let cipher_oid = if unknown_cipher {
+        ObjectIdentifier::new_unwrap("1.2.840.113549.3.2")
+    } else {
+        cipher.oid()
+    };
+    let enveloped = enveloped_data(&ra, cipher_oid, iv, ciphertext, wrapped)?;
+    signed_pkcs_req(key, enveloped, transaction_id)
 }
 
 /// What a CertRep says, read by a client (for tests: the signature is not checked).
@@ -858,6 +1228,8 @@ pub struct CertRep {
     pub fail_info: Option<String>,
     /// The decrypted certs-only SignedData, with SUCCESS.
     pub certs_only: Option<Vec<u8>>,
+    /// The certificates in it (DER), the issued one first.
+    pub certificates: Vec<Vec<u8>>,
 }
 
 /// Reads a CertRep addressed to the holder of `key`.
@@ -883,15 +1255,26 @@ pub fn read_cert_rep(der: &[u8], key: &KeyPair) -> Result<CertRep, PkiError> {
             let decrypting = PrivateDecryptingKey::from_pkcs8(&key.serialize_der())
                 .map_err(signing("key"))
                 .and_then(|k| Pkcs1PrivateDecryptingKey::new(k).map_err(signing("key")))?;
-            let (certs, _) = open_envelope(content.as_bytes(), &decrypting, None)
+            let (certs, _) = open_envelope(content.as_bytes(), KeyUnwrap::Client(&decrypting), None)
                 .map_err(|refusal| PkiError::Signing(refusal.reason))?;
             Some(certs)
         }
     };
+    let mut certificates = Vec::new();
+    if let Some(certs_only) = &certs_only {
+        let info = ContentInfo::from_der(certs_only).map_err(signing("certs-only"))?;
+        let certs: SignedData = info.content.decode_as().map_err(signing("certs-only"))?;
+        for choice in certs.certificates.iter().flat_map(|set| set.0.iter()) {
+            if let CertificateChoices::Certificate(cert) = choice {
+                certificates.push(cert.to_der().map_err(signing("certs-only"))?);
+            }
+        }
+    }
     Ok(CertRep {
         status,
         fail_info: text(ID_FAIL_INFO),
         certs_only,
+        certificates,
     })
 }
 
@@ -973,6 +1356,7 @@ mod tests {
                     sans: vec!["device1.example.test".parse().expect("name")],
                     not_before: OffsetDateTime::now_utc(),
                     not_after: OffsetDateTime::now_utc() + Duration::days(1),
+                    client_auth: true,
                 },
             )
             .expect("sign");
@@ -1016,6 +1400,100 @@ mod tests {
         for input in [&b""[..], b"\x30\x03\x02\x01\x00", b"not der at all", &[0x30; 100]] {
             assert!(f.ra.parse(input).is_err());
         }
+    }
+
+    #[test]
+    fn raw_decryption_unwraps_what_aws_lc_wraps() {
+        let f = fixture();
+        let ra = x509_cert::Certificate::from_der(f.ra.cert_der()).expect("RA");
+        let spki = ra.tbs_certificate.subject_public_key_info.to_der().expect("SPKI");
+        let public = Pkcs1PublicEncryptingKey::new(PublicEncryptingKey::from_der(&spki).expect("key")).expect("key");
+        for key_len in [8, 16, 24, 32] {
+            let key: Vec<u8> = (0..key_len).map(|i| i as u8).collect();
+            let mut out = vec![0u8; public.ciphertext_size()];
+            let sealed = public.encrypt(&key, &mut out).expect("encrypt").to_vec();
+            assert_eq!(f.ra.decryptor.content_key(&sealed, key_len), key);
+        }
+    }
+
+    #[test]
+    fn implicit_rejection_gives_a_key_of_the_right_length_the_same_for_the_same_ciphertext() {
+        let f = fixture();
+        let modulus = f.ra.decryptor.modulus.to_be_bytes().as_ref().to_vec();
+        for ciphertext in [
+            vec![0x42u8; 256],
+            vec![0u8; 256],
+            vec![1u8; 100],
+            vec![0xff; 256],
+            modulus,
+            Vec::new(),
+        ] {
+            let first = f.ra.decryptor.content_key(&ciphertext, 16);
+            assert_eq!(first.len(), 16);
+            assert_eq!(first, f.ra.decryptor.content_key(&ciphertext, 16), "deterministic");
+        }
+        assert_ne!(
+            f.ra.decryptor.content_key(&[0x42; 256], 16),
+            f.ra.decryptor.content_key(&[0x43; 256], 16),
+            "a different ciphertext, a different synthetic key"
+        );
+    }
+
+    #[test]
+    fn the_padding_check_wants_00_02_eight_nonzero_bytes_00_and_the_key_length() {
+        let block = |key_len: usize| {
+            let mut em = vec![0u8, 2];
+            em.extend(std::iter::repeat_n(0x77u8, 256 - 3 - key_len));
+            em.push(0);
+            em.extend(std::iter::repeat_n(0u8, key_len));
+            em
+        };
+        assert!(bool::from(pkcs1_type2_fits(&block(16), 16)));
+        assert!(!bool::from(pkcs1_type2_fits(&block(16), 24)), "wrong key length");
+        assert!(!bool::from(pkcs1_type2_fits(&block(24), 16)), "wrong key length");
+        for (at, value) in [(0, 1), (1, 1), (1, 0), (5, 0), (9, 0), (256 - 17, 1)] {
+            let mut em = block(16);
+            em[at] = value;
+            assert!(!bool::from(pkcs1_type2_fits(&em, 16)), "byte {at} = {value}");
+        }
+        assert!(
+            !bool::from(pkcs1_type2_fits(&block(16), 250)),
+            "no room for 8 bytes of padding"
+        );
+    }
+
+    #[test]
+    fn every_bad_key_block_gets_one_and_the_same_refusal() {
+        let f = fixture();
+        for block in KeyBlock::ALL {
+            let message =
+                crafted_pkcs_req(f.ra.cert_der(), &f.client_key, &f.csr_der, "tx-o", block, false).expect("request");
+            let request = f.ra.parse(&message).expect("answerable");
+            match block {
+                KeyBlock::Genuine => assert_eq!(request.csr_der.expect("opens"), f.csr_der),
+                _ => assert_eq!(request.csr_der.expect_err("refused"), unopened_envelope(), "{block:?}"),
+            }
+            // An unsupported cipher is refused before the key is decrypted: one answer too.
+            let message =
+                crafted_pkcs_req(f.ra.cert_der(), &f.client_key, &f.csr_der, "tx-c", block, true).expect("request");
+            let refusal = f.ra.parse(&message).expect("answerable").csr_der.expect_err("refused");
+            assert_eq!(refusal.fail, FailInfo::BadAlg, "{block:?}");
+            assert!(refusal.reason.contains("1.2.840.113549.3.2"), "{}", refusal.reason);
+        }
+        // A content that decrypts but is not a CSR: the same refusal.
+        let message = pkcs_req(f.ra.cert_der(), &f.client_key, b"\x30\x03\x02\x01\x00", "tx-n").expect("request");
+        let request = f.ra.parse(&message).expect("answerable");
+        assert_eq!(request.csr_der.expect_err("refused"), unopened_envelope());
+    }
+
+    #[test]
+    fn the_signer_validity_is_read() {
+        let f = fixture();
+        let message = pkcs_req(f.ra.cert_der(), &f.client_key, &f.csr_der, "tx-v").expect("request");
+        let header = f.ra.parse(&message).expect("parse").header;
+        let (not_before, not_after) = header.signer_validity().expect("validity");
+        let now = OffsetDateTime::now_utc();
+        assert!(not_before < now && now < not_after, "{not_before} {now} {not_after}");
     }
 
     #[test]
