@@ -92,14 +92,17 @@ impl AgentConfig {
             path: path.to_owned(),
             reason: format!("cannot read it: {e}"),
         })?;
-        let config: Self = yaml_serde::from_str(&text).map_err(|e| AgentError::Config {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-        config.check().map_err(|reason| AgentError::Config {
+        Self::from_yaml(&text).map_err(|reason| AgentError::Config {
             path: path.to_owned(),
             reason,
-        })?;
+        })
+    }
+
+    /// Parses and checks the text of an `agent.yaml` (no I/O: `load` reads the file, the fuzz
+    /// target `config_yaml` feeds it anything). The error is the reason, without the path.
+    pub fn from_yaml(text: &str) -> Result<Self, String> {
+        let config: Self = yaml_serde::from_str(text).map_err(|e| e.to_string())?;
+        config.check()?;
         Ok(config)
     }
 

@@ -37,12 +37,16 @@ impl KeyStore {
         Ok(Self { dir: dir.to_owned() })
     }
 
-    fn certificate_dir(&self, certificate_id: &str) -> PathBuf {
-        self.dir.join(certificate_id)
+    /// The directory of one certificate's keys. The id comes from the server: it is checked
+    /// before it names anything on disk, so a hostile or confused server cannot make the agent
+    /// write or read a key outside its key directory (`../`, `/etc/…`).
+    fn certificate_dir(&self, certificate_id: &str) -> Result<PathBuf, AgentError> {
+        check_certificate_id(certificate_id)?;
+        Ok(self.dir.join(certificate_id))
     }
 
-    fn path(&self, certificate_id: &str, key_id: &str) -> PathBuf {
-        self.certificate_dir(certificate_id).join(format!("{key_id}.key"))
+    fn path(&self, certificate_id: &str, key_id: &str) -> Result<PathBuf, AgentError> {
+        Ok(self.certificate_dir(certificate_id)?.join(format!("{key_id}.key")))
     }
 
     /// Makes a key (or, with `reuse`, takes the key of `current_leaf_pem`) and a CSR for
@@ -65,9 +69,9 @@ impl KeyStore {
         }
         .map_err(|e| AgentError::Key(e.to_string()))?;
         let id = sha256_hex(&key.public_key_der);
-        let dir = self.certificate_dir(certificate_id);
+        let dir = self.certificate_dir(certificate_id)?;
         std::fs::create_dir_all(&dir).map_err(|e| AgentError::io("create the key directory", &dir, e))?;
-        let path = self.path(certificate_id, &id);
+        let path = self.path(certificate_id, &id)?;
         if !path.exists() {
             // Temp file, fsync, rename: a crash leaves the whole key or none under its name.
             let temp = fsops::temp_path(&path);
@@ -86,7 +90,7 @@ impl KeyStore {
     /// agent made it.
     pub fn key_of(&self, certificate_id: &str, leaf_pem: &str) -> Result<Option<SecretPem>, AgentError> {
         let id = leaf_key_id(leaf_pem)?;
-        let path = self.path(certificate_id, &id);
+        let path = self.path(certificate_id, &id)?;
         match std::fs::read_to_string(&path) {
             Ok(pem) => Ok(Some(SecretPem::new(pem))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -97,11 +101,11 @@ impl KeyStore {
     /// Removes the certificate's keys older than the one in `leaf_pem` (deployed everywhere):
     /// they can serve nothing any more. Newer keys (a CSR in flight) stay.
     pub fn prune_older_than(&self, certificate_id: &str, leaf_pem: &str) -> Result<usize, AgentError> {
-        let keep = self.path(certificate_id, &leaf_key_id(leaf_pem)?);
+        let keep = self.path(certificate_id, &leaf_key_id(leaf_pem)?)?;
         let Ok(kept) = std::fs::metadata(&keep).and_then(|m| m.modified()) else {
             return Ok(0);
         };
-        let dir = self.certificate_dir(certificate_id);
+        let dir = self.certificate_dir(certificate_id)?;
         let mut removed = 0;
         let entries = std::fs::read_dir(&dir).map_err(|e| AgentError::io("list the key directory", &dir, e))?;
         for entry in entries.flatten() {
@@ -113,6 +117,25 @@ impl KeyStore {
             }
         }
         Ok(removed)
+    }
+}
+
+/// Longest certificate id accepted (the server's are UUIDs: 36 characters).
+const MAX_CERTIFICATE_ID_LEN: usize = 64;
+
+/// A certificate id as the server makes them (a UUID): ASCII letters, digits and `-`, 1 to 64
+/// characters. Anything else (`..`, `/`, NUL, an absolute path) is refused before it reaches
+/// a path.
+pub(crate) fn check_certificate_id(id: &str) -> Result<(), AgentError> {
+    let well_formed = !id.is_empty()
+        && id.len() <= MAX_CERTIFICATE_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if well_formed {
+        Ok(())
+    } else {
+        Err(AgentError::InvalidCertificateId(
+            id.chars().take(MAX_CERTIFICATE_ID_LEN).collect(),
+        ))
     }
 }
 
@@ -135,7 +158,7 @@ mod tests {
 
     /// A certificate for the key stored under `key_id` (as the CA would issue it).
     fn leaf_for(store: &KeyStore, key_id: &str) -> String {
-        let pem = std::fs::read_to_string(store.path("c1", key_id)).unwrap();
+        let pem = std::fs::read_to_string(store.path("c1", key_id).unwrap()).unwrap();
         let key = rcgen::KeyPair::from_pem(&pem).unwrap();
         let params = rcgen::CertificateParams::new(vec!["a.test".to_owned()]).unwrap();
         params.self_signed(&key).unwrap().pem()
@@ -150,7 +173,7 @@ mod tests {
         assert!(first.csr_pem.contains("CERTIFICATE REQUEST"));
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join("keys")), 0o700);
-        assert_eq!(mode(&store.path("c1", &first.id)), 0o600);
+        assert_eq!(mode(&store.path("c1", &first.id).unwrap()), 0o600);
         let leaf = leaf_for(&store, &first.id);
         assert!(store.key_of("c1", &leaf).unwrap().is_some());
         assert!(
@@ -174,5 +197,55 @@ mod tests {
         assert_eq!(store.prune_older_than("c1", &fresh_leaf).unwrap(), 1);
         assert!(store.key_of("c1", &leaf).unwrap().is_none());
         assert!(store.key_of("c1", &fresh_leaf).unwrap().is_some());
+    }
+
+    #[test]
+    fn server_supplied_id_cannot_escape_key_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        let store = KeyStore::open(&keys).unwrap();
+        let names = ["a.test".parse::<SubjectAltName>().unwrap()];
+        let leaf = {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let params = rcgen::CertificateParams::new(vec!["a.test".to_owned()]).unwrap();
+            params.self_signed(&key).unwrap().pem()
+        };
+        let outside = dir.path().join("outside");
+        let hostile = [
+            "../outside".to_owned(),
+            "..".to_owned(),
+            outside.display().to_string(),
+            "a/b".to_owned(),
+            "c1\0".to_owned(),
+            "c1\n".to_owned(),
+            ".".to_owned(),
+            String::new(),
+            "a".repeat(65),
+        ];
+        for id in &hostile {
+            let made = store.key_for_csr(id, KeyType::EcdsaP256, &names, None);
+            assert!(
+                matches!(made, Err(AgentError::InvalidCertificateId(_))),
+                "{id:?}: {:?}",
+                made.map(|k| k.id)
+            );
+            assert!(
+                matches!(store.key_of(id, &leaf), Err(AgentError::InvalidCertificateId(_))),
+                "{id:?}"
+            );
+            assert!(
+                matches!(
+                    store.prune_older_than(id, &leaf),
+                    Err(AgentError::InvalidCertificateId(_))
+                ),
+                "{id:?}"
+            );
+        }
+        assert!(!outside.exists(), "nothing was created outside the key directory");
+        assert_eq!(std::fs::read_dir(&keys).unwrap().count(), 0, "nor inside it");
+        // The server's real ids (UUIDs) work.
+        let uuid = "0b6c4a52-7d1e-4a0f-9c55-2f7f3e2a9b10";
+        store.key_for_csr(uuid, KeyType::EcdsaP256, &names, None).unwrap();
+        assert!(keys.join(uuid).is_dir());
     }
 }

@@ -57,6 +57,13 @@ pub enum AgentError {
     /// Making or reading a key failed.
     #[error("key: {0}")]
     Key(String),
+    /// The server sent a certificate id that is not of the form it makes (a UUID); the agent
+    /// uses ids in key file paths, so it refuses the work item instead.
+    #[error(
+        "the server sent a malformed certificate id {0:?} (expected letters, digits and '-', at most 64): \
+         refusing to use it in a path; check that --server points at certkeeper"
+    )]
+    InvalidCertificateId(String),
     /// A file system operation failed.
     #[error("{action} {path}: {source}")]
     Io {
@@ -205,6 +212,11 @@ impl Agent {
         self.checked_against_server = true;
         let mut summary = CycleSummary::default();
         for (entry_idx, item) in matched {
+            // The id goes into key paths and request URLs: a malformed one is skipped, not used.
+            if let Err(error) = keys::check_certificate_id(&item.id) {
+                tracing::error!(%error, certificate = %item.name, "skipping a work item");
+                continue;
+            }
             let entry = self.config.certificates[entry_idx].clone();
             if item.csr_wanted && item.key_source == "agent" {
                 self.send_csr(&entry, &item, &mut summary).await?;
