@@ -140,7 +140,7 @@ impl AcmeHttpClient {
 }
 
 /// The targets of `Link: <url>;rel="alternate"` headers (RFC 8288), in order.
-fn alternate_links(headers: &http::HeaderMap) -> Vec<String> {
+pub(crate) fn alternate_links(headers: &http::HeaderMap) -> Vec<String> {
     headers
         .get_all(http::header::LINK)
         .iter()
@@ -196,7 +196,7 @@ impl HttpClient for AcmeHttpClient {
 }
 
 /// `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
-fn parse_retry_after(value: &str) -> Option<SystemTime> {
+pub(crate) fn parse_retry_after(value: &str) -> Option<SystemTime> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(SystemTime::now() + Duration::from_secs(seconds.min(86_400)));

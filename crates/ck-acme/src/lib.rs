@@ -18,6 +18,8 @@ pub mod account;
 mod chains;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 pub mod order;
 pub mod responder;
