@@ -6,7 +6,8 @@
 # are installed it also works as a normal user.
 #
 # Steps: install deps -> find cargo -> rustfmt/clippy components -> fmt check
-# -> clippy -D warnings -> throwaway PostgreSQL -> cargo test --workspace.
+# -> clippy -D warnings -> throwaway PostgreSQL -> cargo audit (offline)
+# -> cargo test --workspace -> fuzz smoke runs.
 #
 # Extra arguments go to `cargo test --workspace --locked`, e.g.
 #   scripts/test.sh -- --nocapture        show test output
@@ -16,6 +17,8 @@
 #   CK_SKIP_LINT=1      skip the fmt and clippy steps (quick local runs)
 #   CK_KEEP_WORKDIR=1   keep the postgres work dir after the run (debugging)
 #   CK_SKIP_FUZZ=1      skip building and smoke-running the fuzz targets
+#   CERTKEEPER_ADVISORY_DB=DIR  audit against this RustSec advisory database (a newer
+#                       copy) instead of the snapshot in audit/advisory-db.tar.gz
 #
 # The tests get CERTKEEPER_TEST_POSTGRES_URL (the cluster) and
 # CERTKEEPER_REQUIRE_PEERS=1 (a missing peer is a failure, not a skip).
@@ -25,6 +28,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$(pwd)
 T0=$(date +%s)
 SCHEMATHESIS_VERSION=4.32.5
+CARGO_AUDIT_VERSION=0.22.2
 
 step() { printf '\n==> %s\n' "$*"; }
 die() { echo "ERROR: $*" >&2; exit 1; }
@@ -162,6 +166,34 @@ if ! "$ST_VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_
     || die "pip install schemathesis==$SCHEMATHESIS_VERSION failed (PyPI reachable?)"
 fi
 export CERTKEEPER_SCHEMATHESIS="$ST_VENV/bin/schemathesis"
+
+# --- 6c. dependency advisories ---------------------------------------------------
+# cargo audit, offline, against a dated RustSec snapshot kept in the repository
+# (audit/advisory-db.tar.gz, unpacked into target/); CERTKEEPER_ADVISORY_DB points at
+# another copy. Exceptions, each with its reason and date: .cargo/audit.toml.
+step "cargo audit $CARGO_AUDIT_VERSION (offline, advisory database snapshot)"
+if ! cargo audit --version 2>/dev/null | grep -qF "$CARGO_AUDIT_VERSION"; then
+  run cargo install cargo-audit --version "$CARGO_AUDIT_VERSION" --locked \
+    || die "cargo install cargo-audit --version $CARGO_AUDIT_VERSION failed (crates.io reachable?)"
+fi
+if [ -n "${CERTKEEPER_ADVISORY_DB:-}" ]; then
+  ADVISORY_DB=$CERTKEEPER_ADVISORY_DB
+else
+  ADVISORY_TAR="$REPO/audit/advisory-db.tar.gz"
+  [ -f "$ADVISORY_TAR" ] || die "$ADVISORY_TAR is missing: restore it from git, or set CERTKEEPER_ADVISORY_DB"
+  ADVISORY_DB="$REPO/target/advisory-db"
+  if [ ! -f "$ADVISORY_DB/SNAPSHOT" ] || [ "$ADVISORY_TAR" -nt "$ADVISORY_DB/SNAPSHOT" ]; then
+    rm -rf "$ADVISORY_DB"
+    mkdir -p "$REPO/target"
+    tar -xzf "$ADVISORY_TAR" -C "$REPO/target"
+    touch "$ADVISORY_DB/SNAPSHOT"
+  fi
+fi
+[ -d "$ADVISORY_DB/crates" ] || die "$ADVISORY_DB is not a RustSec advisory database (no crates/ inside)"
+echo "advisory database: $ADVISORY_DB ($(head -n 1 "$ADVISORY_DB/SNAPSHOT" 2>/dev/null || echo 'no SNAPSHOT file'))"
+for lock in "$REPO/Cargo.lock" "$REPO/fuzz/Cargo.lock"; do
+  run cargo audit --db "$ADVISORY_DB" --no-fetch --stale --deny warnings --file "$lock"
+done
 
 # --- 7. tests -------------------------------------------------------------------
 # Plain `cargo test` (not nextest) so the usual "test result:" lines appear.
