@@ -28,6 +28,8 @@ set -euo pipefail
 #   lego, certbot   reference ACME clients (interop tests, scripts/bench-acme.sh)
 #   nginx, haproxy  real TLS servers the agent deploys to (ck-agent tests)
 #   scep            micromdm's scepclient: the reference SCEP client (pki tests)
+#   faketime        runs the server in the past or future, to get certificates that are expired
+#                   or not yet valid from its own CA (security::scep renewal tests)
 #   prometheus      promtool: lints /metrics and checks and unit-tests deploy/prometheus/alerts.yml
 #   python3-venv    a virtualenv for schemathesis from PyPI (scripts/test.sh)
 #   python3-aiosmtpd real SMTP server (plain, STARTTLS, implicit TLS) for ck-notify's email tests
@@ -37,7 +39,7 @@ set -euo pipefail
 #                   below: without it pages fall back to DejaVu and UI screenshots differ between
 #                   machines
 PKGS=(postgresql-15 openssl curl iproute2 util-linux ca-certificates
-      pebble bind9 bind9-utils bind9-dnsutils lego certbot nginx haproxy scep prometheus
+      pebble bind9 bind9-utils bind9-dnsutils lego certbot nginx haproxy scep faketime prometheus
       python3 python3-venv python3-aiosmtpd chromium chromium-driver fonts-liberation)
 
 LOG=${TMPDIR:-/tmp}/certkeeper-install-deps.log

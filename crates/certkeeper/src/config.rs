@@ -169,6 +169,11 @@ struct FileScep {
     allowed_suffixes: Vec<String>,
     #[serde(default)]
     validity_days: Option<u32>,
+    /// PKIOperations per minute per client address (burst 20); 0: unlimited. Each one costs
+    /// an RSA private-key operation, and unlimited queries are what a padding-oracle attack on
+    /// the RA key needs.
+    #[serde(default)]
+    pki_operations_per_minute: Option<u32>,
 }
 
 /// What EST and SCEP enrollments may get (`serde(flatten)` would lose `deny_unknown_fields`,
@@ -410,6 +415,11 @@ impl Settings {
             server.scep = Some(ck_server::ScepProfile {
                 challenge: read_enrollment_secret(&scep.challenge_file, "scep.challenge_file")?,
                 policy: enrollment_policy(scep.issuer, scep.allowed_suffixes, scep.validity_days),
+                rate_limit: match scep.pki_operations_per_minute {
+                    None => Some(ck_server::ScepProfile::DEFAULT_RATE_LIMIT),
+                    Some(0) => None,
+                    Some(per_minute) => Some((f64::from(per_minute) / 60.0, 20)),
+                },
             });
         }
         for (id, settings) in file.acme_issuers {

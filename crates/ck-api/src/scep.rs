@@ -2,9 +2,16 @@
 //! (the DER message as the body) or GET (`&message=` base64). No certkeeper credentials: a
 //! PKCSReq carries the profile's challenge password, a RenewalReq is signed with the current
 //! certificate.
+//!
+//! PKIOperation is rate-limited per client address (`ScepProfile::rate_limit`): 429 with
+//! Retry-After. Behind a reverse proxy every client shares the proxy's address, as for the
+//! API's failed-authentication limit.
 
+use std::net::SocketAddr;
+
+use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -23,6 +30,25 @@ fn binary(content_type: &'static str, body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
 }
 
+/// The client's address, where the listener recorded it.
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+/// 429 when the client has used up its PKIOperations, before any work on the message.
+fn admit(control_plane: &ControlPlane, peer: &Peer) -> Result<(), ApiError> {
+    let Some(Extension(ConnectInfo(addr))) = peer else {
+        return Ok(());
+    };
+    control_plane.scep_admit(addr.ip()).map_err(|wait| {
+        ApiError::too_many_requests(
+            format!(
+                "too many SCEP PKIOperations from {}; wait before sending more",
+                addr.ip()
+            ),
+            wait,
+        )
+    })
+}
+
 async fn pki_operation(control_plane: &ControlPlane, message: &[u8]) -> Result<Response, ApiError> {
     let answer = control_plane.scep_pki_operation(message).await?;
     Ok(binary("application/x-pki-message", answer))
@@ -36,6 +62,7 @@ fn operation(query: &ScepQuery) -> Result<&str, ApiError> {
 
 pub(crate) async fn get(
     State(control_plane): State<ControlPlane>,
+    peer: Peer,
     Query(query): Query<ScepQuery>,
 ) -> Result<Response, ApiError> {
     match operation(&query)? {
@@ -49,6 +76,7 @@ pub(crate) async fn get(
             Ok(binary(certs.content_type, certs.der))
         }
         "PKIOperation" => {
+            admit(&control_plane, &peer)?;
             let message = query.message.as_deref().unwrap_or_default();
             let compact: String = message.chars().filter(|c| !c.is_whitespace()).collect();
             let der = base64::engine::general_purpose::STANDARD.decode(compact).map_err(|e| {
@@ -66,11 +94,15 @@ pub(crate) async fn get(
 
 pub(crate) async fn post(
     State(control_plane): State<ControlPlane>,
+    peer: Peer,
     Query(query): Query<ScepQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     match operation(&query)? {
-        "PKIOperation" => pki_operation(&control_plane, &body).await,
+        "PKIOperation" => {
+            admit(&control_plane, &peer)?;
+            pki_operation(&control_plane, &body).await
+        }
         other => Err(ApiError::bad_request(format!(
             "operation '{other}' by POST (only PKIOperation is posted)"
         ))),

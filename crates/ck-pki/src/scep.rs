@@ -1302,7 +1302,7 @@ pub fn csr_challenge_password(csr_der: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CaConfig, LeafProfile};
+    use crate::{CaConfig, LeafProfile, ParsedCsr};
     use rcgen::PublicKeyData;
 
     struct Fixture {
@@ -1494,6 +1494,16 @@ mod tests {
         let (not_before, not_after) = header.signer_validity().expect("validity");
         let now = OffsetDateTime::now_utc();
         assert!(not_before < now && now < not_after, "{not_before} {now} {not_after}");
+    }
+
+    #[test]
+    fn a_test_csr_carries_its_challenge() {
+        let key = generate_key(KeyType::Rsa2048).expect("key");
+        let csr = scep_csr(&key, "dev.example.test", Some("s3cret")).expect("CSR");
+        assert_eq!(csr_challenge_password(&csr).as_deref(), Some("s3cret"));
+        let csr = scep_csr(&key, "dev.example.test", None).expect("CSR");
+        assert_eq!(csr_challenge_password(&csr), None);
+        assert!(ParsedCsr::parse(&csr).is_ok());
     }
 
     #[test]

@@ -98,6 +98,9 @@ pub struct ScepProfile {
     pub challenge: String,
     /// What enrolled certificates may be.
     pub policy: EnrollmentPolicy,
+    /// PKIOperations per second each client address may send, and the burst; `None`:
+    /// unlimited (default: `ScepProfile::DEFAULT_RATE_LIMIT`).
+    pub rate_limit: Option<(f64, u32)>,
 }
 
 impl std::fmt::Debug for ScepProfile {
@@ -105,6 +108,7 @@ impl std::fmt::Debug for ScepProfile {
         f.debug_struct("ScepProfile")
             .field("challenge", &"<redacted>")
             .field("policy", &self.policy)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }

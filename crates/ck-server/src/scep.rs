@@ -7,9 +7,11 @@
 //! node has its own (clients fetch GetCACert before each enrollment).
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use ck_domain::{IssuanceRequest, IssuerId};
+use ck_domain::{IssuanceRequest, IssuerId, TokenBuckets};
 use ck_pki::{FailInfo, MessageType, ParsedCsr, ScepHeader, ScepRa};
 
 use crate::est::KeepCsr;
@@ -18,10 +20,21 @@ use crate::{ControlPlane, ScepProfile, ServiceError, now};
 /// Lifetime of the RA certificate; a new one is issued at half.
 const RA_VALIDITY: time::Duration = time::Duration::days(30);
 
-/// Per issuer: the current RA.
+/// Client addresses whose PKIOperation allowance is tracked at most (full buckets go first).
+const LIMITED_ADDRESSES: usize = 100_000;
+
+/// Per issuer: the current RA; per client address: what it may still send.
 #[derive(Default)]
 pub(crate) struct ScepAuthorities {
     current: tokio::sync::Mutex<HashMap<IssuerId, Arc<ScepRa>>>,
+    /// Made at the first PKIOperation, with the time origin its buckets count from.
+    limiter: std::sync::Mutex<Option<(Instant, TokenBuckets<IpAddr>)>>,
+}
+
+impl ScepProfile {
+    /// PKIOperations per client address: 1 per second, bursts of 20. A device enrolls or renews
+    /// with one or two; an attack on the RA key needs thousands to millions.
+    pub const DEFAULT_RATE_LIMIT: (f64, u32) = (1.0, 20);
 }
 
 /// What GetCACert answers.
@@ -72,6 +85,29 @@ impl ControlPlane {
         let (ra, ca) = self.scep_ra().await?;
         let (der, content_type) = ra.ca_certs(&ca).map_err(|e| ServiceError::Unavailable(e.to_string()))?;
         Ok(ScepCaCerts { der, content_type })
+    }
+
+    /// Spends one PKIOperation of `client`'s allowance (`ScepProfile::rate_limit`), or says how
+    /// long it must wait. Every PKIOperation costs an RSA private-key operation on the RA key,
+    /// and querying it without bound is what a padding-oracle attack needs.
+    pub fn scep_admit(&self, client: IpAddr) -> Result<(), std::time::Duration> {
+        let Ok(profile) = self.scep_profile() else {
+            return Ok(());
+        };
+        let Some((per_second, burst)) = profile.rate_limit else {
+            return Ok(());
+        };
+        let Ok(mut limiter) = self.inner.scep.limiter.lock() else {
+            return Ok(());
+        };
+        let (origin, buckets) =
+            limiter.get_or_insert_with(|| (Instant::now(), TokenBuckets::new(burst, per_second, LIMITED_ADDRESSES)));
+        let now = origin.elapsed().as_secs_f64();
+        if let Some(wait) = buckets.retry_after(&client, now) {
+            return Err(wait);
+        }
+        buckets.spend(&client, now);
+        Ok(())
     }
 
     /// `PKIOperation`: answers a request with a CertRep (SUCCESS with the certificate, or
@@ -133,8 +169,8 @@ impl ControlPlane {
             .map_err(|e| (FailInfo::BadRequest, e.to_string()))
     }
 
-    /// A RenewalReq is signed with a certificate this CA issued, not revoked, for the same
-    /// names as the CSR (RFC 8894 §3.3.1.2).
+    /// A RenewalReq is signed with a certificate this CA issued, valid now, not revoked, for the
+    /// same names as the CSR (RFC 8894 §3.3.1.2).
     async fn scep_renewal_allowed(
         &self,
         profile: &ScepProfile,
@@ -147,6 +183,22 @@ impl ControlPlane {
             return Err(bad_cert(
                 "the RenewalReq is not signed with a certificate of this CA".to_owned(),
             ));
+        }
+        // Only a certificate valid now proves the device's identity: an expired one (however
+        // long ago) or one not valid yet does not; such a device enrolls anew with the challenge.
+        let now = now();
+        match header.signer_validity() {
+            Some((not_before, not_after)) if not_before <= now && now <= not_after => {}
+            Some((_, not_after)) if now > not_after => {
+                return Err(bad_cert(format!(
+                    "the signing certificate expired at {not_after}: enroll anew with the challenge"
+                )));
+            }
+            _ => {
+                return Err(bad_cert(
+                    "the signing certificate is not valid yet: enroll anew with the challenge".to_owned(),
+                ));
+            }
         }
         let current = ck_pki::leaf_names_and_serial(&header.signer_cert_der).map_err(|e| bad_cert(e.to_string()))?;
         match self
