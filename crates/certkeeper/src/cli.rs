@@ -106,7 +106,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CERTKEEPER_TLS_KEY", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
     /// More CAs (PEM) whose client certificates the listener accepts, beside the local CA. A
-    /// client certificate signs in as the token made with --client-cert-subject.
+    /// client certificate signs in as the token bound to it with `token create --client-cert`.
     #[arg(long, env = "CERTKEEPER_TLS_CLIENT_CA")]
     pub(crate) tls_client_ca: Option<PathBuf>,
     /// Allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
@@ -213,6 +213,10 @@ pub(crate) enum CertCommand {
         /// Who makes the key: agent (default with --agent) or server (a read-scope agent pulls it).
         #[arg(long)]
         key_source: Option<String>,
+        /// Let its leaves serve as TLS client certificates too (extended key usage clientAuth);
+        /// without it they are serverAuth only.
+        #[arg(long)]
+        client_auth: bool,
         /// Wait until the certificate is issued.
         #[arg(long)]
         wait: bool,
@@ -349,8 +353,13 @@ pub(crate) enum IssuerAddCommand {
     /// An ACME CA (Let's Encrypt, ZeroSSL, a private step-ca or Pebble…).
     ///
     /// Examples:
-    ///   certkeeper issuer add acme letsencrypt --directory letsencrypt --email ops@example.com
-    ///   certkeeper issuer add acme internal --directory https://ca.internal/acme/directory     ///       --ca-bundle ca.pem --challenge dns-01 --dns-provider rfc2136 --dns-config dns.yaml
+    ///   certkeeper issuer add acme letsencrypt --directory letsencrypt --email ops@example.com \
+    ///       --solver public-http
+    ///   certkeeper issuer add acme internal --directory https://ca.internal/acme/directory \
+    ///       --ca-bundle ca.pem --challenge dns-01 --dns-provider corp-bind
+    ///
+    /// DNS providers (--dns-provider), listeners (--solver) and server-side CA bundles
+    /// (--server-ca-bundle) are named here and defined in the server's config file.
     #[command(verbatim_doc_comment)]
     Acme(Box<AcmeIssuerArgs>),
 }
@@ -366,9 +375,13 @@ pub(crate) struct AcmeIssuerArgs {
     /// Contact e-mail for the CA's notices.
     #[arg(long)]
     pub(crate) email: Option<String>,
-    /// PEM file of extra roots to trust for the CA's HTTPS endpoint (private ACME CAs).
-    #[arg(long)]
+    /// PEM file of extra roots to trust for the CA's HTTPS endpoint (private ACME CAs); its text
+    /// is sent, so the file is read here, not on the server.
+    #[arg(long, conflicts_with = "server_ca_bundle")]
     pub(crate) ca_bundle: Option<PathBuf>,
+    /// A CA bundle the server's config file defines (`ca_bundles`), by name.
+    #[arg(long)]
+    pub(crate) server_ca_bundle: Option<String>,
     /// External account binding key id (with --eab-hmac-file).
     #[arg(long, requires = "eab_hmac_file")]
     pub(crate) eab_kid: Option<String>,
@@ -379,23 +392,17 @@ pub(crate) struct AcmeIssuerArgs {
     /// Default challenge: http-01, tls-alpn-01 or dns-01.
     #[arg(long)]
     pub(crate) challenge: Option<String>,
-    /// Address of the http-01 responder [default: 0.0.0.0:80 when http-01 is the default].
+    /// Challenge listeners the server's config file defines (`acme_solvers`), by name: needed
+    /// for http-01 (unless --http01-via-api) and tls-alpn-01. Only the config file binds sockets.
     #[arg(long)]
-    pub(crate) http01_listen: Option<String>,
+    pub(crate) solver: Option<String>,
     /// Serve http-01 tokens on the API port only (a proxy forwards /.well-known/acme-challenge/).
     #[arg(long)]
     pub(crate) http01_via_api: bool,
-    /// Address of the tls-alpn-01 responder [default: 0.0.0.0:443 when tls-alpn-01 is the default].
+    /// dns-01 provider the server's config file defines (`dns_providers`), by name. Only the
+    /// config file defines providers: they run programs and hold credentials.
     #[arg(long)]
-    pub(crate) tls_alpn01_listen: Option<String>,
-    /// dns-01 provider: rfc2136, exec or cloudflare (settings in --dns-config).
-    #[arg(long, requires = "dns_config")]
     pub(crate) dns_provider: Option<String>,
-    /// YAML file with the dns-01 provider's settings (server, tsig_key_name, … / command,
-    /// sha256, timeout / api_token_file, zone_id) and optionally resolvers,
-    /// propagation_timeout_seconds.
-    #[arg(long, requires = "dns_provider")]
-    pub(crate) dns_config: Option<PathBuf>,
     /// ACME profile, when the CA offers profiles.
     #[arg(long)]
     pub(crate) profile: Option<String>,
@@ -417,6 +424,10 @@ pub(crate) enum AgentsCommand {
         /// them: the acme-manager-client model).
         #[arg(long, default_value = "deploy")]
         scope: String,
+        /// Label KEY=VALUE (repeatable). A restricted token's agent also gets its labels;
+        /// certificates are bound only to agents within the binding token's restriction.
+        #[arg(long = "label")]
+        labels: Vec<String>,
         #[command(flatten)]
         connection: Connection,
     },
@@ -456,10 +467,15 @@ pub(crate) enum TokenCommand {
         /// Only certificates whose names all lie under this DNS suffix (repeatable).
         #[arg(long = "name-suffix")]
         name_suffixes: Vec<String>,
-        /// A TLS client certificate with exactly this subject (e.g. "CN=deploy-bot") signs in as
-        /// this token, without sending it (the server needs TLS; see serve --tls-client-ca).
-        #[arg(long = "client-cert-subject")]
-        client_subject: Option<String>,
+        /// This TLS client certificate (PEM file) signs in as the token without sending it; it
+        /// is bound by its SHA-256 fingerprint, so only this one certificate does (the server
+        /// needs TLS; see serve --tls-client-ca). Issue it with `cert create --client-auth`.
+        #[arg(long = "client-cert", conflicts_with = "client_cert_sha256")]
+        client_cert: Option<std::path::PathBuf>,
+        /// Like --client-cert, by fingerprint (as `openssl x509 -noout -fingerprint -sha256`
+        /// prints it).
+        #[arg(long = "client-cert-sha256")]
+        client_cert_sha256: Option<String>,
         #[command(flatten)]
         connection: Connection,
     },

@@ -197,6 +197,7 @@ pub(crate) async fn cert(command: CertCommand) -> anyhow::Result<()> {
             challenge,
             agent,
             key_source,
+            client_auth,
             wait,
             timeout,
             connection,
@@ -225,6 +226,7 @@ pub(crate) async fn cert(command: CertCommand) -> anyhow::Result<()> {
                 challenge,
                 agent,
                 key_source,
+                client_auth,
             };
             let progress = wait.then(|| spinner("issuing…"));
             let answer = client
@@ -526,7 +528,9 @@ fn print_issuer(issuer: &Issuer, json: bool) -> anyhow::Result<()> {
 }
 
 /// Builds `POST /issuers` from the flags, reading the files they name (the server may be
-/// remote, so contents travel, not paths).
+/// remote, so contents travel, not paths; and the server never reads a file an API caller
+/// names). DNS providers, listeners and server-side CA bundles travel as names of the server's
+/// config file entries.
 fn acme_issuer_request(args: &AcmeIssuerArgs) -> anyhow::Result<CreateIssuer> {
     let mut acme = serde_json::Map::new();
     acme.insert("directory".into(), args.directory.clone().into());
@@ -538,6 +542,9 @@ fn acme_issuer_request(args: &AcmeIssuerArgs) -> anyhow::Result<CreateIssuer> {
             .with_context(|| format!("cannot read the CA bundle {}: give a PEM file", path.display()))?;
         acme.insert("ca_bundle_pem".into(), pem.into());
     }
+    if let Some(name) = &args.server_ca_bundle {
+        acme.insert("ca_bundle".into(), name.clone().into());
+    }
     if let (Some(kid), Some(path)) = (&args.eab_kid, &args.eab_hmac_file) {
         let hmac = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the EAB MAC key file {}", path.display()))?;
@@ -546,31 +553,14 @@ fn acme_issuer_request(args: &AcmeIssuerArgs) -> anyhow::Result<CreateIssuer> {
     if let Some(challenge) = &args.challenge {
         acme.insert("challenge".into(), challenge.clone().into());
     }
-    let mut http01 = serde_json::Map::new();
-    if let Some(listen) = &args.http01_listen {
-        http01.insert("listen".into(), listen.clone().into());
-    }
     if args.http01_via_api {
-        http01.insert("via_api".into(), true.into());
+        acme.insert("http01".into(), serde_json::json!({ "via_api": true }));
     }
-    if !http01.is_empty() {
-        acme.insert("http01".into(), http01.into());
+    if let Some(solver) = &args.solver {
+        acme.insert("solver".into(), solver.clone().into());
     }
-    if let Some(listen) = &args.tls_alpn01_listen {
-        acme.insert("tls_alpn01".into(), serde_json::json!({ "listen": listen }));
-    }
-    if let (Some(provider), Some(path)) = (&args.dns_provider, &args.dns_config) {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the DNS provider settings {}", path.display()))?;
-        let settings: serde_json::Value =
-            yaml_serde::from_str(&text).with_context(|| format!("{} is not valid YAML", path.display()))?;
-        let mut dns = match settings {
-            serde_json::Value::Object(map) => map,
-            serde_json::Value::Null => serde_json::Map::new(),
-            _ => bail!("{} must be a YAML mapping of the provider's settings", path.display()),
-        };
-        dns.insert("provider".into(), provider.clone().into());
-        acme.insert("dns01".into(), dns.into());
+    if let Some(provider) = &args.dns_provider {
+        acme.insert("dns_provider".into(), provider.clone().into());
     }
     if let Some(profile) = &args.profile {
         acme.insert("profile".into(), profile.clone().into());
@@ -590,15 +580,24 @@ pub(crate) async fn agents(command: AgentsCommand) -> anyhow::Result<()> {
         AgentsCommand::Add {
             name,
             scope,
+            labels,
             connection,
         } => {
-            let created = connect(&connection)?.create_agent(&name, Some(&scope)).await?;
+            let request = ck_api_types::CreateAgent {
+                name,
+                scope: Some(scope),
+                labels: label_map(labels)?,
+            };
+            let created = connect(&connection)?.register_agent(&request).await?;
             if connection.json {
                 return print_json(&created);
             }
             println!(
-                "agent {} ({}) registered, scope {}.",
-                created.agent.name, created.agent.id, created.agent.scope
+                "agent {} ({}) registered, scope {}{}.",
+                created.agent.name,
+                created.agent.id,
+                created.agent.scope,
+                labels_text(&created.agent.labels)
             );
             println!("Its token, shown only now: give it to the agent (certkeeper agent --token-file …):");
             println!("{}", created.token);
@@ -611,11 +610,23 @@ pub(crate) async fn agents(command: AgentsCommand) -> anyhow::Result<()> {
             }
             let mut table = Table::new();
             table.load_style(presets::UTF8_FULL_CONDENSED);
-            table.set_header(["NAME", "SCOPE", "STATUS", "HOSTNAME", "OS/ARCH", "VERSION", "LAST SEEN"]);
+            table.set_header([
+                "NAME",
+                "SCOPE",
+                "LABELS",
+                "STATUS",
+                "HOSTNAME",
+                "OS/ARCH",
+                "VERSION",
+                "LAST SEEN",
+            ]);
             for agent in &agents {
                 table.add_row([
                     agent.name.clone(),
                     agent.scope.clone(),
+                    Some(label_pairs(&agent.labels))
+                        .filter(|l| !l.is_empty())
+                        .unwrap_or_else(|| "-".into()),
                     agent.status.clone(),
                     agent.hostname.clone().unwrap_or_else(|| "-".into()),
                     format!(
@@ -641,6 +652,21 @@ pub(crate) async fn agents(command: AgentsCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// `k=v,k2=v2` (empty without labels).
+fn label_pairs(labels: &BTreeMap<String, String>) -> String {
+    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join(",")
+}
+
+/// `, labels k=v,…` for a registration message, or nothing.
+fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        String::new()
+    } else {
+        format!(", labels {}", label_pairs(labels))
     }
 }
 
@@ -690,16 +716,28 @@ pub(crate) async fn token(command: TokenCommand) -> anyhow::Result<()> {
             expires,
             labels,
             name_suffixes,
-            client_subject,
+            client_cert,
+            client_cert_sha256,
             connection,
         } => {
+            let client_cert_sha256 = match client_cert {
+                Some(path) => {
+                    let pem = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read client certificate {}", path.display()))?;
+                    let der = ck_pki::pem_block_der(&pem, "CERTIFICATE").map_err(|e| {
+                        anyhow::anyhow!("{}: no PEM certificate in it ({e})", path.display())
+                    })?;
+                    Some(ck_pki::sha256_hex(&der))
+                }
+                None => client_cert_sha256,
+            };
             let request = ck_api_types::CreateToken {
                 name,
                 scopes,
                 expires_in: expires,
                 labels: label_map(labels)?,
                 name_suffixes,
-                client_subject,
+                client_cert_sha256,
             };
             let created = connect(&connection)?.create_token(&request).await?;
             if connection.json {
@@ -720,6 +758,7 @@ pub(crate) async fn token(command: TokenCommand) -> anyhow::Result<()> {
                 "ID",
                 "SCOPES",
                 "RESTRICTED TO",
+                "CLIENT CERT (SHA-256)",
                 "STATUS",
                 "EXPIRES",
                 "CREATED BY",
@@ -730,7 +769,7 @@ pub(crate) async fn token(command: TokenCommand) -> anyhow::Result<()> {
                     token.id.clone(),
                     token.scopes.join(","),
                     restriction_text(&token.labels, &token.name_suffixes),
-                    token.client_subject.clone().unwrap_or_else(|| "-".into()),
+                    token.client_cert_sha256.clone().unwrap_or_else(|| "-".into()),
                     token.status.clone(),
                     short_time(token.expires_at),
                     token.created_by.clone().unwrap_or_else(|| "-".into()),

@@ -56,6 +56,13 @@ pub(crate) async fn start(mut settings: Settings, reset_admin_token: bool) -> an
     let store = crate::secrets::open_store(&settings).await?;
     tracing::info!(database = %settings.database, backend = store.backend().as_str(), "database ready");
 
+    // Behind a TLS-terminating proxy the listener speaks plain HTTP but browsers use https:
+    // the public URL tells, and the UI cookie must then be Secure too.
+    let public_https = settings
+        .server
+        .public_base_url
+        .as_deref()
+        .is_some_and(|url| url.starts_with("https://"));
     let (control_plane, admin_token) = bootstrap(store, settings.server, reset_admin_token).await?;
     let token_path = data_dir.join("admin.token");
     match admin_token {
@@ -114,26 +121,16 @@ pub(crate) async fn start(mut settings: Settings, reset_admin_token: bool) -> an
     )?;
     tracing::info!(%addr, data_dir = %data_dir.display(), "certkeeper is serving on {scheme}://{addr}");
 
-    // The web UI sits beside the API; its cookie is Secure whenever the listener speaks TLS.
+    // The web UI sits beside the API; its cookie is Secure whenever the listener or the
+    // public URL speaks TLS.
     let app = ck_api::router(control_plane.clone())
-        .nest("/ui", ck_web::router(control_plane.clone(), tls.is_some()))
+        .nest(
+            "/ui",
+            ck_web::router(control_plane.clone(), tls.is_some() || public_https),
+        )
         .route("/ui/", axum::routing::get(ck_web::redirect_to_root));
-    let mut http_shutdown = shutdown_rx;
-    let http = tokio::spawn(async move {
-        match tls {
-            Some(config) => crate::tls_listener::serve(listener, config, app, http_shutdown).await,
-            None => {
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                )
-                .with_graceful_shutdown(async move {
-                    let _ = http_shutdown.wait_for(|stop| *stop).await;
-                })
-                .await
-            }
-        }
-    });
+    let limits = settings.listener;
+    let http = tokio::spawn(crate::tls_listener::serve(listener, tls, app, limits, shutdown_rx));
     Ok(Running {
         addr,
         control_plane,

@@ -62,6 +62,10 @@ pub struct CreateCertificate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^(agent|server)$")]
     pub key_source: Option<String>,
+    /// Whether its leaves may also serve as TLS client certificates (extended key usage
+    /// clientAuth). Off by default: leaves are serverAuth only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_auth: bool,
 }
 
 /// A renewal policy: give `renew_before_days` or `renew_at_fraction` (not both).
@@ -128,6 +132,9 @@ pub struct Certificate {
     pub renewal: Renewal,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Whether its leaves carry clientAuth besides serverAuth.
+    #[serde(default)]
+    pub client_auth: bool,
     /// The last issuance error, cleared on success.
     pub last_error: Option<String>,
     /// When it was revoked.
@@ -250,7 +257,7 @@ pub struct Issuer {
     /// ACME: the account URL at the CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_url: Option<String>,
-    /// ACME: the settings, with every secret shown as `<redacted>`.
+    /// ACME: the settings as given, with every secret shown as `[redacted]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub settings: Option<serde_json::Value>,
@@ -282,9 +289,11 @@ pub struct CreateIssuer {
     #[schema(pattern = "^acme$")]
     pub kind: String,
     /// The ACME settings: `directory` (URL or `letsencrypt`, `letsencrypt-staging`), `email`,
-    /// `eab` {kid, hmac}, `ca_bundle_pem`, `challenge`, `http01` {listen, via_api},
-    /// `tls_alpn01` {listen}, `dns01` {provider, …, resolvers, propagation_timeout_seconds},
-    /// `profile`.
+    /// `eab` {kid, hmac}, `ca_bundle_pem` (PEM text), `challenge`, `http01` {via_api},
+    /// `profile`, `preferred_chain`, and by name what only the server's config file defines:
+    /// `dns_provider` (`dns_providers`), `solver` (challenge listeners, `acme_solvers`),
+    /// `ca_bundle` (`ca_bundles`). Inline DNS providers, listener addresses and file paths are
+    /// refused (400): they would run programs, read files or bind sockets on the server.
     #[schema(value_type = Object)]
     pub acme: serde_json::Value,
 }
@@ -323,6 +332,10 @@ pub struct CreateAgent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^(deploy|read)$")]
     pub scope: Option<String>,
+    /// Labels. A token restricted to some labels reaches only agents that carry them: a
+    /// restricted caller's agent gets its restriction's labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// An agent.
@@ -334,6 +347,9 @@ pub struct Agent {
     pub name: String,
     /// `deploy` or `read`.
     pub scope: String,
+    /// Labels (a token restricted to some labels reaches only agents that carry them).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     /// `online`, `offline` (no heartbeat for 90 s), `never-seen` or `revoked`.
     pub status: String,
     /// Reported host name.
@@ -493,10 +509,13 @@ pub struct CreateToken {
     /// Only certificates whose names all lie under one of these DNS suffixes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub name_suffixes: Vec<String>,
-    /// A TLS client certificate (from a CA the server trusts for clients) with exactly this
-    /// subject, e.g. `CN=deploy-bot`, signs in as this token without sending it.
+    /// The SHA-256 fingerprint (hex of the DER; colons allowed) of the one TLS client
+    /// certificate (from a CA the server trusts for clients) that signs in as this token
+    /// without sending it. A certificate is bound by fingerprint, never by its subject, which
+    /// whoever requests a certificate chooses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_subject: Option<String>,
+    #[schema(pattern = "^(sha256:)?[0-9A-Fa-f:]{64,95}$")]
+    pub client_cert_sha256: Option<String>,
 }
 
 /// An API token (never its secret).
@@ -530,9 +549,13 @@ pub struct Token {
     /// When.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
-    /// The TLS client certificate subject that signs in as it.
+    /// The subject it was mapped to by earlier versions (no longer honoured: bind the
+    /// certificate by fingerprint).
     #[serde(default)]
     pub client_subject: Option<String>,
+    /// The fingerprint of the TLS client certificate that signs in as it.
+    #[serde(default)]
+    pub client_cert_sha256: Option<String>,
 }
 
 /// A token with its secret: the answer to a create or rotate, shown this once.

@@ -16,7 +16,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ck_domain::TokenBuckets;
-use ck_server::{AuditEvent, ControlPlane, Principal, ServiceError, TokenRejection};
+use ck_server::{AuditEvent, ClientCertificateRejection, ControlPlane, Principal, ServiceError, TokenRejection};
 
 use crate::openapi::{API_PREFIX, AccessTable};
 use crate::{ApiError, ClientCertificate};
@@ -41,7 +41,6 @@ pub(crate) struct AuditNote {
 pub(crate) struct Gate {
     control_plane: ControlPlane,
     access: Arc<AccessTable>,
-    failures: Option<Arc<Mutex<TokenBuckets<IpAddr>>>>,
     per_token: Option<Arc<Mutex<TokenBuckets<String>>>>,
     origin: Instant,
 }
@@ -51,13 +50,9 @@ impl Gate {
         let per_token = control_plane
             .token_rate_limit()
             .map(|(per_second, burst)| Arc::new(Mutex::new(TokenBuckets::new(burst, per_second, BUCKET_KEYS))));
-        let failures = control_plane
-            .auth_failure_limit()
-            .map(|(per_second, burst)| Arc::new(Mutex::new(TokenBuckets::new(burst, per_second, BUCKET_KEYS))));
         Self {
             control_plane,
             access: Arc::new(access),
-            failures,
             per_token,
             origin: Instant::now(),
         }
@@ -67,29 +62,17 @@ impl Gate {
         self.origin.elapsed().as_secs_f64()
     }
 
-    /// 429 when `peer` has used up its failed attempts.
+    /// 429 when `peer` has used up its failed attempts (shared with the web UI's sign-in).
     fn check_failures(&self, peer: Option<IpAddr>) -> Result<(), ApiError> {
-        let (Some(peer), Some(failures)) = (peer, &self.failures) else {
+        let Some(peer) = peer else {
             return Ok(());
         };
-        let Ok(failures) = failures.lock() else {
-            return Ok(());
-        };
-        match failures.retry_after(&peer, self.now()) {
-            None => Ok(()),
-            Some(wait) => Err(ApiError::too_many_requests(
+        self.control_plane.auth_failure_wait(peer).map_err(|wait| {
+            ApiError::too_many_requests(
                 format!("too many failed authentications from {peer}; wait before trying again"),
                 wait,
-            )),
-        }
-    }
-
-    fn failed(&self, peer: Option<IpAddr>) {
-        if let (Some(peer), Some(failures)) = (peer, &self.failures)
-            && let Ok(mut failures) = failures.lock()
-        {
-            failures.spend(&peer, self.now());
-        }
+            )
+        })
     }
 
     /// Spends one request of the principal's allowance, or says how long to wait.
@@ -171,11 +154,61 @@ pub(crate) async fn gate(State(gate): State<Gate>, request: Request, next: Next)
     response
 }
 
+/// Refuses a state-changing call that a page on another site could have made a browser send
+/// (with the browser's TLS client certificate, or a token a proxy adds): a cross-site
+/// `Sec-Fetch-Site` or `Origin`, or a POST that is not JSON. A cross-site page can send a form or
+/// `text/plain` without asking; `application/json` needs a CORS preflight, which this API never
+/// grants. Tools (curl, the CLI, agents) send no `Origin` and pass.
+fn refuse_cross_site(request: &Request) -> Result<(), ApiError> {
+    let method = request.method();
+    if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS {
+        return Ok(());
+    }
+    let headers = request.headers();
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or_default();
+        if site != "same-origin" && site != "none" {
+            return Err(ApiError::forbidden(format!(
+                "a {site} request cannot change state here (Sec-Fetch-Site: {site})"
+            )));
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()));
+        let origin_host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        if origin_host.is_none() || origin_host != host {
+            return Err(ApiError::forbidden(format!(
+                "a request from the origin '{origin}' cannot change state here: only this server's own pages may"
+            )));
+        }
+    }
+    if method == Method::POST || method == Method::PUT || method == Method::PATCH {
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Err(ApiError::unsupported_media_type(format!(
+                "{method} needs 'Content-Type: application/json' (an empty body, or {{}}, is fine when there is nothing to send)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Result<Response, ApiError> {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
+    refuse_cross_site(&request)?;
     gate.check_failures(peer)?;
     let method = request.method().clone();
     // Inside the `/api/v1` nest the URI lost its prefix; messages and records use the real one.
@@ -190,14 +223,18 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
         event
     };
 
-    // A bearer token, else a verified TLS client certificate mapped to a token.
+    // A bearer token, else a verified TLS client certificate bound to a token.
     let client_certificate = request.extensions().get::<ClientCertificate>().cloned();
-    let mut unmapped_subject = None;
+    let mut certificate_refused = None;
     let presented = match (parse_bearer(&request), client_certificate) {
         (Some(token), _) => Some(gate.control_plane.verify_token(token)),
-        (None, Some(ClientCertificate(der))) => Some(gate.control_plane.verify_client_certificate(&der).map_err(
-            |(rejection, subject)| {
-                unmapped_subject = Some(subject);
+        (None, Some(ClientCertificate(der))) => Some(gate.control_plane.verify_client_certificate(&der).await.map_err(
+            |refusal| {
+                let rejection = match &refusal {
+                    ClientCertificateRejection::Token(rejection, _) => rejection.clone(),
+                    _ => TokenRejection::Unknown,
+                };
+                certificate_refused = Some(refusal);
                 rejection
             },
         )),
@@ -206,7 +243,6 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
     let principal = match presented {
         Some(Ok(principal)) => principal,
         rejected => {
-            gate.failed(peer);
             let (detail, error) = match rejected {
                 None => (
                     "no bearer token",
@@ -220,13 +256,24 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
                         "the token expired at {at}; ask an admin for a new one (`certkeeper token create` or `token rotate`)"
                     )),
                 ),
-                Some(_) => match &unmapped_subject {
-                    Some(subject) => (
-                        "unmapped client certificate",
+                Some(_) => match &certificate_refused {
+                    Some(ClientCertificateRejection::Token(_, fingerprint)) => (
+                        "unbound client certificate",
                         ApiError::unauthorized(format!(
-                            "no live token is mapped to the client certificate subject '{subject}' \
-                             (`certkeeper token create --client-cert-subject '{subject}' …`)"
+                            "no live token is bound to this client certificate (SHA-256 {fingerprint}); \
+                             bind one with `certkeeper token create --client-cert cert.pem …`"
                         )),
+                    ),
+                    Some(refusal @ ClientCertificateRejection::Unavailable(_)) => {
+                        tracing::warn!(%refusal, "refused a client certificate");
+                        return Err(ServiceError::DatabaseUnreachable {
+                            retry_after: ck_server::RETRY_AFTER,
+                        }
+                        .into());
+                    }
+                    Some(refusal) => (
+                        "refused client certificate",
+                        ApiError::unauthorized(refusal.to_string()),
                     ),
                     None => (
                         "unknown or revoked token",
@@ -238,7 +285,9 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
             let mut event = audit("auth.failure", "anonymous".to_owned(), "denied");
             event.status = Some(401);
             event.detail = Some(format!("{detail}: {method} {path}"));
-            record(gate, event).await;
+            if let Err(error) = gate.control_plane.auth_failed(peer, event).await {
+                tracing::error!(%error, "could not write an audit record of a failed authentication");
+            }
             return Err(error);
         }
     };
@@ -285,6 +334,18 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
             record(gate, event).await;
         }
         return Err(error);
+    }
+    if route.server_wide && !principal.restriction().is_unrestricted() {
+        if audited {
+            let mut event = audit(&action, principal.actor(), "denied");
+            event.status = Some(403);
+            event.resource = resource_of(&path);
+            event.detail = Some("server-wide operation, restricted token".to_owned());
+            record(gate, event).await;
+        }
+        return Err(ApiError::forbidden(format!(
+            "{method} {path} acts on state every team shares: only a token without a restriction may call it"
+        )));
     }
     gate.check_rate(&principal)?;
     // During a database outage a write would only wait for the pool to give up: refuse it now.

@@ -41,7 +41,9 @@ impl WaitQuery {
                 if !(seconds.is_finite() && seconds >= 0.0) {
                     return Err(ApiError::bad_request("wait: must be a positive number of seconds"));
                 }
-                Ok(Some(Duration::from_secs_f64(seconds).min(MAX_WAIT)))
+                // Bounded before the conversion: `from_secs_f64` panics on values (1e30) that
+                // do not fit a Duration.
+                Ok(Some(Duration::from_secs_f64(seconds.min(MAX_WAIT.as_secs_f64()))))
             }
         }
     }
@@ -99,6 +101,7 @@ pub(crate) async fn create(
             .map(|k| parse::<KeySource>("key_source", k))
             .transpose()?,
         restriction: principal.restriction().clone(),
+        client_auth: body.client_auth,
     };
     let (cert, job) = control_plane.create_certificate(request).await?;
     let location = format!("/api/v1/certificates/{}", cert.id);

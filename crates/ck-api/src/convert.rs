@@ -25,6 +25,7 @@ pub(crate) fn certificate(cert: &ck_domain::Certificate, now: time::OffsetDateTi
         validity_days: cert.validity.whole_days(),
         renewal: renewal(&cert.renewal_policy, cert.expiry_thresholds.as_ref()),
         labels: cert.labels.as_map().clone(),
+        client_auth: cert.client_auth,
         last_error: cert.last_error.clone(),
         revoked_at: cert.revoked_at,
         revocation_reason: cert.revocation_reason.map(|r| r.to_string()),

@@ -39,6 +39,16 @@ impl ApiError {
         }
     }
 
+    /// 415: a state-changing call that is not JSON.
+    pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            kind: "unsupported-media-type",
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
     /// 422: well-formed JSON of the wrong shape.
     pub fn unprocessable(detail: impl Into<String>) -> Self {
         Self {

@@ -1,11 +1,11 @@
 //! Notification handlers: the delivery log, and requeueing dead notifications. Admin only: a
 //! notification describes certificates, issuers and agents beyond any token restriction.
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
 use ck_api_types as wire;
-use ck_server::ControlPlane;
+use ck_server::{ControlPlane, Principal};
 use ck_store::{NotificationFilter, NotificationRecord, NotificationState};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -39,6 +39,7 @@ pub(crate) struct NotificationQuery {
     security(("token" = ["admin"])))]
 pub(crate) async fn list(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     query: Result<Query<NotificationQuery>, QueryRejection>,
 ) -> Result<Json<wire::Page<wire::Notification>>, ApiError> {
     let Query(query) = query?;
@@ -57,7 +58,7 @@ pub(crate) async fn list(
         before: query.cursor,
         limit: convert::page_limit(query.limit, 100, 1000)?,
     };
-    let (records, more) = control_plane.notifications(&filter).await?;
+    let (records, more) = control_plane.notifications(&principal, &filter).await?;
     let next_cursor = if more {
         records.last().map(|r| r.id.clone())
     } else {
@@ -76,9 +77,10 @@ pub(crate) async fn list(
     security(("token" = ["admin"])))]
 pub(crate) async fn get(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<wire::Notification>, ApiError> {
-    Ok(Json(notification(&control_plane.notification(&id).await?)))
+    Ok(Json(notification(&control_plane.notification(&principal, &id).await?)))
 }
 
 /// Puts a dead notification back in the queue with a fresh attempt budget.
@@ -92,9 +94,12 @@ pub(crate) async fn get(
     security(("token" = ["admin"])))]
 pub(crate) async fn requeue(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<wire::Notification>, ApiError> {
-    Ok(Json(notification(&control_plane.requeue_notification(&id).await?)))
+    Ok(Json(notification(
+        &control_plane.requeue_notification(&principal, &id).await?,
+    )))
 }
 
 fn notification(record: &NotificationRecord) -> wire::Notification {

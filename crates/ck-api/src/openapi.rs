@@ -29,7 +29,24 @@ pub(crate) struct RouteAccess {
     pub(crate) scope: Option<Scope>,
     /// The operation id: the audit action.
     pub(crate) action: String,
+    /// Only for tokens without a restriction (see [`SERVER_WIDE`]).
+    pub(crate) server_wide: bool,
 }
+
+/// Operations on state that every team shares: a token restricted to some certificates (a
+/// team's admin) may not call them, whatever its scopes. Issuers and their ACME accounts serve
+/// every team; the audit trail and the notification queue name every team's certificates and
+/// tokens. What a restricted admin does reach: tokens within its own reach (scopes a subset,
+/// restriction at least as narrow), agents carrying its labels, and its certificates.
+pub(crate) const SERVER_WIDE: [&str; 7] = [
+    "issuer.create",
+    "issuer.account_rollover",
+    "issuer.account_deactivate",
+    "audit.list",
+    "notification.list",
+    "notification.get",
+    "notification.requeue",
+];
 
 /// Access rules by method and path template (without the `/api/v1` prefix).
 #[derive(Debug, Default)]
@@ -68,7 +85,15 @@ impl AccessTable {
                 };
                 let action = operation.operation_id.clone().unwrap_or_default();
                 let path = path.strip_prefix(API_PREFIX).unwrap_or(path).to_owned();
-                table.insert((method, path), RouteAccess { scope, action });
+                let server_wide = SERVER_WIDE.contains(&action.as_str());
+                table.insert(
+                    (method, path),
+                    RouteAccess {
+                        scope,
+                        action,
+                        server_wide,
+                    },
+                );
             }
         }
         Self(table)
@@ -142,6 +167,17 @@ pub(crate) fn finish(api: OpenApi) -> OpenApi {
         .into_iter()
         .flatten()
         {
+            if operation
+                .operation_id
+                .as_deref()
+                .is_some_and(|id| SERVER_WIDE.contains(&id))
+            {
+                let note = "Server-wide: only a token without a restriction (labels or name suffixes) may call it.";
+                operation.description = Some(match operation.description.take() {
+                    Some(text) => format!("{text}\n\n{note}"),
+                    None => note.to_owned(),
+                });
+            }
             for (status, description) in ERRORS {
                 operation
                     .responses

@@ -26,15 +26,22 @@ fn token(info: &TokenInfo) -> wire::Token {
         created_by: info.created_by.clone(),
         created_at: info.created_at,
         client_subject: info.client_subject.clone(),
+        client_cert_sha256: info.client_cert_sha256.clone(),
     }
 }
 
-/// Every token, revoked and expired ones included (never their secrets).
+/// Every token within the caller's reach (scopes a subset of its own, restriction at least as
+/// narrow), revoked and expired ones included (never their secrets).
 #[utoipa::path(get, path = "/tokens", operation_id = "token.list", tag = "tokens",
     responses((status = 200, description = "Tokens", body = Vec<wire::Token>)),
     security(("token" = ["admin"])))]
-pub(crate) async fn list(State(control_plane): State<ControlPlane>) -> Result<Json<Vec<wire::Token>>, ApiError> {
-    Ok(Json(control_plane.tokens().await?.iter().map(token).collect()))
+pub(crate) async fn list(
+    State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Vec<wire::Token>>, ApiError> {
+    Ok(Json(
+        control_plane.tokens(&principal).await?.iter().map(token).collect(),
+    ))
 }
 
 /// Makes a token with some of the caller's scopes; the answer shows it this once.
@@ -73,7 +80,7 @@ pub(crate) async fn create(
         scopes,
         restriction,
         lifetime_seconds,
-        client_subject: body.client_subject,
+        client_cert_sha256: body.client_cert_sha256,
     };
     let (info, secret) = control_plane.create_token(&principal, new).await?;
     let location = format!("/api/v1/tokens/{}", info.id);
@@ -92,28 +99,31 @@ pub(crate) async fn create(
         .into_response())
 }
 
-/// Revokes a token (by id or name); it stops working at once.
+/// Revokes a token (by id or name) within the caller's reach; it stops working at once.
 #[utoipa::path(post, path = "/tokens/{id}/revoke", operation_id = "token.revoke", tag = "tokens",
     params(("id" = String, Path, description = "Token id or name")),
     responses((status = 200, description = "Revoked", body = wire::Token)),
     security(("token" = ["admin"])))]
 pub(crate) async fn revoke(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<wire::Token>, ApiError> {
-    Ok(Json(token(&control_plane.revoke_token(&id).await?)))
+    Ok(Json(token(&control_plane.revoke_token(&principal, &id).await?)))
 }
 
-/// Gives a token a new secret (same name, scopes, expiry); the old one stops working.
+/// Gives a token within the caller's reach a new secret (same name, scopes, expiry); the old
+/// one stops working.
 #[utoipa::path(post, path = "/tokens/{id}/rotate", operation_id = "token.rotate", tag = "tokens",
     params(("id" = String, Path, description = "Token id or name")),
     responses((status = 200, description = "Rotated", body = wire::CreatedToken)),
     security(("token" = ["admin"])))]
 pub(crate) async fn rotate(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (info, secret) = control_plane.rotate_token(&id).await?;
+    let (info, secret) = control_plane.rotate_token(&principal, &id).await?;
     let rotated = wire::CreatedToken {
         token: secret,
         details: token(&info),

@@ -96,9 +96,18 @@ impl Client {
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
+        // The server takes a state-changing call only as JSON (a cross-site form cannot send
+        // that without a CORS preflight, which it never grants), even when there is no body.
+        let json = method == Method::POST || method == Method::PUT || method == Method::PATCH;
+        let builder = self
+            .http
             .request(method, format!("{}/api/v1{path}", self.base_url))
-            .bearer_auth(&self.token)
+            .bearer_auth(&self.token);
+        if json {
+            builder.header(reqwest::header::CONTENT_TYPE, "application/json")
+        } else {
+            builder
+        }
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<Response, ClientError> {
@@ -228,14 +237,20 @@ impl Client {
         self.json(self.request(Method::GET, "/issuers")).await
     }
 
-    /// Registers an agent with a scope (`deploy` by default); the answer carries its token
-    /// (shown once).
+    /// Registers an agent with a scope (`deploy` by default) and no labels of its own; the
+    /// answer carries its token (shown once).
     pub async fn create_agent(&self, name: &str, scope: Option<&str>) -> Result<CreatedAgent, ClientError> {
         let body = CreateAgent {
             name: name.to_owned(),
             scope: scope.map(str::to_owned),
+            labels: Default::default(),
         };
-        self.json(self.request(Method::POST, "/agents").json(&body)).await
+        self.register_agent(&body).await
+    }
+
+    /// Registers an agent as described (scope, labels); the answer carries its token (shown once).
+    pub async fn register_agent(&self, request: &CreateAgent) -> Result<CreatedAgent, ClientError> {
+        self.json(self.request(Method::POST, "/agents").json(request)).await
     }
 
     /// Creates an API token; the answer carries it (shown once).

@@ -144,6 +144,9 @@ pub struct Certificate {
     pub expiry_thresholds: Option<ExpiryThresholds>,
     /// Tags.
     pub labels: Labels,
+    /// Whether its leaves carry the clientAuth extended key usage (serverAuth always). Off
+    /// unless asked for: a leaf usable as a client certificate is a credential.
+    pub client_auth: bool,
     /// The current version's number (0 before the first issuance).
     pub current_version: u32,
     /// The current version's serial, hex.
@@ -250,8 +253,72 @@ pub struct NamePolicy {
     pub allowed_suffixes: Vec<String>,
     /// Whether `*.` names are allowed.
     pub deny_wildcards: bool,
-    /// Whether IP SANs are allowed.
+    /// Whether IP SANs are refused outright.
     pub deny_ip_addresses: bool,
+    /// Which IP SANs are allowed. Empty: none once `allowed_suffixes` restricts the names (an IP
+    /// address is under no domain, so a domain allowlist must not let every address through),
+    /// any otherwise.
+    pub allowed_ip_ranges: Vec<IpRange>,
+}
+
+/// An IP network in CIDR form (`10.0.0.0/8`, `2001:db8::/32`; a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+/// A malformed IP range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not an IP address or CIDR range (e.g. 10.0.0.0/8, 192.0.2.7, 2001:db8::/32)")]
+pub struct IpRangeError(String);
+
+impl IpRange {
+    /// Whether `ip` lies in the range (an IPv4 address never lies in an IPv6 range, nor back).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let prefix = u32::from(self.prefix);
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpRange {
+    type Err = IpRangeError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || IpRangeError(text.to_owned());
+        let (address, prefix) = match text.trim().split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let network: std::net::IpAddr = address.parse().map_err(|_| bad())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p.parse::<u8>().map_err(|_| bad())?,
+            Some(_) => return Err(bad()),
+            None => max,
+        };
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(Self { network, prefix })
+    }
+}
+
+impl fmt::Display for IpRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
 }
 
 impl NamePolicy {
@@ -264,6 +331,19 @@ impl NamePolicy {
         };
         match san {
             SubjectAltName::Ip(_) if self.deny_ip_addresses => refuse("IP addresses are not allowed"),
+            SubjectAltName::Ip(ip) if !self.allowed_ip_ranges.is_empty() => {
+                if self.allowed_ip_ranges.iter().any(|range| range.contains(*ip)) {
+                    Ok(())
+                } else {
+                    let ranges: Vec<String> = self.allowed_ip_ranges.iter().map(ToString::to_string).collect();
+                    refuse(&format!("allowed IP ranges are {}", ranges.join(", ")))
+                }
+            }
+            // An address is under no domain: with a domain allowlist it needs an explicit range.
+            SubjectAltName::Ip(_) if !self.allowed_suffixes.is_empty() => refuse(&format!(
+                "allowed domains are {} and no IP range is allowed (certificates.allowed_ip_ranges)",
+                self.allowed_suffixes.join(", ")
+            )),
             SubjectAltName::Ip(_) => Ok(()),
             SubjectAltName::Dns(name) => {
                 if self.deny_wildcards && name.is_wildcard() {
@@ -424,6 +504,7 @@ mod tests {
             allowed_suffixes: vec!["internal".into()],
             deny_wildcards: true,
             deny_ip_addresses: true,
+            allowed_ip_ranges: Vec::new(),
         };
         assert!(IssuanceRequest::resolve(Some("a.internal"), &[], None, &policy).is_ok());
         let refused = |name: &str| {
@@ -444,6 +525,64 @@ mod tests {
             IssuanceRequest::resolve(None, &many, None, &NamePolicy::default()),
             Err(RequestError::TooManyNames(101))
         );
+    }
+
+    #[test]
+    fn ip_san_bypasses_allowed_domains_no_more() {
+        let mut policy = NamePolicy {
+            allowed_suffixes: vec!["internal".into()],
+            ..NamePolicy::default()
+        };
+        let resolve = |policy: &NamePolicy, names: &[&str]| {
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            IssuanceRequest::resolve(None, &names, None, policy).map_err(|e| e.to_string())
+        };
+        let refused = resolve(&policy, &["a.internal", "10.1.2.3"]).unwrap_err();
+        assert!(refused.contains("'10.1.2.3' is not allowed"), "{refused}");
+        assert!(refused.contains("allowed_ip_ranges"), "{refused}");
+        assert!(resolve(&policy, &["a.internal", "::1"]).is_err());
+        // Allowed only inside an explicit range.
+        policy.allowed_ip_ranges = vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()];
+        assert!(resolve(&policy, &["a.internal", "10.1.2.3", "2001:db8::7"]).is_ok());
+        let outside = resolve(&policy, &["a.internal", "192.168.1.1"]).unwrap_err();
+        assert!(
+            outside.contains("allowed IP ranges are 10.0.0.0/8, 2001:db8::/32"),
+            "{outside}"
+        );
+        assert!(resolve(&policy, &["a.internal", "2001:db9::1"]).is_err());
+        // Without a domain allowlist addresses stay allowed, unless denied outright.
+        let open = NamePolicy::default();
+        assert!(resolve(&open, &["a.example", "10.1.2.3"]).is_ok());
+        let denied = NamePolicy {
+            deny_ip_addresses: true,
+            allowed_ip_ranges: vec!["10.0.0.0/8".parse().unwrap()],
+            ..NamePolicy::default()
+        };
+        assert!(resolve(&denied, &["10.1.2.3"]).is_err());
+    }
+
+    #[test]
+    fn ip_ranges_parse_and_match() {
+        let range: IpRange = "10.20.0.0/16".parse().unwrap();
+        assert!(range.contains("10.20.255.1".parse().unwrap()));
+        assert!(!range.contains("10.21.0.1".parse().unwrap()));
+        assert!(!range.contains("::ffff:10.20.0.1".parse().unwrap()), "no family mixing");
+        let all: IpRange = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("203.0.113.9".parse().unwrap()));
+        let one: IpRange = "192.0.2.7".parse().unwrap();
+        assert_eq!(one.to_string(), "192.0.2.7/32");
+        assert!(one.contains("192.0.2.7".parse().unwrap()) && !one.contains("192.0.2.8".parse().unwrap()));
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "example.com",
+            "10.0.0.0/8/8",
+            "",
+        ] {
+            assert!(bad.parse::<IpRange>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -121,6 +121,8 @@ pub struct LeafProfile {
     pub not_before: OffsetDateTime,
     /// Expiry (the CA caps it at its own expiry).
     pub not_after: OffsetDateTime,
+    /// Whether the leaf may also serve as a TLS client certificate (clientAuth).
+    pub client_auth: bool,
 }
 
 /// A freshly signed leaf.
@@ -231,7 +233,8 @@ impl LocalCa {
 
     /// Signs a TLS server leaf for the DER SubjectPublicKeyInfo `public_key_der`.
     ///
-    /// Extensions: subjectAltName, extendedKeyUsage serverAuth, keyUsage digitalSignature (plus
+    /// Extensions: subjectAltName, extendedKeyUsage serverAuth (and clientAuth when the profile
+    /// asks), keyUsage digitalSignature (plus
     /// keyEncipherment for RSA keys), basicConstraints CA:FALSE, subject and authority key ids.
     pub fn sign(&self, public_key_der: &[u8], profile: &LeafProfile) -> Result<IssuedCertificate, PkiError> {
         let public_key = rcgen::SubjectPublicKeyInfo::from_der(public_key_der).map_err(signing)?;
@@ -244,8 +247,13 @@ impl LocalCa {
         params.not_after = profile.not_after.min(self.intermediate_not_after);
         params.serial_number = Some(random_serial()?);
         params.is_ca = IsCa::ExplicitNoCa;
-        // clientAuth too: devices enrolled over EST or SCEP present them as client certificates.
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        // clientAuth only when asked for (devices enrolled over EST or SCEP, certificates made
+        // for mTLS): a leaf usable as a client certificate is a credential wherever this CA is
+        // trusted for clients.
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        if profile.client_auth {
+            params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
+        }
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         if is_rsa(public_key_der) {
             params.key_usages.push(KeyUsagePurpose::KeyEncipherment);

@@ -72,12 +72,35 @@ pub fn pem_block_der(pem_text: &str, tag: &str) -> Result<Vec<u8>, PkiError> {
         .ok_or_else(|| PkiError::BadChain(format!("no {tag} block")))
 }
 
-/// The subject of a DER certificate as text (`CN=deploy-bot, O=Example`), to map a TLS client
-/// certificate to a token.
-pub fn certificate_subject(cert_der: &[u8]) -> Result<String, PkiError> {
+/// What the control plane needs of a TLS client certificate to bind it to a token and to
+/// check it against its CA's revocations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificateFacts {
+    /// SHA-256 of the DER, lowercase hex: the binding to a token.
+    pub fingerprint: String,
+    /// Serial, lowercase hex without leading zero bytes (as the store keeps serials).
+    pub serial: String,
+    /// Validity start.
+    pub not_before: OffsetDateTime,
+    /// Validity end.
+    pub not_after: OffsetDateTime,
+}
+
+/// Reads a DER client certificate's fingerprint, serial and validity.
+pub fn client_certificate_facts(cert_der: &[u8]) -> Result<ClientCertificateFacts, PkiError> {
     let (_, parsed) = X509Certificate::from_der(cert_der)
         .map_err(|e| PkiError::BadChain(format!("the certificate does not parse: {e}")))?;
-    Ok(parsed.subject().to_string())
+    let validity = parsed.validity();
+    let time = |t: x509_parser::time::ASN1Time| {
+        OffsetDateTime::from_unix_timestamp(t.timestamp())
+            .map_err(|e| PkiError::BadChain(format!("the certificate's validity is out of range: {e}")))
+    };
+    Ok(ClientCertificateFacts {
+        fingerprint: sha256_hex(cert_der),
+        serial: hex(parsed.raw_serial()),
+        not_before: time(validity.not_before)?,
+        not_after: time(validity.not_after)?,
+    })
 }
 
 #[cfg(test)]
@@ -97,6 +120,7 @@ mod tests {
             sans: sans.clone(),
             not_before: now,
             not_after: now + time::Duration::days(1),
+            client_auth: false,
         };
         let issued = ca.sign(&key.public_key_der, &profile).unwrap();
         let chain = inspect_received_chain(&issued.chain_pem, &key.public_key_der).unwrap();

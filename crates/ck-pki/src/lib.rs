@@ -14,7 +14,9 @@ mod ocsp;
 mod scep;
 
 pub use ca::{CaConfig, CaMaterial, IssuedCertificate, LeafProfile, LocalCa};
-pub use chain::{ReceivedChain, certificate_subject, inspect_received_chain, pem_block_der};
+pub use chain::{
+    ClientCertificateFacts, ReceivedChain, client_certificate_facts, inspect_received_chain, pem_block_der,
+};
 pub use crl::{CrlRequest, RevokedSerial};
 pub use csr::{ParsedCsr, build_csr, pem_encode};
 pub use est::{

@@ -211,7 +211,7 @@ pub struct Credential {
 }
 
 /// The live credentials: by lookup key (the token key, or the bare hash of earlier tokens),
-/// and by the subject of the TLS client certificate mapped to a token.
+/// and by the fingerprint of the TLS client certificate bound to a token.
 #[derive(Debug, Clone, Default)]
 pub struct TokenVerifier {
     credentials: Arc<RwLock<Credentials>>,
@@ -222,8 +222,8 @@ pub struct TokenVerifier {
 pub struct Credentials {
     /// By token key (or legacy hash).
     pub by_key: HashMap<String, Credential>,
-    /// By client certificate subject.
-    pub by_subject: HashMap<String, Credential>,
+    /// By client certificate SHA-256 fingerprint (lowercase hex).
+    pub by_fingerprint: HashMap<String, Credential>,
 }
 
 impl TokenVerifier {
@@ -258,11 +258,34 @@ impl TokenVerifier {
         live(credential, now)
     }
 
-    /// The token mapped to a (verified) client certificate's subject, if it is valid at `now`.
-    pub fn verify_subject(&self, subject: &str, now: OffsetDateTime) -> Result<Principal, TokenRejection> {
+    /// The token bound to a (verified) client certificate's fingerprint, if it is valid at `now`.
+    pub fn verify_fingerprint(&self, fingerprint: &str, now: OffsetDateTime) -> Result<Principal, TokenRejection> {
         let guard = self.credentials.read().map_err(|_| TokenRejection::Unknown)?;
-        live(guard.by_subject.get(subject).ok_or(TokenRejection::Unknown)?, now)
+        live(
+            guard.by_fingerprint.get(fingerprint).ok_or(TokenRejection::Unknown)?,
+            now,
+        )
     }
+}
+
+/// Why a TLS client certificate did not sign in.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientCertificateRejection {
+    /// It does not parse.
+    #[error("the client certificate does not parse: {0}")]
+    Unreadable(String),
+    /// Expired or not yet valid.
+    #[error("the client certificate {0} is expired or not yet valid")]
+    OutsideValidity(String),
+    /// Revoked by one of our CAs.
+    #[error("the client certificate {0} is revoked")]
+    Revoked(String),
+    /// No live token is bound to it, or the bound token expired.
+    #[error("no live token is bound to the client certificate {1}")]
+    Token(TokenRejection, String),
+    /// The revocation check could not be made: refused rather than guessed.
+    #[error("the client certificate's revocation status cannot be read now")]
+    Unavailable(#[from] ck_store::StoreError),
 }
 
 fn live(credential: &Credential, now: OffsetDateTime) -> Result<Principal, TokenRejection> {

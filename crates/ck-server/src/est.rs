@@ -88,6 +88,17 @@ impl ControlPlane {
         let csr = ParsedCsr::parse(csr_der).map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let names = IssuanceRequest::resolve(None, &[], Some(&csr.names), &self.inner.config.name_policy)
             .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        // Checked apart from the suffixes: `*.devices.example` ends in `.devices.example`, and a
+        // wildcard would let one device (all share the enrollment secret) speak for every name
+        // under the suffix.
+        if !policy.allow_wildcards
+            && let Some(wildcard) = names.sans.iter().find(|san| san.to_string().starts_with("*."))
+        {
+            return Err(ServiceError::Forbidden(format!(
+                "the {via} profile does not allow wildcard names ({wildcard}): ask for the device's own names, \
+                 or set `allow_wildcards: true` in the {via} section of the server's config file"
+            )));
+        }
         if !policy.allowed_suffixes.is_empty() {
             let refused: BTreeSet<String> = names
                 .sans
@@ -113,6 +124,8 @@ impl ControlPlane {
             issuer: Some(policy.issuer.clone()),
             validity_days: policy.validity_days,
             labels: BTreeMap::from([("enrolled-via".to_owned(), via.to_owned())]),
+            // Enrolled devices present their certificates as TLS clients (802.1X, VPN, mTLS).
+            client_auth: true,
             ..NewCertificate::default()
         };
         let (cert, job) = self.create_certificate(request).await?;
@@ -150,21 +163,58 @@ impl ControlPlane {
 
 impl ControlPlane {
     /// `/simplereenroll`: the client proves itself with its current certificate (`client_leaf`,
-    /// DER, already verified against the CA by the TLS layer); the CSR must ask for exactly that
-    /// certificate's names (RFC 7030 §4.2.2). A revoked certificate may not re-enroll.
+    /// DER, whose chain the TLS layer verified against every CA it trusts); the CSR must ask
+    /// for exactly that certificate's names (RFC 7030 §4.2.2).
+    ///
+    /// The TLS layer also trusts the extra client CAs of `tls.client_ca_file` (partners'
+    /// CAs, for tokens) and knows no revocations, so this checks itself that one of our local
+    /// CAs issued the certificate, that this CA's store knows it and has not revoked it, and
+    /// that it is within its validity.
     pub async fn est_reenroll(&self, client_leaf: &[u8], body: &[u8]) -> Result<Vec<u8>, ServiceError> {
-        let profile = self.est_profile()?.clone();
+        self.est_profile()?;
         let current = ck_pki::leaf_names_and_serial(client_leaf)
             .map_err(|e| ServiceError::Forbidden(format!("the client certificate: {e}")))?;
-        if let ck_store::SerialStatus::Revoked(_) = self
+        let facts = ck_pki::client_certificate_facts(client_leaf)
+            .map_err(|e| ServiceError::Forbidden(format!("the client certificate: {e}")))?;
+        let now = crate::now();
+        if now >= facts.not_after || now < facts.not_before {
+            return Err(ServiceError::Forbidden(
+                "the client certificate is expired (or not yet valid): enroll anew with simpleenroll".to_owned(),
+            ));
+        }
+        let issuer = self
+            .inner
+            .issuers
+            .all()
+            .into_iter()
+            .find_map(|(id, issuer)| match issuer {
+                Issuer::Local(ca) if ca.issued(client_leaf) => Some(id),
+                _ => None,
+            });
+        let Some(issuer) = issuer else {
+            return Err(ServiceError::Forbidden(
+                "the client certificate was not issued by certkeeper's local CA: only certificates enrolled here \
+                 can re-enroll; enroll anew with simpleenroll"
+                    .to_owned(),
+            ));
+        };
+        match self
             .inner
             .store
-            .serial_status(&profile.policy.issuer, &current.serial_hex)
+            .serial_status(issuer.as_str(), &current.serial_hex)
             .await?
         {
-            return Err(ServiceError::Forbidden(
-                "the client certificate is revoked: enroll anew with simpleenroll".to_owned(),
-            ));
+            ck_store::SerialStatus::Issued => {}
+            ck_store::SerialStatus::Revoked(_) => {
+                return Err(ServiceError::Forbidden(
+                    "the client certificate is revoked: enroll anew with simpleenroll".to_owned(),
+                ));
+            }
+            ck_store::SerialStatus::Unknown => {
+                return Err(ServiceError::Forbidden(
+                    "the client certificate is not in certkeeper's inventory: enroll anew with simpleenroll".to_owned(),
+                ));
+            }
         }
         let csr_der = decode_est_body(body).map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let csr = ParsedCsr::parse(&csr_der).map_err(|e| ServiceError::Invalid(e.to_string()))?;

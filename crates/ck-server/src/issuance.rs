@@ -60,6 +60,7 @@ pub(crate) fn issue(
         sans: cert.sans.clone(),
         not_before,
         not_after,
+        client_auth: cert.client_auth,
     };
     let issued = ca
         .sign(&public_key_der, &profile)

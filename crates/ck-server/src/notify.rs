@@ -167,16 +167,20 @@ impl ControlPlane {
         Ok(self.inner.store.prune_events(now - KEEP_FINISHED).await?)
     }
 
-    /// Notifications, newest first, and whether more match.
+    /// Notifications, newest first, and whether more match (unrestricted operators only:
+    /// they name every team's certificates).
     pub async fn notifications(
         &self,
+        caller: &crate::Principal,
         filter: &NotificationFilter,
     ) -> Result<(Vec<NotificationRecord>, bool), ServiceError> {
+        crate::tokens::require_unrestricted(caller, "the notification queue")?;
         Ok(self.inner.store.notifications(filter).await?)
     }
 
     /// One notification.
-    pub async fn notification(&self, id: &str) -> Result<NotificationRecord, ServiceError> {
+    pub async fn notification(&self, caller: &crate::Principal, id: &str) -> Result<NotificationRecord, ServiceError> {
+        crate::tokens::require_unrestricted(caller, "the notification queue")?;
         self.inner
             .store
             .notification(id)
@@ -185,7 +189,12 @@ impl ControlPlane {
     }
 
     /// Puts a dead notification back in the queue with a fresh attempt budget.
-    pub async fn requeue_notification(&self, id: &str) -> Result<NotificationRecord, ServiceError> {
+    pub async fn requeue_notification(
+        &self,
+        caller: &crate::Principal,
+        id: &str,
+    ) -> Result<NotificationRecord, ServiceError> {
+        crate::tokens::require_unrestricted(caller, "the notification queue")?;
         let record = self.inner.store.requeue_notification(id, now()).await?;
         self.inner.notifications_due.notify_one();
         Ok(record)

@@ -169,25 +169,86 @@ const OCSP_SIGNER_VALIDITY: time::Duration = time::Duration::days(7);
 const OCSP_RESPONSE_VALIDITY: time::Duration = time::Duration::hours(24);
 /// A cached response is signed anew after this (or at once after a revocation).
 const OCSP_REFRESH: time::Duration = time::Duration::hours(1);
-/// Cached responses per issuer at most; beyond it, new ones are signed but not kept.
-const OCSP_CACHE_LIMIT: usize = 1_000_000;
+/// Cached responses per issuer at most (about 1 KB each, so some 50 MB); beyond it the least
+/// recently asked one goes. Only answers about certificates of ours are kept, so the bound is
+/// reached by a large fleet, never by a client inventing CertIDs.
+pub(crate) const OCSP_CACHE_CAPACITY: usize = 50_000;
 
 struct CachedResponse {
     der: Arc<Vec<u8>>,
     this_update: OffsetDateTime,
 }
 
+/// Signed responses to single-certificate requests without a nonce (the common case:
+/// browsers, stapling servers), so they are served without a signature.
+///
+/// Keyed by the whole CertID as the client encoded it (hash algorithm, issuer name and key
+/// hashes, serial): a response echoes the CertID it answers, so it may only be reused for that
+/// very CertID. Bounded in size (least recently used out first) and in age (`max_age`).
+pub(crate) struct OcspCache {
+    entries: hashlink::LruCache<Vec<u8>, CachedResponse>,
+    max_age: time::Duration,
+}
+
+impl OcspCache {
+    /// An empty cache of at most `capacity` responses, each served for at most `max_age`.
+    pub(crate) fn new(capacity: usize, max_age: time::Duration) -> Self {
+        Self {
+            entries: hashlink::LruCache::new(capacity.max(1)),
+            max_age,
+        }
+    }
+
+    /// The response cached for `cert_id`, unless it is older than `max_age` (then it is dropped).
+    pub(crate) fn get(&mut self, cert_id: &[u8], now: OffsetDateTime) -> Option<Arc<Vec<u8>>> {
+        let cached = self.entries.get(cert_id)?;
+        if now < cached.this_update + self.max_age {
+            return Some(cached.der.clone());
+        }
+        self.entries.remove(cert_id);
+        None
+    }
+
+    /// Keeps `der`, signed at `now`, as the answer for `cert_id` (evicting the least recently
+    /// used answer when full).
+    pub(crate) fn insert(&mut self, cert_id: Vec<u8>, der: Arc<Vec<u8>>, now: OffsetDateTime) {
+        self.entries.insert(cert_id, CachedResponse { der, this_update: now });
+    }
+
+    /// How many responses are kept.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether none is kept.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
 struct OcspIssuer {
     signer: Arc<OcspSigner>,
-    /// Responses to single-certificate requests without a nonce, by serial: the common case
-    /// (browsers, stapling servers) is served without a signature.
-    cache: HashMap<String, CachedResponse>,
+    cache: OcspCache,
 }
 
 /// Per issuer: the delegated responder and its cached responses.
 #[derive(Default)]
 pub(crate) struct OcspResponders {
     issuers: Mutex<HashMap<IssuerId, OcspIssuer>>,
+}
+
+impl OcspResponders {
+    /// Cached OCSP responses, over every issuer (for the metrics).
+    pub(crate) fn cached_responses(&self) -> usize {
+        self.issuers
+            .lock()
+            .map_or(0, |issuers| issuers.values().map(|issuer| issuer.cache.len()).sum())
+    }
 }
 
 /// What an OCSP request got: the DER response and whether it came from the cache.
@@ -216,8 +277,15 @@ impl ControlPlane {
                 });
             }
         };
-        let cacheable = query.certs.len() == 1 && query.nonce.is_none();
-        if cacheable && let Some(der) = self.cached_ocsp(&id, &query.certs[0].serial_hex, now) {
+        // Only a CertID that names this issuer can have a cached answer: anything else is
+        // `unknown`, signed each time and never kept.
+        let cache_key = match query.certs.as_slice() {
+            [cert] if query.nonce.is_none() && cert.ours => cert.cache_key(),
+            _ => None,
+        };
+        if let Some(key) = &cache_key
+            && let Some(der) = self.cached_ocsp(&id, key, now)
+        {
             return Ok(OcspAnswer { der, cached: true });
         }
         let mut statuses = Vec::with_capacity(query.certs.len());
@@ -245,27 +313,21 @@ impl ControlPlane {
             )
             .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
         let der = Arc::new(der);
-        if cacheable
+        // An unknown serial is not kept either: invented serials would fill the cache.
+        if let Some(key) = cache_key
+            && statuses.first().is_some_and(|status| *status != OcspStatus::Unknown)
             && let Ok(mut issuers) = self.inner.ocsp.issuers.lock()
             && let Some(entry) = issuers.get_mut(&id)
             && Arc::ptr_eq(&entry.signer, &signer)
-            && entry.cache.len() < OCSP_CACHE_LIMIT
         {
-            entry.cache.insert(
-                query.certs[0].serial_hex.clone(),
-                CachedResponse {
-                    der: der.clone(),
-                    this_update: now,
-                },
-            );
+            entry.cache.insert(key, der.clone(), now);
         }
         Ok(OcspAnswer { der, cached: false })
     }
 
-    fn cached_ocsp(&self, id: &IssuerId, serial: &str, now: OffsetDateTime) -> Option<Arc<Vec<u8>>> {
-        let issuers = self.inner.ocsp.issuers.lock().ok()?;
-        let cached = issuers.get(id)?.cache.get(serial)?;
-        (now < cached.this_update + OCSP_REFRESH).then(|| cached.der.clone())
+    fn cached_ocsp(&self, id: &IssuerId, cert_id: &[u8], now: OffsetDateTime) -> Option<Arc<Vec<u8>>> {
+        let mut issuers = self.inner.ocsp.issuers.lock().ok()?;
+        issuers.get_mut(id)?.cache.get(cert_id, now)
     }
 
     /// The issuer's delegated responder, issued (or rotated at half its validity) as needed.
@@ -295,7 +357,7 @@ impl ControlPlane {
             id.clone(),
             OcspIssuer {
                 signer: signer.clone(),
-                cache: HashMap::new(),
+                cache: OcspCache::new(OCSP_CACHE_CAPACITY, OCSP_REFRESH),
             },
         );
         Ok(signer)
@@ -357,6 +419,7 @@ impl ControlPlane {
                     sans,
                     not_before: now - time::Duration::minutes(1),
                     not_after: now + validity,
+                    client_auth: false,
                 },
             )
             .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
@@ -377,5 +440,55 @@ impl ControlPlane {
             return Err(ServiceError::Unavailable("the local CA is not loaded".to_owned()));
         };
         Ok(format!("{}{}", ca.root_pem(), ca.intermediate_pem()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{OCSP_CACHE_CAPACITY, OCSP_REFRESH, OcspCache};
+
+    fn cert_id(n: u64) -> Vec<u8> {
+        n.to_be_bytes().to_vec()
+    }
+
+    #[test]
+    fn the_ocsp_cache_stays_within_its_bound_under_100k_distinct_cert_ids() {
+        let now = time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let mut cache = OcspCache::new(OCSP_CACHE_CAPACITY, OCSP_REFRESH);
+        let answer = Arc::new(vec![0x30, 0x03, 0x0a, 0x01, 0x00]);
+        let legitimate = b"legitimate".to_vec();
+        cache.insert(legitimate.clone(), answer.clone(), now);
+        for n in 0..100_000 {
+            // The legitimate CertID keeps being asked for, so it is never the least recent.
+            if n % 1_000 == 0 {
+                assert!(cache.get(&legitimate, now).is_some(), "evicted after {n} others");
+            }
+            cache.insert(cert_id(n), answer.clone(), now);
+            assert!(cache.len() <= OCSP_CACHE_CAPACITY);
+        }
+        assert_eq!(cache.len(), OCSP_CACHE_CAPACITY);
+        assert!(cache.get(&legitimate, now).is_some());
+        assert!(
+            cache.get(&cert_id(0), now).is_none(),
+            "the least recently used went first"
+        );
+        assert!(cache.get(&cert_id(99_999), now).is_some());
+    }
+
+    #[test]
+    fn an_ocsp_cache_entry_expires_with_age_and_keys_are_whole_cert_ids() {
+        let now = time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let mut cache = OcspCache::new(4, OCSP_REFRESH);
+        cache.insert(b"sha1|name|key|01".to_vec(), Arc::new(vec![1]), now);
+        assert!(cache.get(b"sha256|name|key|01", now).is_none());
+        assert!(
+            cache
+                .get(b"sha1|name|key|01", now + OCSP_REFRESH - time::Duration::SECOND)
+                .is_some()
+        );
+        assert!(cache.get(b"sha1|name|key|01", now + OCSP_REFRESH).is_none());
+        assert!(cache.is_empty(), "a stale answer is dropped when met");
     }
 }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
-use ck_acme::{AcmeIssuer, AcmeIssuerConfig, ChallengeKind, ChallengeResponder};
+use ck_acme::{AcmeIssuer, ChallengeKind, ChallengeResponder};
 use ck_domain::{
     Certificate, CertificateId, CertificateStatus, CertificateVersion, ExpiryThresholds, IssuanceRequest, IssuerId,
     Job, JobId, JobKind, JobState, KeySource, KeyType, Labels, RenewalPolicy, Restriction, RevocationReason,
@@ -56,6 +56,9 @@ pub struct NewCertificate {
     /// The caller's token restriction: the certificate gets its labels, and every name must
     /// lie under its suffixes.
     pub restriction: Restriction,
+    /// Whether its leaves may serve as TLS client certificates (clientAuth); serverAuth only
+    /// when not asked.
+    pub client_auth: bool,
 }
 
 /// Whether a token restriction reaches a certificate.
@@ -79,7 +82,7 @@ pub struct IssuerInfo {
     pub directory: Option<String>,
     /// ACME: the account URL, once registered.
     pub account_url: Option<String>,
-    /// ACME: the settings, secrets replaced by `<redacted>`.
+    /// ACME: the settings as given, every secret-typed value shown as `"[redacted]"`.
     pub settings: Option<serde_json::Value>,
     /// The last health check.
     pub health: Option<IssuerHealth>,
@@ -116,6 +119,8 @@ pub(crate) struct Inner {
     pub(crate) database: crate::outage::DatabaseStatus,
     /// The certificates and chains read last, served during a database outage.
     pub(crate) read_cache: crate::outage::ReadCache,
+    /// Failed authentications per client address, for every way in.
+    pub(crate) auth_failures: crate::auth_failures::AuthFailures,
 }
 
 /// The control plane's services. Cheap to clone.
@@ -136,7 +141,9 @@ impl ControlPlane {
         let audit = crate::group_commit::AuditQueue::start(store.clone());
         let acme_orders = Arc::new(Semaphore::new(config.acme_concurrency.max(1)));
         let read_cache = crate::outage::ReadCache::new(config.outage_read_cache);
+        let auth_failures = crate::auth_failures::AuthFailures::new(config.auth_failure_limit);
         let issuers = Issuers::new(issuers, &store);
+        let metrics = Metrics::new(config.metrics);
         let inner = Inner {
             store,
             config,
@@ -146,7 +153,7 @@ impl ControlPlane {
             work_available,
             notifications_due: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
-            metrics: Metrics::new(),
+            metrics,
             creates,
             audit,
             crls: crate::pki::CrlCache::default(),
@@ -155,13 +162,9 @@ impl ControlPlane {
             leadership: crate::cluster::Leadership::default(),
             database: crate::outage::DatabaseStatus::default(),
             read_cache,
+            auth_failures,
         };
         Self { inner: Arc::new(inner) }
-    }
-
-    /// Failed authentications per second and burst allowed per address (`None`: unlimited).
-    pub fn auth_failure_limit(&self) -> Option<(f64, u32)> {
-        self.inner.config.auth_failure_limit
     }
 
     /// Requests per second and burst allowed per token (`None`: unlimited).
@@ -260,7 +263,7 @@ impl ControlPlane {
             return Err(ServiceError::Invalid("name is longer than 255 characters".to_owned()));
         }
         let agent = match request.agent.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
-            Some(agent) => Some(self.agent_record(agent).await?),
+            Some(agent) => Some(self.agent_record(agent, &request.restriction).await?),
             None => None,
         };
         let (key_source, csr_pem) = custody(csr, request.key_source, agent.as_ref())?;
@@ -280,6 +283,7 @@ impl ControlPlane {
             renewal_policy: request.renewal_policy.unwrap_or(self.inner.config.default_renewal),
             expiry_thresholds: request.expiry_thresholds.clone(),
             labels,
+            client_auth: request.client_auth,
             current_version: 0,
             serial: None,
             fingerprint: None,
@@ -316,6 +320,17 @@ impl ControlPlane {
     /// returned instead of a second one.
     pub async fn renew(&self, id: CertificateId) -> Result<(Job, bool), ServiceError> {
         let cert = self.certificate(id).await?;
+        // A renewal of a CSR-mode certificate re-signs the stored CSR, i.e. the same key: after
+        // a keyCompromise revocation that would certify the key an attacker may hold. Server
+        // keys are new for every version, and an agent sends a CSR for each; a client's CSR
+        // cannot change, so it needs a new certificate with a new key.
+        if cert.key_source == KeySource::Csr && cert.revocation_reason == Some(RevocationReason::KeyCompromise) {
+            return Err(ServiceError::Conflict(format!(
+                "certificate {id} was revoked for keyCompromise, and renewing it would re-sign its CSR's compromised \
+                 key: make a new key and submit a new CSR (POST /api/v1/certificates with `csr`), then delete this \
+                 certificate"
+            )));
+        }
         self.issuer_handle(&cert.issuer_id).await?;
         let outcome = self
             .inner
@@ -589,11 +604,18 @@ impl ControlPlane {
         if self.inner.issuers.get(&issuer_id).is_some() {
             return Err(ServiceError::Conflict(format!("issuer '{issuer_id}' exists already")));
         }
-        let config = AcmeIssuerConfig::from_json(&settings).map_err(|e| ServiceError::Invalid(e.message))?;
+        let (config, shown) =
+            crate::issuers::acme_settings(&settings, ck_acme::SettingsOrigin::Api, &self.inner.config)
+                .map_err(|e| ServiceError::Invalid(e.message))?;
         let registered = AcmeIssuer::register(config.clone(), self.inner.issuers.responder.clone())
             .await
             .map_err(|failure| {
-                let text = format!("the CA refused the account: {}", failure.message);
+                // Only a problem document is the CA's answer; anything else never reached it.
+                let text = if failure.problem.is_some() {
+                    format!("the CA refused the account: {}", failure.message)
+                } else {
+                    failure.message.clone()
+                };
                 if failure.transient {
                     ServiceError::Upstream(text)
                 } else {
@@ -627,7 +649,7 @@ impl ControlPlane {
             .await?;
         tracing::info!(issuer = %issuer_id, directory = %config.directory_url(), account = %registered.account_url,
             "added an ACME issuer and registered its account");
-        let state = AcmeIssuerState::new(issuer_id.clone(), config, settings, now, Some(registered.issuer));
+        let state = AcmeIssuerState::new(issuer_id.clone(), config, shown, now, Some(registered.issuer));
         self.inner
             .issuers
             .insert(issuer_id.clone(), Issuer::Acme(Arc::new(state)));
@@ -745,53 +767,6 @@ impl ControlPlane {
         }
     }
 
-    /// Prometheus text exposition of the control plane's metrics.
-    pub async fn render_metrics(&self) -> Result<String, ServiceError> {
-        if !self.inner.database.is_up() {
-            return self.inner.metrics.render_local();
-        }
-        let store = &self.inner.store;
-        let now = now();
-        let agents = store.agents().await?;
-        let mut agent_counts: Vec<(&'static str, i64)> = Vec::new();
-        for status in crate::AgentStatus::ALL {
-            let n = agents
-                .iter()
-                .filter(|record| crate::agents::status_of(record, now) == status)
-                .count();
-            agent_counts.push((status.as_str(), i64::try_from(n).unwrap_or(i64::MAX)));
-        }
-        let token_expiries = store
-            .tokens()
-            .await?
-            .into_iter()
-            .filter(|t| t.revoked_at.is_none() && t.expired_at.is_none())
-            .filter_map(|t| t.expires_at.map(|at| (t.name, at)))
-            .collect();
-        let inventory = crate::metrics::Inventory {
-            certificates: store.certificate_counts().await?,
-            issuers: self.inner.issuers.ids(),
-            times: store.certificate_times().await?,
-            jobs: store.job_counts().await?,
-            oldest_runnable_job_seconds: store
-                .oldest_runnable_job(now)
-                .await?
-                .map_or(0.0, |since| (now - since).as_seconds_f64().max(0.0)),
-            agents: agent_counts,
-            token_expiries,
-            notifications: store.notification_counts().await?,
-            notifiers: self
-                .inner
-                .config
-                .notifications
-                .notifiers
-                .iter()
-                .map(|n| n.name.clone())
-                .collect(),
-        };
-        self.inner.metrics.render(&inventory)
-    }
-
     fn forget_waiters(&self, id: JobId) {
         if let Ok(mut waiters) = self.inner.waiters.lock() {
             waiters.remove(&id);
@@ -830,7 +805,7 @@ impl ControlPlane {
         }
         if let Some(record) = self.inner.store.issuers().await?.iter().find(|r| r.id == id.as_str())
             && let Some((loaded_id, issuer)) =
-                crate::bootstrap::issuer_from_record(record, self.inner.config.public_base_url.as_deref())?
+                crate::bootstrap::issuer_from_record(record, &self.inner.config)?
         {
             tracing::info!(issuer = %loaded_id, "loaded an issuer added through another node");
             self.inner.issuers.insert_if_absent(loaded_id, issuer);
@@ -919,7 +894,7 @@ fn issuer_info(id: &IssuerId, issuer: &Issuer, record: Option<&IssuerRecord>) ->
             not_after: None,
             directory: Some(state.config.directory_url()),
             account_url: record.and_then(|r| r.account_url.clone()),
-            settings: Some(ck_acme::config::redact_secrets(&state.settings)),
+            settings: Some(state.shown.clone()),
             health,
             created_at: Some(state.created_at),
         },

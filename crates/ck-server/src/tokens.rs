@@ -8,8 +8,8 @@ use ck_store::{AuditFilter, AuditRecord, Store, TokenRecord};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::auth::{Credential, Credentials, Operator, mint_token};
-use crate::{AgentScope, ControlPlane, Principal, ServiceError, TokenRejection, TokenVerifier, now};
+use crate::auth::{ClientCertificateRejection, Credential, Credentials, Operator, mint_token};
+use crate::{AgentScope, ControlPlane, Principal, ServiceError, TokenVerifier, now};
 
 /// What a new token may do.
 #[derive(Debug, Clone)]
@@ -22,8 +22,9 @@ pub struct NewToken {
     pub restriction: Option<Restriction>,
     /// Seconds until it expires; `None` never.
     pub lifetime_seconds: Option<i64>,
-    /// A TLS client certificate with this subject signs in as the token.
-    pub client_subject: Option<String>,
+    /// The SHA-256 fingerprint (hex, of the DER; colons allowed) of the one TLS client
+    /// certificate that signs in as the token.
+    pub client_cert_sha256: Option<String>,
 }
 
 /// Where a token stands.
@@ -73,8 +74,11 @@ pub struct TokenInfo {
     pub created_by: Option<String>,
     /// When.
     pub created_at: OffsetDateTime,
-    /// The TLS client certificate subject that signs in as it.
+    /// The subject it was mapped to before certificates were bound by fingerprint (no longer
+    /// honoured).
     pub client_subject: Option<String>,
+    /// The fingerprint of the TLS client certificate that signs in as it.
+    pub client_cert_sha256: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -130,6 +134,49 @@ fn info(record: &TokenRecord, now: OffsetDateTime) -> TokenInfo {
         created_by: record.created_by.clone(),
         created_at: record.created_at,
         client_subject: record.client_subject.clone(),
+        client_cert_sha256: record.client_cert_sha256.clone(),
+    }
+}
+
+/// Whether `caller` may see, revoke or rotate `token`: the token can do nothing the caller
+/// cannot (its scopes are a subset of the caller's) and reaches no certificate the caller does
+/// not (its restriction is at least as narrow). The same rule as for making a token, so no
+/// token can ever obtain, through another, more than it has itself.
+pub fn reaches(caller: &Principal, token: &TokenInfo) -> bool {
+    caller.scopes().includes(token.scopes) && caller.restriction().is_within(&token.restriction)
+}
+
+/// `Ok` when `caller` reaches every certificate: server-wide data (the whole audit trail,
+/// notifications, issuers' accounts) is for unrestricted operators only.
+pub fn require_unrestricted(caller: &Principal, what: &str) -> Result<(), ServiceError> {
+    if caller.restriction().is_unrestricted() {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden(format!(
+            "{what} spans every team's certificates: a restricted token cannot reach it"
+        )))
+    }
+}
+
+/// A certificate fingerprint as stored: 64 lowercase hex digits (colons and spaces, as
+/// `openssl x509 -fingerprint -sha256` prints them, are dropped).
+fn normalize_fingerprint(text: &str) -> Result<String, ServiceError> {
+    let hex: String = text
+        .trim()
+        .trim_start_matches("sha256:")
+        .trim_start_matches("SHA256:")
+        .chars()
+        .filter(|c| *c != ':' && *c != ' ')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hex)
+    } else {
+        Err(ServiceError::Invalid(format!(
+            "client certificate fingerprint '{}' is not a SHA-256 (64 hex digits; \
+             `openssl x509 -in cert.pem -noout -fingerprint -sha256` prints it)",
+            text.trim()
+        )))
     }
 }
 
@@ -147,7 +194,7 @@ fn validate_name(name: &str) -> Result<&str, ServiceError> {
 pub(crate) async fn load_credentials(store: &Store) -> Result<Credentials, ServiceError> {
     let now = now();
     let mut credentials = HashMap::new();
-    let mut by_subject = HashMap::new();
+    let mut by_fingerprint = HashMap::new();
     for record in store.tokens().await? {
         let token = info(&record, now);
         if token.status == TokenStatus::Revoked {
@@ -164,8 +211,8 @@ pub(crate) async fn load_credentials(store: &Store) -> Result<Credentials, Servi
             principal,
             expires_at: record.expires_at,
         };
-        if let Some(subject) = &record.client_subject {
-            by_subject.insert(subject.clone(), credential.clone());
+        if let Some(fingerprint) = &record.client_cert_sha256 {
+            by_fingerprint.insert(fingerprint.clone(), credential.clone());
         }
         credentials.insert(
             TokenVerifier::lookup_key(record.token_key.as_deref(), &record.token_hash),
@@ -190,7 +237,7 @@ pub(crate) async fn load_credentials(store: &Store) -> Result<Credentials, Servi
     }
     Ok(Credentials {
         by_key: credentials,
-        by_subject,
+        by_fingerprint,
     })
 }
 
@@ -218,6 +265,7 @@ pub(crate) fn token_record(
         created_by: Some(created_by.to_owned()),
         created_at: now,
         client_subject: None,
+        client_cert_sha256: None,
     }
 }
 
@@ -236,6 +284,9 @@ pub(crate) async fn credentials_loop(control_plane: ControlPlane, mut shutdown: 
         }
         if let Err(error) = control_plane.refresh_credentials().await {
             tracing::warn!(%error, "reloading tokens failed; the previous set stays in force");
+        }
+        if let Err(error) = control_plane.flush_auth_failures().await {
+            tracing::warn!(%error, "recording the tally of failed authentications failed");
         }
     }
 }
@@ -323,17 +374,11 @@ impl ControlPlane {
                     .into(),
             ));
         }
-        let client_subject = match new.client_subject.as_deref().map(str::trim) {
-            None => None,
-            Some(subject) if !subject.is_empty() && subject.len() <= 1024 && subject.contains('=') => {
-                Some(subject.to_owned())
-            }
-            Some(subject) => {
-                return Err(ServiceError::Invalid(format!(
-                    "client certificate subject '{subject}' is not a distinguished name (e.g. CN=deploy-bot)"
-                )));
-            }
-        };
+        let client_cert_sha256 = new
+            .client_cert_sha256
+            .as_deref()
+            .map(normalize_fingerprint)
+            .transpose()?;
         let now = now();
         let live = self.inner.store.tokens().await?;
         let live = live.iter().filter(|t| info(t, now).status == TokenStatus::Active);
@@ -343,9 +388,9 @@ impl ControlPlane {
                     "a live token named '{name}' exists: choose another name or revoke it first"
                 )));
             }
-            if client_subject.is_some() && token.client_subject == client_subject {
+            if client_cert_sha256.is_some() && token.client_cert_sha256 == client_cert_sha256 {
                 return Err(ServiceError::Conflict(format!(
-                    "the live token '{}' is already mapped to this client certificate subject",
+                    "the live token '{}' is already bound to this client certificate",
                     token.name
                 )));
             }
@@ -355,7 +400,7 @@ impl ControlPlane {
             .lifetime_seconds
             .map(|seconds| now + time::Duration::seconds(seconds));
         let record = TokenRecord {
-            client_subject,
+            client_cert_sha256,
             ..token_record(
                 name,
                 &minted,
@@ -372,17 +417,29 @@ impl ControlPlane {
         Ok((info(&record, now), minted.token))
     }
 
-    /// Every token, revoked and expired ones included.
-    pub async fn tokens(&self) -> Result<Vec<TokenInfo>, ServiceError> {
+    /// Every token within the caller's reach (see [`reaches`]), revoked and expired ones
+    /// included.
+    pub async fn tokens(&self, caller: &Principal) -> Result<Vec<TokenInfo>, ServiceError> {
         let now = now();
-        Ok(self.inner.store.tokens().await?.iter().map(|t| info(t, now)).collect())
+        Ok(self
+            .inner
+            .store
+            .tokens()
+            .await?
+            .iter()
+            .map(|t| info(t, now))
+            .filter(|t| reaches(caller, t))
+            .collect())
     }
 
-    async fn live_token(&self, id_or_name: &str) -> Result<TokenRecord, ServiceError> {
+    /// The live token `id_or_name` if it lies within the caller's reach; a token outside it
+    /// is answered as absent, so a restricted admin cannot even learn which tokens exist.
+    async fn live_token(&self, caller: &Principal, id_or_name: &str) -> Result<TokenRecord, ServiceError> {
         let tokens = self.inner.store.tokens().await?;
-        let mut matching = tokens
-            .into_iter()
-            .filter(|t| t.revoked_at.is_none() && (t.id == id_or_name || t.name == id_or_name));
+        let now = now();
+        let mut matching = tokens.into_iter().filter(|t| {
+            t.revoked_at.is_none() && (t.id == id_or_name || t.name == id_or_name) && reaches(caller, &info(t, now))
+        });
         match (matching.next(), matching.next()) {
             (Some(token), None) => Ok(token),
             (None, _) => Err(ServiceError::NotFound(format!("live token '{id_or_name}'"))),
@@ -394,8 +451,8 @@ impl ControlPlane {
 
     /// Revokes a token by id or name; it stops working at once on this node and within the
     /// refresh interval on the others.
-    pub async fn revoke_token(&self, id_or_name: &str) -> Result<TokenInfo, ServiceError> {
-        let token = self.live_token(id_or_name).await?;
+    pub async fn revoke_token(&self, caller: &Principal, id_or_name: &str) -> Result<TokenInfo, ServiceError> {
+        let token = self.live_token(caller, id_or_name).await?;
         let record = self.inner.store.revoke_token(&token.id, now()).await?;
         self.credentials_changed().await?;
         tracing::info!(token = %record.id, name = %record.name, "revoked an API token");
@@ -403,8 +460,12 @@ impl ControlPlane {
     }
 
     /// Gives a token a new secret (same name, scopes and expiry); the old secret stops working.
-    pub async fn rotate_token(&self, id_or_name: &str) -> Result<(TokenInfo, String), ServiceError> {
-        let token = self.live_token(id_or_name).await?;
+    pub async fn rotate_token(
+        &self,
+        caller: &Principal,
+        id_or_name: &str,
+    ) -> Result<(TokenInfo, String), ServiceError> {
+        let token = self.live_token(caller, id_or_name).await?;
         let minted = mint_token().map_err(ServiceError::Unavailable)?;
         let record = self
             .inner
@@ -450,14 +511,60 @@ impl ControlPlane {
         Ok(events.len())
     }
 
-    /// The token mapped to a TLS client certificate (already verified by the listener against
-    /// the trusted CAs), by the certificate's subject.
-    pub fn verify_client_certificate(&self, cert_der: &[u8]) -> Result<Principal, (TokenRejection, String)> {
-        let subject = ck_pki::certificate_subject(cert_der).map_err(|e| (TokenRejection::Unknown, e.to_string()))?;
+    /// The token bound to a TLS client certificate (already verified by the listener against
+    /// the trusted CAs), by the certificate's SHA-256 fingerprint: a subject is whatever the
+    /// requester of a certificate asked for, a fingerprint names exactly one certificate. A
+    /// certificate that one of our CAs revoked, or that has expired, is refused at once,
+    /// whatever the chain check said (the TLS layer knows no revocations).
+    pub async fn verify_client_certificate(&self, cert_der: &[u8]) -> Result<Principal, ClientCertificateRejection> {
+        let facts = ck_pki::client_certificate_facts(cert_der)
+            .map_err(|e| ClientCertificateRejection::Unreadable(e.to_string()))?;
+        let now = now();
+        if now >= facts.not_after || now < facts.not_before {
+            return Err(ClientCertificateRejection::OutsideValidity(facts.fingerprint));
+        }
+        for (id, issuer) in self.inner.issuers.all() {
+            if let crate::issuers::Issuer::Local(ca) = issuer
+                && ca.issued(cert_der)
+            {
+                match self.inner.store.serial_status(id.as_str(), &facts.serial).await? {
+                    ck_store::SerialStatus::Revoked(_) => {
+                        return Err(ClientCertificateRejection::Revoked(facts.fingerprint));
+                    }
+                    ck_store::SerialStatus::Issued | ck_store::SerialStatus::Unknown => {}
+                }
+            }
+        }
         self.inner
             .tokens
-            .verify_subject(&subject, now())
-            .map_err(|rejection| (rejection, subject))
+            .verify_fingerprint(&facts.fingerprint, now)
+            .map_err(|rejection| ClientCertificateRejection::Token(rejection, facts.fingerprint))
+    }
+
+    /// `Err(wait)` when `peer` has failed to authenticate too often (API and web UI alike).
+    pub fn auth_failure_wait(&self, peer: std::net::IpAddr) -> Result<(), std::time::Duration> {
+        self.inner.auth_failures.check(peer)
+    }
+
+    /// Counts a failed authentication of `peer` and records it: the first of each address and
+    /// minute at once, the rest as one row with their count when the minute is over.
+    pub async fn auth_failed(&self, peer: Option<std::net::IpAddr>, event: AuditEvent) -> Result<(), ServiceError> {
+        let Some(peer) = peer else {
+            return self.audit(event).await;
+        };
+        let detail = event.detail.clone().unwrap_or_default();
+        match self.inner.auth_failures.failed(peer, now(), &detail) {
+            crate::auth_failures::FailureRecord::WriteNow => self.audit(event).await,
+            crate::auth_failures::FailureRecord::Counted => Ok(()),
+        }
+    }
+
+    /// Writes the tallies of failed authentications whose minute is over.
+    pub(crate) async fn flush_auth_failures(&self) -> Result<(), ServiceError> {
+        for event in self.inner.auth_failures.closed_minutes(now()) {
+            self.audit(event).await?;
+        }
+        Ok(())
     }
 
     /// Appends an audit event; returns once it is committed (batched with concurrent ones).
@@ -479,8 +586,14 @@ impl ControlPlane {
         }
     }
 
-    /// Lists audit events.
-    pub async fn audit_events(&self, filter: &AuditFilter) -> Result<(Vec<AuditRecord>, bool), ServiceError> {
+    /// Lists audit events (for unrestricted operators: the trail names every team's
+    /// certificates and tokens).
+    pub async fn audit_events(
+        &self,
+        caller: &Principal,
+        filter: &AuditFilter,
+    ) -> Result<(Vec<AuditRecord>, bool), ServiceError> {
+        require_unrestricted(caller, "the audit trail")?;
         Ok(self.inner.store.audit_events(filter).await?)
     }
 }

@@ -124,7 +124,7 @@ impl Store {
     /// Stores new certificates with their first jobs, all in one transaction with multi-row
     /// inserts: the group commit of concurrent create requests.
     pub async fn create_certificates(&self, new: &[(&Certificate, &Job)]) -> Result<(), StoreError> {
-        const COLUMNS: usize = 19;
+        const COLUMNS: usize = 20;
         let mut tx = self.write.begin().await?;
         for chunk in new.chunks(ROWS_PER_STATEMENT) {
             let mut values: Vec<SqlValue> = Vec::with_capacity(chunk.len() * COLUMNS);
@@ -151,14 +151,15 @@ impl Store {
                     cert.renewal_policy.jitter_fraction().into(),
                     labels_json(&cert.labels).into(),
                     cert.expiry_thresholds.as_ref().map(ExpiryThresholds::to_text).into(),
+                    i64::from(cert.client_auth).into(),
                     to_ms(cert.created_at).into(),
                     to_ms(cert.updated_at).into(),
                 ]);
             }
             let statement = sql!(
                 "INSERT INTO certificates (id, name, common_name, sans, issuer_id, key_type, key_source, csr_pem, \
-                 challenge, agent_id, status, validity_days, renew_fraction, renew_days, renew_jitter, labels, expiry_thresholds, created_at, \
-                 updated_at) VALUES {}",
+                 challenge, agent_id, status, validity_days, renew_fraction, renew_days, renew_jitter, labels, expiry_thresholds, client_auth, \
+                 created_at, updated_at) VALUES {}",
                 values_list(chunk.len(), COLUMNS, 0)
             );
             bind_all(sqlx::query(statement), values).execute(&mut *tx).await?;
@@ -271,7 +272,11 @@ impl Store {
         match row {
             Some(row) => Ok(Some((
                 version(&row)?,
-                self.open("certificate_versions.private_key_pem", row.try_get("private_key_pem")?)?,
+                self.open(
+                    "certificate_versions.private_key_pem",
+                    &crate::secrets::row_id(&id.to_string(), Some(&number.to_string())),
+                    row.try_get("private_key_pem")?,
+                )?,
             ))),
             None => Ok(None),
         }
@@ -454,8 +459,12 @@ impl Store {
                     new.cert_pem.as_str().into(),
                     new.chain_pem.as_str().into(),
                     new.csr_pem.as_str().into(),
-                    self.seal("certificate_versions.private_key_pem", new.private_key_pem.as_deref())?
-                        .into(),
+                    self.seal(
+                        "certificate_versions.private_key_pem",
+                        &crate::secrets::row_id(&certificate_id, Some(&number.to_string())),
+                        new.private_key_pem.as_deref(),
+                    )?
+                    .into(),
                     to_ms(new.not_before).into(),
                     to_ms(new.not_after).into(),
                     completion.claimed.job.id.to_string().into(),

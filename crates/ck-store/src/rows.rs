@@ -38,7 +38,7 @@ fn u32_of(column: &str, value: i64) -> Result<u32, StoreError> {
 }
 
 pub(crate) const CERTIFICATE_COLUMNS: &str = "id, name, common_name, sans, issuer_id, key_type, key_source, csr_pem, \
-     challenge, agent_id, status, validity_days, renew_fraction, renew_days, renew_jitter, labels, expiry_thresholds, current_version, serial, fingerprint, \
+     challenge, agent_id, status, validity_days, renew_fraction, renew_days, renew_jitter, labels, expiry_thresholds, client_auth, current_version, serial, fingerprint, \
      not_before, not_after, renew_at, last_error, revoked_at, revocation_reason, created_at, updated_at";
 
 pub(crate) fn certificate(row: &AnyRow) -> Result<Certificate, StoreError> {
@@ -88,6 +88,7 @@ pub(crate) fn certificate(row: &AnyRow) -> Result<Certificate, StoreError> {
             })
             .transpose()?,
         labels,
+        client_auth: row.try_get::<i64, _>("client_auth")? != 0,
         current_version: u32_of("current_version", row.try_get("current_version")?)?,
         serial: row.try_get("serial")?,
         fingerprint: row.try_get("fingerprint")?,

@@ -33,14 +33,18 @@ pub struct TokenRecord {
     pub rotated_at: Option<OffsetDateTime>,
     /// Who made it (`token:<name>`, or `bootstrap`).
     pub created_by: Option<String>,
-    /// The subject of the TLS client certificate that signs in as this token.
+    /// The subject of the TLS client certificate that signed in as this token before
+    /// certificates were bound by fingerprint (listed, no longer honoured).
     pub client_subject: Option<String>,
+    /// The SHA-256 (lowercase hex, of the DER) of the TLS client certificate that signs in as
+    /// this token.
+    pub client_cert_sha256: Option<String>,
     /// When it was made.
     pub created_at: OffsetDateTime,
 }
 
 const COLUMNS: &str = "id, name, token_key, token_hash, scopes, restriction, expires_at, expired_at, revoked_at, \
-                       rotated_at, created_by, created_at, client_subject";
+                       rotated_at, created_by, created_at, client_subject, client_cert_sha256";
 
 fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     let time = |column: &str| -> Result<Option<OffsetDateTime>, StoreError> {
@@ -60,6 +64,7 @@ fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
         created_by: row.try_get("created_by")?,
         created_at: from_ms(row.try_get("created_at")?)?,
         client_subject: row.try_get("client_subject")?,
+        client_cert_sha256: row.try_get("client_cert_sha256")?,
     })
 }
 
@@ -143,7 +148,7 @@ impl Store {
 async fn insert(conn: &mut sqlx::AnyConnection, token: &TokenRecord) -> Result<(), StoreError> {
     let ms = |t: Option<OffsetDateTime>| t.map(to_ms);
     sqlx::query(sql!(
-        "INSERT INTO api_tokens ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        "INSERT INTO api_tokens ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
     ))
     .bind(&token.id)
     .bind(&token.name)
@@ -158,6 +163,7 @@ async fn insert(conn: &mut sqlx::AnyConnection, token: &TokenRecord) -> Result<(
     .bind(&token.created_by)
     .bind(to_ms(token.created_at))
     .bind(&token.client_subject)
+    .bind(&token.client_cert_sha256)
     .execute(conn)
     .await?;
     Ok(())

@@ -166,6 +166,8 @@ pub(crate) async fn dashboard(
     State(web): State<Web>,
     Extension(session): Extension<Session>,
 ) -> PageResult<DashboardPage> {
+    // The UI shows exactly what the API would: the dashboard is certificates, jobs and agents.
+    session.require(Scope::Read)?;
     let cp = &web.control_plane;
     let restriction = &session.operator.restriction;
     let now = now();
@@ -306,6 +308,7 @@ pub(crate) async fn certificates(
     Extension(session): Extension<Session>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> PageResult<CertificatesPage> {
+    session.require(Scope::Read)?;
     let Query(query) = query.map_err(|e| WebError::Invalid(e.body_text()))?;
     let now = now();
     let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
@@ -452,6 +455,7 @@ pub(crate) async fn certificate(
     Path(id): Path<String>,
     Query(query): Query<DetailQuery>,
 ) -> PageResult<CertificatePage> {
+    session.require(Scope::Read)?;
     let cp = &web.control_plane;
     let cert = reachable(&web, &session, &id).await?;
     let now = now();
@@ -465,14 +469,17 @@ pub(crate) async fn certificate(
         .await?;
     let (deployments, jobs): (Vec<&Job>, Vec<&Job>) = jobs.iter().rev().partition(|j| j.kind == JobKind::Deploy);
     // The audit trail is the admin's; others see the certificate's own facts.
-    let audit_shown = session.can(Scope::Admin);
+    let audit_shown = session.can(Scope::Admin) && session.operator.restriction.is_unrestricted();
     let audit = if audit_shown {
-        cp.audit_events(&AuditFilter {
-            resource: Some(format!("certificates/{}", cert.id)),
-            limit: 200,
-            newest_first: true,
-            ..AuditFilter::default()
-        })
+        cp.audit_events(
+            &session.principal(),
+            &AuditFilter {
+                resource: Some(format!("certificates/{}", cert.id)),
+                limit: 200,
+                newest_first: true,
+                ..AuditFilter::default()
+            },
+        )
         .await?
         .0
         .iter()
@@ -628,6 +635,7 @@ pub(crate) async fn chain_pem(
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
 ) -> PageResult<Response> {
+    session.require(Scope::Read)?;
     let cert = reachable(&web, &session, &id).await?;
     let version = web.control_plane.chain(cert.id, None).await?;
     let file = format!("attachment; filename=\"{}.pem\"", safe_file_name(&cert.name));
@@ -904,7 +912,7 @@ pub(crate) async fn agents(State(web): State<Web>, Extension(session): Extension
         page: session.page("Agents", "agents"),
         agents: web
             .control_plane
-            .agents()
+            .reachable_agents(&session.operator.restriction)
             .await?
             .iter()
             .map(|a| AgentRow {
@@ -939,6 +947,7 @@ pub(crate) async fn jobs(
     Extension(session): Extension<Session>,
     Query(query): Query<StateQuery>,
 ) -> PageResult<JobsPage> {
+    session.require(Scope::Read)?;
     if !session.operator.restriction.is_unrestricted() {
         return Err(WebError::Forbidden(
             "a restricted token sees jobs on each certificate's page, not the whole queue".to_owned(),
@@ -998,7 +1007,7 @@ async fn tokens_page(web: &Web, session: &Session, created: String, error: Strin
         page: session.page("Tokens", "tokens"),
         tokens: web
             .control_plane
-            .tokens()
+            .tokens(&session.principal())
             .await?
             .iter()
             .map(|t| TokenRow {
@@ -1089,7 +1098,7 @@ pub(crate) async fn create_token(
         scopes,
         restriction: None,
         lifetime_seconds: lifetime,
-        client_subject: None,
+        client_cert_sha256: None,
     };
     let creator = ck_server::Principal::Operator(session.operator.clone());
     match web.control_plane.create_token(&creator, new).await {
@@ -1117,7 +1126,7 @@ pub(crate) async fn revoke_token(
 ) -> PageResult<Redirect> {
     let Form(form) = form?;
     session.authorize(&form.csrf, Scope::Admin)?;
-    let info = web.control_plane.revoke_token(&id).await?;
+    let info = web.control_plane.revoke_token(&session.principal(), &id).await?;
     session
         .record(&web, "token.revoke", format!("tokens/{}", info.id), None)
         .await;
@@ -1164,7 +1173,7 @@ pub(crate) async fn audit(
         newest_first: !csv,
         ..AuditFilter::default()
     };
-    let (records, _) = web.control_plane.audit_events(&filter).await?;
+    let (records, _) = web.control_plane.audit_events(&session.principal(), &filter).await?;
     if csv {
         let csv = ck_server::audit_csv(&records);
         return Ok((
@@ -1231,11 +1240,14 @@ pub(crate) async fn notifications(
     };
     let (records, _) = web
         .control_plane
-        .notifications(&NotificationFilter {
-            state,
-            limit: 200,
-            ..NotificationFilter::default()
-        })
+        .notifications(
+            &session.principal(),
+            &NotificationFilter {
+                state,
+                limit: 200,
+                ..NotificationFilter::default()
+            },
+        )
         .await?;
     let now = now();
     Ok(NotificationsPage {
@@ -1273,7 +1285,10 @@ pub(crate) async fn requeue_notification(
 ) -> PageResult<Redirect> {
     let Form(form) = form?;
     session.authorize(&form.csrf, Scope::Admin)?;
-    let record = web.control_plane.requeue_notification(&id).await?;
+    let record = web
+        .control_plane
+        .requeue_notification(&session.principal(), &id)
+        .await?;
     session
         .record(
             &web,

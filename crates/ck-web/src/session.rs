@@ -3,7 +3,9 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Form;
-use axum::extract::{Query, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -17,6 +19,11 @@ use crate::view::Page;
 /// The cookie that holds the signed-in token.
 pub const SESSION_COOKIE: &str = "ck_session";
 
+/// The cookie that ties the sign-in form to the browser that loaded it (login CSRF: a page on
+/// another site must not sign a victim's browser in with the attacker's token). SameSite=Strict,
+/// so a cross-site form post never carries it.
+const LOGIN_COOKIE: &str = "ck_login";
+
 /// The signed-in operator, as every page sees it.
 #[derive(Clone)]
 pub(crate) struct Session {
@@ -26,6 +33,11 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// The signed-in token as the services see a caller.
+    pub(crate) fn principal(&self) -> Principal {
+        Principal::Operator(self.operator.clone())
+    }
+
     /// Whether the token has `scope`.
     pub(crate) fn can(&self, scope: Scope) -> bool {
         self.operator.scopes.contains(scope)
@@ -75,6 +87,7 @@ impl Session {
             actor: self.operator.name.clone(),
             csrf: self.csrf.clone(),
             admin: self.can(Scope::Admin),
+            server_admin: self.can(Scope::Admin) && self.operator.restriction.is_unrestricted(),
             version: env!("CARGO_PKG_VERSION"),
         }
     }
@@ -90,15 +103,20 @@ fn csrf_of(token: &str) -> String {
     hex::encode(&digest.as_ref()[..16])
 }
 
-/// The session token in a request's cookies. Parsed by hand: one cookie, no attributes to read.
+/// The session token in a request's cookies.
 fn session_token(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// A cookie's value. Parsed by hand: plain name=value pairs, no attributes to read.
+fn cookie(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value.to_owned())
 }
 
@@ -129,6 +147,8 @@ pub(crate) async fn require(State(web): State<Web>, mut request: Request, next: 
 pub(crate) struct LoginPage {
     error: Option<String>,
     next: String,
+    /// The form's half of the login CSRF pair (the cookie holds the other).
+    login_csrf: String,
     version: &'static str,
 }
 
@@ -137,12 +157,30 @@ pub(crate) struct LoginQuery {
     next: Option<String>,
 }
 
-pub(crate) async fn login_form(Query(query): Query<LoginQuery>) -> LoginPage {
-    LoginPage {
-        error: None,
-        next: safe_next(query.next.as_deref()),
-        version: env!("CARGO_PKG_VERSION"),
+/// The sign-in form with a fresh login CSRF value, in the form and in a cookie.
+fn login_page(web: &Web, status: StatusCode, error: Option<String>, next: String) -> Response {
+    let mut value = [0u8; 16];
+    if aws_lc_rs::rand::fill(&mut value).is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the system random generator failed\n").into_response();
     }
+    let login_csrf = hex::encode(value);
+    let page = LoginPage {
+        error,
+        next,
+        login_csrf: login_csrf.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let mut response = (status, page).into_response();
+    let secure = if web.secure_cookies { "; Secure" } else { "" };
+    let cookie = format!("{LOGIN_COOKIE}={login_csrf}; Path=/ui/login; HttpOnly; SameSite=Strict{secure}");
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+pub(crate) async fn login_form(State(web): State<Web>, Query(query): Query<LoginQuery>) -> Response {
+    login_page(&web, StatusCode::OK, None, safe_next(query.next.as_deref()))
 }
 
 #[derive(Deserialize)]
@@ -150,18 +188,51 @@ pub(crate) struct LoginForm {
     token: String,
     #[serde(default)]
     next: Option<String>,
+    #[serde(default)]
+    login_csrf: String,
 }
 
-pub(crate) async fn login(State(web): State<Web>, Form(form): Form<LoginForm>) -> Response {
+pub(crate) async fn login(
+    State(web): State<Web>,
+    connection: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let peer = connection.map(|axum::Extension(ConnectInfo(addr))| addr.ip());
     let token = form.token.trim();
     let next = safe_next(form.next.as_deref());
-    let refused = |message: &str| {
-        let page = LoginPage {
-            error: Some(message.to_owned()),
-            next: next.clone(),
-            version: env!("CARGO_PKG_VERSION"),
-        };
-        (StatusCode::UNAUTHORIZED, page).into_response()
+    let refused = |status: StatusCode, message: &str| login_page(&web, status, Some(message.to_owned()), next.clone());
+    // The same limit as the API's: a token guessed here counts there, and the other way round.
+    if let Some(peer) = peer
+        && let Err(wait) = web.control_plane.auth_failure_wait(peer)
+    {
+        let mut response = refused(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "too many failed sign-ins from {peer}; wait {} s before trying again",
+                wait.as_secs().max(1)
+            ),
+        );
+        if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    if expected.is_empty()
+        || aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), form.login_csrf.as_bytes()).is_err()
+    {
+        return refused(
+            StatusCode::FORBIDDEN,
+            "the sign-in form expired or came from another site: sign in from this page",
+        );
+    }
+    let failed = |actor: String, detail: &str| {
+        let mut event = AuditEvent::new("ui.login", actor, "denied");
+        event.client = peer.map(|p| p.to_string());
+        event.status = Some(401);
+        event.detail = Some(format!("web UI: {detail}"));
+        event
     };
     match web.control_plane.verify_token(token) {
         Ok(Principal::Operator(operator)) => {
@@ -176,12 +247,21 @@ pub(crate) async fn login(State(web): State<Web>, Form(form): Form<LoginForm>) -
         }
         Ok(Principal::Agent { name, .. }) => {
             audit(&web, "ui.login", format!("agent:{name}"), "denied").await;
-            refused("this is an agent's token: sign in with an operator token (certkeeper token create)")
+            refused(
+                StatusCode::UNAUTHORIZED,
+                "this is an agent's token: sign in with an operator token (certkeeper token create)",
+            )
         }
         Err(rejection) => {
-            audit(&web, "ui.login", "anonymous".to_owned(), "denied").await;
+            let event = failed("anonymous".to_owned(), "unknown, expired or revoked token");
+            if let Err(error) = web.control_plane.auth_failed(peer, event).await {
+                tracing::error!(%error, "could not write an audit record of a failed sign-in");
+            }
             tracing::info!(?rejection, "web UI sign-in refused");
-            refused("this token is not valid (unknown, expired or revoked)")
+            refused(
+                StatusCode::UNAUTHORIZED,
+                "this token is not valid (unknown, expired or revoked)",
+            )
         }
     }
 }

@@ -12,6 +12,9 @@ pub(crate) struct Page {
     pub(crate) csrf: String,
     /// Whether to offer the admin pages.
     pub(crate) admin: bool,
+    /// Whether to offer the server-wide admin pages (audit, notifications): admin and no
+    /// restriction, as in the API.
+    pub(crate) server_admin: bool,
     /// Part of static URLs, so caches refresh on upgrade.
     pub(crate) version: &'static str,
 }

@@ -72,6 +72,17 @@ const ROUTES: &[Route] = &[
     route("POST", "/notifications/{id}/requeue", Some("admin"), 404),
 ];
 
+/// The routes only a token without a restriction may call, whatever its scopes.
+const SERVER_WIDE: &[(&str, &str)] = &[
+    ("POST", "/issuers"),
+    ("POST", "/issuers/{id}/account/rollover"),
+    ("POST", "/issuers/{id}/account/deactivate"),
+    ("GET", "/audit"),
+    ("GET", "/notifications"),
+    ("GET", "/notifications/{id}"),
+    ("POST", "/notifications/{id}/requeue"),
+];
+
 /// Who calls.
 #[derive(Debug)]
 struct Caller {
@@ -97,6 +108,15 @@ impl Caller {
         if self.restricted {
             if route.method == "GET" && route.path == "/jobs" {
                 return 403; // a restricted token lists one certificate's jobs at a time
+            }
+            if SERVER_WIDE.contains(&(route.method, route.path)) {
+                return 403; // state every team shares
+            }
+            if matches!(
+                route.path,
+                "/tokens/{id}/revoke" | "/tokens/{id}/rotate" | "/agents/{id}/revoke"
+            ) {
+                return 404; // the victim (unrestricted, unlabelled) is out of its reach
             }
             if self.other_team {
                 if route.path == "/certificates" && route.method == "POST" {
@@ -136,8 +156,11 @@ impl Matrix {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        if let Some(body) = body {
-            request = request.json(&body);
+        // A state-changing call is JSON even without a body (finding 10 of the security review).
+        match body {
+            Some(body) => request = request.json(&body),
+            None if method != "GET" && method != "DELETE" => request = request.json(&json!({})),
+            None => {}
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
@@ -224,7 +247,9 @@ impl Matrix {
                     .admin(
                         "POST",
                         "/tokens",
-                        Some(json!({"name": format!("victim-{n}"), "scopes": ["read"]})),
+                        // Within the reach of the admin-only caller (its scopes are a subset),
+                        // out of the reach of a restricted admin (unrestricted).
+                        Some(json!({"name": format!("victim-{n}"), "scopes": ["admin"]})),
                     )
                     .await;
                 (with_id(victim["details"]["id"].as_str().unwrap()), None)
@@ -378,6 +403,22 @@ async fn authorization_matrix_covers_every_route() {
             other_team,
         });
     }
+    // A team's admin: every scope, restricted to team=a (finding 1 of the security review).
+    let mut team_admin_scopes = team_scopes.clone();
+    team_admin_scopes.push("admin");
+    let team_admin = create_token(
+        &matrix,
+        "team-a-admin",
+        json!({"scopes": team_admin_scopes, "labels": {"team": "a"}}),
+    )
+    .await;
+    callers.push(Caller {
+        label: "team-a admin token, own resources",
+        token: Some(team_admin),
+        scopes: Some(team_admin_scopes),
+        restricted: true,
+        other_team: false,
+    });
     // Let the expired token's second pass.
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
 
@@ -467,7 +508,8 @@ async fn audit_trail_has_one_record_per_action() {
                 .bearer_auth(&ops)
                 .header("x-request-id", format!("test-{}", path.len()));
             let sent = body.map(|b| b.to_string()).unwrap_or_default();
-            if !sent.is_empty() {
+            // State-changing calls are JSON, with or without a body (security review, finding 10).
+            if method != "GET" && method != "DELETE" {
                 request = request.header("content-type", "application/json").body(sent.clone());
             }
             let response = request.send().await.unwrap();
@@ -700,9 +742,9 @@ async fn per_token_rate_limits_and_no_cors() {
 }
 
 /// mTLS: a client certificate from the local CA, or from a CA given with --tls-client-ca,
-/// signs in as the token mapped to its subject, with that token's scopes. A certificate with
-/// the same subject from an untrusted CA is refused at the handshake; a trusted certificate
-/// whose subject no token maps to gets 401.
+/// signs in as the token bound to its fingerprint, with that token's scopes. A certificate
+/// with the same subject from an untrusted CA is refused at the handshake; a trusted
+/// certificate that no token is bound to gets 401.
 #[test]
 fn client_certificates_sign_in_as_their_mapped_tokens() {
     use crate::support::{require_peer, sh};
@@ -746,23 +788,14 @@ fn client_certificates_sign_in_as_their_mapped_tokens() {
         "partner",
         "--scope",
         "read",
-        "--client-cert-subject",
-        "CN=partner-bot",
+        "--client-cert",
+        work.join("partner-bot.pem").to_str().unwrap(),
     ]);
-    server.cli_ok(&[
-        "token",
-        "create",
-        "--name",
-        "local-bot",
-        "--scope",
-        "read,create",
-        "--client-cert-subject",
-        "CN=bot.internal",
-    ]);
-    // Client certificates from the local CA (its leaves carry clientAuth).
+    // Client certificates from the local CA (asked for with --client-auth).
     for name in ["bot.internal", "unmapped.internal"] {
         let created: Value =
-            serde_json::from_str(&server.cli_ok(&["cert", "create", name, "--wait", "--json"])).unwrap();
+            serde_json::from_str(&server.cli_ok(&["cert", "create", name, "--client-auth", "--wait", "--json"]))
+                .unwrap();
         let id = created["id"].as_str().unwrap();
         std::fs::write(
             work.join(format!("{name}.pem")),
@@ -775,6 +808,16 @@ fn client_certificates_sign_in_as_their_mapped_tokens() {
         )
         .unwrap();
     }
+    server.cli_ok(&[
+        "token",
+        "create",
+        "--name",
+        "local-bot",
+        "--scope",
+        "read,create",
+        "--client-cert",
+        work.join("bot.internal.pem").to_str().unwrap(),
+    ]);
     let call = |method: &str, path: &str, cert: Option<&str>| -> String {
         let auth = cert
             .map(|c| format!("--cert {c}.pem --key {c}.key"))

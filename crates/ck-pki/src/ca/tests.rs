@@ -68,6 +68,7 @@ fn profile(sans: &[&str]) -> LeafProfile {
         sans: names(sans),
         not_before: NOW - Duration::minutes(1),
         not_after: NOW + Duration::days(90),
+        client_auth: false,
     }
 }
 
@@ -119,12 +120,17 @@ fn signs_a_csr_with_leaf_extensions() {
          aki\n\
          san: DNS:app.internal DNS:api.internal IP:[10, 0, 0, 1]\n\
          ku: Digital Signature\n\
-         eku: server=true client=true\n\
+         eku: server=true client=false\n\
          ski\n\
          basic: ca=false pathlen=None"
     );
     assert_eq!(issued.serial.len(), 32);
     assert_eq!(issued.fingerprint.len(), 64);
+    // clientAuth only when the profile asks for it (security review, finding 3).
+    let mut client = profile(&["device.internal"]);
+    client.client_auth = true;
+    let issued = ca.sign(&csr.public_key_der, &client).unwrap();
+    assert!(summary(&issued.cert_pem).contains("eku: server=true client=true"));
     assert!(issued.chain_pem.starts_with(&issued.cert_pem) && issued.chain_pem.ends_with(ca.intermediate_pem()));
 }
 

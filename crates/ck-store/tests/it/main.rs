@@ -88,6 +88,8 @@ both_engines!(
     certificates_search_sort_page_and_count,
 );
 
+mod secrets;
+
 fn cipher() -> SecretCipher {
     SecretCipher::new(Kek::generate().unwrap())
 }
@@ -387,6 +389,7 @@ async fn tokens_rotate_revoke_and_expire(store: Store) {
         created_by: Some("token:admin".into()),
         created_at: now(),
         client_subject: None,
+        client_cert_sha256: None,
     };
     store.insert_token(&token("t1", "ci", None)).await.unwrap();
     store
@@ -900,17 +903,18 @@ async fn identifier_backoff_defer_and_lease_extension(store: Store) {
 }
 
 async fn agents_register_and_heartbeat(store: Store) {
+    let team_b = Labels::new([("team".to_owned(), "b".to_owned())].into()).unwrap();
     store
-        .insert_agent("a1", "web-1", "deploy", "k1", "hash-1", now())
+        .insert_agent("a1", "web-1", "deploy", &Labels::default(), "k1", "hash-1", now())
         .await
         .unwrap();
     let taken = store
-        .insert_agent("a2", "web-1", "deploy", "k2", "hash-2", now())
+        .insert_agent("a2", "web-1", "deploy", &Labels::default(), "k2", "hash-2", now())
         .await
         .unwrap_err();
     assert!(matches!(taken, StoreError::Conflict(_)), "{taken:?}");
     store
-        .insert_agent("a3", "db-1", "read", "k3", "hash-3", now())
+        .insert_agent("a3", "db-1", "read", &team_b, "k3", "hash-3", now())
         .await
         .unwrap();
     let agents = store.agents().await.unwrap();
@@ -918,6 +922,9 @@ async fn agents_register_and_heartbeat(store: Store) {
         agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
         ["db-1", "web-1"]
     );
+    // Labels round-trip; an agent registered without any has none.
+    assert_eq!((&agents[0].labels, &agents[1].labels), (&team_b, &Labels::default()));
+    assert_eq!(store.agent("db-1").await.unwrap().unwrap().labels, team_b);
     assert_eq!(agents[1].last_seen, None);
     let mut credentials: Vec<_> = store
         .agent_credentials()
@@ -959,7 +966,7 @@ async fn agents_register_and_heartbeat(store: Store) {
 async fn agent_certificates_wait_for_csrs_and_record_deployments(store: Store) {
     with_issuer(&store).await;
     store
-        .insert_agent("a1", "web-1", "deploy", "k1", "hash-1", now())
+        .insert_agent("a1", "web-1", "deploy", &Labels::default(), "k1", "hash-1", now())
         .await
         .unwrap();
     assert_eq!(store.agent("web-1").await.unwrap().unwrap().id, "a1");
@@ -1471,7 +1478,7 @@ async fn secrets_are_encrypted_at_rest(url: DatabaseUrl, raw: &mut sqlx::AnyConn
     let stored = dump(raw.fetch_all(select).await.unwrap());
     assert!(!stored.contains("CANARY"), "plaintext in the table: {stored}");
     assert_eq!(
-        stored.matches(&format!("ckenc:v1:{}:", old.id())).count(),
+        stored.matches(&format!("ckenc:v2:{}:", old.id())).count(),
         4,
         "{stored}"
     );
@@ -1497,11 +1504,10 @@ async fn secrets_are_encrypted_at_rest(url: DatabaseUrl, raw: &mut sqlx::AnyConn
         .upsert_issuer_settings("other", "acme", "{}", now())
         .await
         .unwrap();
-    raw.execute(
-        "UPDATE issuers SET root_key_pem = 'LEGACY-PLAIN-CANARY', intermediate_key_pem = NULL WHERE id = 'local'",
-    )
-    .await
-    .unwrap();
+    // (Plaintext put into a sealed database is refused: tests/it/secrets.rs.)
+    raw.execute("UPDATE issuers SET intermediate_key_pem = NULL WHERE id = 'local'")
+        .await
+        .unwrap();
 
     // Without the key, nothing decrypts; the error names the key id.
     let stranger = Store::connect(&url, SecretCipher::new(Kek::generate().unwrap()))
@@ -1510,8 +1516,7 @@ async fn secrets_are_encrypted_at_rest(url: DatabaseUrl, raw: &mut sqlx::AnyConn
     let error = stranger.issuer("local").await.unwrap_err().to_string();
     assert!(error.contains(old.id()), "{error}");
 
-    // Rotation: the new key is current, the old one decrypts; one pass rewraps everything,
-    // the plain legacy value included.
+    // Rotation: the new key is current, the old one decrypts; one pass rewraps everything.
     let new = Kek::generate().unwrap();
     let rotated = Store::connect(&url, SecretCipher::new(new.clone()).with_decrypt_only(old))
         .await
@@ -1522,7 +1527,7 @@ async fn secrets_are_encrypted_at_rest(url: DatabaseUrl, raw: &mut sqlx::AnyConn
     assert!(!stored.contains("CANARY"), "{stored}");
     let only_new = Store::connect(&url, SecretCipher::new(new)).await.unwrap();
     let read = only_new.issuer("local").await.unwrap().unwrap();
-    assert_eq!(read.root_key_pem.as_deref(), Some("LEGACY-PLAIN-CANARY"));
+    assert_eq!(read.root_key_pem.as_deref(), Some("ROOT-KEY-CANARY"));
     assert_eq!(read.account_credentials.as_deref(), Some("ACCOUNT-KEY-CANARY"));
 }
 
