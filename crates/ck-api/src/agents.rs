@@ -20,6 +20,7 @@ fn agent(info: &AgentInfo) -> wire::Agent {
         id: r.id.clone(),
         name: r.name.clone(),
         scope: r.scope.clone(),
+        labels: r.labels.as_map().clone(),
         status: info.status.as_str().to_owned(),
         hostname: r.facts.hostname.clone(),
         os: r.facts.os.clone(),
@@ -30,13 +31,15 @@ fn agent(info: &AgentInfo) -> wire::Agent {
     }
 }
 
-/// Registers an agent and returns its token (shown once).
+/// Registers an agent and returns its token (shown once). A restricted token's agent gets
+/// the restriction's labels.
 #[utoipa::path(post, path = "/agents", operation_id = "agent.create", tag = "agents",
     request_body = wire::CreateAgent,
     responses((status = 201, description = "Registered", body = wire::CreatedAgent)),
     security(("token" = ["admin"])))]
 pub(crate) async fn create(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     body: Result<Json<wire::CreateAgent>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
@@ -44,7 +47,9 @@ pub(crate) async fn create(
         Some(scope) => parse::<AgentScope>("scope", scope)?,
         None => AgentScope::Deploy,
     };
-    let (info, token) = control_plane.create_agent(&body.name, scope).await?;
+    let (info, token) = control_plane
+        .create_agent(&body.name, scope, body.labels, principal.restriction())
+        .await?;
     let location = format!("/api/v1/agents/{}", info.record.id);
     let created = wire::CreatedAgent {
         agent: agent(&info),
@@ -53,24 +58,32 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(created)).into_response())
 }
 
-/// Every agent with its status.
+/// Every agent the token reaches (a restricted token: those carrying its labels), with its status.
 #[utoipa::path(get, path = "/agents", operation_id = "agent.list", tag = "agents",
     responses((status = 200, description = "Agents", body = Vec<wire::Agent>)),
     security(("token" = ["read"])))]
-pub(crate) async fn list(State(control_plane): State<ControlPlane>) -> Result<Json<Vec<wire::Agent>>, ApiError> {
-    Ok(Json(control_plane.agents().await?.iter().map(agent).collect()))
+pub(crate) async fn list(
+    State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Vec<wire::Agent>>, ApiError> {
+    let agents = control_plane.reachable_agents(principal.restriction()).await?;
+    Ok(Json(agents.iter().map(agent).collect()))
 }
 
 /// Revokes an agent's token (by id or name): the agent is locked out, its certificates stay.
+/// An agent the token does not reach is not found.
 #[utoipa::path(post, path = "/agents/{id}/revoke", operation_id = "agent.revoke", tag = "agents",
     params(("id" = String, Path, description = "Agent id or name")),
     responses((status = 200, description = "Revoked", body = wire::Agent)),
     security(("token" = ["admin"])))]
 pub(crate) async fn revoke(
     State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<wire::Agent>, ApiError> {
-    Ok(Json(agent(&control_plane.revoke_agent(&id).await?)))
+    Ok(Json(agent(
+        &control_plane.revoke_agent(&id, principal.restriction()).await?,
+    )))
 }
 
 /// An agent reports its host (agent token).

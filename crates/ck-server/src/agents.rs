@@ -3,11 +3,11 @@
 //! Agents pull; the server never connects to them. An agent is online while its heartbeats
 //! arrive: three missed intervals make it offline.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ck_domain::{
     Certificate, CertificateId, CertificateVersion, EventKind, IssuanceRequest, Job, JobId, JobKind, JobState,
-    KeySource,
+    KeySource, Labels, Restriction,
 };
 use ck_pki::ParsedCsr;
 use ck_store::{AgentFacts, AgentRecord, NewEvent};
@@ -73,9 +73,28 @@ pub(crate) fn status_of(record: &AgentRecord, now: OffsetDateTime) -> AgentStatu
     }
 }
 
+/// Whether an agent lies within a token restriction: it carries every label of the
+/// restriction. Name suffixes say nothing about agents (an agent has no names), so a
+/// restriction by suffixes alone reaches every agent.
+pub(crate) fn agent_within(restriction: &Restriction, record: &AgentRecord) -> bool {
+    let labels = record.labels.as_map();
+    restriction
+        .labels()
+        .iter()
+        .all(|(key, value)| labels.get(key) == Some(value))
+}
+
 impl ControlPlane {
     /// Registers an agent and returns its token: the only time the token exists in clear.
-    pub async fn create_agent(&self, name: &str, scope: AgentScope) -> Result<(AgentInfo, String), ServiceError> {
+    /// The agent gets `labels` plus the caller's restriction's labels (so the caller reaches
+    /// it); a label that contradicts the restriction is refused.
+    pub async fn create_agent(
+        &self,
+        name: &str,
+        scope: AgentScope,
+        labels: BTreeMap<String, String>,
+        restriction: &Restriction,
+    ) -> Result<(AgentInfo, String), ServiceError> {
         let name = name.trim();
         if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
@@ -83,11 +102,18 @@ impl ControlPlane {
                 "agent name '{name}' must be 1 to 128 letters, digits, '-', '_' or '.' (e.g. the host name)"
             )));
         }
+        let labels = restriction.apply_labels(labels).map_err(|key| {
+            ServiceError::Forbidden(format!(
+                "this token only reaches agents with {key}={}: drop the label or use that value",
+                restriction.labels().get(&key).map(String::as_str).unwrap_or_default()
+            ))
+        })?;
+        let labels = Labels::new(labels).map_err(|e| ServiceError::Invalid(format!("agent labels: {e}")))?;
         let minted = mint_token().map_err(ServiceError::Unavailable)?;
         let id = uuid::Uuid::now_v7().to_string();
         self.inner
             .store
-            .insert_agent(&id, name, scope.as_str(), &minted.key, &minted.hash, now())
+            .insert_agent(&id, name, scope.as_str(), &labels, &minted.key, &minted.hash, now())
             .await?;
         self.inner.tokens.insert(
             minted.key.clone(),
@@ -115,7 +141,15 @@ impl ControlPlane {
         Ok((info(record, now()), token))
     }
 
-    /// Every agent with its status.
+    /// The agents `restriction` reaches (those carrying all of its labels), with their status.
+    pub async fn reachable_agents(&self, restriction: &Restriction) -> Result<Vec<AgentInfo>, ServiceError> {
+        let mut agents = self.agents().await?;
+        agents.retain(|a| agent_within(restriction, &a.record));
+        Ok(agents)
+    }
+
+    /// Every agent with its status, whoever asks: for server-wide views only (metrics,
+    /// unrestricted operators); a caller's view is `reachable_agents`.
     pub async fn agents(&self) -> Result<Vec<AgentInfo>, ServiceError> {
         let now = now();
         Ok(self
@@ -130,14 +164,21 @@ impl ControlPlane {
 
     /// Revokes an agent's token (by id or name): it stops working at once on every node (on a
     /// node that missed the notice, within the refresh interval). The agent's certificates stay.
-    pub async fn revoke_agent(&self, id_or_name: &str) -> Result<AgentInfo, ServiceError> {
+    /// An agent outside the caller's `restriction` is "not found", as if it did not exist.
+    pub async fn revoke_agent(&self, id_or_name: &str, restriction: &Restriction) -> Result<AgentInfo, ServiceError> {
+        let not_found = || ServiceError::NotFound(format!("agent '{id_or_name}' (not revoked)"));
+        // Labels never change after registration, so the check cannot go stale before the update.
+        let target = match self.inner.store.agent(id_or_name).await? {
+            Some(record) if agent_within(restriction, &record) => record,
+            _ => return Err(not_found()),
+        };
         let record = self
             .inner
             .store
-            .revoke_agent(id_or_name, now())
+            .revoke_agent(&target.id, now())
             .await
             .map_err(|e| match e {
-                ck_store::StoreError::NotFound => ServiceError::NotFound(format!("agent '{id_or_name}' (not revoked)")),
+                ck_store::StoreError::NotFound => not_found(),
                 other => other.into(),
             })?;
         self.credentials_changed().await?;
@@ -357,14 +398,18 @@ impl ControlPlane {
         }
     }
 
-    /// The agent named or numbered `id_or_name`, for binding a certificate.
-    pub(crate) async fn agent_record(&self, id_or_name: &str) -> Result<AgentRecord, ServiceError> {
-        self.inner.store.agent(id_or_name).await?.ok_or_else(|| {
-            ServiceError::Invalid(format!(
-                "unknown agent '{id_or_name}': register it with `certkeeper agents add {id_or_name}` \
-                 or see `certkeeper agents list`"
-            ))
-        })
+    /// The agent named or numbered `id_or_name`, for binding a certificate by a caller with
+    /// `restriction`. One outside the restriction is "not found" exactly like an unknown one,
+    /// so a caller can neither fill another team's work list nor learn which agents exist.
+    pub(crate) async fn agent_record(
+        &self,
+        id_or_name: &str,
+        restriction: &Restriction,
+    ) -> Result<AgentRecord, ServiceError> {
+        match self.inner.store.agent(id_or_name).await? {
+            Some(record) if agent_within(restriction, &record) => Ok(record),
+            _ => Err(ServiceError::NotFound(format!("agent '{id_or_name}'"))),
+        }
     }
 }
 

@@ -1,14 +1,16 @@
-//! Agents: registration (token hash only), heartbeats.
+//! Agents: registration (token hash only), labels, heartbeats.
+
+use std::collections::BTreeMap;
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
-use ck_domain::{Certificate, CertificateId, Job, JobId};
+use ck_domain::{Certificate, CertificateId, Job, JobId, Labels};
 
 use crate::jobs::insert_jobs;
 use crate::notifications::{NewEvent, insert_events};
-use crate::rows::{CERTIFICATE_COLUMNS, JOB_COLUMNS, certificate, from_ms, job, to_ms};
+use crate::rows::{CERTIFICATE_COLUMNS, JOB_COLUMNS, certificate, from_ms, job, labels_json, to_ms};
 use crate::{Store, StoreError};
 
 /// A registered agent.
@@ -20,6 +22,8 @@ pub struct AgentRecord {
     pub name: String,
     /// `deploy` (makes keys, sends CSRs) or `read` (pulls server-generated keys only).
     pub scope: String,
+    /// Its labels: a token restricted to some labels reaches only agents that carry them.
+    pub labels: Labels,
     /// What the agent reported at its last heartbeat.
     pub facts: AgentFacts,
     /// When it last sent a heartbeat.
@@ -43,13 +47,17 @@ pub struct AgentFacts {
     pub version: Option<String>,
 }
 
-const AGENT_COLUMNS: &str = "id, name, scope, hostname, os, arch, version, last_seen, created_at, revoked_at";
+const AGENT_COLUMNS: &str = "id, name, scope, labels, hostname, os, arch, version, last_seen, created_at, revoked_at";
 
 fn agent(row: &AnyRow) -> Result<AgentRecord, StoreError> {
+    let labels_text: String = row.try_get("labels")?;
+    let labels_map: BTreeMap<String, String> =
+        serde_json::from_str(&labels_text).map_err(|e| StoreError::Corrupt(format!("agent labels: {e}")))?;
     Ok(AgentRecord {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         scope: row.try_get("scope")?,
+        labels: Labels::new(labels_map).map_err(|e| StoreError::Corrupt(format!("agent labels: {e}")))?,
         facts: AgentFacts {
             hostname: row.try_get("hostname")?,
             os: row.try_get("os")?,
@@ -78,23 +86,25 @@ pub struct AgentCredential {
 }
 
 impl Store {
-    /// Registers an agent with the hash of its token. A taken name is a `Conflict`.
+    /// Registers an agent with its labels and the hash of its token. A taken name is a `Conflict`.
     pub async fn insert_agent(
         &self,
         id: &str,
         name: &str,
         scope: &str,
+        labels: &Labels,
         token_key: &str,
         token_hash: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let res = sqlx::query(
-            "INSERT INTO agents (id, name, scope, token_key, token_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO agents (id, name, scope, labels, token_key, token_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
         )
         .bind(id)
         .bind(name)
         .bind(scope)
+        .bind(labels_json(labels))
         .bind(token_key)
         .bind(token_hash)
         .bind(to_ms(now))

@@ -160,7 +160,12 @@ async fn a_silent_agent_is_announced_once_per_silence() {
     let log = dir.path().join("notified.jsonl");
     let (control_plane, _stop) = control_plane(dir.path(), &log, &[ck_domain::EventKind::AgentOffline]).await;
     let (agent, _token) = control_plane
-        .create_agent("web-1", ck_server::AgentScope::Deploy)
+        .create_agent(
+            "web-1",
+            ck_server::AgentScope::Deploy,
+            Default::default(),
+            &ck_domain::Restriction::default(),
+        )
         .await
         .unwrap();
     let id = agent.record.id.clone();
