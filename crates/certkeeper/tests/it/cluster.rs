@@ -25,7 +25,7 @@ fn postgres_admin_url() -> Option<String> {
 }
 
 /// A fresh database on the test PostgreSQL cluster, or `None` (skipped) when there is none.
-fn fresh_database() -> Option<String> {
+pub(crate) fn fresh_database() -> Option<String> {
     let admin_url = postgres_admin_url()?;
     // Tests run in parallel in one process: one database each.
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -70,7 +70,16 @@ fn three_nodes(dir: &std::path::Path, database: &str, config_yaml: &str) -> (Vec
     (nodes, token, urls)
 }
 
-/// Adds Pebble as issuer `pebble` (http-01 on Pebble's validation port) through `node`.
+/// A config file (in `dir`) defining solver `pebble-http`, Pebble's validation port: every node
+/// needs it to run an issuer that names it.
+fn solvers_config(dir: &std::path::Path, pebble: &Pebble) -> String {
+    let path = dir.join("solvers.yaml");
+    std::fs::write(&path, crate::acme::solvers_yaml(pebble)).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// Adds Pebble as issuer `pebble` (http-01 on Pebble's validation port, solver `pebble-http`
+/// of the nodes' config file) through `node`.
 fn add_pebble_issuer(node: &Server, pebble: &Pebble) {
     node.cli_ok(&[
         "issuer",
@@ -83,15 +92,23 @@ fn add_pebble_issuer(node: &Server, pebble: &Pebble) {
         pebble.tls_ca_pem_path().to_str().unwrap(),
         "--challenge",
         "http-01",
-        "--http01-listen",
-        &format!("127.0.0.1:{}", pebble.http_port()),
+        "--solver",
+        "pebble-http",
     ]);
 }
 
-/// A node's `/metrics` text (empty when it does not answer within 2 s).
-fn metrics_of(url: &str) -> String {
+/// A node's `/metrics` text (empty when it does not answer within 2 s); `token` needs the
+/// `metrics` scope (the admin token has it).
+fn metrics_of(url: &str, token: &str) -> String {
     let out = Command::new("curl")
-        .args(["-sf", "-m", "2", &format!("{url}/metrics")])
+        .args([
+            "-sf",
+            "-m",
+            "2",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            &format!("{url}/metrics"),
+        ])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -185,7 +202,7 @@ fn three_nodes_fail_over_and_hand_over() {
     signal("-CONT", nodes[paused_idx].pid());
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        if metrics_of(&urls[paused_idx]).contains("certkeeper_node_role 2") {
+        if metrics_of(&urls[paused_idx], &token).contains("certkeeper_node_role 2") {
             break;
         }
         assert!(Instant::now() < deadline, "the resumed node still thinks it leads");
@@ -221,7 +238,7 @@ fn three_nodes_fail_over_and_hand_over() {
     );
 
     // The survivor's metrics say it leads.
-    let text = metrics_of(&urls[third_observer]);
+    let text = metrics_of(&urls[third_observer], &token);
     assert!(text.contains("certkeeper_node_role 1"), "{text}");
 }
 
@@ -293,10 +310,11 @@ fn renewal_storm(acme: bool, pause_leader: bool) {
     const N: usize = 500;
     let dir = tempfile::tempdir().unwrap();
     // Sixteen orders in flight per node keep Pebble (and a two-core machine) out of timeouts.
+    let solvers = pebble.as_ref().map(crate::acme::solvers_yaml).unwrap_or_default();
     let (mut nodes, token, urls) = three_nodes(
         dir.path(),
         &database,
-        "scheduler_interval_seconds: 1\njobs:\n  lease_seconds: 5\nacme:\n  concurrency: 16\n",
+        &format!("scheduler_interval_seconds: 1\njobs:\n  lease_seconds: 5\nacme:\n  concurrency: 16\n{solvers}"),
     );
     let issuer = match &pebble {
         Some(pebble) => {
@@ -652,7 +670,7 @@ fn database_outage_serves_cached_reads_refuses_writes_and_recovers() {
     for url in &urls {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if metrics_of(url).contains("certkeeper_database_up 0") {
+            if metrics_of(url, &token).contains("certkeeper_database_up 0") {
                 break;
             }
             assert!(Instant::now() < deadline, "{url} did not notice the outage within 10 s");
@@ -900,7 +918,8 @@ fn acme_account_changes_reach_every_node() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let start = |n: u32| node(dir.path(), &database, n, &[]);
+    let config = solvers_config(dir.path(), &pebble);
+    let start = |n: u32| node(dir.path(), &database, n, &["--config", &config]);
     let first = start(1);
     let token = first.token();
     let second = start(2);
@@ -986,7 +1005,8 @@ fn http01_answers_come_from_any_node() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let start = |n: u32| node(dir.path(), &database, n, &[]);
+    let config = solvers_config(dir.path(), &pebble);
+    let start = |n: u32| node(dir.path(), &database, n, &["--config", &config]);
     let first = start(1);
     let token = first.token();
     add_pebble_issuer(&first, &pebble);

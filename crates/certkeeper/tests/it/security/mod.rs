@@ -5,6 +5,7 @@
 
 mod access;
 mod api;
+mod canaries;
 mod issuers;
 mod listeners;
 mod lows;
