@@ -715,7 +715,7 @@ impl ScepRa {
         use x509_parser::prelude::FromDer;
         let (content, cipher) = open_envelope(enveloped_der, KeyUnwrap::Ra(&self.decryptor), Some(&self.cert))?;
         match X509CertificationRequest::from_der(&content) {
-            Ok((rest, _)) if rest.is_empty() => Ok((content, cipher)),
+            Ok(([], _)) => Ok((content, cipher)),
             _ => Err(unopened_envelope()),
         }
     }

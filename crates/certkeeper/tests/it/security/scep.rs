@@ -175,13 +175,16 @@ impl ShiftedServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Owned by `server` at once, so that a failed start still ends the process (Drop).
+        let mut server = Self {
+            child,
+            url: String::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(text) = std::fs::read_to_string(&url_file) {
-                return Self {
-                    child,
-                    url: text.trim().to_owned(),
-                };
+                server.url = text.trim().to_owned();
+                return server;
             }
             assert!(Instant::now() < deadline, "the shifted server did not start");
             std::thread::sleep(Duration::from_millis(20));
