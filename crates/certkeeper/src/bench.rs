@@ -121,6 +121,7 @@ pub(crate) fn in_process_settings(
         tls: None,
         tls_client_ca: None,
         kek: crate::secrets::KekSource::File(data_dir.join("kek")),
+        listener: crate::tls_listener::ListenerLimits::default(),
     };
     Ok((settings, backend))
 }

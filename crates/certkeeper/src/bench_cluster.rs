@@ -242,7 +242,13 @@ async fn issue(cluster: &Cluster, csrs: &Arc<Vec<String>>, concurrency: usize) -
     let http = reqwest::Client::new();
     let mut claimed_per_node = Vec::new();
     for node in &cluster.nodes {
-        let text = http.get(format!("{}/metrics", node.url)).send().await?.text().await?;
+        let text = http
+            .get(format!("{}/metrics", node.url))
+            .bearer_auth(&cluster.token)
+            .send()
+            .await?
+            .text()
+            .await?;
         let claimed = text
             .lines()
             .find_map(|line| line.strip_prefix("certkeeper_jobs_claimed_total "))

@@ -56,6 +56,66 @@ struct FileConfig {
     acme_issuers: std::collections::BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     notifications: FileNotifications,
+    #[serde(default)]
+    listener: FileListener,
+    #[serde(default)]
+    metrics: FileMetrics,
+}
+
+/// `listener:`: what one client may hold on the HTTP(S) listener (slowloris bounds).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileListener {
+    header_read_timeout_seconds: Option<f64>,
+    idle_timeout_seconds: Option<f64>,
+    max_connections: Option<usize>,
+    tls_handshake_timeout_seconds: Option<f64>,
+}
+
+/// `metrics:`: what `/metrics` shows and how often it reads the store.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMetrics {
+    /// Series per certificate (id, name, issuer) and per token (name): off by default, as
+    /// names reveal a team's certificates to whoever may scrape.
+    named_series: Option<bool>,
+    /// The cluster-wide gauges are read from the store at most this often.
+    refresh_seconds: Option<f64>,
+}
+
+/// A timeout in seconds from the config file: positive, at most a day.
+fn seconds(field: &str, value: Option<f64>, default: std::time::Duration) -> anyhow::Result<std::time::Duration> {
+    match value {
+        None => Ok(default),
+        Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(std::time::Duration::from_secs_f64(s)),
+        Some(s) => Err(bad(field, format!("{s} is not between 0 (excluded) and 86400 seconds"))),
+    }
+}
+
+fn listener_limits(file: FileListener) -> anyhow::Result<crate::tls_listener::ListenerLimits> {
+    let defaults = crate::tls_listener::ListenerLimits::default();
+    let max_connections = file.max_connections.unwrap_or(defaults.max_connections);
+    if !(1..=1_000_000).contains(&max_connections) {
+        return Err(bad("listener.max_connections", "must be between 1 and 1000000"));
+    }
+    Ok(crate::tls_listener::ListenerLimits {
+        header_read_timeout: seconds(
+            "listener.header_read_timeout_seconds",
+            file.header_read_timeout_seconds,
+            defaults.header_read_timeout,
+        )?,
+        idle_timeout: seconds(
+            "listener.idle_timeout_seconds",
+            file.idle_timeout_seconds,
+            defaults.idle_timeout,
+        )?,
+        max_connections,
+        tls_handshake_timeout: seconds(
+            "listener.tls_handshake_timeout_seconds",
+            file.tls_handshake_timeout_seconds,
+            defaults.tls_handshake_timeout,
+        )?,
+    })
 }
 
 /// `notifications:`: where events go, how hard delivery tries, and when expiry warnings fire.
@@ -241,6 +301,8 @@ pub(crate) struct Settings {
     pub(crate) kek: crate::secrets::KekSource,
     /// More CAs whose client certificates the TLS listener accepts.
     pub(crate) tls_client_ca: Option<PathBuf>,
+    /// Header, idle and handshake timeouts and the connection limit of the listener.
+    pub(crate) listener: crate::tls_listener::ListenerLimits,
 }
 
 fn field<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
@@ -487,6 +549,15 @@ impl Settings {
             deny_ip_addresses: certs.deny_ip_addresses.unwrap_or(false),
         };
         server.notifications = notification_settings(file.notifications)?;
+        server.metrics = ck_server::MetricsSettings {
+            named_series: file.metrics.named_series.unwrap_or(false),
+            refresh: seconds(
+                "metrics.refresh_seconds",
+                file.metrics.refresh_seconds,
+                ck_server::MetricsSettings::default().refresh,
+            )?,
+        };
+        let listener = listener_limits(file.listener)?;
         let kek = match (args.kek_file.clone(), std::env::var_os(crate::secrets::KEK_ENV)) {
             (Some(path), _) => crate::secrets::KekSource::File(path),
             (None, Some(_)) => crate::secrets::KekSource::Env,
@@ -501,6 +572,7 @@ impl Settings {
             tls,
             kek,
             tls_client_ca,
+            listener,
         })
     }
 }

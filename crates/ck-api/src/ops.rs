@@ -263,10 +263,30 @@ pub(crate) async fn ready(State(control_plane): State<ControlPlane>) -> Response
 }
 
 /// OpenMetrics to those who ask for it (Prometheus does), the classic text format otherwise.
+/// Only for a bearer token with the `metrics` scope: the series tell which issuers, notifiers
+/// and (when enabled) certificates exist.
 pub(crate) async fn metrics(
     State(control_plane): State<ControlPlane>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "/metrics needs a token with the metrics scope: `Authorization: Bearer <token>` (create one with \
+                 `certkeeper token create --name prometheus --scope metrics`)",
+            )
+        })?;
+    let principal = control_plane
+        .verify_token(token)
+        .map_err(|_| ApiError::unauthorized("the token is not valid (unknown, revoked or expired)"))?;
+    if !principal.scopes().contains(ck_domain::Scope::Metrics) {
+        return Err(ApiError::forbidden("this token lacks the metrics scope"));
+    }
     let text = control_plane.render_metrics().await?;
     let openmetrics = headers
         .get(header::ACCEPT)

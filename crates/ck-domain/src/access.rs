@@ -24,11 +24,13 @@ pub enum Scope {
     Agent,
     /// Download server-held private keys (PEM key, PKCS#12).
     ExportKey,
+    /// Scrape `/metrics`. Last, so the bits of the scopes before it keep their places.
+    Metrics,
 }
 
 impl Scope {
     /// Every scope, in their canonical order.
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 8] = [
         Scope::Read,
         Scope::Create,
         Scope::Update,
@@ -36,6 +38,7 @@ impl Scope {
         Scope::Admin,
         Scope::Agent,
         Scope::ExportKey,
+        Scope::Metrics,
     ];
 
     /// The API and CLI spelling.
@@ -48,6 +51,7 @@ impl Scope {
             Self::Admin => "admin",
             Self::Agent => "agent",
             Self::ExportKey => "export-key",
+            Self::Metrics => "metrics",
         }
     }
 
@@ -64,7 +68,7 @@ impl fmt::Display for Scope {
 
 /// A scope name that does not exist.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown scope '{0}' (expected read, create, update, delete, admin, agent or export-key)")]
+#[error("unknown scope '{0}' (expected read, create, update, delete, admin, agent, export-key or metrics)")]
 pub struct UnknownScope(pub String);
 
 impl FromStr for Scope {
@@ -90,7 +94,8 @@ impl Scopes {
         Self::ALL_BUT_AGENT
     }
 
-    const ALL_BUT_AGENT: Scopes = Scopes(0b111_1111 & !(1 << (Scope::Agent as u8)));
+    // Eight scopes fill the eight bits: every bit but the agent's.
+    const ALL_BUT_AGENT: Scopes = Scopes(!(1 << (Scope::Agent as u8)));
 
     /// A set of one scope.
     pub fn only(scope: Scope) -> Self {
@@ -283,6 +288,8 @@ mod tests {
         assert!(Scopes::operator().includes(scopes));
         assert!(!scopes.includes(Scopes::operator()));
         assert!(!Scopes::operator().contains(Scope::Agent));
+        assert!(Scopes::operator().contains(Scope::Metrics));
+        assert_eq!("metrics".parse::<Scopes>().unwrap(), Scopes::only(Scope::Metrics));
         assert_eq!("".parse::<Scopes>().unwrap(), Scopes::NONE);
         assert_eq!("read,root".parse::<Scopes>(), Err(UnknownScope("root".into())));
         for scope in Scope::ALL {

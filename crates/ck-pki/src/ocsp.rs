@@ -50,6 +50,15 @@ pub struct QueriedCert {
     pub ours: bool,
 }
 
+impl QueriedCert {
+    /// The whole CertID as the request encoded it (hash algorithm, issuer name hash, issuer
+    /// key hash, serial): the key of a cached answer. A response echoes the CertID it was
+    /// asked about, so an answer may only be reused for the very same CertID.
+    pub fn cache_key(&self) -> Option<Vec<u8>> {
+        self.cert_id.to_der().ok()
+    }
+}
+
 /// A parsed request.
 #[derive(Debug, Clone)]
 pub struct OcspQuery {

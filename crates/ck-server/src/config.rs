@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub auth_failure_limit: Option<(f64, u32)>,
     /// Notifiers, routes, retries and expiry thresholds.
     pub notifications: crate::notify::NotificationSettings,
+    /// What `/metrics` shows and how often it reads the store.
+    pub metrics: crate::metrics::MetricsSettings,
 }
 
 /// What devices enrolling over EST or SCEP may get.
@@ -118,6 +120,7 @@ impl ServerConfig {
     pub fn new(node_id: String) -> Self {
         Self {
             notifications: crate::notify::NotificationSettings::default(),
+            metrics: crate::metrics::MetricsSettings::default(),
             node_id,
             workers: 2,
             batch_size: 64,

@@ -1,7 +1,13 @@
 //! Prometheus metrics (text exposition). Counts of certificates and jobs are read from the
-//! store at scrape time, so every node reports the cluster's truth, not its own view.
+//! store, so every node reports the cluster's truth, not its own view; those reads (full-table
+//! counts) run at most once per `MetricsSettings::refresh`, however often and by however many
+//! scrapers `/metrics` is asked, and scrapes in between are served from the gauges as they are.
+//!
+//! Series that name things (a certificate's id and name, a token's name) are off by default
+//! (`MetricsSettings::named_series`): whoever may scrape would otherwise learn every team's
+//! certificates. Without them, per-issuer earliest expiry and renewal times carry the alerts.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -14,8 +20,34 @@ use crate::ServiceError;
 
 type LabelPairs = Vec<(String, String)>;
 
+/// What `/metrics` shows and how often it reads the store (`metrics:` in the config file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Series per certificate (id, name, issuer) and per token (name).
+    pub named_series: bool,
+    /// The cluster-wide gauges are read from the store at most this often.
+    pub refresh: Duration,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            named_series: false,
+            refresh: Duration::from_secs(15),
+        }
+    }
+}
+
 pub(crate) struct Metrics {
     registry: Registry,
+    settings: MetricsSettings,
+    /// When the cluster-wide gauges were last read from the store; held while they are, so
+    /// concurrent scrapes share one read.
+    refreshed: tokio::sync::Mutex<Option<Instant>>,
+    earliest_expiry: Family<LabelPairs, Gauge>,
+    earliest_renewal: Family<LabelPairs, Gauge>,
+    earliest_token_expiry: Family<LabelPairs, Gauge>,
+    ocsp_cached: Gauge,
     certificates: Family<LabelPairs, Gauge>,
     jobs: Family<LabelPairs, Gauge>,
     issuances: Family<LabelPairs, Counter>,
@@ -47,8 +79,10 @@ pub(crate) struct Inventory {
     pub(crate) certificates: Vec<(String, String, i64)>,
     /// Every issuer id, so each has a series per status (zeros included).
     pub(crate) issuers: Vec<String>,
-    /// Per-certificate expiry and renewal times.
+    /// Per-certificate expiry and renewal times (only with named series).
     pub(crate) times: Vec<ck_store::CertificateTimes>,
+    /// Per issuer: the earliest expiry and renewal time of its certificates that are not revoked.
+    pub(crate) earliest: Vec<ck_store::IssuerTimes>,
     /// Jobs by state.
     pub(crate) jobs: Vec<(String, i64)>,
     /// How long the longest-waiting runnable job has waited, in seconds.
@@ -64,8 +98,32 @@ pub(crate) struct Inventory {
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(settings: MetricsSettings) -> Self {
         let mut registry = Registry::with_prefix("certkeeper");
+        let earliest_expiry = Family::<LabelPairs, Gauge>::default();
+        registry.register(
+            "certificates_earliest_expiry_timestamp_seconds",
+            "When the first of an issuer's certificates (not revoked) expires (Unix time), by issuer",
+            earliest_expiry.clone(),
+        );
+        let earliest_renewal = Family::<LabelPairs, Gauge>::default();
+        registry.register(
+            "certificates_earliest_renewal_window_start_timestamp_seconds",
+            "When the first of an issuer's certificates (not revoked) is due for renewal (Unix time), by issuer",
+            earliest_renewal.clone(),
+        );
+        let earliest_token_expiry = Family::<LabelPairs, Gauge>::default();
+        registry.register(
+            "tokens_earliest_expiry_timestamp_seconds",
+            "When the first live API token that expires does (Unix time)",
+            earliest_token_expiry.clone(),
+        );
+        let ocsp_cached = Gauge::default();
+        registry.register(
+            "ocsp_cached_responses",
+            "Signed OCSP responses this node keeps for reuse (bounded per issuer)",
+            ocsp_cached.clone(),
+        );
         let certificates = Family::<LabelPairs, Gauge>::default();
         registry.register(
             "certificates",
@@ -203,6 +261,12 @@ impl Metrics {
             database_up.clone(),
         );
         Self {
+            settings,
+            refreshed: tokio::sync::Mutex::new(None),
+            earliest_expiry,
+            earliest_renewal,
+            earliest_token_expiry,
+            ocsp_cached,
             node_role,
             lease_transitions,
             jobs_claimed,
@@ -322,9 +386,9 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The text exposition, with the cluster-wide counts read from the store.
-    pub(crate) fn render(&self, inventory: &Inventory) -> Result<String, ServiceError> {
-        // Rebuilt at every scrape: a deleted certificate or issuer leaves no stale series.
+    /// Sets the cluster-wide gauges to what the store said.
+    pub(crate) fn update(&self, inventory: &Inventory) {
+        // Rebuilt at every refresh: a deleted certificate or issuer leaves no stale series.
         self.certificates.clear();
         for issuer in &inventory.issuers {
             for status in ck_domain::CertificateStatus::ALL {
@@ -356,6 +420,17 @@ impl Metrics {
                 self.certificate_renewal.get_or_create(&labels).set(at.unix_timestamp());
             }
         }
+        self.earliest_expiry.clear();
+        self.earliest_renewal.clear();
+        for bounds in &inventory.earliest {
+            let labels = vec![("issuer".to_owned(), bounds.issuer.clone())];
+            if let Some(at) = bounds.not_after {
+                self.earliest_expiry.get_or_create(&labels).set(at.unix_timestamp());
+            }
+            if let Some(at) = bounds.renew_at {
+                self.earliest_renewal.get_or_create(&labels).set(at.unix_timestamp());
+            }
+        }
         self.oldest_runnable_job.set(inventory.oldest_runnable_job_seconds);
         for (status, count) in &inventory.agents {
             self.agents
@@ -363,9 +438,17 @@ impl Metrics {
                 .set(*count);
         }
         self.token_expiry.clear();
-        for (name, at) in &inventory.token_expiries {
-            self.token_expiry
-                .get_or_create(&vec![("name".to_owned(), name.clone())])
+        self.earliest_token_expiry.clear();
+        if self.settings.named_series {
+            for (name, at) in &inventory.token_expiries {
+                self.token_expiry
+                    .get_or_create(&vec![("name".to_owned(), name.clone())])
+                    .set(at.unix_timestamp());
+            }
+        }
+        if let Some(at) = inventory.token_expiries.iter().map(|(_, at)| *at).min() {
+            self.earliest_token_expiry
+                .get_or_create(&Vec::new())
                 .set(at.unix_timestamp());
         }
         for notifier in &inventory.notifiers {
@@ -393,15 +476,83 @@ impl Metrics {
                 .get_or_create(&vec![("state".to_owned(), state.as_str().to_owned())])
                 .set(count);
         }
-        self.render_local()
     }
 
-    /// The text exposition without reading the store.
+    /// The text exposition as the gauges stand (no store read).
     pub(crate) fn render_local(&self) -> Result<String, ServiceError> {
         self.take_acme_stats();
         let mut out = String::new();
         encode(&mut out, &self.registry).map_err(|e| ServiceError::Unavailable(format!("metrics encoding: {e}")))?;
         Ok(out)
+    }
+}
+
+impl crate::ControlPlane {
+    /// The OpenMetrics exposition of the control plane's metrics. The cluster-wide gauges are
+    /// read from the store when the last read is older than `MetricsSettings::refresh` (and
+    /// the database answers); otherwise they are served as they are.
+    pub async fn render_metrics(&self) -> Result<String, ServiceError> {
+        let metrics = &self.inner.metrics;
+        metrics
+            .ocsp_cached
+            .set(i64::try_from(self.inner.ocsp.cached_responses()).unwrap_or(i64::MAX));
+        if self.inner.database.is_up() {
+            let mut refreshed = metrics.refreshed.lock().await;
+            if refreshed.is_none_or(|at| at.elapsed() >= metrics.settings.refresh) {
+                metrics.update(&self.inventory().await?);
+                *refreshed = Some(Instant::now());
+            }
+        }
+        metrics.render_local()
+    }
+
+    /// What the store says now, for the cluster-wide gauges.
+    async fn inventory(&self) -> Result<Inventory, ServiceError> {
+        let store = &self.inner.store;
+        let now = crate::now();
+        let agents = store.agents().await?;
+        let mut agent_counts: Vec<(&'static str, i64)> = Vec::new();
+        for status in crate::AgentStatus::ALL {
+            let n = agents
+                .iter()
+                .filter(|record| crate::agents::status_of(record, now) == status)
+                .count();
+            agent_counts.push((status.as_str(), i64::try_from(n).unwrap_or(i64::MAX)));
+        }
+        let token_expiries = store
+            .tokens()
+            .await?
+            .into_iter()
+            .filter(|t| t.revoked_at.is_none() && t.expired_at.is_none())
+            .filter_map(|t| t.expires_at.map(|at| (t.name, at)))
+            .collect();
+        let times = if self.inner.metrics.settings.named_series {
+            store.certificate_times().await?
+        } else {
+            Vec::new()
+        };
+        Ok(Inventory {
+            certificates: store.certificate_counts().await?,
+            issuers: self.inner.issuers.ids(),
+            times,
+            earliest: store.issuer_certificate_times().await?,
+            jobs: store.job_counts().await?,
+            oldest_runnable_job_seconds: store
+                .oldest_runnable_job(now)
+                .await?
+                .map_or(0.0, |since| (now - since).as_seconds_f64().max(0.0)),
+            agents: agent_counts,
+            token_expiries,
+            notifications: store.notification_counts().await?,
+            notifiers: self
+                .inner
+                .config
+                .notifications
+                .notifiers
+                .iter()
+                .map(|n| n.name.clone())
+                .collect(),
+        })
     }
 }
 

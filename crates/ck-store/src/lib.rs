@@ -22,6 +22,7 @@ mod cluster;
 mod dialect;
 mod issuers;
 mod jobs;
+mod metrics;
 mod notices;
 mod notifications;
 mod rows;
@@ -45,6 +46,7 @@ pub use cluster::{Fence, Lease, NodeRecord};
 pub use dialect::Backend;
 pub use issuers::{IssuerHealth, IssuerRecord};
 pub use jobs::{ClaimedJob, EnqueueOutcome, JobFilter, RecordedOrder};
+pub use metrics::IssuerTimes;
 pub use notices::{Notice, NoticeListener};
 pub use notifications::{
     DeliveryOutcome, EventRecord, NewEvent, NotificationFilter, NotificationRecord, NotificationState,

@@ -142,7 +142,7 @@ fn http01_issues_a_chain_that_openssl_verifies() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let metrics = http_get(&format!("{}/metrics", server.url));
+    let metrics = scrape_metrics(&server);
     assert!(
         metrics.contains("certkeeper_issuer_healthy{issuer=\"pebble\"} 1"),
         "{metrics}"
@@ -168,8 +168,13 @@ fn http01_issues_a_chain_that_openssl_verifies() {
 }
 
 /// GET with curl (a blocking call; the tests are synchronous).
-fn http_get(url: &str) -> String {
-    let out = std::process::Command::new("curl").args(["-fsS", url]).output().unwrap();
+/// `/metrics` with the admin token (which has the `metrics` scope).
+fn scrape_metrics(server: &Server) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-fsS", "-H", &format!("Authorization: Bearer {}", server.token())])
+        .arg(format!("{}/metrics", server.url))
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -294,7 +299,7 @@ fn dns01_rfc2136_apex_and_wildcard_in_one_order() {
         "the TSIG secret was logged"
     );
     // Two TXT records (apex and wildcard) waited for: two propagation samples.
-    let metrics = http_get(&format!("{}/metrics", server.url));
+    let metrics = scrape_metrics(&server);
     assert!(
         metrics.contains("certkeeper_dns_propagation_seconds_count 2"),
         "{metrics}"

@@ -7,9 +7,15 @@ use std::process::{Command, Stdio};
 
 use crate::support::{Server, require_peer};
 
-fn scrape(url: &str) -> String {
+/// `/metrics` with a token that has the `metrics` scope (the admin token has every operator scope).
+fn scrape(url: &str, token: &str) -> String {
     let out = Command::new("curl")
-        .args(["-sf", &format!("{url}/metrics")])
+        .args([
+            "-sf",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            &format!("{url}/metrics"),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -50,14 +56,17 @@ fn metrics_pass_promtool_and_grow_only_by_certificates() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    // One notifier, so the notification families have series.
+    // One notifier, so the notification families have series; the series that name certificates
+    // and tokens on (they are off by default), and the store read at every scrape.
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
-        "notifications:\n  notifiers:\n    - name: sink\n      type: command\n      program: /bin/true\n",
+        "notifications:\n  notifiers:\n    - name: sink\n      type: command\n      program: /bin/true\n\
+         metrics:\n  named_series: true\n  refresh_seconds: 0.05\n",
     )
     .unwrap();
     let server = Server::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let token = server.token();
     for i in 0..3 {
         server.cli_ok(&["cert", "create", &format!("m{i}.internal"), "--wait"]);
     }
@@ -69,7 +78,7 @@ fn metrics_pass_promtool_and_grow_only_by_certificates() {
     let delivered = "certkeeper_notifications{notifier=\"sink\",state=\"delivered\"} 4";
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let text = loop {
-        let text = scrape(&server.url);
+        let text = scrape(&server.url, &token);
         if text.contains(delivered) || std::time::Instant::now() > deadline {
             break text;
         }
@@ -85,6 +94,10 @@ fn metrics_pass_promtool_and_grow_only_by_certificates() {
         .collect();
     for family in [
         "certkeeper_certificates",
+        "certkeeper_certificates_earliest_expiry_timestamp_seconds",
+        "certkeeper_certificates_earliest_renewal_window_start_timestamp_seconds",
+        "certkeeper_tokens_earliest_expiry_timestamp_seconds",
+        "certkeeper_ocsp_cached_responses",
         "certkeeper_certificate_expiry_timestamp_seconds",
         "certkeeper_certificate_renewal_window_start_timestamp_seconds",
         "certkeeper_jobs",
@@ -124,7 +137,7 @@ fn metrics_pass_promtool_and_grow_only_by_certificates() {
     for i in 2..22 {
         server.cli_ok(&["cert", "create", &format!("m{i}.internal"), "--wait"]);
     }
-    let after = series(&scrape(&server.url));
+    let after = series(&scrape(&server.url, &token));
     for (name, n) in &after {
         let was = before.get(name).copied().unwrap_or(0);
         let grown = if name.starts_with("certkeeper_certificate_expiry")
