@@ -173,7 +173,9 @@ bench_certkeeper() {
   url=http://127.0.0.1:$port
   # Its command line names $BW (--data-dir), so stop-services.sh stops it;
   # env restores SIGINT, which bash leaves ignored for background jobs.
-  env --default-signal=INT "$CK" serve --data-dir "$data" --listen "127.0.0.1:$port" \
+  # Listeners come from the config file only; the issuer added below names this one.
+  printf 'acme_solvers:\n  pebble-http:\n    http01: {listen: "127.0.0.1:%s"}\n' "$HP" > "$d/config.yaml"
+  env --default-signal=INT "$CK" serve --data-dir "$data" --listen "127.0.0.1:$port" --config "$d/config.yaml" \
     < /dev/null > "$d/serve.log" 2>&1 &
   echo $! > "$d/certkeeper.pid"
   for (( i = 0; i < 600; i++ )); do
@@ -186,7 +188,7 @@ bench_certkeeper() {
   local ck=("$CK")
   local conn=(--data-dir "$data" --url "$url")
   timeout 120 "${ck[@]}" issuer add acme pebble "${conn[@]}" --directory "$ACME_DIRECTORY_URL" --email "$EMAIL" \
-    --ca-bundle "$PEBBLE_TLS_CA" --challenge http-01 --http01-listen "127.0.0.1:$HP" > "$d/issuer-add.log" 2>&1 \
+    --ca-bundle "$PEBBLE_TLS_CA" --challenge http-01 --solver pebble-http > "$d/issuer-add.log" 2>&1 \
     || fail_run "certkeeper issuer add acme" "$d/issuer-add.log"
 
   wait_s=$(( TOOL_TIMEOUT < 300 ? TOOL_TIMEOUT : 300 ))

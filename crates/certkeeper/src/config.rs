@@ -51,9 +51,23 @@ struct FileConfig {
     scep: Option<FileScep>,
     #[serde(default)]
     tls: Option<FileTls>,
-    /// ACME issuers by id; each value holds the same settings as `POST /api/v1/issuers`' `acme`.
+    /// ACME issuers by id; each value holds the settings of `POST /api/v1/issuers`' `acme`, and
+    /// may also hold inline what the API may only name (`dns01`, `http01.listen`, …).
     #[serde(default)]
     acme_issuers: std::collections::BTreeMap<String, serde_json::Value>,
+    /// dns-01 providers by name (`kind: rfc2136 | exec | cloudflare` and its settings), for
+    /// issuers to name with `dns_provider`: only this file may define what runs a program or
+    /// reads a secret file.
+    #[serde(default)]
+    dns_providers: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Challenge listeners by name (`http01: {listen}`, `tls_alpn01: {listen}`), for issuers to
+    /// name with `solver`: only this file binds sockets.
+    #[serde(default)]
+    acme_solvers: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Extra roots for private ACME CAs by name: a PEM file each, read at start, for issuers to
+    /// name with `ca_bundle`.
+    #[serde(default)]
+    ca_bundles: std::collections::BTreeMap<String, PathBuf>,
     #[serde(default)]
     notifications: FileNotifications,
     #[serde(default)]
@@ -309,6 +323,34 @@ fn field<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
     flag.or(file).unwrap_or(default)
 }
 
+/// The named settings issuers refer to: each DNS provider built once (its files read, its
+/// `env` names checked), each listener address parsed, each CA bundle read and parsed.
+fn acme_catalog(
+    dns_providers: std::collections::BTreeMap<String, serde_json::Value>,
+    solvers: std::collections::BTreeMap<String, serde_json::Value>,
+    ca_bundles: std::collections::BTreeMap<String, PathBuf>,
+) -> anyhow::Result<ck_acme::OperatorCatalog> {
+    let mut catalog = ck_acme::OperatorCatalog::default();
+    for (name, value) in dns_providers {
+        let provider = ck_acme::OperatorCatalog::dns_provider_from_json(&name, &value).map_err(|e| anyhow::anyhow!("invalid setting {}", e.message))?;
+        catalog.dns_providers.insert(name, provider);
+    }
+    for (name, value) in solvers {
+        let solver = ck_acme::OperatorCatalog::solver_from_json(&name, &value).map_err(|e| anyhow::anyhow!("invalid setting {}", e.message))?;
+        catalog.solvers.insert(name, solver);
+    }
+    for (name, path) in ca_bundles {
+        let field = format!("ca_bundles.{name}");
+        let pem = std::fs::read_to_string(&path)
+            .map_err(|e| bad(&field, format!("cannot read {}: {e}", path.display())))?;
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(bad(&field, format!("{} holds no PEM certificate", path.display())));
+        }
+        catalog.ca_bundles.insert(name, pem);
+    }
+    Ok(catalog)
+}
+
 fn bad(field: &str, message: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("invalid setting '{field}': {message}")
 }
@@ -484,8 +526,10 @@ impl Settings {
                 },
             });
         }
+        server.acme_catalog = acme_catalog(file.dns_providers, file.acme_solvers, file.ca_bundles)?;
         for (id, settings) in file.acme_issuers {
-            ck_acme::AcmeIssuerConfig::from_json(&settings)
+            ck_acme::AcmeIssuerConfig::parse(&settings)
+                .and_then(|given| given.resolve(ck_acme::SettingsOrigin::ConfigFile, &server.acme_catalog))
                 .map_err(|e| bad(&format!("acme_issuers.{id}"), e.message))?;
             server.acme_issuers.push((id, settings));
         }

@@ -79,7 +79,10 @@ impl AcmeIssuer {
         let contact = config.email.as_ref().map(|e| format!("mailto:{e}"));
         let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
         let eab = match &config.eab {
-            Some(eab) => Some(ExternalAccountKey::new(eab.kid.clone(), &decode_hmac(&eab.hmac)?)),
+            Some(eab) => Some(ExternalAccountKey::new(
+                eab.kid.clone(),
+                &decode_hmac(eab.hmac.expose())?,
+            )),
             None => None,
         };
         let http = http_client(&config, &slot)?;

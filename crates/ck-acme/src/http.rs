@@ -5,6 +5,12 @@
 //! instant-acme turns an error response into a problem document and drops the headers, and it
 //! downloads only the default chain, so `Retry-After` and `Link: rel="alternate"` are captured
 //! here, on their way through.
+//!
+//! Every answer is read here, whole but at most [`MAX_BODY_BYTES`], within the request's
+//! timeout: a directory URL is chosen by whoever adds an issuer, so its server must not be able
+//! to make us buffer without bound or wait forever. A request that never got an answer fails
+//! with a [`TransportError`] that says what failed (name resolution, connection, TLS and the
+//! certificate verifier's reason, timeout) and never that the CA refused anything.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,6 +27,115 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use crate::AcmeFailure;
+
+/// The largest answer read from an ACME server. Directory, orders and problem documents are a
+/// few KiB, a certificate chain some tens; 1 MiB leaves room for long chains and nothing more.
+pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// How long one request may take, answer included: a stalled CA must not hold a job forever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request to an ACME server that got no usable answer: what was asked and what failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: {reason}")]
+pub(crate) struct TransportError {
+    url: String,
+    reason: String,
+}
+
+impl TransportError {
+    fn new(url: &str, reason: impl Into<String>) -> Self {
+        Self {
+            url: url.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A failed exchange with `url`, named by the deepest cause in `error`'s source chain.
+    fn from_client_error(url: &str, error: &(dyn std::error::Error + 'static)) -> Self {
+        Self::new(url, describe_transport_failure(error))
+    }
+
+    fn timeout(url: &str) -> Self {
+        Self::new(
+            url,
+            format!(
+                "the server did not answer within {} s (timeout; the CA may be down or unreachable)",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        )
+    }
+
+    fn too_large(url: &str) -> Self {
+        Self::new(
+            url,
+            format!(
+                "the answer is larger than {} MiB, the cap on ACME answers; this is not an ACME server's answer",
+                MAX_BODY_BYTES / (1024 * 1024)
+            ),
+        )
+    }
+}
+
+/// One line saying why a request got no answer, from the causes in `error`'s source chain: a
+/// TLS failure (with the certificate verifier's reason), a refused or unreachable connection, a
+/// name that does not resolve, a timeout. hyper's own message ("client error (Connect)") says
+/// none of that, so the chain is walked down to the I/O and rustls errors.
+pub(crate) fn describe_transport_failure(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut messages: Vec<String> = Vec::new();
+    let mut cause: Option<String> = None;
+    let mut current = Some(error);
+    while let Some(err) = current {
+        let text = err.to_string();
+        if !text.is_empty() && !messages.iter().any(|m| m == &text) {
+            messages.push(text);
+        }
+        if cause.is_none() {
+            cause = classify(err);
+        }
+        // io::Error::source skips the error it wraps (its Display is that error's), so step into
+        // the wrapped error itself: that is where rustls' error travels (twice wrapped).
+        current = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    let chain = messages.join(": ");
+    match cause {
+        Some(cause) => format!("{cause} (the CA was never reached; {chain})"),
+        None => format!("the request failed before any answer: {chain}"),
+    }
+}
+
+/// What kind of failure `err` is, when it says.
+fn classify(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+        return Some(match tls {
+            rustls::Error::InvalidCertificate(reason) => format!(
+                "TLS: the CA's server certificate was refused by the certificate verifier: {reason:?} \
+                 (check the issuer's CA bundle, and that the server presents a leaf certificate for its name)"
+            ),
+            other => format!("TLS handshake failed: {other}"),
+        });
+    }
+    if let Some(io) = err.downcast_ref::<std::io::Error>() {
+        use std::io::ErrorKind;
+        let kind = match io.kind() {
+            ErrorKind::ConnectionRefused => "connection refused (nothing listens at that address and port)",
+            ErrorKind::TimedOut => "connection timed out",
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => "the connection was reset",
+            ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => "host or network unreachable",
+            ErrorKind::AddrNotAvailable => "the address is not available",
+            _ => return None,
+        };
+        return Some(kind.to_owned());
+    }
+    let text = err.to_string();
+    if text == "dns error" || text.contains("failed to lookup address") {
+        return Some("DNS: the CA's host name does not resolve".to_owned());
+    }
+    None
+}
 
 type Inner =
     Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, BodyWrapper<Bytes>>;
@@ -128,15 +243,40 @@ impl AcmeHttpClient {
         &self,
         req: Request<BodyWrapper<Bytes>>,
     ) -> Result<(http::response::Parts, Bytes), String> {
-        use http_body_util::BodyExt;
-        let rsp = tokio::time::timeout(Duration::from_secs(30), self.inner.request(req))
-            .await
-            .map_err(|_| "the CA did not answer within 30 s".to_owned())?
-            .map_err(|e| e.to_string())?;
-        let (parts, body) = rsp.into_parts();
-        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok((parts, body))
+        exchange(&self.inner, req).await.map_err(|e| e.to_string())
     }
+}
+
+/// Sends `req` and reads the whole answer (at most [`MAX_BODY_BYTES`]) within
+/// [`REQUEST_TIMEOUT`].
+async fn exchange(
+    inner: &Inner,
+    req: Request<BodyWrapper<Bytes>>,
+) -> Result<(http::response::Parts, Bytes), TransportError> {
+    use http_body_util::BodyExt;
+    let url = req.uri().to_string();
+    let fut = async {
+        let rsp = inner
+            .request(req)
+            .await
+            .map_err(|e| TransportError::from_client_error(&url, &e))?;
+        let (parts, body) = rsp.into_parts();
+        let body = http_body_util::Limited::new(body, MAX_BODY_BYTES)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    TransportError::too_large(&url)
+                } else {
+                    TransportError::from_client_error(&url, &*e)
+                }
+            })?
+            .to_bytes();
+        Ok((parts, body))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, fut)
+        .await
+        .map_err(|_| TransportError::timeout(&url))?
 }
 
 /// The targets of `Link: <url>;rel="alternate"` headers (RFC 8288), in order.
@@ -166,15 +306,14 @@ impl HttpClient for AcmeHttpClient {
         req: Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let url = req.uri().to_string();
-        let fut = self.inner.request(req);
+        let inner = self.inner.clone();
         let slot = self.retry_after.clone();
         let alternates = self.alternates.clone();
         Box::pin(async move {
-            // A stalled CA must not hold a job forever.
-            let rsp = tokio::time::timeout(Duration::from_secs(30), fut)
+            let (parts, body) = exchange(&inner, req)
                 .await
-                .map_err(|_| instant_acme::Error::Str("the CA did not answer within 30 s"))?
                 .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
+            let rsp = http::Response::from_parts(parts, http_body_util::Full::new(body));
             if matches!(
                 rsp.status(),
                 StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
@@ -230,6 +369,105 @@ mod tests {
             alternate_links(&headers),
             ["https://ca/cert/1/1", "https://ca/cert/1/2"]
         );
+    }
+
+    fn get(url: &str) -> Request<BodyWrapper<Bytes>> {
+        Request::get(url).body(BodyWrapper::default()).unwrap()
+    }
+
+    /// A TLS server on loopback presenting `cert` (with `key`), answering `body` to one request.
+    async fn tls_server(
+        cert: CertificateDer<'static>,
+        key: rustls_pki_types::PrivateKeyDer<'static>,
+        body: Vec<u8>,
+    ) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let mut buffer = [0_u8; 4096];
+                let _ = tls.read(&mut buffer).await;
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                let _ = tls.write_all(head.as_bytes()).await;
+                let _ = tls.write_all(&body).await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        port
+    }
+
+    fn certificate(is_ca: bool) -> (rcgen::Certificate, rcgen::KeyPair) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        if is_ca {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
+        (params.self_signed(&key).unwrap(), key)
+    }
+
+    #[tokio::test]
+    async fn a_ca_certificate_as_server_certificate_is_named_as_a_tls_failure() {
+        let (cert, key) = certificate(true);
+        let port = tls_server(
+            cert.der().clone(),
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            b"{}".to_vec(),
+        )
+        .await;
+        let client = AcmeHttpClient::new(Some(&cert.pem()), RetryAfterSlot::default()).unwrap();
+        let error = client
+            .send(get(&format!("https://localhost:{port}/dir")))
+            .await
+            .unwrap_err();
+        assert!(error.contains("TLS") && error.contains("CaUsedAsEndEntity"), "{error}");
+        assert!(
+            error.contains("never reached") && !error.contains("refused the"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_connections_and_unknown_names_are_named() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let client = AcmeHttpClient::new(None, RetryAfterSlot::default()).unwrap();
+        let refused = client
+            .send(get(&format!("https://127.0.0.1:{port}/dir")))
+            .await
+            .unwrap_err();
+        assert!(refused.contains("connection refused"), "{refused}");
+        let unknown = client.send(get("https://no-such-host.invalid/dir")).await.unwrap_err();
+        assert!(unknown.contains("DNS"), "{unknown}");
+    }
+
+    #[tokio::test]
+    async fn answers_above_the_cap_are_refused() {
+        let (cert, key) = certificate(false);
+        let port = tls_server(
+            cert.der().clone(),
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            vec![b'x'; MAX_BODY_BYTES + 1],
+        )
+        .await;
+        let client = AcmeHttpClient::new(Some(&cert.pem()), RetryAfterSlot::default()).unwrap();
+        let error = client
+            .send(get(&format!("https://localhost:{port}/dir")))
+            .await
+            .unwrap_err();
+        assert!(error.contains("larger than 1 MiB"), "{error}");
     }
 
     #[test]

@@ -26,7 +26,10 @@ pub mod responder;
 pub mod stats;
 
 pub use account::{AccountCheck, AcmeIssuer, RegisteredAccount};
-pub use config::{AcmeIssuerConfig, ChallengeKind, Dns01Config, EabConfig, Http01Config, TlsAlpn01Config};
+pub use config::{
+    AcmeIssuerConfig, ChallengeKind, Dns01Config, EabConfig, Http01Config, ListenerConfig, OperatorCatalog,
+    SettingsOrigin, SolverConfig, TlsAlpn01Config,
+};
 pub use error::{AcmeFailure, ProblemDocument, SubproblemDocument};
 pub use order::{IssuedChain, OpenOrder, OrderRequest, RenewalWindow};
 pub use responder::{BoxFuture, ChallengeResponder, SharedHttp01, serve_tls_alpn01};

@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::name::{check_txt_value, parse_fqdn, without_trailing_dot};
 use crate::{DnsError, Secret};
@@ -24,20 +24,20 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const IDENTICAL_RECORD_EXISTS: i64 = 81058;
 
 /// Configuration of the `cloudflare` provider.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CloudflareConfig {
     /// An API token with Zone:DNS:Edit (and Zone:Read unless `zone_id` is set).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_token: Option<Secret>,
     /// A file holding the API token.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_token_file: Option<PathBuf>,
     /// The zone's id; found by name when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_id: Option<String>,
     /// The API root, overridable for tests.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_base: Option<String>,
 }
 

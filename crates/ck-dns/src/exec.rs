@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -16,24 +16,111 @@ use crate::{DnsError, Secret};
 /// How much of the end of the hook's stderr an error message carries.
 const STDERR_TAIL_BYTES: usize = 2048;
 
+/// The hook's whole `PATH`. The hook starts from an empty environment (nothing of the server's
+/// own environment leaks into it), and a fixed search path keeps a configured variable from
+/// choosing which programs its `curl` or `nsupdate` really are.
+pub const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Variables no `env` may set, even in the operator's config file: each makes a shell, the
+/// dynamic loader or an interpreter run code of its choosing (`BASH_ENV=$(cmd)` runs `cmd` in
+/// every bash script), or changes which program a name resolves to.
+const REFUSED_NAMES: &[&str] = &[
+    "BASH_ENV",
+    "ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "CDPATH",
+    "GLOBIGNORE",
+    "IFS",
+    "PATH",
+    "HOME",
+    "SHELL",
+    "RUBYOPT",
+    "RUBYLIB",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "CLASSPATH",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "GCONV_PATH",
+    "LOCPATH",
+    "NLSPATH",
+    "GLIBC_TUNABLES",
+    "HOSTALIASES",
+    "RESOLV_HOST_CONF",
+    "LOCALDOMAIN",
+    "TMPDIR",
+    "CURL_HOME",
+    "WGETRC",
+    "GIT_CONFIG_GLOBAL",
+    "OPENSSL_CONF",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "TZDIR",
+];
+
+/// Prefixes refused for the same reason (`LD_PRELOAD`, `PYTHONSTARTUP`, `PERL5OPT`,
+/// `BASH_FUNC_x%%` exported functions, …).
+const REFUSED_PREFIXES: &[&str] = &[
+    "LD_",
+    "DYLD_",
+    "BASH_FUNC_",
+    "PYTHON",
+    "PERL",
+    "RUBY",
+    "NODE_",
+    "MALLOC_",
+    "GIT_",
+    "LUA_",
+];
+
+/// Why `name` may not be set in a hook's environment, if it may not.
+pub fn refused_env_name(name: &str) -> Option<String> {
+    let mut chars = name.chars();
+    let well_formed = chars.next().is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if !well_formed {
+        return Some(format!(
+            "{name:?} is not a variable name of capitals, digits and `_` (starting with a capital or `_`)"
+        ));
+    }
+    if REFUSED_NAMES.contains(&name) {
+        return Some(format!(
+            "{name} may not be set: it changes what the shell, loader or interpreter runs (the hook always \
+             gets PATH={HOOK_PATH} and nothing else beyond `env`)"
+        ));
+    }
+    if let Some(prefix) = REFUSED_PREFIXES.iter().find(|prefix| name.starts_with(**prefix)) {
+        return Some(format!(
+            "{name} may not be set: variables starting with {prefix} make the loader or an interpreter run code"
+        ));
+    }
+    None
+}
+
 fn default_timeout_seconds() -> u64 {
     30
 }
 
-/// Configuration of the `exec` provider.
-#[derive(Debug, Clone, Deserialize)]
+/// Configuration of the `exec` provider. Only the operator's config file may hold one: it runs
+/// a program.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecConfig {
     /// Absolute path of the program.
     pub command: PathBuf,
     /// Hex SHA-256 the program's file must have; it is not run otherwise.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// Seconds the program may run before it is killed.
     #[serde(default = "default_timeout_seconds")]
     pub timeout: u64,
-    /// Extra environment variables. Values may be credentials, so they are passed here and never
-    /// on the command line, and they are redacted from `Debug`.
+    /// The hook's environment, beside the fixed `PATH`: these names and no others (the allowlist),
+    /// each checked by [`refused_env_name`]. Values may be credentials, so they are passed here
+    /// and never on the command line, and they are redacted from `Debug` and serialization.
     #[serde(default)]
     pub env: BTreeMap<String, Secret>,
 }
@@ -70,10 +157,8 @@ impl ExecConfig {
         if self.timeout == 0 {
             return Err(DnsError::Config("exec: `timeout` must be at least 1 second".to_owned()));
         }
-        if let Some(bad) = self.env.keys().find(|k| k.is_empty() || k.contains(['=', '\0'])) {
-            return Err(DnsError::Config(format!(
-                "exec: invalid environment variable name {bad:?}"
-            )));
+        if let Some(reason) = self.env.keys().find_map(|name| refused_env_name(name)) {
+            return Err(DnsError::Config(format!("exec: env: {reason}")));
         }
         Ok(ExecProvider {
             command: self.command.clone(),
@@ -103,6 +188,8 @@ impl ExecProvider {
             .arg(action)
             .arg(&fqdn)
             .arg(value)
+            .env_clear()
+            .env("PATH", HOOK_PATH)
             .envs(self.env.iter().map(|(key, value)| (key, value.expose())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -236,5 +323,49 @@ mod tests {
         assert!(config.build().is_err());
         config.sha256 = Some("A".repeat(64));
         assert!(config.build().is_ok());
+    }
+
+    #[test]
+    fn dangerous_environment_names_are_refused() {
+        for name in [
+            "BASH_ENV",
+            "ENV",
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "PATH",
+            "IFS",
+            "PYTHONPATH",
+            "PYTHONSTARTUP",
+            "PERL5OPT",
+            "PERL5LIB",
+            "BASH_FUNC_x%%",
+            "HOME",
+            "NODE_OPTIONS",
+            "GLIBC_TUNABLES",
+            "lower",
+            "A=B",
+            "",
+            "1ABC",
+            "SSL_CERT_FILE",
+        ] {
+            assert!(refused_env_name(name).is_some(), "{name} was accepted");
+            let config = ExecConfig {
+                command: PathBuf::from("/usr/local/bin/hook.sh"),
+                sha256: None,
+                timeout: 30,
+                env: BTreeMap::from([(name.to_owned(), Secret::new("$(id > /tmp/pwned)"))]),
+            };
+            let error = config.build().unwrap_err().to_string();
+            assert!(!error.contains("pwned"), "{error}");
+        }
+        for name in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "HOOK_TOKEN",
+            "_X",
+            "PDNS_API_KEY",
+        ] {
+            assert_eq!(refused_env_name(name), None, "{name}");
+        }
     }
 }

@@ -15,17 +15,17 @@ mod secret;
 
 use std::net::SocketAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use cloudflare::CloudflareConfig;
 pub use error::DnsError;
-pub use exec::ExecConfig;
+pub use exec::{ExecConfig, HOOK_PATH, refused_env_name};
 pub use propagation::{PropagationCheck, resolve_challenge_target};
 pub use rfc2136::Rfc2136Config;
-pub use secret::Secret;
+pub use secret::{REDACTED, Secret};
 
 /// One provider, chosen by the `provider` key of the configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "provider", rename_all = "lowercase")]
 pub enum DnsProviderConfig {
     /// RFC 2136 dynamic update signed with TSIG.

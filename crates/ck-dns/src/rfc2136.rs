@@ -13,7 +13,7 @@ use hickory_proto::op::{DnsResponse, ResponseCode};
 use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::name::{check_txt_value, parse_fqdn};
 use crate::{DnsError, Secret};
@@ -29,23 +29,23 @@ fn default_ttl() -> u32 {
 }
 
 /// Configuration of the `rfc2136` provider.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rfc2136Config {
     /// The primary server that accepts updates, e.g. `127.0.0.1:53`.
     pub server: SocketAddr,
     /// The zone to update; found by asking `server` for the SOA when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
     /// The TSIG key's name, as in `key "acme-key" { ... }`.
     pub tsig_key_name: String,
     /// `hmac-sha256` or `hmac-sha512` (a trailing dot is accepted).
     pub tsig_algorithm: String,
     /// The base64 secret, as printed by `tsig-keygen`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tsig_secret: Option<Secret>,
     /// A file holding the base64 secret, or a BIND key file (`key "x" { ...; secret "..."; };`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tsig_secret_file: Option<PathBuf>,
     /// TTL of the TXT records written, in seconds.
     #[serde(default = "default_ttl")]

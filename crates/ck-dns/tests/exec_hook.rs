@@ -144,3 +144,27 @@ async fn a_missing_hook_is_a_clear_error() {
         "{error}"
     );
 }
+
+/// The hook starts from an empty environment: the configured names (the allowlist) and the
+/// fixed `PATH`, nothing of the calling process's own (HOME, its credentials, CARGO_*…).
+#[tokio::test]
+async fn the_hook_gets_only_the_allowlisted_environment_and_a_fixed_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("env");
+    let script = write_script(dir.path(), &format!("env > '{}'", seen.display()));
+    exec_provider(&script, None, 30)
+        .present("_acme-challenge.example.test", VALUE)
+        .await
+        .unwrap();
+    let env = std::fs::read_to_string(&seen).unwrap();
+    let names: Vec<&str> = env.lines().filter_map(|line| line.split('=').next()).collect();
+    assert!(env.contains("HOOK_TOKEN=token-from-env"), "{env}");
+    assert!(env.contains(&format!("PATH={}\n", ck_dns::HOOK_PATH)), "{env}");
+    // /bin/sh itself adds PWD (and dash or bash may add SHLVL, `_`, OLDPWD).
+    for name in names {
+        assert!(
+            ["HOOK_TOKEN", "PATH", "PWD", "SHLVL", "_", "OLDPWD"].contains(&name),
+            "{name} reached the hook: {env}"
+        );
+    }
+}

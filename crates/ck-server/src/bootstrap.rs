@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ck_acme::AcmeIssuerConfig;
+use ck_acme::SettingsOrigin;
 use ck_domain::{IssuerId, Restriction, Scopes};
 use ck_pki::{CaMaterial, LocalCa, PrivateKeyPem};
 use ck_store::{IssuerRecord, Store};
@@ -62,7 +62,7 @@ pub async fn bootstrap(
         let _: IssuerId = id
             .parse()
             .map_err(|e| ServiceError::Invalid(format!("config file issuer '{id}': {e}")))?;
-        AcmeIssuerConfig::from_json(settings)
+        crate::issuers::acme_settings(settings, SettingsOrigin::ConfigFile, &config)
             .map_err(|e| ServiceError::Invalid(format!("config file issuer '{id}': {}", e.message)))?;
         if store
             .upsert_issuer_settings(id, "acme", &settings.to_string(), now())
@@ -76,7 +76,7 @@ pub async fn bootstrap(
     }
     let mut issuers = BTreeMap::new();
     for record in &records {
-        if let Some(issuer) = issuer_from_record(record, config.public_base_url.as_deref())? {
+        if let Some(issuer) = issuer_from_record(record, &config)? {
             issuers.insert(issuer.0, issuer.1);
         }
     }
@@ -106,8 +106,9 @@ pub async fn bootstrap(
 /// The issuer a stored record describes; `None` for a kind this version does not know.
 pub(crate) fn issuer_from_record(
     record: &IssuerRecord,
-    public_base_url: Option<&str>,
+    config: &ServerConfig,
 ) -> Result<Option<(IssuerId, Issuer)>, ServiceError> {
+    let public_base_url = config.public_base_url.as_deref();
     let id: IssuerId = record
         .id
         .parse()
@@ -115,9 +116,13 @@ pub(crate) fn issuer_from_record(
     if record.kind == "acme" {
         let settings: serde_json::Value = serde_json::from_str(record.settings.as_deref().unwrap_or("null"))
             .map_err(|e| ServiceError::Unavailable(format!("issuer {}: stored settings unreadable: {e}", record.id)))?;
-        let acme = AcmeIssuerConfig::from_json(&settings)
-            .map_err(|e| ServiceError::Unavailable(format!("issuer {}: {}", record.id, e.message)))?;
-        let state = AcmeIssuerState::new(id.clone(), acme, settings, record.created_at, None);
+        let origin = crate::issuers::origin_of(&record.id, config);
+        let (acme, shown) =
+            crate::issuers::acme_settings(&settings, origin, config).map_err(|e| match origin {
+                SettingsOrigin::Api => ServiceError::Unavailable(crate::issuers::stored_issuer_refused(&record.id, &e)),
+                SettingsOrigin::ConfigFile => ServiceError::Unavailable(format!("issuer {}: {}", record.id, e.message)),
+            })?;
+        let state = AcmeIssuerState::new(id.clone(), acme, shown, record.created_at, None);
         return Ok(Some((id, Issuer::Acme(Arc::new(state)))));
     }
     if record.kind != "local" {

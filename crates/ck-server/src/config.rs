@@ -38,8 +38,13 @@ pub struct ServerConfig {
     /// How often each ACME issuer's directory and account are checked.
     pub issuer_health_interval: std::time::Duration,
     /// ACME issuers declared in the config file: id and settings. The file is the source of
-    /// truth for these; they are written to the store at every start.
+    /// truth for these; they are written to the store at every start, and they alone may hold
+    /// inline DNS providers and listener addresses.
     pub acme_issuers: Vec<(String, serde_json::Value)>,
+    /// What the config file defines by name for issuers to refer to (`dns_providers`,
+    /// `acme_solvers`, `ca_bundles`): the only way an issuer added through the API gets a
+    /// program run, a server file read or a socket bound.
+    pub acme_catalog: ck_acme::OperatorCatalog,
     /// The URL relying parties reach this server at (`https://ck.example`): CRL distribution
     /// points and OCSP URLs in issued certificates point there. None: no such extensions.
     pub public_base_url: Option<String>,
@@ -136,6 +141,7 @@ impl ServerConfig {
             acme_concurrency: 32,
             issuer_health_interval: std::time::Duration::from_secs(600),
             acme_issuers: Vec::new(),
+            acme_catalog: ck_acme::OperatorCatalog::default(),
             public_base_url: None,
             crl_validity: Duration::hours(24),
             est: None,

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use ck_acme::{AcmeFailure, AcmeIssuer, AcmeIssuerConfig, ChallengeKind, ChallengeResponder};
+use ck_acme::{AcmeFailure, AcmeIssuer, AcmeIssuerConfig, ChallengeKind, ChallengeResponder, SettingsOrigin};
 use ck_domain::IssuerId;
 use ck_pki::LocalCa;
 use ck_store::Store;
@@ -35,25 +35,65 @@ pub(crate) enum Issuer {
 /// An ACME issuer's settings and, once ready, its account.
 pub(crate) struct AcmeIssuerState {
     pub(crate) id: IssuerId,
+    /// The settings to run with: names of the config file's entries resolved.
     pub(crate) config: AcmeIssuerConfig,
-    /// The settings as stored, for the redacted view.
-    pub(crate) settings: serde_json::Value,
+    /// The settings as given (names, not what they stand for), serialized by type so that every
+    /// secret is redacted: what the API shows.
+    pub(crate) shown: serde_json::Value,
     pub(crate) created_at: OffsetDateTime,
     ready: tokio::sync::Mutex<Option<AcmeIssuer>>,
+}
+
+/// Who gave an issuer's settings. The config file's issuers are written to the store at every
+/// start, so an id the file declares is the operator's; every other issuer was added through
+/// the API (on this node, another one, or before an upgrade) and is held to the API's rules.
+pub(crate) fn origin_of(id: &str, config: &crate::ServerConfig) -> SettingsOrigin {
+    if config.acme_issuers.iter().any(|(file_id, _)| file_id == id) {
+        SettingsOrigin::ConfigFile
+    } else {
+        SettingsOrigin::Api
+    }
+}
+
+/// Checks `settings` as `origin` may give them, resolves the names of the config file's
+/// entries, and returns the settings to run with and the view to show.
+pub(crate) fn acme_settings(
+    settings: &serde_json::Value,
+    origin: SettingsOrigin,
+    config: &crate::ServerConfig,
+) -> Result<(AcmeIssuerConfig, serde_json::Value), AcmeFailure> {
+    let given = AcmeIssuerConfig::parse(settings)?;
+    let resolved = given.resolve(origin, &config.acme_catalog)?;
+    Ok((resolved, given.shown()))
+}
+
+/// Why a stored issuer added through the API cannot be loaded any more, and how to keep it:
+/// issuers added before the API lost the right to define DNS providers, listeners and file
+/// paths may hold them inline, and those must now come from the operator.
+pub(crate) fn stored_issuer_refused(id: &str, failure: &AcmeFailure) -> String {
+    format!(
+        "issuer '{id}' (stored in the database, added through the API) cannot be loaded: {}. Issuers added \
+         through the API may only name DNS providers, challenge listeners and CA bundles that the config file \
+         defines. To keep this issuer, review its settings (`certkeeper issuer show {id}` on the old version, or \
+         the database) and declare it in the config file under acme_issuers.{id} (the file's settings then \
+         replace the stored ones), with its DNS provider under dns_providers and its listeners under \
+         acme_solvers",
+        failure.message.trim_end_matches('.')
+    )
 }
 
 impl AcmeIssuerState {
     pub(crate) fn new(
         id: IssuerId,
         config: AcmeIssuerConfig,
-        settings: serde_json::Value,
+        shown: serde_json::Value,
         created_at: OffsetDateTime,
         ready: Option<AcmeIssuer>,
     ) -> Self {
         Self {
             id,
             config,
-            settings,
+            shown,
             created_at,
             ready: tokio::sync::Mutex::new(ready),
         }

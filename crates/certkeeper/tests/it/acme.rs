@@ -71,12 +71,26 @@ fn assert_verifies(pebble: &Pebble, chain: &str) {
     }
 }
 
-pub(crate) fn http01_args(pebble: &Pebble) -> Vec<String> {
+/// The config file's challenge listeners for Pebble's validation ports: solver `pebble-http`
+/// (http-01) and `pebble-alpn` (tls-alpn-01). Issuers added through the API can only name
+/// listeners, never give addresses.
+pub(crate) fn solvers_yaml(pebble: &Pebble) -> String {
+    format!(
+        "acme_solvers:\n  pebble-http:\n    http01: {{listen: \"127.0.0.1:{}\"}}\n  pebble-alpn:\n    \
+         tls_alpn01: {{listen: \"127.0.0.1:{}\"}}\n",
+        pebble.http_port(),
+        pebble.tls_port()
+    )
+}
+
+/// `issuer add` flags for http-01 on Pebble's validation port (the server's config file needs
+/// [`solvers_yaml`]).
+pub(crate) fn http01_args(_pebble: &Pebble) -> Vec<String> {
     vec![
         "--challenge".into(),
         "http-01".into(),
-        "--http01-listen".into(),
-        format!("127.0.0.1:{}", pebble.http_port()),
+        "--solver".into(),
+        "pebble-http".into(),
     ]
 }
 
@@ -102,7 +116,7 @@ fn http01_issues_a_chain_that_openssl_verifies() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), "", "info");
+    let server = start_server(dir.path(), &solvers_yaml(&pebble), "info");
     let issuer = add_issuer(&server, &pebble, "pebble", &strs(&http01_args(&pebble)));
     assert_eq!(issuer["kind"], "acme");
     assert!(issuer["account_url"].as_str().unwrap().starts_with("https://127.0.0.1"));
@@ -184,13 +198,12 @@ fn tls_alpn01_and_a_client_csr() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), "", "warn");
-    let listen = format!("127.0.0.1:{}", pebble.tls_port());
+    let server = start_server(dir.path(), &solvers_yaml(&pebble), "warn");
     add_issuer(
         &server,
         &pebble,
         "pebble-alpn",
-        &["--challenge", "tls-alpn-01", "--tls-alpn01-listen", &listen],
+        &["--challenge", "tls-alpn-01", "--solver", "pebble-alpn"],
     );
     // The client keeps its key: an openssl CSR (RSA, with a must-staple extension).
     let key = dir.path().join("client.key");
@@ -253,31 +266,22 @@ fn dns01_rfc2136_apex_and_wildcard_in_one_order() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let dns_config = dir.path().join("dns.yaml");
-    std::fs::write(
-        &dns_config,
-        format!(
-            "server: \"{}\"\ntsig_key_name: {}\ntsig_algorithm: hmac-sha256\ntsig_secret_file: {}\n\
-             propagation_timeout_seconds: 20\npropagation_interval_ms: 100\n",
-            bind.addr(),
-            bind.tsig_key_name(),
-            bind.key_file().display()
-        ),
-    )
-    .unwrap();
-    let server = start_server(dir.path(), "", "info");
+    // The provider (with its key file) is the operator's: defined in the config file, named by
+    // the issuer added through the API.
+    let dns_yaml = format!(
+        "dns_providers:\n  bind:\n    kind: rfc2136\n    server: \"{}\"\n    tsig_key_name: {}\n    \
+         tsig_algorithm: hmac-sha256\n    tsig_secret_file: {}\n    propagation_timeout_seconds: 20\n    \
+         propagation_interval_ms: 100\n",
+        bind.addr(),
+        bind.tsig_key_name(),
+        bind.key_file().display()
+    );
+    let server = start_server(dir.path(), &dns_yaml, "info");
     add_issuer(
         &server,
         &pebble,
         "pebble-dns",
-        &[
-            "--challenge",
-            "dns-01",
-            "--dns-provider",
-            "rfc2136",
-            "--dns-config",
-            dns_config.to_str().unwrap(),
-        ],
+        &["--challenge", "dns-01", "--dns-provider", "bind"],
     );
     let created = create(
         &server,
@@ -323,31 +327,23 @@ fn write_hook(path: &Path, mgmt: &str, calls: &Path, value_override: Option<&str
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn exec_issuer(dir: &Path, server: &Server, pebble: &Pebble, hook: &Path) {
-    let challtestsrv = pebble.challtestsrv().unwrap();
-    let dns_config = dir.join("exec.yaml");
-    std::fs::write(
-        &dns_config,
-        format!(
-            "command: {}\ntimeout: 10\nresolvers: [\"{}\"]\npropagation_timeout_seconds: 3\n\
-             propagation_interval_ms: 100\n",
-            hook.display(),
-            challtestsrv.dns_addr()
-        ),
+/// The config file's exec provider `hook` running `hook`, checked against challtestsrv.
+fn exec_yaml(pebble: &Pebble, hook: &Path) -> String {
+    format!(
+        "dns_providers:\n  hook:\n    kind: exec\n    command: {}\n    timeout: 10\n    resolvers: [\"{}\"]\n    \
+         propagation_timeout_seconds: 3\n    propagation_interval_ms: 100\n",
+        hook.display(),
+        pebble.challtestsrv().unwrap().dns_addr()
     )
-    .unwrap();
+}
+
+/// Adds issuer `pebble-exec`, naming the config file's provider `hook` ([`exec_yaml`]).
+fn exec_issuer(server: &Server, pebble: &Pebble) {
     add_issuer(
         server,
         pebble,
         "pebble-exec",
-        &[
-            "--challenge",
-            "dns-01",
-            "--dns-provider",
-            "exec",
-            "--dns-config",
-            dns_config.to_str().unwrap(),
-        ],
+        &["--challenge", "dns-01", "--dns-provider", "hook"],
     );
 }
 
@@ -360,8 +356,8 @@ fn dns01_exec_hook() {
     let hook = dir.path().join("hook.sh");
     let calls = dir.path().join("calls.log");
     write_hook(&hook, &pebble.challtestsrv().unwrap().mgmt_url(), &calls, None);
-    let server = start_server(dir.path(), "", "warn");
-    exec_issuer(dir.path(), &server, &pebble, &hook);
+    let server = start_server(dir.path(), &exec_yaml(&pebble, &hook), "warn");
+    exec_issuer(&server, &pebble);
     let created = create(
         &server,
         &[
@@ -398,8 +394,8 @@ fn dns_faults_fail_clearly_clean_up_and_recover() {
     let hook = dir.path().join("hook.sh");
     let calls = dir.path().join("calls.log");
     write_hook(&hook, &challtestsrv.mgmt_url(), &calls, None);
-    let server = start_server(dir.path(), "", "warn");
-    exec_issuer(dir.path(), &server, &pebble, &hook);
+    let server = start_server(dir.path(), &exec_yaml(&pebble, &hook), "warn");
+    exec_issuer(&server, &pebble);
     let client = server.client();
     let rt = tokio::runtime::Runtime::new().unwrap();
 
@@ -477,7 +473,7 @@ fn eab_is_required_refused_without_and_accepted_with() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), "", "debug");
+    let server = start_server(dir.path(), &solvers_yaml(&pebble), "debug");
     let http = http01_args(&pebble);
     let directory = pebble.directory_url();
     let tls_ca = pebble.tls_ca_pem_path().to_str().unwrap().to_owned();
@@ -507,7 +503,7 @@ fn eab_is_required_refused_without_and_accepted_with() {
     let mut extra = vec!["--eab-kid", kid, "--eab-hmac-file", hmac_file.to_str().unwrap()];
     extra.extend(strs(&http));
     let issuer = add_issuer(&server, &pebble, "with-eab", &extra);
-    assert_eq!(issuer["settings"]["eab"]["hmac"], "<redacted>");
+    assert_eq!(issuer["settings"]["eab"]["hmac"], "[redacted]");
     let created = create(&server, &["eab.example.com", "--issuer", "with-eab"]);
     assert_verifies(&pebble, &chain_of(&server, created["id"].as_str().unwrap()));
 
@@ -556,7 +552,7 @@ fn revocation_reaches_the_ca_and_key_rollover_keeps_the_account() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), "", "warn");
+    let server = start_server(dir.path(), &solvers_yaml(&pebble), "warn");
     add_issuer(&server, &pebble, "pebble", &strs(&http01_args(&pebble)));
     let created = create(&server, &["revoke.example.com", "--issuer", "pebble"]);
     let id = created["id"].as_str().unwrap();
@@ -598,7 +594,7 @@ fn half_the_nonces_rejected_twenty_orders_succeed() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), "", "warn");
+    let server = start_server(dir.path(), &solvers_yaml(&pebble), "warn");
     add_issuer(&server, &pebble, "pebble", &strs(&http01_args(&pebble)));
     let client = server.client();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -717,7 +713,7 @@ fn preferred_chain_picks_the_alternate() {
         })
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), "", "warn");
+    let server = start_server(dir.path(), &solvers_yaml(&pebble), "warn");
     let http = http01_args(&pebble);
     let mut extra = strs(&http);
     extra.extend(["--preferred-chain", cn.as_str()]);
@@ -744,44 +740,19 @@ fn dns_provider_secrets_never_leak() {
     let resolver = pebble.challtestsrv().unwrap().dns_addr();
     let closed = ck_test_peers::free_port();
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), "", "debug");
     let token = "cf-token-Zq8v1S3CRET";
     let tsig = "dHNpZy1zZWNyZXQtdmFsdWUtMTIzNDU2Nzg5MA==";
-    let providers = [
-        (
-            "cf",
-            "cloudflare",
-            format!("api_token: {token}\napi_base: http://127.0.0.1:{closed}/client/v4\n"),
-        ),
-        (
-            "tsig",
-            "rfc2136",
-            format!(
-                "server: \"{resolver}\"\nzone: example.com\ntsig_key_name: k\ntsig_algorithm: hmac-sha256\ntsig_secret: \"{tsig}\"\n"
-            ),
-        ),
-    ];
+    let dns_yaml = format!(
+        "dns_providers:\n  cf:\n    kind: cloudflare\n    api_token: {token}\n    \
+         api_base: http://127.0.0.1:{closed}/client/v4\n    resolvers: [\"{resolver}\"]\n    \
+         propagation_timeout_seconds: 1\n  tsig:\n    kind: rfc2136\n    server: \"{resolver}\"\n    \
+         zone: example.com\n    tsig_key_name: k\n    tsig_algorithm: hmac-sha256\n    tsig_secret: \"{tsig}\"\n    \
+         resolvers: [\"{resolver}\"]\n    propagation_timeout_seconds: 1\n"
+    );
+    let server = start_server(dir.path(), &dns_yaml, "debug");
     let mut shown = String::new();
-    for (id, provider, yaml) in providers {
-        let path = dir.path().join(format!("{id}.yaml"));
-        std::fs::write(
-            &path,
-            format!("{yaml}resolvers: [\"{resolver}\"]\npropagation_timeout_seconds: 1\n"),
-        )
-        .unwrap();
-        add_issuer(
-            &server,
-            &pebble,
-            id,
-            &[
-                "--challenge",
-                "dns-01",
-                "--dns-provider",
-                provider,
-                "--dns-config",
-                path.to_str().unwrap(),
-            ],
-        );
+    for id in ["cf", "tsig"] {
+        add_issuer(&server, &pebble, id, &["--challenge", "dns-01", "--dns-provider", id]);
         let created: Value = serde_json::from_str(&server.cli_ok(&[
             "cert",
             "create",
@@ -811,7 +782,6 @@ fn dns_provider_secrets_never_leak() {
     shown.push_str(&server.cli_ok(&["job", "list", "--json"]));
     shown.push_str(&server.cli_ok(&["issuer", "list", "--json"]));
     shown.push_str(&server.log_text());
-    assert!(shown.contains("<redacted>"));
     assert!(!shown.contains(token), "the Cloudflare token leaked");
     assert!(!shown.contains(tsig), "the TSIG secret leaked");
     assert!(
@@ -859,13 +829,17 @@ fn invalid_challenge_keeps_the_cas_problem_document() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), "", "warn");
     let wrong = format!("127.0.0.1:{}", ck_test_peers::free_port());
+    let server = start_server(
+        dir.path(),
+        &format!("acme_solvers:\n  wrong-port:\n    http01: {{listen: \"{wrong}\"}}\n"),
+        "warn",
+    );
     add_issuer(
         &server,
         &pebble,
         "pebble",
-        &["--challenge", "http-01", "--http01-listen", &wrong],
+        &["--challenge", "http-01", "--solver", "wrong-port"],
     );
     let out = server.cli(&[
         "cert",
@@ -948,30 +922,20 @@ fn secret_canaries_never_leak() {
     let closed = ck_test_peers::free_port();
     std::fs::write(work.join("eab0.hmac"), eab_hmac).unwrap();
     std::fs::write(work.join("eab1.hmac"), EAB_KEYS[1].1).unwrap();
-    std::fs::write(
-        work.join("rfc2136.yaml"),
-        format!(
-            "server: \"{}\"\ntsig_key_name: {}\ntsig_algorithm: hmac-sha256\ntsig_secret: \"{tsig}\"\n\
-             propagation_timeout_seconds: 20\npropagation_interval_ms: 100\n",
-            bind.addr(),
-            bind.tsig_key_name()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        work.join("cloudflare.yaml"),
-        format!(
-            "api_token: {cloudflare}\napi_base: http://127.0.0.1:{closed}/client/v4\nresolvers: [\"{}\"]\n\
-             propagation_timeout_seconds: 1\n",
-            bind.addr()
-        ),
-    )
-    .unwrap();
-    let mut server = start_server(work, "", "debug");
+    let dns_yaml = format!(
+        "dns_providers:\n  bind:\n    kind: rfc2136\n    server: \"{}\"\n    tsig_key_name: {}\n    \
+         tsig_algorithm: hmac-sha256\n    tsig_secret: \"{tsig}\"\n    propagation_timeout_seconds: 20\n    \
+         propagation_interval_ms: 100\n  cloudflare:\n    kind: cloudflare\n    api_token: {cloudflare}\n    \
+         api_base: http://127.0.0.1:{closed}/client/v4\n    resolvers: [\"{}\"]\n    propagation_timeout_seconds: 1\n",
+        bind.addr(),
+        bind.tsig_key_name(),
+        bind.addr()
+    );
+    let mut server = start_server(work, &dns_yaml, "debug");
     let admin_token = server.token();
     let mut shown = String::new();
 
-    let dns_issuer = |server: &Server, id: &str, kid: &str, hmac: &str, provider: &str, config: &str| {
+    let dns_issuer = |server: &Server, id: &str, kid: &str, hmac: &str, provider: &str| {
         add_issuer(
             server,
             &pebble,
@@ -985,23 +949,11 @@ fn secret_canaries_never_leak() {
                 "dns-01",
                 "--dns-provider",
                 provider,
-                "--dns-config",
-                work.join(config).to_str().unwrap(),
             ],
         )
     };
-    shown.push_str(&dns_issuer(&server, "bind", EAB_KEYS[0].0, "eab0.hmac", "rfc2136", "rfc2136.yaml").to_string());
-    shown.push_str(
-        &dns_issuer(
-            &server,
-            "cf",
-            EAB_KEYS[1].0,
-            "eab1.hmac",
-            "cloudflare",
-            "cloudflare.yaml",
-        )
-        .to_string(),
-    );
+    shown.push_str(&dns_issuer(&server, "bind", EAB_KEYS[0].0, "eab0.hmac", "bind").to_string());
+    shown.push_str(&dns_issuer(&server, "cf", EAB_KEYS[1].0, "eab1.hmac", "cloudflare").to_string());
 
     // An ACME certificate through BIND, renewed; a local one with a server-made key.
     let acme = create(&server, &["www.canary.test", "--issuer", "bind"]);
@@ -1078,7 +1030,7 @@ fn secret_canaries_never_leak() {
     ] {
         shown.push_str(&server.cli_ok(&args));
     }
-    assert!(shown.contains("<redacted>"), "the settings are shown, redacted");
+    assert!(shown.contains("[redacted]"), "the settings are shown, redacted");
     shown.push_str(&server.log_text());
     assert!(server.log_text().contains("DEBUG"), "debug logging was on");
 

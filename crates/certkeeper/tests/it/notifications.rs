@@ -394,8 +394,9 @@ fn failing_acme_renewal_sends_one_email_and_one_webhook_with_the_cas_error() {
     std::fs::write(
         &config,
         format!(
-            "jobs:\n  max_attempts: 3\n  retry_base_delay_seconds: 1\n  retry_max_delay_seconds: 1\n{}",
-            notifications_config(&notifiers)
+            "jobs:\n  max_attempts: 3\n  retry_base_delay_seconds: 1\n  retry_max_delay_seconds: 1\n{}{}",
+            notifications_config(&notifiers),
+            crate::acme::solvers_yaml(&pebble)
         ),
     )
     .unwrap();
