@@ -119,15 +119,29 @@ async fn main() -> anyhow::Result<()> {
     plan.shuffle(&mut rand::rng());
 
     let send = |message: Vec<u8>| {
-        let request = client
-            .post(format!("{scep}?operation=PKIOperation"))
-            .header("content-type", "application/x-pki-message")
-            .body(message);
+        let client = client.clone();
+        let url = format!("{scep}?operation=PKIOperation");
         async move {
-            let response = request.send().await?;
-            let http = response.status().as_u16();
-            let body = response.bytes().await?;
-            anyhow::Ok((http, body))
+            // A kept-alive connection the server closed meanwhile (its idle timeout) fails
+            // before any answer: sent again once on a fresh connection.
+            let mut retried = false;
+            loop {
+                let sent = client
+                    .post(&url)
+                    .header("content-type", "application/x-pki-message")
+                    .body(message.clone())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) => {
+                        let http = response.status().as_u16();
+                        let body = response.bytes().await?;
+                        return anyhow::Ok((http, body));
+                    }
+                    Err(e) if !retried && e.is_request() => retried = true,
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
     };
     // Warm up the connection and the server's caches.
