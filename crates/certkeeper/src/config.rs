@@ -227,6 +227,9 @@ struct FileEst {
     issuer: Option<String>,
     #[serde(default)]
     allowed_suffixes: Vec<String>,
+    /// Whether a device may enroll a `*.` name (under an allowed suffix); off by default.
+    #[serde(default)]
+    allow_wildcards: bool,
     #[serde(default)]
     validity_days: Option<u32>,
 }
@@ -241,6 +244,9 @@ struct FileScep {
     issuer: Option<String>,
     #[serde(default)]
     allowed_suffixes: Vec<String>,
+    /// Whether a device may enroll a `*.` name (under an allowed suffix); off by default.
+    #[serde(default)]
+    allow_wildcards: bool,
     #[serde(default)]
     validity_days: Option<u32>,
     /// PKIOperations per minute per client address (burst 20); 0: unlimited. Each one costs
@@ -255,10 +261,12 @@ struct FileScep {
 fn enrollment_policy(
     issuer: Option<String>,
     allowed_suffixes: Vec<String>,
+    allow_wildcards: bool,
     validity_days: Option<u32>,
 ) -> ck_server::EnrollmentPolicy {
     ck_server::EnrollmentPolicy {
         issuer: issuer.unwrap_or_else(|| "local".to_owned()),
+        allow_wildcards,
         allowed_suffixes: allowed_suffixes
             .into_iter()
             .map(|s| s.trim().trim_start_matches("*.").trim_matches('.').to_ascii_lowercase())
@@ -299,6 +307,8 @@ struct FileCertificates {
     allowed_domains: Option<Vec<String>>,
     deny_wildcards: Option<bool>,
     deny_ip_addresses: Option<bool>,
+    /// IP SANs allowed (CIDR); without it, none once `allowed_domains` is set.
+    allowed_ip_ranges: Option<Vec<String>>,
 }
 
 /// Everything `serve` needs, validated.
@@ -512,13 +522,18 @@ impl Settings {
             server.est = Some(ck_server::EstProfile {
                 username: est.username,
                 password,
-                policy: enrollment_policy(est.issuer, est.allowed_suffixes, est.validity_days),
+                policy: enrollment_policy(est.issuer, est.allowed_suffixes, est.allow_wildcards, est.validity_days),
             });
         }
         if let Some(scep) = file.scep {
             server.scep = Some(ck_server::ScepProfile {
                 challenge: read_enrollment_secret(&scep.challenge_file, "scep.challenge_file")?,
-                policy: enrollment_policy(scep.issuer, scep.allowed_suffixes, scep.validity_days),
+                policy: enrollment_policy(
+                    scep.issuer,
+                    scep.allowed_suffixes,
+                    scep.allow_wildcards,
+                    scep.validity_days,
+                ),
                 rate_limit: match scep.pki_operations_per_minute {
                     None => Some(ck_server::ScepProfile::DEFAULT_RATE_LIMIT),
                     Some(0) => None,
@@ -591,6 +606,12 @@ impl Settings {
             allowed_suffixes: allowed,
             deny_wildcards: certs.deny_wildcards.unwrap_or(false),
             deny_ip_addresses: certs.deny_ip_addresses.unwrap_or(false),
+            allowed_ip_ranges: certs
+                .allowed_ip_ranges
+                .unwrap_or_default()
+                .iter()
+                .map(|range| range.parse().map_err(|e| bad("certificates.allowed_ip_ranges", e)))
+                .collect::<Result<_, _>>()?,
         };
         server.notifications = notification_settings(file.notifications)?;
         server.metrics = ck_server::MetricsSettings {

@@ -19,8 +19,8 @@ mod revocation;
 
 pub use access::{Restriction, RestrictionError, Scope, Scopes, UnknownScope, parse_lifetime};
 pub use certificate::{
-    Certificate, CertificateStatus, CertificateVersion, CsrNames, IssuanceRequest, KeySource, NamePolicy, RequestError,
-    leaf_validity,
+    Certificate, CertificateStatus, CertificateVersion, CsrNames, IpRange, IpRangeError, IssuanceRequest, KeySource,
+    NamePolicy, RequestError, leaf_validity,
 };
 pub use ids::{CertificateId, IdError, IssuerId, JobId};
 pub use job::{Job, JobKind, JobState, RetryPolicy, TransitionError};

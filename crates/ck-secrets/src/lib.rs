@@ -2,13 +2,17 @@
 //! keys, ACME account keys, EAB HMACs, DNS credentials), under a key-encryption key (KEK) kept
 //! outside the database, in a 0600 file or the environment.
 //!
-//! A stored value is `ckenc:v1:<kek_id>:<base64url-nopad(salt[16] || nonce[12] || ciphertext || tag)>`.
+//! A stored value is `ckenc:v2:<kek_id>:<base64url-nopad(salt[16] || nonce[12] || ciphertext || tag)>`.
 //!
 //! * Each value gets its own AES-256-GCM data key, HKDF-SHA256(ikm = KEK, salt = random 16 bytes,
 //!   info = `certkeeper secret v1`). A data key therefore encrypts exactly one message, so the
 //!   random 96-bit nonce never meets GCM's birthday bound however many values one KEK protects.
-//! * The AAD is the column name the store passes (`issuers.root_key_pem`): a ciphertext copied
-//!   into another column or row kind fails authentication instead of decrypting as the wrong secret.
+//! * The AAD binds the value to where it is stored: `ckenc:v2|<table.column>|<row id>`, e.g.
+//!   `ckenc:v2|issuers.root_key_pem|local`. A ciphertext copied into another column, or into
+//!   another row of the same column (another issuer's CA key, another version's private key),
+//!   fails authentication instead of decrypting as the wrong secret.
+//! * Format v1 (`ckenc:v1:…`, AAD = the column name alone) is still read, so that databases
+//!   written before v2 open; the store rewraps every v1 value to v2 at the next start.
 //! * `kek_id` is 16 hex chars of SHA-256(`certkeeper-kek-id:` || KEK). It tells which KEK to use
 //!   after a rotation and names the missing one in errors, without revealing the key.
 //!
@@ -34,6 +38,7 @@ use base64::{DecodeSliceError, Engine};
 
 const PREFIX: &str = "ckenc:";
 const PREFIX_V1: &str = "ckenc:v1:";
+const PREFIX_V2: &str = "ckenc:v2:";
 const HKDF_INFO: &[u8] = b"certkeeper secret v1";
 const SALT_LEN: usize = 16;
 const TAG_LEN: usize = 16;
@@ -50,8 +55,8 @@ pub enum SecretsError {
     /// `(origin, reason)`: a KEK text (from the env or a file) is not 32 bytes of standard base64.
     #[error("{0} is not a valid KEK ({1}): {EXPECTED_FORM}, e.g. as written by `Kek::to_text`")]
     InvalidKek(String, String),
-    /// A value without the `ckenc:` prefix was given to `decrypt`.
-    #[error("the value is not an encrypted secret (no `{PREFIX_V1}` prefix): encrypt it first with `rewrap`")]
+    /// A value without the `ckenc:` prefix was given to `decrypt` or `rewrap`.
+    #[error("the value is not an encrypted secret (no `{PREFIX}` prefix) where one is expected")]
     NotEncrypted,
     /// `(version)`: a newer format than this build understands.
     #[error("the secret uses format {0:?}, which this version of certkeeper cannot read: upgrade certkeeper")]
@@ -66,7 +71,7 @@ pub enum SecretsError {
     )]
     UnknownKek(String, String),
     /// `(context)`: GCM tag mismatch, i.e. tampered, corrupted, or read with another context.
-    #[error("the secret for {0:?} failed authentication: it was modified, or stored under another column")]
+    #[error("the secret for {0:?} failed authentication: it was modified, or moved from another column or row")]
     Authentication(String),
     /// `(context)`: decrypted, but not UTF-8 text.
     #[error("the secret for {0:?} decrypted to bytes that are not UTF-8 text")]
@@ -197,18 +202,40 @@ pub fn is_encrypted(stored: &str) -> bool {
     stored.starts_with(PREFIX)
 }
 
-/// Splits a v1 value into its KEK id and payload.
-fn parse_v1(stored: &str) -> Result<(&str, &str), SecretsError> {
+/// The formats `decrypt` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// AAD: the column.
+    V1,
+    /// AAD: the column and the row.
+    V2,
+}
+
+/// Splits a stored value into its format, KEK id and payload.
+fn parse_stored(stored: &str) -> Result<(Format, &str, &str), SecretsError> {
     let Some(rest) = stored.strip_prefix(PREFIX) else {
         return Err(SecretsError::NotEncrypted);
     };
-    let Some(rest) = stored.strip_prefix(PREFIX_V1) else {
+    let (format, rest) = if let Some(rest) = stored.strip_prefix(PREFIX_V2) {
+        (Format::V2, rest)
+    } else if let Some(rest) = stored.strip_prefix(PREFIX_V1) {
+        (Format::V1, rest)
+    } else {
         let version = rest.split(':').next().unwrap_or_default().chars().take(16).collect();
         return Err(SecretsError::UnsupportedVersion(version));
     };
     match rest.split_once(':') {
-        Some((id, payload)) if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) => Ok((id, payload)),
+        Some((id, payload)) if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) => Ok((format, id, payload)),
         _ => Err(SecretsError::Malformed("no 16-hex-digit KEK id")),
+    }
+}
+
+/// The associated data of a value of `context` (`table.column`) in row `row`: the column
+/// never holds `|`, and the row comes last, so no two places share it.
+fn associated_data(format: Format, context: &str, row: &str) -> String {
+    match format {
+        Format::V1 => context.to_owned(),
+        Format::V2 => format!("ckenc:v2|{context}|{row}"),
     }
 }
 
@@ -246,27 +273,38 @@ impl SecretCipher {
         &self.keys.current.id
     }
 
-    /// Encrypts `plaintext` for the column named by `context`.
-    pub fn encrypt(&self, plaintext: &str, context: &str) -> Result<String, SecretsError> {
+    /// Encrypts `plaintext` for the column named by `context` (`table.column`) in the row whose
+    /// key is `row`: it decrypts only there.
+    pub fn encrypt(&self, plaintext: &str, context: &str, row: &str) -> Result<String, SecretsError> {
+        self.encrypt_as(Format::V2, plaintext, context, row)
+    }
+
+    fn encrypt_as(&self, format: Format, plaintext: &str, context: &str, row: &str) -> Result<String, SecretsError> {
         let kek = &self.keys.current;
         let mut head = [0u8; SALT_LEN + NONCE_LEN];
         rand::fill(&mut head).map_err(|_| SecretsError::Random)?;
         let (salt, nonce) = head.split_at(SALT_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SecretsError::Crypto)?;
         let mut body = plaintext.as_bytes().to_vec();
-        let sealed = data_key(kek, salt)?.seal_in_place_append_tag(nonce, Aad::from(context.as_bytes()), &mut body);
+        let aad = associated_data(format, context, row);
+        let sealed = data_key(kek, salt)?.seal_in_place_append_tag(nonce, Aad::from(aad.as_bytes()), &mut body);
         if sealed.is_err() {
             wipe(&mut body);
             return Err(SecretsError::Crypto);
         }
         let mut payload = head.to_vec();
         payload.extend_from_slice(&body);
-        Ok(format!("{PREFIX_V1}{}:{}", kek.id, URL_SAFE_NO_PAD.encode(payload)))
+        let prefix = match format {
+            Format::V1 => PREFIX_V1,
+            Format::V2 => PREFIX_V2,
+        };
+        Ok(format!("{prefix}{}:{}", kek.id, URL_SAFE_NO_PAD.encode(payload)))
     }
 
-    /// Decrypts a value written by [`encrypt`](Self::encrypt) for the same `context`.
-    pub fn decrypt(&self, stored: &str, context: &str) -> Result<String, SecretsError> {
-        let (id, payload) = parse_v1(stored)?;
+    /// Decrypts a value written by [`encrypt`](Self::encrypt) for the same `context` and `row`
+    /// (or a v1 value of the same `context`, which was bound to no row). Plaintext is refused.
+    pub fn decrypt(&self, stored: &str, context: &str, row: &str) -> Result<String, SecretsError> {
+        let (format, id, payload) = parse_stored(stored)?;
         let keys = &self.keys;
         let kek = std::iter::once(&keys.current)
             .chain(&keys.decrypt_only)
@@ -281,7 +319,8 @@ impl SecretCipher {
         let mut body = payload.split_off(SALT_LEN + NONCE_LEN);
         let (salt, nonce) = payload.split_at(SALT_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SecretsError::Crypto)?;
-        let opened = data_key(kek, salt)?.open_in_place(nonce, Aad::from(context.as_bytes()), &mut body);
+        let aad = associated_data(format, context, row);
+        let opened = data_key(kek, salt)?.open_in_place(nonce, Aad::from(aad.as_bytes()), &mut body);
         let Ok(len) = opened.map(|plain| plain.len()) else {
             wipe(&mut body);
             return Err(SecretsError::Authentication(context.to_string()));
@@ -293,22 +332,28 @@ impl SecretCipher {
         })
     }
 
-    /// True when `stored` is plaintext or encrypted under a KEK other than the current one.
+    /// True when `stored` is plaintext, in format v1, or encrypted under a KEK other than the
+    /// current one.
     pub fn needs_rewrap(&self, stored: &str) -> bool {
-        !matches!(parse_v1(stored), Ok((id, _)) if id == self.keys.current.id)
+        !matches!(parse_stored(stored), Ok((Format::V2, id, _)) if id == self.keys.current.id)
     }
 
-    /// The value re-encrypted under the current KEK when [`needs_rewrap`](Self::needs_rewrap)
-    /// (legacy plaintext gets encrypted), else `None`.
-    pub fn rewrap(&self, stored: &str, context: &str) -> Result<Option<String>, SecretsError> {
-        if !is_encrypted(stored) {
-            return self.encrypt(stored, context).map(Some);
-        }
+    /// The prefix of every value in the current format under the current KEK: a value that
+    /// starts otherwise [`needs_rewrap`](Self::needs_rewrap).
+    pub fn current_prefix(&self) -> String {
+        format!("{PREFIX_V2}{}:", self.keys.current.id)
+    }
+
+    /// The value re-encrypted (format v2, current KEK, bound to `row`) when
+    /// [`needs_rewrap`](Self::needs_rewrap), else `None`. Plaintext is refused
+    /// ([`SecretsError::NotEncrypted`]): whether a plain value may be encrypted (a database from
+    /// before encryption at rest) is the store's decision, made with [`encrypt`](Self::encrypt).
+    pub fn rewrap(&self, stored: &str, context: &str, row: &str) -> Result<Option<String>, SecretsError> {
         if !self.needs_rewrap(stored) {
             return Ok(None);
         }
-        let mut plain = self.decrypt(stored, context)?;
-        let result = self.encrypt(&plain, context);
+        let mut plain = self.decrypt(stored, context, row)?;
+        let result = self.encrypt(&plain, context, row);
         wipe_string(&mut plain);
         result.map(Some)
     }
@@ -393,6 +438,7 @@ mod tests {
     use super::*;
 
     const COL: &str = "issuers.root_key_pem";
+    const ROW: &str = "local";
 
     fn cipher() -> SecretCipher {
         SecretCipher::new(Kek::generate().unwrap())
@@ -401,34 +447,39 @@ mod tests {
     #[test]
     fn round_trip_and_fresh_salt_nonce() {
         let c = cipher();
-        let a = c.encrypt("-----BEGIN PRIVATE KEY-----", COL).unwrap();
-        let b = c.encrypt("-----BEGIN PRIVATE KEY-----", COL).unwrap();
-        assert!(a.starts_with(&format!("ckenc:v1:{}:", c.current_id())));
+        let a = c.encrypt("-----BEGIN PRIVATE KEY-----", COL, ROW).unwrap();
+        let b = c.encrypt("-----BEGIN PRIVATE KEY-----", COL, ROW).unwrap();
+        assert!(a.starts_with(&format!("ckenc:v2:{}:", c.current_id())));
+        assert!(a.starts_with(&c.current_prefix()));
         assert_ne!(a, b);
-        assert_eq!(c.decrypt(&a, COL).unwrap(), "-----BEGIN PRIVATE KEY-----");
-        assert_eq!(c.decrypt(&c.encrypt("", COL).unwrap(), COL).unwrap(), "");
+        assert_eq!(c.decrypt(&a, COL, ROW).unwrap(), "-----BEGIN PRIVATE KEY-----");
+        assert_eq!(c.decrypt(&c.encrypt("", COL, ROW).unwrap(), COL, ROW).unwrap(), "");
         assert!(is_encrypted(&a) && !is_encrypted("plain"));
     }
 
     #[test]
     fn tampering_and_wrong_context_fail() {
         let c = cipher();
-        let stored = c.encrypt("secret", COL).unwrap();
+        let stored = c.encrypt("secret", COL, ROW).unwrap();
         let (head, payload) = stored.rsplit_once(':').unwrap();
         let mut raw = URL_SAFE_NO_PAD.decode(payload).unwrap();
         for i in [0, SALT_LEN, raw.len() - 1] {
             raw[i] ^= 1;
             let flipped = format!("{head}:{}", URL_SAFE_NO_PAD.encode(&raw));
-            assert!(matches!(c.decrypt(&flipped, COL), Err(SecretsError::Authentication(_))));
+            assert!(matches!(
+                c.decrypt(&flipped, COL, ROW),
+                Err(SecretsError::Authentication(_))
+            ));
             raw[i] ^= 1;
         }
         assert!(matches!(
-            c.decrypt(&stored, "acme_accounts.key_pem"),
+            c.decrypt(&stored, "acme_accounts.key_pem", ROW),
             Err(SecretsError::Authentication(_))
         ));
-        assert!(matches!(c.decrypt("plain", COL), Err(SecretsError::NotEncrypted)));
+        assert!(matches!(c.decrypt("plain", COL, ROW), Err(SecretsError::NotEncrypted)));
+        assert!(matches!(c.rewrap("plain", COL, ROW), Err(SecretsError::NotEncrypted)));
         assert!(matches!(
-            c.decrypt("ckenc:v9:x", COL),
+            c.decrypt("ckenc:v9:x", COL, ROW),
             Err(SecretsError::UnsupportedVersion(_))
         ));
     }
@@ -436,24 +487,48 @@ mod tests {
     #[test]
     fn unknown_kek_names_the_id() {
         let other = cipher();
-        let stored = other.encrypt("secret", COL).unwrap();
-        let err = cipher().decrypt(&stored, COL).unwrap_err();
+        let stored = other.encrypt("secret", COL, ROW).unwrap();
+        let err = cipher().decrypt(&stored, COL, ROW).unwrap_err();
         assert!(err.to_string().contains(other.current_id()), "{err}");
     }
 
     #[test]
     fn rotation_moves_values_to_the_current_kek() {
         let old = Kek::generate().unwrap();
-        let stored = SecretCipher::new(old.clone()).encrypt("hmac", COL).unwrap();
+        let stored = SecretCipher::new(old.clone()).encrypt("hmac", COL, ROW).unwrap();
         let c = SecretCipher::new(Kek::generate().unwrap()).with_decrypt_only(old);
-        assert_eq!(c.decrypt(&stored, COL).unwrap(), "hmac");
+        assert_eq!(c.decrypt(&stored, COL, ROW).unwrap(), "hmac");
         assert!(c.needs_rewrap(&stored));
-        let new = c.rewrap(&stored, COL).unwrap().unwrap();
+        let new = c.rewrap(&stored, COL, ROW).unwrap().unwrap();
         assert!(!c.needs_rewrap(&new) && new.contains(c.current_id()));
-        assert_eq!(c.decrypt(&new, COL).unwrap(), "hmac");
-        assert_eq!(c.rewrap(&new, COL).unwrap(), None);
-        let legacy = c.rewrap("legacy-token", COL).unwrap().unwrap();
-        assert_eq!(c.decrypt(&legacy, COL).unwrap(), "legacy-token");
+        assert_eq!(c.decrypt(&new, COL, ROW).unwrap(), "hmac");
+        assert_eq!(c.rewrap(&new, COL, ROW).unwrap(), None);
+    }
+
+    #[test]
+    fn sealed_secret_is_bound_to_its_row() {
+        let c = cipher();
+        let stored = c.encrypt("ca key of local", COL, "local").unwrap();
+        assert!(matches!(
+            c.decrypt(&stored, COL, "other"),
+            Err(SecretsError::Authentication(_))
+        ));
+        // Row ids cannot be shifted into the column name.
+        assert!(c.decrypt(&stored, "issuers.root_key_pem|local", "").is_err());
+    }
+
+    #[test]
+    fn v1_values_still_open_and_are_rewrapped_to_v2() {
+        let c = cipher();
+        let v1 = c.encrypt_as(Format::V1, "old secret", COL, "").unwrap();
+        assert!(v1.starts_with("ckenc:v1:"));
+        // v1 was bound to the column only: any row reads it, until the rewrap binds it.
+        assert_eq!(c.decrypt(&v1, COL, ROW).unwrap(), "old secret");
+        assert!(c.needs_rewrap(&v1), "same KEK, older format");
+        let v2 = c.rewrap(&v1, COL, ROW).unwrap().unwrap();
+        assert!(v2.starts_with(&c.current_prefix()));
+        assert_eq!(c.decrypt(&v2, COL, ROW).unwrap(), "old secret");
+        assert!(c.decrypt(&v2, COL, "other").is_err());
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub struct EnrollmentPolicy {
     pub issuer: String,
     /// Names must equal one of these or end in `.` + one (empty: any name the policy allows).
     pub allowed_suffixes: Vec<String>,
+    /// Whether enrolled certificates may have `*.` names. Off by default: an enrollment secret
+    /// is shared by a fleet of devices, and a wildcard would let one device speak for every
+    /// name under the suffix.
+    pub allow_wildcards: bool,
     /// Lifetime of enrolled certificates (default: the server's default validity).
     pub validity_days: Option<u32>,
 }

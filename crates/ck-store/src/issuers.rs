@@ -69,11 +69,15 @@ impl Store {
         .bind(&issuer.id)
         .bind(&issuer.kind)
         .bind(&issuer.root_cert_pem)
-        .bind(self.seal("issuers.root_key_pem", issuer.root_key_pem.as_deref())?)
+        .bind(self.seal("issuers.root_key_pem", &issuer.id, issuer.root_key_pem.as_deref())?)
         .bind(&issuer.intermediate_cert_pem)
-        .bind(self.seal("issuers.intermediate_key_pem", issuer.intermediate_key_pem.as_deref())?)
+        .bind(self.seal(
+            "issuers.intermediate_key_pem",
+            &issuer.id,
+            issuer.intermediate_key_pem.as_deref(),
+        )?)
         .bind(to_ms(issuer.created_at))
-        .bind(self.seal("issuers.settings", issuer.settings.as_deref())?)
+        .bind(self.seal("issuers.settings", &issuer.id, issuer.settings.as_deref())?)
         .execute(&self.write)
         .await?;
         Ok(res.rows_affected() == 1)
@@ -126,7 +130,7 @@ impl Store {
         )
         .bind(id)
         .bind(kind)
-        .bind(self.seal("issuers.settings", Some(settings))?)
+        .bind(self.seal("issuers.settings", id, Some(settings))?)
         .bind(to_ms(now))
         .execute(&self.write)
         .await?;
@@ -141,7 +145,7 @@ impl Store {
         account_url: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE issuers SET account_credentials = $1, account_url = $2 WHERE id = $3")
-            .bind(self.seal("issuers.account_credentials", credentials)?)
+            .bind(self.seal("issuers.account_credentials", id, credentials)?)
             .bind(account_url)
             .bind(id)
             .execute(&self.write)
@@ -161,7 +165,7 @@ impl Store {
             "UPDATE issuers SET account_credentials = $1, account_url = $2 WHERE id = $3 \
              AND account_credentials IS NULL",
         )
-        .bind(self.seal("issuers.account_credentials", Some(credentials))?)
+        .bind(self.seal("issuers.account_credentials", id, Some(credentials))?)
         .bind(account_url)
         .bind(id)
         .execute(&self.write)
@@ -215,18 +219,23 @@ impl Store {
             }),
             _ => None,
         };
+        let id: String = row.try_get("id")?;
         Ok(IssuerRecord {
-            id: row.try_get("id")?,
             kind: row.try_get("kind")?,
             root_cert_pem: row.try_get("root_cert_pem")?,
-            root_key_pem: self.open("issuers.root_key_pem", row.try_get("root_key_pem")?)?,
+            root_key_pem: self.open("issuers.root_key_pem", &id, row.try_get("root_key_pem")?)?,
             intermediate_cert_pem: row.try_get("intermediate_cert_pem")?,
-            intermediate_key_pem: self.open("issuers.intermediate_key_pem", row.try_get("intermediate_key_pem")?)?,
-            settings: self.open("issuers.settings", row.try_get("settings")?)?,
-            account_credentials: self.open("issuers.account_credentials", row.try_get("account_credentials")?)?,
+            intermediate_key_pem: self.open(
+                "issuers.intermediate_key_pem",
+                &id,
+                row.try_get("intermediate_key_pem")?,
+            )?,
+            settings: self.open("issuers.settings", &id, row.try_get("settings")?)?,
+            account_credentials: self.open("issuers.account_credentials", &id, row.try_get("account_credentials")?)?,
             account_url: row.try_get("account_url")?,
             health,
             created_at: from_ms(row.try_get("created_at")?)?,
+            id,
         })
     }
 }

@@ -292,7 +292,11 @@ impl Store {
         order: &RecordedOrder,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let key = self.seal("acme_orders.private_key_pem", order.private_key_pem.as_deref())?;
+        let key = self.seal(
+            "acme_orders.private_key_pem",
+            &claimed.job.id.to_string(),
+            order.private_key_pem.as_deref(),
+        )?;
         let res = sqlx::query(
             "INSERT INTO acme_orders (job_id, order_url, csr_pem, private_key_pem, created_at) \
              SELECT id, $1, $2, $3, $4 FROM jobs \
@@ -314,15 +318,16 @@ impl Store {
 
     /// The ACME order an earlier attempt of `job` placed, if any.
     pub async fn recorded_acme_order(&self, job: JobId) -> Result<Option<RecordedOrder>, StoreError> {
+        let job_id = job.to_string();
         let row = sqlx::query("SELECT order_url, csr_pem, private_key_pem FROM acme_orders WHERE job_id = $1")
-            .bind(job.to_string())
+            .bind(&job_id)
             .fetch_optional(&self.read)
             .await?;
         row.map(|row| {
             Ok(RecordedOrder {
                 order_url: row.try_get("order_url")?,
                 csr_pem: row.try_get("csr_pem")?,
-                private_key_pem: self.open("acme_orders.private_key_pem", row.try_get("private_key_pem")?)?,
+                private_key_pem: self.open("acme_orders.private_key_pem", &job_id, row.try_get("private_key_pem")?)?,
             })
         })
         .transpose()
