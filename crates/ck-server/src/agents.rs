@@ -10,7 +10,7 @@ use ck_domain::{
     KeySource, Labels, Restriction,
 };
 use ck_pki::ParsedCsr;
-use ck_store::{AgentFacts, AgentRecord, NewEvent};
+use ck_store::{AgentCredential, AgentFacts, AgentRecord, NewEvent};
 use time::{Duration, OffsetDateTime};
 
 use crate::auth::{Credential, mint_token};
@@ -113,7 +113,17 @@ impl ControlPlane {
         let id = uuid::Uuid::now_v7().to_string();
         self.inner
             .store
-            .insert_agent(&id, name, scope.as_str(), &labels, &minted.key, &minted.hash, now())
+            .insert_agent(
+                &AgentCredential {
+                    id: id.clone(),
+                    name: name.to_owned(),
+                    scope: scope.as_str().to_owned(),
+                    token_key: Some(minted.key.clone()),
+                    token_hash: minted.hash.clone(),
+                },
+                &labels,
+                now(),
+            )
             .await?;
         self.inner.tokens.insert(
             minted.key.clone(),

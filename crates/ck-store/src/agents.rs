@@ -86,27 +86,25 @@ pub struct AgentCredential {
 }
 
 impl Store {
-    /// Registers an agent with its labels and the hash of its token. A taken name is a `Conflict`.
+    /// Registers an agent with its labels and its token (the hash only, and the key). A taken
+    /// name is a `Conflict`.
     pub async fn insert_agent(
         &self,
-        id: &str,
-        name: &str,
-        scope: &str,
+        agent: &AgentCredential,
         labels: &Labels,
-        token_key: &str,
-        token_hash: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
+        let name = &agent.name;
         let res = sqlx::query(
             "INSERT INTO agents (id, name, scope, labels, token_key, token_hash, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
         )
-        .bind(id)
+        .bind(&agent.id)
         .bind(name)
-        .bind(scope)
+        .bind(&agent.scope)
         .bind(labels_json(labels))
-        .bind(token_key)
-        .bind(token_hash)
+        .bind(&agent.token_key)
+        .bind(&agent.token_hash)
         .bind(to_ms(now))
         .execute(&self.write)
         .await?;

@@ -902,19 +902,38 @@ async fn identifier_backoff_defer_and_lease_extension(store: Store) {
     let _ = cert;
 }
 
+/// An agent's token row as the server registers it.
+fn agent_credential(id: &str, name: &str, scope: &str, key: &str, hash: &str) -> ck_store::AgentCredential {
+    ck_store::AgentCredential {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        scope: scope.to_owned(),
+        token_key: Some(key.to_owned()),
+        token_hash: hash.to_owned(),
+    }
+}
+
 async fn agents_register_and_heartbeat(store: Store) {
     let team_b = Labels::new([("team".to_owned(), "b".to_owned())].into()).unwrap();
     store
-        .insert_agent("a1", "web-1", "deploy", &Labels::default(), "k1", "hash-1", now())
+        .insert_agent(
+            &agent_credential("a1", "web-1", "deploy", "k1", "hash-1"),
+            &Labels::default(),
+            now(),
+        )
         .await
         .unwrap();
     let taken = store
-        .insert_agent("a2", "web-1", "deploy", &Labels::default(), "k2", "hash-2", now())
+        .insert_agent(
+            &agent_credential("a2", "web-1", "deploy", "k2", "hash-2"),
+            &Labels::default(),
+            now(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(taken, StoreError::Conflict(_)), "{taken:?}");
     store
-        .insert_agent("a3", "db-1", "read", &team_b, "k3", "hash-3", now())
+        .insert_agent(&agent_credential("a3", "db-1", "read", "k3", "hash-3"), &team_b, now())
         .await
         .unwrap();
     let agents = store.agents().await.unwrap();
@@ -966,7 +985,11 @@ async fn agents_register_and_heartbeat(store: Store) {
 async fn agent_certificates_wait_for_csrs_and_record_deployments(store: Store) {
     with_issuer(&store).await;
     store
-        .insert_agent("a1", "web-1", "deploy", &Labels::default(), "k1", "hash-1", now())
+        .insert_agent(
+            &agent_credential("a1", "web-1", "deploy", "k1", "hash-1"),
+            &Labels::default(),
+            now(),
+        )
         .await
         .unwrap();
     assert_eq!(store.agent("web-1").await.unwrap().unwrap().id, "a1");
