@@ -342,17 +342,19 @@ fn acme_catalog(
 ) -> anyhow::Result<ck_acme::OperatorCatalog> {
     let mut catalog = ck_acme::OperatorCatalog::default();
     for (name, value) in dns_providers {
-        let provider = ck_acme::OperatorCatalog::dns_provider_from_json(&name, &value).map_err(|e| anyhow::anyhow!("invalid setting {}", e.message))?;
+        let provider = ck_acme::OperatorCatalog::dns_provider_from_json(&name, &value)
+            .map_err(|e| anyhow::anyhow!("invalid setting {}", e.message))?;
         catalog.dns_providers.insert(name, provider);
     }
     for (name, value) in solvers {
-        let solver = ck_acme::OperatorCatalog::solver_from_json(&name, &value).map_err(|e| anyhow::anyhow!("invalid setting {}", e.message))?;
+        let solver = ck_acme::OperatorCatalog::solver_from_json(&name, &value)
+            .map_err(|e| anyhow::anyhow!("invalid setting {}", e.message))?;
         catalog.solvers.insert(name, solver);
     }
     for (name, path) in ca_bundles {
         let field = format!("ca_bundles.{name}");
-        let pem = std::fs::read_to_string(&path)
-            .map_err(|e| bad(&field, format!("cannot read {}: {e}", path.display())))?;
+        let pem =
+            std::fs::read_to_string(&path).map_err(|e| bad(&field, format!("cannot read {}: {e}", path.display())))?;
         if !pem.contains("-----BEGIN CERTIFICATE-----") {
             return Err(bad(&field, format!("{} holds no PEM certificate", path.display())));
         }

@@ -117,11 +117,10 @@ pub(crate) fn issuer_from_record(
         let settings: serde_json::Value = serde_json::from_str(record.settings.as_deref().unwrap_or("null"))
             .map_err(|e| ServiceError::Unavailable(format!("issuer {}: stored settings unreadable: {e}", record.id)))?;
         let origin = crate::issuers::origin_of(&record.id, config);
-        let (acme, shown) =
-            crate::issuers::acme_settings(&settings, origin, config).map_err(|e| match origin {
-                SettingsOrigin::Api => ServiceError::Unavailable(crate::issuers::stored_issuer_refused(&record.id, &e)),
-                SettingsOrigin::ConfigFile => ServiceError::Unavailable(format!("issuer {}: {}", record.id, e.message)),
-            })?;
+        let (acme, shown) = crate::issuers::acme_settings(&settings, origin, config).map_err(|e| match origin {
+            SettingsOrigin::Api => ServiceError::Unavailable(crate::issuers::stored_issuer_refused(&record.id, &e)),
+            SettingsOrigin::ConfigFile => ServiceError::Unavailable(format!("issuer {}: {}", record.id, e.message)),
+        })?;
         let state = AcmeIssuerState::new(id.clone(), acme, shown, record.created_at, None);
         return Ok(Some((id, Issuer::Acme(Arc::new(state)))));
     }

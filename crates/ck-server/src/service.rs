@@ -804,8 +804,7 @@ impl ControlPlane {
             return Ok(issuer);
         }
         if let Some(record) = self.inner.store.issuers().await?.iter().find(|r| r.id == id.as_str())
-            && let Some((loaded_id, issuer)) =
-                crate::bootstrap::issuer_from_record(record, &self.inner.config)?
+            && let Some((loaded_id, issuer)) = crate::bootstrap::issuer_from_record(record, &self.inner.config)?
         {
             tracing::info!(issuer = %loaded_id, "loaded an issuer added through another node");
             self.inner.issuers.insert_if_absent(loaded_id, issuer);
