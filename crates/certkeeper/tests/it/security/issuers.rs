@@ -192,11 +192,16 @@ async fn api_cannot_bind_listeners() {
 
 /// Runs `serve` with `yaml` as config and returns what it said if it refused to start.
 fn serve_refuses(dir: &Path, yaml: &str) -> String {
+    serve_refuses_in(dir, &dir.join("refused-data"), yaml)
+}
+
+/// [`serve_refuses`] on the data directory `data`.
+fn serve_refuses_in(dir: &Path, data: &Path, yaml: &str) -> String {
     let config = dir.join("refused.yaml");
     std::fs::write(&config, yaml).unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("refused-data"))
+        .arg(data)
         .arg("--config")
         .arg(&config)
         .stdout(Stdio::null())
@@ -302,6 +307,35 @@ async fn exec_env_allowlist_refuses_bash_env_ld_path() {
         !env.contains("CERTKEEPER_LOG") && !env.contains("HOME="),
         "the server's environment leaked: {env}"
     );
+}
+
+/// Finding 2, upgrades: an issuer stored with an inline exec provider that the config file does
+/// not declare (added through the API by an earlier version, or dropped from the file) is not
+/// loaded: the server refuses to start, names the issuer and says how to keep it. Declared in
+/// the file again, it loads.
+#[test]
+fn stored_issuer_with_inline_exec_is_not_loaded_from_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let declared = format!(
+        "acme_issuers:\n  old-hook:\n    directory: {NOWHERE}\n    challenge: dns-01\n    dns01:\n      \
+         provider: exec\n      command: /bin/true\n"
+    );
+    let mut server = start_with_config(dir.path(), &declared);
+    server.stop();
+    let said = serve_refuses_in(dir.path(), &dir.path().join("data"), "{}\n");
+    assert!(
+        said.contains("issuer 'old-hook'") && said.contains("acme_issuers.old-hook") && said.contains("dns01"),
+        "{said}"
+    );
+    // The operator's fix: declare it in the config file.
+    let again = start_with_config(dir.path(), &declared);
+    let (status, _) = futures_lite_block(Http::new(&again.url).call("GET", "/issuers/old-hook", &again.token(), None));
+    assert_eq!(status, 200);
+}
+
+/// Runs `future` to completion on a fresh runtime (this test is synchronous).
+fn futures_lite_block<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Runtime::new().unwrap().block_on(future)
 }
 
 /// Finding 7: `GET /api/v1/issuers/{id}` redacted a fixed list of field names, so the values
