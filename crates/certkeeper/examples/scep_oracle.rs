@@ -3,7 +3,8 @@
 //! valid PKCS#1 v1.5 padding (around a key that does not open the content, as a Bleichenbacher
 //! attacker's modified ciphertexts have) and as many with invalid padding, in random order,
 //! and prints per group the answers (HTTP status, pkiStatus, failInfo), their sizes and the
-//! latency distribution, with a two-sample Kolmogorov–Smirnov test of the latencies.
+//! latency distribution, with a two-sample Kolmogorov–Smirnov test of the latencies and a sign
+//! test on pairs sent one after the other.
 //!
 //! `--unknown-cipher` names a cipher the RA does not support, the case that once answered
 //! badAlg after a good padding and badMessageCheck after a bad one.
@@ -108,15 +109,20 @@ async fn main() -> anyhow::Result<()> {
     // ways. Made before sending, so the timings are the server's, in random order.
     let valid = [KeyBlock::ConformingOtherKey, KeyBlock::ConformingWrongLength];
     let invalid = [KeyBlock::WrongBlockType, KeyBlock::NoSeparator, KeyBlock::ShortPadding];
-    let mut plan = Vec::with_capacity(2 * args.count);
+    // Pairs (one of each), in random order within the pair: a paired test then compares
+    // requests sent one after the other, immune to the machine's load drifting over the run.
+    let mut rng = rand::rng();
+    let mut plan = Vec::with_capacity(args.count);
     for i in 0..args.count {
+        let mut pair = Vec::with_capacity(2);
         for block in [valid[i % valid.len()], invalid[i % invalid.len()]] {
-            let tx = format!("oracle-{:06}", plan.len());
+            let tx = format!("oracle-{:06}-{}", i, u8::from(block.conforming()));
             let message = ck_pki::crafted_pkcs_req(&ra, &key, &csr, &tx, block, args.unknown_cipher)?;
-            plan.push((block.conforming(), message));
+            pair.push((block.conforming(), message));
         }
+        pair.shuffle(&mut rng);
+        plan.push(pair);
     }
-    plan.shuffle(&mut rand::rng());
 
     let send = |message: Vec<u8>| {
         let client = client.clone();
@@ -145,35 +151,42 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     // Warm up the connection and the server's caches.
-    for (_, message) in plan.iter().take(20) {
+    for (_, message) in plan.iter().flatten().take(20) {
         send(message.clone()).await?;
     }
 
     let mut groups: BTreeMap<bool, Group> = BTreeMap::new();
-    for (conforming, message) in plan {
-        let started = Instant::now();
-        let (http, body) = send(message).await?;
-        let micros = started.elapsed().as_secs_f64() * 1e6;
-        let seen = match ck_pki::read_cert_rep(&body, &key) {
-            Ok(rep) => Seen {
-                http,
-                pki_status: rep.status,
-                fail_info: rep.fail_info.unwrap_or_else(|| "-".to_owned()),
-            },
-            Err(_) => Seen {
-                http,
-                pki_status: "not a CertRep".to_owned(),
-                fail_info: "-".to_owned(),
-            },
-        };
-        let group = groups.entry(conforming).or_default();
-        *group.answers.entry(seen).or_default() += 1;
-        *group.sizes.entry(body.len()).or_default() += 1;
-        group.micros.push(micros);
+    // Per pair: the valid-padding request's latency minus the invalid one's.
+    let mut differences = Vec::with_capacity(plan.len());
+    for pair in plan {
+        let mut timed = [0.0f64; 2];
+        for (conforming, message) in pair {
+            let started = Instant::now();
+            let (http, body) = send(message).await?;
+            let micros = started.elapsed().as_secs_f64() * 1e6;
+            let seen = match ck_pki::read_cert_rep(&body, &key) {
+                Ok(rep) => Seen {
+                    http,
+                    pki_status: rep.status,
+                    fail_info: rep.fail_info.unwrap_or_else(|| "-".to_owned()),
+                },
+                Err(_) => Seen {
+                    http,
+                    pki_status: "not a CertRep".to_owned(),
+                    fail_info: "-".to_owned(),
+                },
+            };
+            let group = groups.entry(conforming).or_default();
+            *group.answers.entry(seen).or_default() += 1;
+            *group.sizes.entry(body.len()).or_default() += 1;
+            group.micros.push(micros);
+            timed[usize::from(conforming)] = micros;
+        }
+        differences.push(timed[1] - timed[0]);
     }
 
     println!(
-        "SCEP padding-oracle check: {} envelopes with valid PKCS#1 v1.5 padding, {} with invalid, random order{}",
+        "SCEP padding-oracle check: {} envelopes with valid PKCS#1 v1.5 padding, {} with invalid, in pairs in random order{}",
         args.count,
         args.count,
         if args.unknown_cipher {
@@ -221,11 +234,24 @@ async fn main() -> anyhow::Result<()> {
     let (n, m) = (valid.micros.len() as f64, invalid.micros.len() as f64);
     let critical = 1.358 * ((n + m) / (n * m)).sqrt();
     println!(
-        "latency: Kolmogorov–Smirnov D = {d:.4}, critical value at α = 0.05: {critical:.4} → {}",
-        if d < critical {
-            "same distribution (not rejected)"
+        "latency, unpaired: Kolmogorov–Smirnov D = {d:.4} (critical value at α = 0.05: {critical:.4}; sensitive to load drift)"
+    );
+    // Sign test on the pairs: with no timing signal, the valid-padding request is the slower
+    // one of its pair half of the time.
+    differences.sort_by(f64::total_cmp);
+    let pairs = differences.len() as f64;
+    let slower = differences.iter().filter(|d| **d > 0.0).count() as f64;
+    let z = (slower - pairs / 2.0) / (pairs / 4.0).sqrt();
+    println!(
+        "latency, paired: valid padding slower in {slower} of {pairs} pairs, z = {z:.2}; median difference {:.0} µs \
+         (p25 {:.0}, p75 {:.0}) → {}",
+        percentile(&differences, 0.50),
+        percentile(&differences, 0.25),
+        percentile(&differences, 0.75),
+        if z.abs() < 1.96 {
+            "no timing difference (sign test, α = 0.05)"
         } else {
-            "DIFFERENT distributions"
+            "TIMING DIFFERS (sign test, α = 0.05)"
         }
     );
     let same_answers = valid.answers.keys().eq(invalid.answers.keys()) && valid.sizes.keys().eq(invalid.sizes.keys());
