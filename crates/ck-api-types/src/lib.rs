@@ -489,6 +489,12 @@ pub struct DeploymentReport {
     pub error: Option<String>,
 }
 
+/// The body of a call that takes no parameters in its body: `{}` (or nothing, with
+/// `Content-Type: application/json`). It is JSON all the same, so that a page on another site
+/// cannot send the call without a CORS preflight, which the API never grants.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EmptyBody {}
+
 /// `POST /api/v1/tokens`: a new API token.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

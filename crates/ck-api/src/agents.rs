@@ -74,6 +74,7 @@ pub(crate) async fn list(
 /// An agent the token does not reach is not found.
 #[utoipa::path(post, path = "/agents/{id}/revoke", operation_id = "agent.revoke", tag = "agents",
     params(("id" = String, Path, description = "Agent id or name")),
+    request_body(content = Option<wire::EmptyBody>, description = "Nothing, or {}: sent as application/json"),
     responses((status = 200, description = "Revoked", body = wire::Agent)),
     security(("token" = ["admin"])))]
 pub(crate) async fn revoke(

@@ -208,9 +208,27 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
+    let method = request.method().clone();
+    let matched = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let Some(route) = matched.as_deref().and_then(|m| gate.access.get(&method, m)) else {
+        // A method the path does not have: 405 with the ones it has, before anything else.
+        let allowed = matched.as_deref().map(|m| gate.access.methods(m)).unwrap_or_default();
+        if !allowed.is_empty() {
+            let list = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+            let mut response = ApiError::method_not_allowed(format!("{method} is not a method of this path: {list}"))
+                .into_response();
+            if let Ok(value) = HeaderValue::from_str(&list) {
+                response.headers_mut().insert(header::ALLOW, value);
+            }
+            return Ok(response);
+        }
+        tracing::error!(%method, path = %request.uri().path(), "a route has no access rule in the OpenAPI document; refused");
+        return Err(ApiError::forbidden(
+            "this endpoint has no access rule, so no token may call it",
+        ));
+    };
     refuse_cross_site(&request)?;
     gate.check_failures(peer)?;
-    let method = request.method().clone();
     // Inside the `/api/v1` nest the URI lost its prefix; messages and records use the real one.
     let path = request
         .extensions()
@@ -292,13 +310,6 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
         }
     };
 
-    let matched = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
-    let Some(route) = matched.as_deref().and_then(|m| gate.access.get(&method, m)) else {
-        tracing::error!(%method, %path, "a route has no access rule in the OpenAPI document; refused");
-        return Err(ApiError::forbidden(
-            "this endpoint has no access rule, so no token may call it",
-        ));
-    };
     let audited = method != Method::GET && method != Method::HEAD && route.action != "agent.heartbeat";
     let action = route.action.clone();
     // The body is read before any refusal below: an HTTP/2 response sent while the client

@@ -295,6 +295,7 @@ pub(crate) async fn key(
 /// Renews now (or returns the job already in flight).
 #[utoipa::path(post, path = "/certificates/{id}/renew", operation_id = "certificate.renew", tag = "certificates",
     params(("id" = uuid::Uuid, Path, description = "Certificate id"), WaitQuery),
+    request_body(content = Option<wire::EmptyBody>, description = "Nothing, or {}: sent as application/json"),
     responses(
         (status = 200, description = "Renewed (with `wait`)", body = wire::CertificateWithJob),
         (status = 202, description = "Queued", body = wire::CertificateWithJob),

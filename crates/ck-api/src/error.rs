@@ -39,6 +39,16 @@ impl ApiError {
         }
     }
 
+    /// 405 (the caller adds `Allow`).
+    pub fn method_not_allowed(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            kind: "method-not-allowed",
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
     /// 415: a state-changing call that is not JSON.
     pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
         Self {

@@ -87,6 +87,7 @@ pub(crate) async fn get(
 #[utoipa::path(post, path = "/notifications/{id}/requeue", operation_id = "notification.requeue",
     tag = "notifications",
     params(("id" = String, Path, description = "Notification id")),
+    request_body(content = Option<wire::EmptyBody>, description = "Nothing, or {}: sent as application/json"),
     responses(
         (status = 200, description = "Requeued", body = wire::Notification),
         (status = 409, description = "Not dead", body = wire::Problem),

@@ -53,6 +53,19 @@ pub(crate) const SERVER_WIDE: [&str; 7] = [
 pub(crate) struct AccessTable(HashMap<(Method, String), RouteAccess>);
 
 impl AccessTable {
+    /// The methods `path` (a route template) has, for `405 Method Not Allowed`'s `Allow`.
+    pub(crate) fn methods(&self, path: &str) -> Vec<Method> {
+        let path = path.strip_prefix(API_PREFIX).unwrap_or(path);
+        let mut methods: Vec<Method> = self
+            .0
+            .keys()
+            .filter(|(_, p)| p == path)
+            .map(|(m, _)| m.clone())
+            .collect();
+        methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        methods
+    }
+
     pub(crate) fn get(&self, method: &Method, path: &str) -> Option<&RouteAccess> {
         let path = path.strip_prefix(API_PREFIX).unwrap_or(path);
         self.0.get(&(method.clone(), path.to_owned()))

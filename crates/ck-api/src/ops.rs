@@ -67,6 +67,7 @@ pub(crate) async fn create_issuer(
 /// Replaces the ACME account key (RFC 8555 §7.3.5).
 #[utoipa::path(post, path = "/issuers/{id}/account/rollover", operation_id = "issuer.account_rollover",
     tag = "issuers", params(("id" = String, Path, description = "Issuer id")),
+    request_body(content = Option<wire::EmptyBody>, description = "Nothing, or {}: sent as application/json"),
     responses((status = 200, description = "Rolled over", body = wire::Issuer)),
     security(("token" = ["admin"])))]
 pub(crate) async fn rollover_account_key(
@@ -79,6 +80,7 @@ pub(crate) async fn rollover_account_key(
 /// Deactivates the ACME account at the CA.
 #[utoipa::path(post, path = "/issuers/{id}/account/deactivate", operation_id = "issuer.account_deactivate",
     tag = "issuers", params(("id" = String, Path, description = "Issuer id")),
+    request_body(content = Option<wire::EmptyBody>, description = "Nothing, or {}: sent as application/json"),
     responses((status = 200, description = "Deactivated", body = wire::Issuer)),
     security(("token" = ["admin"])))]
 pub(crate) async fn deactivate_account(

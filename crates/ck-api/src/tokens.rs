@@ -102,6 +102,7 @@ pub(crate) async fn create(
 /// Revokes a token (by id or name) within the caller's reach; it stops working at once.
 #[utoipa::path(post, path = "/tokens/{id}/revoke", operation_id = "token.revoke", tag = "tokens",
     params(("id" = String, Path, description = "Token id or name")),
+    request_body(content = Option<wire::EmptyBody>, description = "Nothing, or {}: sent as application/json"),
     responses((status = 200, description = "Revoked", body = wire::Token)),
     security(("token" = ["admin"])))]
 pub(crate) async fn revoke(
@@ -116,6 +117,7 @@ pub(crate) async fn revoke(
 /// one stops working.
 #[utoipa::path(post, path = "/tokens/{id}/rotate", operation_id = "token.rotate", tag = "tokens",
     params(("id" = String, Path, description = "Token id or name")),
+    request_body(content = Option<wire::EmptyBody>, description = "Nothing, or {}: sent as application/json"),
     responses((status = 200, description = "Rotated", body = wire::CreatedToken)),
     security(("token" = ["admin"])))]
 pub(crate) async fn rotate(

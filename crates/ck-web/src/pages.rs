@@ -232,7 +232,7 @@ pub(crate) async fn dashboard(
     } else {
         Vec::new()
     };
-    let agents = cp.agents().await?;
+    let agents = cp.reachable_agents(restriction).await?;
     let count = |s: ck_server::AgentStatus| agents.iter().filter(|a| a.status == s).count();
     Ok(DashboardPage {
         page: session.page("Dashboard", "dashboard"),

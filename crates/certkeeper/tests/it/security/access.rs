@@ -282,6 +282,9 @@ fn client_certificate_impersonation_and_revocation() {
     assert_eq!(whoami("bot"), "401", "a revoked client certificate is refused");
 }
 
+/// One call of the UI matrix: method, path, form fields, expected status.
+type UiCase = (&'static str, String, Vec<(&'static str, &'static str)>, u16);
+
 /// The authorization matrix of the web UI: every page and form × callers of each scope, a
 /// team's token and a team's admin. Each answer must be what the API gives for the same data
 /// (findings 1 and 5): the scope the API needs, 404 out of reach, 403 for server-wide pages to
@@ -346,7 +349,7 @@ async fn ui_authorization_matrix_matches_the_api() {
             (false, _) | (true, true) => 403,
             (true, false) => ok,
         };
-        let cases: Vec<(&str, String, Vec<(&str, &str)>, u16)> = vec![
+        let cases: Vec<UiCase> = vec![
             ("GET", "/ui".into(), vec![], scoped("read", 200)),
             ("GET", "/ui/certificates".into(), vec![], scoped("read", 200)),
             ("GET", "/ui/certificates/new".into(), vec![], scoped("create", 200)),

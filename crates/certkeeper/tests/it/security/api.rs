@@ -5,6 +5,9 @@ use serde_json::json;
 use crate::security::Http;
 use crate::support::Server;
 
+/// One cross-site attempt: method, path, headers, body, expected status.
+type Attempt = (&'static str, String, Vec<(&'static str, String)>, &'static str, u16);
+
 /// Finding 10: body-less POSTs (revoke, rotate, renew, requeue, deactivate) accepted any
 /// Content-Type and no Origin check, so a page on another site could make a browser holding a
 /// client certificate revoke a token. State-changing calls now need JSON and a same-origin or
@@ -36,7 +39,7 @@ async fn cross_site_requests_cannot_change_state() {
     let host = server.url.trim_start_matches("http://").to_owned();
 
     // What an HTML form or fetch(no-cors) on another site can send without a preflight.
-    let attempts: Vec<(&str, String, Vec<(&str, String)>, &str, u16)> = vec![
+    let attempts: Vec<Attempt> = vec![
         ("POST", "/api/v1/tokens/victim/revoke".into(), vec![], "", 415),
         (
             "POST",

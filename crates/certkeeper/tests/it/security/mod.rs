@@ -1,5 +1,5 @@
 //! One named test per finding of the security review (issue 18): each reproduces the attack
-//! against the real binary and asserts that it now fails. None may be `#[ignore]`d.
+//! against the real binary and asserts that it now fails. None may be ignored.
 //!
 //! The modules follow the trust boundaries of SECURITY.md.
 
