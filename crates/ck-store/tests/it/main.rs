@@ -136,6 +136,7 @@ fn new_certificate(name: &str) -> Certificate {
         renewal_policy: RenewalPolicy::default(),
         expiry_thresholds: None,
         labels: Labels::default(),
+        client_auth: false,
         current_version: 0,
         serial: None,
         fingerprint: None,
