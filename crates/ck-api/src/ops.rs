@@ -269,8 +269,27 @@ pub(crate) async fn ready(State(control_plane): State<ControlPlane>) -> Response
 /// and (when enabled) certificates exist.
 pub(crate) async fn metrics(
     State(control_plane): State<ControlPlane>,
+    connection: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // The same failed-authentication limit as the API and the web UI: a token cannot be
+    // guessed faster here.
+    let peer = connection.map(|Extension(axum::extract::ConnectInfo(addr))| addr.ip());
+    if let Some(peer) = peer {
+        control_plane.auth_failure_wait(peer).map_err(|wait| {
+            ApiError::too_many_requests(
+                format!("too many failed authentications from {peer}; wait before trying again"),
+                wait,
+            )
+        })?;
+    }
+    let refused = |detail: &str| {
+        let mut event = ck_server::AuditEvent::new("auth.failure", "anonymous", "denied");
+        event.client = peer.map(|p| p.to_string());
+        event.status = Some(401);
+        event.detail = Some(format!("{detail}: GET /metrics"));
+        event
+    };
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -283,9 +302,20 @@ pub(crate) async fn metrics(
                  `certkeeper token create --name prometheus --scope metrics`)",
             )
         })?;
-    let principal = control_plane
-        .verify_token(token)
-        .map_err(|_| ApiError::unauthorized("the token is not valid (unknown, revoked or expired)"))?;
+    let principal = match control_plane.verify_token(token) {
+        Ok(principal) => principal,
+        Err(_) => {
+            if let Err(error) = control_plane
+                .auth_failed(peer, refused("unknown or revoked token"))
+                .await
+            {
+                tracing::error!(%error, "could not write an audit record of a failed authentication");
+            }
+            return Err(ApiError::unauthorized(
+                "the token is not valid (unknown, revoked or expired)",
+            ));
+        }
+    };
     if !principal.scopes().contains(ck_domain::Scope::Metrics) {
         return Err(ApiError::forbidden("this token lacks the metrics scope"));
     }

@@ -301,6 +301,23 @@ impl ControlPlane {
             )));
         }
         let csr = ParsedCsr::parse(csr_pem.as_bytes()).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        // A key revoked as compromised is never certified again: an agent that reuses keys
+        // would otherwise get the stolen key a fresh certificate.
+        let compromised = if cert.revocation_reason == Some(ck_domain::RevocationReason::KeyCompromise) {
+            let versions = self.inner.store.versions(cert.id).await?;
+            versions.iter().filter(|v| v.version == cert.current_version).any(|v| {
+                ParsedCsr::parse_stored(v.csr_pem.as_bytes()).is_ok_and(|p| p.public_key_der == csr.public_key_der)
+            })
+        } else {
+            false
+        };
+        if compromised {
+            return Err(ServiceError::Conflict(format!(
+                "certificate '{}' was revoked because its key was compromised: make a new key (turn key reuse \
+                 off in the agent's config) and send its CSR",
+                cert.name
+            )));
+        }
         let asked = IssuanceRequest::resolve(None, &[], Some(&csr.names), &self.inner.config.name_policy)
             .map_err(|e| ServiceError::Invalid(format!("the CSR's names: {e}")))?;
         let asked: BTreeSet<String> = asked.sans.iter().map(ToString::to_string).collect();

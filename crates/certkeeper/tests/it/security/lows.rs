@@ -337,3 +337,81 @@ async fn rsa_csr_with_small_exponent_is_refused() {
     let (_, listed) = http.call("GET", "/certificates", &token, None).await;
     assert!(!listed.to_string().contains("e3.example"), "nothing stored: {listed}");
 }
+
+/// Finding 14 (renewal after a key compromise), agent side: an agent that reuses its key
+/// would send a CSR for the compromised key after the revocation, and the server signed it.
+/// Now the CSR of a key revoked as compromised is refused (409) and a new key is certified.
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_csr_for_a_compromised_key_is_refused() {
+    if !require_peer("openssl", "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let server = Server::start(&work.join("data"), &[]);
+    let http = Http::new(&server.url);
+    let admin = server.token();
+    let (status, agent) = http
+        .call("POST", "/agents", &admin, Some(json!({"name": "host-1"})))
+        .await;
+    assert_eq!(status, 201, "{agent}");
+    let agent_token = agent["token"].as_str().unwrap().to_owned();
+    let (status, cert) = create(
+        &http,
+        &admin,
+        json!({"common_name": "reused.internal", "agent": "host-1"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{cert}");
+    let id = cert["id"].as_str().unwrap().to_owned();
+    let csr = |file: &str| {
+        let (ok, text) = sh(
+            &format!(
+                "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {file}.key \
+                 -subj /CN=reused.internal -addext subjectAltName=DNS:reused.internal -out {file}.csr 2>&1"
+            ),
+            work,
+        );
+        assert!(ok, "{text}");
+        std::fs::read_to_string(work.join(format!("{file}.csr"))).unwrap()
+    };
+    let send = |csr: String| {
+        let (http, token, id) = (&http, agent_token.clone(), id.clone());
+        async move {
+            http.call(
+                "POST",
+                &format!("/agent/certificates/{id}/csr"),
+                &token,
+                Some(json!({"csr": csr})),
+            )
+            .await
+        }
+    };
+    let first = csr("first");
+    let (status, body) = send(first.clone()).await;
+    assert!(status < 300, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while http.call("GET", &format!("/certificates/{id}"), &admin, None).await.1["status"] != "active" {
+        assert!(std::time::Instant::now() < deadline, "not issued");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (status, _) = http
+        .call(
+            "POST",
+            &format!("/certificates/{id}/revoke"),
+            &admin,
+            Some(json!({"reason": "keyCompromise"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = http
+        .call("POST", &format!("/certificates/{id}/renew"), &admin, None)
+        .await;
+    assert!(status < 300, "{body}");
+    // The reused key: refused, naming the fix. A new key: certified.
+    let (status, body) = send(first).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("new key"), "{body}");
+    let (status, body) = send(csr("second")).await;
+    assert!(status < 300, "{body}");
+}
