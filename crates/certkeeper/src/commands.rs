@@ -724,9 +724,8 @@ pub(crate) async fn token(command: TokenCommand) -> anyhow::Result<()> {
                 Some(path) => {
                     let pem = std::fs::read_to_string(&path)
                         .with_context(|| format!("cannot read client certificate {}", path.display()))?;
-                    let der = ck_pki::pem_block_der(&pem, "CERTIFICATE").map_err(|e| {
-                        anyhow::anyhow!("{}: no PEM certificate in it ({e})", path.display())
-                    })?;
+                    let der = ck_pki::pem_block_der(&pem, "CERTIFICATE")
+                        .map_err(|e| anyhow::anyhow!("{}: no PEM certificate in it ({e})", path.display()))?;
                     Some(ck_pki::sha256_hex(&der))
                 }
                 None => client_cert_sha256,

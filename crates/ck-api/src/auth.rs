@@ -215,8 +215,8 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
         let allowed = matched.as_deref().map(|m| gate.access.methods(m)).unwrap_or_default();
         if !allowed.is_empty() {
             let list = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
-            let mut response = ApiError::method_not_allowed(format!("{method} is not a method of this path: {list}"))
-                .into_response();
+            let mut response =
+                ApiError::method_not_allowed(format!("{method} is not a method of this path: {list}")).into_response();
             if let Ok(value) = HeaderValue::from_str(&list) {
                 response.headers_mut().insert(header::ALLOW, value);
             }
