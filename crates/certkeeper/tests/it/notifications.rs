@@ -206,6 +206,8 @@ fn api(server: &crate::support::Server, method: &str, path: &str) -> (u16, Value
     let out = std::process::Command::new("curl")
         .args(["-s", "-X", method, "-w", "\n%{http_code}", "-H"])
         .arg(format!("Authorization: Bearer {}", server.token()))
+        // State-changing calls are JSON even without a body.
+        .args(["-H", "Content-Type: application/json"])
         .arg(format!("{}/api/v1{path}", server.url))
         .output()
         .unwrap();

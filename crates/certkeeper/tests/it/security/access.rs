@@ -17,25 +17,16 @@ async fn restricted_admin_cannot_take_over_the_admin_token() {
     let server = Server::start(&dir.path().join("data"), &[]);
     let http = Http::new(&server.url);
     let admin = server.token();
-    let (_, made) = http
-        .call(
-            "POST",
-            "/tokens",
+    let team_admin = http
+        .token(
             &admin,
-            Some(json!({"name": "team-a-admin", "scopes": ["read", "create", "admin"], "labels": {"team": "a"}})),
+            json!({"name": "team-a-admin", "scopes": ["read", "create", "admin"], "labels": {"team": "a"}}),
         )
         .await;
-    let team_admin = made["token"].as_str().unwrap().to_owned();
     // An unrestricted token with the admin scope alone cannot touch a token with more scopes.
-    let (_, made) = http
-        .call(
-            "POST",
-            "/tokens",
-            &admin,
-            Some(json!({"name": "admin-only", "scopes": ["admin"]})),
-        )
+    let admin_only = http
+        .token(&admin, json!({"name": "admin-only", "scopes": ["admin"]}))
         .await;
-    let admin_only = made["token"].as_str().unwrap().to_owned();
 
     for attacker in [&team_admin, &admin_only] {
         for action in ["rotate", "revoke"] {
@@ -92,15 +83,12 @@ async fn ui_token_revoke_respects_the_callers_reach() {
     let server = Server::start(&dir.path().join("data"), &[]);
     let http = Http::new(&server.url);
     let admin = server.token();
-    let (_, made) = http
-        .call(
-            "POST",
-            "/tokens",
+    let team_admin = http
+        .token(
             &admin,
-            Some(json!({"name": "team-a-admin", "scopes": ["read", "admin"], "labels": {"team": "a"}})),
+            json!({"name": "team-a-admin", "scopes": ["read", "admin"], "labels": {"team": "a"}}),
         )
         .await;
-    let team_admin = made["token"].as_str().unwrap().to_owned();
     let session = ui_sign_in(&server.url, &team_admin).await;
     let (status, page) = session.get("/ui/tokens").await;
     assert_eq!(status, 200);
@@ -128,28 +116,14 @@ async fn ui_pages_need_the_apis_read_scope() {
     let server = Server::start(&dir.path().join("data"), &[]);
     let http = Http::new(&server.url);
     let admin = server.token();
-    let (_, cert) = http
-        .call(
-            "POST",
-            "/certificates?wait=30",
-            &admin,
-            Some(json!({"common_name": "inventory.internal"})),
-        )
-        .await;
+    let cert = http.issued(&admin, json!({"common_name": "inventory.internal"})).await;
     let id = cert["id"].as_str().unwrap();
-    let token = |scopes: Value, name: &str| {
-        let http = &http;
-        let admin = &admin;
-        let name = name.to_owned();
-        async move {
-            let (_, made) = http
-                .call("POST", "/tokens", admin, Some(json!({"name": name, "scopes": scopes})))
-                .await;
-            made["token"].as_str().unwrap().to_owned()
-        }
-    };
-    let creator = ui_sign_in(&server.url, &token(json!(["create"]), "creator").await).await;
-    let reader = ui_sign_in(&server.url, &token(json!(["read"]), "reader").await).await;
+    let creator = http
+        .token(&admin, json!({"name": "creator", "scopes": ["create"]}))
+        .await;
+    let creator = ui_sign_in(&server.url, &creator).await;
+    let reader = http.token(&admin, json!({"name": "reader", "scopes": ["read"]})).await;
+    let reader = ui_sign_in(&server.url, &reader).await;
     let pages = [
         "/ui".to_owned(),
         "/ui/certificates".to_owned(),
@@ -296,18 +270,12 @@ async fn ui_authorization_matrix_matches_the_api() {
     let http = Http::new(&server.url);
     let admin = server.token();
     let certificate = |team: &'static str| {
-        let http = &http;
-        let admin = &admin;
+        let (http, admin) = (&http, &admin);
         async move {
-            let (status, cert) = http
-                .call(
-                    "POST",
-                    "/certificates?wait=30",
-                    admin,
-                    Some(json!({"common_name": format!("ui-{}.team-{team}.internal", rand_suffix()), "labels": {"team": team}})),
-                )
+            let name = format!("ui-{}.team-{team}.internal", rand_suffix());
+            let cert = http
+                .issued(admin, json!({"common_name": name, "labels": {"team": team}}))
                 .await;
-            assert_eq!(status, 201, "{cert}");
             cert["id"].as_str().unwrap().to_owned()
         }
     };
@@ -332,9 +300,7 @@ async fn ui_authorization_matrix_matches_the_api() {
         if *restricted {
             body["labels"] = json!({"team": "a"});
         }
-        let (status, made) = http.call("POST", "/tokens", &admin, Some(body)).await;
-        assert_eq!(status, 201, "{made}");
-        let session = ui_sign_in(&server.url, made["token"].as_str().unwrap()).await;
+        let session = ui_sign_in(&server.url, &http.token(&admin, body).await).await;
         let has = |scope: &str| scopes.contains(&scope);
         let own = certificate("a").await;
         let other = certificate("b").await;
@@ -475,16 +441,8 @@ fn cli_agent(server: &Server, name: &str, labels: &[&str]) -> (String, String) {
 
 /// An operator token with `scopes`, restricted to team=`team`.
 async fn team_token(http: &Http, admin: &str, name: &str, scopes: &[&str], team: &str) -> String {
-    let (status, made) = http
-        .call(
-            "POST",
-            "/tokens",
-            admin,
-            Some(json!({"name": name, "scopes": scopes, "labels": {"team": team}})),
-        )
-        .await;
-    assert_eq!(status, 201, "{made}");
-    made["token"].as_str().unwrap().to_owned()
+    http.token(admin, json!({"name": name, "scopes": scopes, "labels": {"team": team}}))
+        .await
 }
 
 /// The names of the certificates in an agent's work list.

@@ -18,24 +18,9 @@ async fn cross_site_requests_cannot_change_state() {
     let server = Server::start(&dir.path().join("data"), &[]);
     let http = Http::new(&server.url);
     let admin = server.token();
-    let (_, cert) = http
-        .call(
-            "POST",
-            "/certificates?wait=30",
-            &admin,
-            Some(json!({"common_name": "victim.internal"})),
-        )
-        .await;
+    let cert = http.issued(&admin, json!({"common_name": "victim.internal"})).await;
     let id = cert["id"].as_str().unwrap().to_owned();
-    let (_, victim) = http
-        .call(
-            "POST",
-            "/tokens",
-            &admin,
-            Some(json!({"name": "victim", "scopes": ["read"]})),
-        )
-        .await;
-    let victim = victim["token"].as_str().unwrap().to_owned();
+    let victim = http.token(&admin, json!({"name": "victim", "scopes": ["read"]})).await;
     let host = server.url.trim_start_matches("http://").to_owned();
 
     // What an HTML form or fetch(no-cors) on another site can send without a preflight.

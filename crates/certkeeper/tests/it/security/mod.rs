@@ -47,6 +47,20 @@ impl Http {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
+    /// Makes a token (`body` as for `POST /tokens`) with `admin`; returns its secret.
+    pub(crate) async fn token(&self, admin: &str, body: Value) -> String {
+        let (status, made) = self.call("POST", "/tokens", admin, Some(body)).await;
+        assert_eq!(status, 201, "{made}");
+        made["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a certificate (`body` as for `POST /certificates`) and waits until it is issued.
+    pub(crate) async fn issued(&self, token: &str, body: Value) -> Value {
+        let (status, cert) = self.call("POST", "/certificates?wait=30", token, Some(body)).await;
+        assert_eq!(status, 201, "{cert}");
+        cert
+    }
+
     /// A raw request: the caller sets every header.
     pub(crate) fn raw(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
         self.client
