@@ -43,5 +43,5 @@ pub use outage::RETRY_AFTER;
 pub use pki::{ListenerCertificate, OcspAnswer, SignedCrl};
 pub use scep::ScepCaCerts;
 pub use service::{ControlPlane, Export, ExportFormat, IssuerInfo, NewCertificate};
-pub use tokens::{AuditEvent, NewToken, TokenInfo, TokenStatus, reaches, require_unrestricted};
+pub use tokens::{AuditEvent, NewToken, TokenInfo, TokenStatus};
 pub use workers::spawn_background_loops;

@@ -142,13 +142,13 @@ fn info(record: &TokenRecord, now: OffsetDateTime) -> TokenInfo {
 /// cannot (its scopes are a subset of the caller's) and reaches no certificate the caller does
 /// not (its restriction is at least as narrow). The same rule as for making a token, so no
 /// token can ever obtain, through another, more than it has itself.
-pub fn reaches(caller: &Principal, token: &TokenInfo) -> bool {
+pub(crate) fn reaches(caller: &Principal, token: &TokenInfo) -> bool {
     caller.scopes().includes(token.scopes) && caller.restriction().is_within(&token.restriction)
 }
 
 /// `Ok` when `caller` reaches every certificate: server-wide data (the whole audit trail,
 /// notifications, issuers' accounts) is for unrestricted operators only.
-pub fn require_unrestricted(caller: &Principal, what: &str) -> Result<(), ServiceError> {
+pub(crate) fn require_unrestricted(caller: &Principal, what: &str) -> Result<(), ServiceError> {
     if caller.restriction().is_unrestricted() {
         Ok(())
     } else {
