@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{ConnectInfo, MatchedPath, OriginalUri, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ck_domain::TokenBuckets;
@@ -62,19 +62,6 @@ impl Gate {
         self.origin.elapsed().as_secs_f64()
     }
 
-    /// 429 when `peer` has used up its failed attempts (shared with the web UI's sign-in).
-    fn check_failures(&self, peer: Option<IpAddr>) -> Result<(), ApiError> {
-        let Some(peer) = peer else {
-            return Ok(());
-        };
-        self.control_plane.auth_failure_wait(peer).map_err(|wait| {
-            ApiError::too_many_requests(
-                format!("too many failed authentications from {peer}; wait before trying again"),
-                wait,
-            )
-        })
-    }
-
     /// Spends one request of the principal's allowance, or says how long to wait.
     fn check_rate(&self, principal: &Principal) -> Result<(), ApiError> {
         let Some(per_token) = &self.per_token else {
@@ -120,8 +107,30 @@ fn resource_of(path: &str) -> Option<String> {
         .map(|pair| format!("{}/{}", pair[0], pair[1]))
 }
 
-fn parse_bearer(request: &Request) -> Option<&str> {
-    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+/// 429 when `peer` has used up its failed authentications: one limit for the API, `/metrics`
+/// and the web UI's sign-in.
+pub(crate) fn refuse_if_throttled(control_plane: &ControlPlane, peer: Option<IpAddr>) -> Result<(), ApiError> {
+    let Some(peer) = peer else {
+        return Ok(());
+    };
+    control_plane.auth_failure_wait(peer).map_err(|wait| {
+        ApiError::too_many_requests(
+            format!("too many failed authentications from {peer}; wait before trying again"),
+            wait,
+        )
+    })
+}
+
+/// Counts and records a failed authentication; a record that cannot be written is logged.
+pub(crate) async fn record_auth_failure(control_plane: &ControlPlane, peer: Option<IpAddr>, event: AuditEvent) {
+    if let Err(error) = control_plane.auth_failed(peer, event).await {
+        tracing::error!(%error, "could not write an audit record of a failed authentication");
+    }
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))?
@@ -228,7 +237,7 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
         ));
     };
     refuse_cross_site(&request)?;
-    gate.check_failures(peer)?;
+    refuse_if_throttled(&gate.control_plane, peer)?;
     // Inside the `/api/v1` nest the URI lost its prefix; messages and records use the real one.
     let path = request
         .extensions()
@@ -244,7 +253,7 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
     // A bearer token, else a verified TLS client certificate bound to a token.
     let client_certificate = request.extensions().get::<ClientCertificate>().cloned();
     let mut certificate_refused = None;
-    let presented = match (parse_bearer(&request), client_certificate) {
+    let presented = match (bearer_token(request.headers()), client_certificate) {
         (Some(token), _) => Some(gate.control_plane.verify_token(token)),
         (None, Some(ClientCertificate(der))) => Some(gate.control_plane.verify_client_certificate(&der).await.map_err(
             |refusal| {
@@ -303,9 +312,7 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
             let mut event = audit("auth.failure", "anonymous".to_owned(), "denied");
             event.status = Some(401);
             event.detail = Some(format!("{detail}: {method} {path}"));
-            if let Err(error) = gate.control_plane.auth_failed(peer, event).await {
-                tracing::error!(%error, "could not write an audit record of a failed authentication");
-            }
+            record_auth_failure(&gate.control_plane, peer, event).await;
             return Err(error);
         }
     };

@@ -275,14 +275,7 @@ pub(crate) async fn metrics(
     // The same failed-authentication limit as the API and the web UI: a token cannot be
     // guessed faster here.
     let peer = connection.map(|Extension(axum::extract::ConnectInfo(addr))| addr.ip());
-    if let Some(peer) = peer {
-        control_plane.auth_failure_wait(peer).map_err(|wait| {
-            ApiError::too_many_requests(
-                format!("too many failed authentications from {peer}; wait before trying again"),
-                wait,
-            )
-        })?;
-    }
+    crate::auth::refuse_if_throttled(&control_plane, peer)?;
     let refused = |detail: &str| {
         let mut event = ck_server::AuditEvent::new("auth.failure", "anonymous", "denied");
         event.client = peer.map(|p| p.to_string());
@@ -290,27 +283,16 @@ pub(crate) async fn metrics(
         event.detail = Some(format!("{detail}: GET /metrics"));
         event
     };
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::unauthorized(
-                "/metrics needs a token with the metrics scope: `Authorization: Bearer <token>` (create one with \
+    let token = crate::auth::bearer_token(&headers).ok_or_else(|| {
+        ApiError::unauthorized(
+            "/metrics needs a token with the metrics scope: `Authorization: Bearer <token>` (create one with \
                  `certkeeper token create --name prometheus --scope metrics`)",
-            )
-        })?;
+        )
+    })?;
     let principal = match control_plane.verify_token(token) {
         Ok(principal) => principal,
         Err(_) => {
-            if let Err(error) = control_plane
-                .auth_failed(peer, refused("unknown or revoked token"))
-                .await
-            {
-                tracing::error!(%error, "could not write an audit record of a failed authentication");
-            }
+            crate::auth::record_auth_failure(&control_plane, peer, refused("unknown or revoked token")).await;
             return Err(ApiError::unauthorized(
                 "the token is not valid (unknown, revoked or expired)",
             ));

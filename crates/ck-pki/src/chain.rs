@@ -86,6 +86,13 @@ pub struct ClientCertificateFacts {
     pub not_after: OffsetDateTime,
 }
 
+impl ClientCertificateFacts {
+    /// Whether `now` lies within the certificate's validity.
+    pub fn valid_at(&self, now: OffsetDateTime) -> bool {
+        self.not_before <= now && now < self.not_after
+    }
+}
+
 /// Reads a DER client certificate's fingerprint, serial and validity.
 pub fn client_certificate_facts(cert_der: &[u8]) -> Result<ClientCertificateFacts, PkiError> {
     let (_, parsed) = X509Certificate::from_der(cert_der)

@@ -842,8 +842,15 @@ fn open_envelope(
     Ok((content, cipher))
 }
 
-/// An EnvelopedData (as ContentInfo DER) of `content` for `recipient`'s RSA key.
-fn envelope(recipient: &x509_cert::Certificate, cipher: ContentCipher, content: &[u8]) -> Result<Vec<u8>, PkiError> {
+/// Content encrypted under a fresh random key and IV.
+struct EncryptedContent {
+    key: Vec<u8>,
+    iv: Vec<u8>,
+    ciphertext: Vec<u8>,
+}
+
+/// `content` encrypted under a fresh random key and IV.
+fn encrypt_content(cipher: ContentCipher, content: &[u8]) -> Result<EncryptedContent, PkiError> {
     let rng = SystemRandom::new();
     let mut content_key = vec![0u8; cipher.key_len()];
     let mut iv = vec![0u8; cipher.iv_len()];
@@ -852,6 +859,20 @@ fn envelope(recipient: &x509_cert::Certificate, cipher: ContentCipher, content: 
     let ciphertext = cipher
         .encrypt(&content_key, &iv, content)
         .ok_or_else(|| PkiError::Signing("content encryption".to_owned()))?;
+    Ok(EncryptedContent {
+        key: content_key,
+        iv,
+        ciphertext,
+    })
+}
+
+/// An EnvelopedData (as ContentInfo DER) of `content` for `recipient`'s RSA key.
+fn envelope(recipient: &x509_cert::Certificate, cipher: ContentCipher, content: &[u8]) -> Result<Vec<u8>, PkiError> {
+    let EncryptedContent {
+        key: content_key,
+        iv,
+        ciphertext,
+    } = encrypt_content(cipher, content)?;
     let spki = recipient
         .tbs_certificate
         .subject_public_key_info
@@ -1184,14 +1205,11 @@ pub fn crafted_pkcs_req(
 ) -> Result<Vec<u8>, PkiError> {
     let ra = x509_cert::Certificate::from_der(ra_cert_der).map_err(signing("RA certificate"))?;
     let cipher = ContentCipher::Aes128;
-    let rng = SystemRandom::new();
-    let mut content_key = vec![0u8; cipher.key_len()];
-    let mut iv = vec![0u8; cipher.iv_len()];
-    rng.fill(&mut content_key).map_err(signing("random key"))?;
-    rng.fill(&mut iv).map_err(signing("random IV"))?;
-    let ciphertext = cipher
-        .encrypt(&content_key, &iv, csr_der)
-        .ok_or_else(|| PkiError::Signing("content encryption".to_owned()))?;
+    let EncryptedContent {
+        key: content_key,
+        iv,
+        ciphertext,
+    } = encrypt_content(cipher, csr_der)?;
     let carried = match block {
         KeyBlock::ConformingOtherKey => nonzero_random(cipher.key_len())?,
         KeyBlock::ConformingWrongLength => nonzero_random(cipher.key_len() + 8)?,

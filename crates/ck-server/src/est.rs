@@ -176,34 +176,19 @@ impl ControlPlane {
             .map_err(|e| ServiceError::Forbidden(format!("the client certificate: {e}")))?;
         let facts = ck_pki::client_certificate_facts(client_leaf)
             .map_err(|e| ServiceError::Forbidden(format!("the client certificate: {e}")))?;
-        let now = crate::now();
-        if now >= facts.not_after || now < facts.not_before {
+        if !facts.valid_at(crate::now()) {
             return Err(ServiceError::Forbidden(
                 "the client certificate is expired (or not yet valid): enroll anew with simpleenroll".to_owned(),
             ));
         }
-        let issuer = self
-            .inner
-            .issuers
-            .all()
-            .into_iter()
-            .find_map(|(id, issuer)| match issuer {
-                Issuer::Local(ca) if ca.issued(client_leaf) => Some(id),
-                _ => None,
-            });
-        let Some(issuer) = issuer else {
+        let Some((_, status)) = self.own_ca_standing(client_leaf, &current.serial_hex).await? else {
             return Err(ServiceError::Forbidden(
                 "the client certificate was not issued by certkeeper's local CA: only certificates enrolled here \
                  can re-enroll; enroll anew with simpleenroll"
                     .to_owned(),
             ));
         };
-        match self
-            .inner
-            .store
-            .serial_status(issuer.as_str(), &current.serial_hex)
-            .await?
-        {
+        match status {
             ck_store::SerialStatus::Issued => {}
             ck_store::SerialStatus::Revoked(_) => {
                 return Err(ServiceError::Forbidden(

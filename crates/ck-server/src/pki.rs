@@ -76,6 +76,30 @@ impl ControlPlane {
         }
     }
 
+    /// Which of our local CAs issued `cert_der` (a certificate a client presented), and what
+    /// that CA's store says of its `serial`; `None` when none of ours issued it. The TLS layer
+    /// checks chains only: revocations are ours to check.
+    pub(crate) async fn own_ca_standing(
+        &self,
+        cert_der: &[u8],
+        serial: &str,
+    ) -> Result<Option<(IssuerId, SerialStatus)>, ck_store::StoreError> {
+        let issuer = self
+            .inner
+            .issuers
+            .all()
+            .into_iter()
+            .find_map(|(id, issuer)| match issuer {
+                Issuer::Local(ca) if ca.issued(cert_der) => Some(id),
+                _ => None,
+            });
+        let Some(issuer) = issuer else {
+            return Ok(None);
+        };
+        let status = self.inner.store.serial_status(issuer.as_str(), serial).await?;
+        Ok(Some((issuer, status)))
+    }
+
     /// The current CRL of a local CA issuer, signed anew when stale.
     pub async fn crl(&self, issuer: &str) -> Result<Arc<SignedCrl>, ServiceError> {
         let (id, ca) = self.local_ca(issuer, "a CRL")?;

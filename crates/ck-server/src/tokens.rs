@@ -520,20 +520,12 @@ impl ControlPlane {
         let facts = ck_pki::client_certificate_facts(cert_der)
             .map_err(|e| ClientCertificateRejection::Unreadable(e.to_string()))?;
         let now = now();
-        if now >= facts.not_after || now < facts.not_before {
+        if !facts.valid_at(now) {
             return Err(ClientCertificateRejection::OutsideValidity(facts.fingerprint));
         }
-        for (id, issuer) in self.inner.issuers.all() {
-            if let crate::issuers::Issuer::Local(ca) = issuer
-                && ca.issued(cert_der)
-            {
-                match self.inner.store.serial_status(id.as_str(), &facts.serial).await? {
-                    ck_store::SerialStatus::Revoked(_) => {
-                        return Err(ClientCertificateRejection::Revoked(facts.fingerprint));
-                    }
-                    ck_store::SerialStatus::Issued | ck_store::SerialStatus::Unknown => {}
-                }
-            }
+        // A partner CA's certificate (`tls.client_ca_file`) is not ours to revoke.
+        if let Some((_, ck_store::SerialStatus::Revoked(_))) = self.own_ca_standing(cert_der, &facts.serial).await? {
+            return Err(ClientCertificateRejection::Revoked(facts.fingerprint));
         }
         self.inner
             .tokens

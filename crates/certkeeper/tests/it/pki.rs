@@ -12,7 +12,8 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap()
 }
 
-fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
+/// Runs `openssl args…` in `dir`: whether it succeeded, and its stdout then stderr.
+pub(crate) fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
     let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));

@@ -329,13 +329,10 @@ fn stored_issuer_with_inline_exec_is_not_loaded_from_the_database() {
     );
     // The operator's fix: declare it in the config file.
     let again = start_with_config(dir.path(), &declared);
-    let (status, _) = futures_lite_block(Http::new(&again.url).call("GET", "/issuers/old-hook", &again.token(), None));
+    let (status, _) = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(Http::new(&again.url).call("GET", "/issuers/old-hook", &again.token(), None));
     assert_eq!(status, 200);
-}
-
-/// Runs `future` to completion on a fresh runtime (this test is synchronous).
-fn futures_lite_block<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Runtime::new().unwrap().block_on(future)
 }
 
 /// Finding 7: `GET /api/v1/issuers/{id}` redacted a fixed list of field names, so the values

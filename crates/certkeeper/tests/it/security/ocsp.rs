@@ -5,14 +5,8 @@ use std::process::Command;
 
 use ck_test_peers::free_port;
 
+use crate::pki::openssl;
 use crate::support::{Server, require_peer};
-
-fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
 
 /// Sends OCSP requests (GET when `get`, else POST) and returns (status, cache-control, body)
 /// of each.
@@ -45,14 +39,14 @@ fn send_all(url: &str, requests: Vec<Vec<u8>>, get: bool) -> Vec<(u16, String, V
                     (status, cache, response.bytes().await.unwrap().to_vec())
                 }
             });
-            answers.extend(futures_join_all(sent).await);
+            answers.extend(join_all(sent).await);
         }
         answers
     })
 }
 
-/// `join_all` without the futures crate: the requests of one chunk run concurrently.
-async fn futures_join_all<F: std::future::Future + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+/// Runs the requests of one chunk concurrently; their answers in order.
+async fn join_all<F: std::future::Future + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
     F::Output: Send + 'static,
 {
