@@ -314,7 +314,13 @@ fn renewal_storm(acme: bool, pause_leader: bool) {
     let (mut nodes, token, urls) = three_nodes(
         dir.path(),
         &database,
-        &format!("scheduler_interval_seconds: 1\njobs:\n  lease_seconds: 5\nacme:\n  concurrency: 16\n{solvers}"),
+        // A loaded CI machine can make Pebble miss the 30 s answer deadline now and then: such
+        // an order is retried (quickly, and more often than by default) rather than failed, so
+        // the test stays about what it checks, one finalized order per certificate.
+        &format!(
+            "scheduler_interval_seconds: 1\njobs:\n  lease_seconds: 5\n  max_attempts: 20\n  \
+             retry_base_delay_seconds: 1\n  retry_max_delay_seconds: 5\nacme:\n  concurrency: 16\n{solvers}"
+        ),
     );
     let issuer = match &pebble {
         Some(pebble) => {
@@ -346,7 +352,9 @@ fn renewal_storm(acme: bool, pause_leader: bool) {
                         .send()
                         .await
                         .unwrap();
-                    assert_eq!(answer.status().as_u16(), 201, "{}", answer.text().await.unwrap());
+                    // 202: still being issued after the wait (a retried order), checked below.
+                    let status = answer.status().as_u16();
+                    assert!(matches!(status, 201 | 202), "{status}: {}", answer.text().await.unwrap());
                 }
             });
         }
@@ -354,10 +362,18 @@ fn renewal_storm(acme: bool, pause_leader: bool) {
             done.unwrap();
         }
     });
-    assert_eq!(
-        count(&database, "SELECT count(*) FROM certificates WHERE current_version = 1"),
-        N as i64
-    );
+    let issued_by = Instant::now() + Duration::from_secs(300);
+    while count(&database, "SELECT count(*) FROM certificates WHERE current_version = 1") < N as i64 {
+        assert!(
+            Instant::now() < issued_by,
+            "not all {N} certificates issued within 300 s: {}",
+            psql(
+                &database,
+                "SELECT state || ': ' || count(*) || ' ' || coalesce(max(last_error), '') FROM jobs GROUP BY state"
+            )
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // All due now. Kill the leader, then another node, while the storm runs.
     let leader = cluster(&urls[0], &token).unwrap()["leader"]
