@@ -134,12 +134,30 @@ const DEPENDENCY_TABLE: &[CrateRule] = &[
         ],
         forbidden: &[],
     },
+    CrateRule {
+        // The benchmarks: a leaf beside the binary (nothing depends on it), driving the
+        // binary's library and the crates below it.
+        name: "ck-bench",
+        internal: &[
+            "certkeeper",
+            "ck-secrets",
+            "ck-domain",
+            "ck-pki",
+            "ck-store",
+            "ck-api-types",
+            "ck-server",
+            "ck-client",
+            "ck-notify",
+            "ck-web",
+        ],
+        forbidden: &[],
+    },
 ];
 
 /// External crate families that only the listed crates may have under
 /// `[dependencies]` (directly; transitive use is fine).
 const EXCLUSIVE_DEPENDENCIES: &[(&str, &[&str])] =
-    &[("sqlx", &["ck-store"]), ("axum", &["ck-api", "ck-web", "certkeeper"])];
+    &[("sqlx", &["ck-store"]), ("axum", &["ck-api", "ck-web", "certkeeper", "ck-bench"])];
 
 /// Lines of README.md that must show how to run and test the project.
 const README_HEAD_LINES: usize = 15;
