@@ -7,6 +7,7 @@
 //! it, so revoking a token ends its sessions on every node at once and scopes and restrictions
 //! mean the same here as in the API. Every form carries a CSRF token derived from the session.
 
+mod error;
 mod pages;
 mod session;
 mod view;

@@ -14,6 +14,7 @@ use ck_server::{AuditEvent, Operator, Principal};
 use serde::Deserialize;
 
 use crate::Web;
+use crate::error::WebError;
 use crate::view::Page;
 
 /// The cookie that holds the signed-in token.
@@ -44,29 +45,29 @@ impl Session {
     }
 
     /// `Ok` when the token has `scope`, else the page that says which scope is missing.
-    pub(crate) fn require(&self, scope: Scope) -> Result<(), crate::pages::WebError> {
+    pub(crate) fn require(&self, scope: Scope) -> Result<(), WebError> {
         if self.can(scope) {
             Ok(())
         } else {
-            Err(crate::pages::WebError::Forbidden(format!(
+            Err(WebError::Forbidden(format!(
                 "this needs a token with the {scope} scope; sign in with one that has it"
             )))
         }
     }
 
     /// `Ok` when a form's CSRF field is this session's (compared in constant time).
-    pub(crate) fn check_csrf(&self, presented: &str) -> Result<(), crate::pages::WebError> {
+    pub(crate) fn check_csrf(&self, presented: &str) -> Result<(), WebError> {
         if aws_lc_rs::constant_time::verify_slices_are_equal(presented.as_bytes(), self.csrf.as_bytes()).is_ok() {
             Ok(())
         } else {
-            Err(crate::pages::WebError::Forbidden(
+            Err(WebError::Forbidden(
                 "the form expired or came from another site: reload the page and try again".to_owned(),
             ))
         }
     }
 
     /// A form post's gate: its CSRF field is this session's, and the token has `scope`.
-    pub(crate) fn authorize(&self, csrf: &str, scope: Scope) -> Result<(), crate::pages::WebError> {
+    pub(crate) fn authorize(&self, csrf: &str, scope: Scope) -> Result<(), WebError> {
         self.check_csrf(csrf)?;
         self.require(scope)
     }
@@ -275,7 +276,7 @@ pub(crate) async fn logout(
     State(web): State<Web>,
     axum::Extension(session): axum::Extension<Session>,
     Form(form): Form<LogoutForm>,
-) -> Result<Response, crate::pages::WebError> {
+) -> Result<Response, WebError> {
     session.check_csrf(&form.csrf)?;
     audit(&web, "ui.logout", session.operator.name.clone(), "success").await;
     let mut response = Redirect::to("/ui/login").into_response();
