@@ -11,8 +11,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::{Channel, Notifier};
-
 /// The longest `timeout_seconds` accepted: a delivery attempt holds a worker meanwhile.
 const MAX_TIMEOUT_SECONDS: u64 = 600;
 
@@ -58,18 +56,9 @@ pub enum NotifierConfig {
     Command(CommandConfig),
 }
 
+// `build` is in lib.rs, next to the channels it makes: this module stays a leaf that the channel
+// modules read their settings from.
 impl NotifierConfig {
-    /// Checks the settings and reads secret files.
-    pub fn build(&self) -> Result<Notifier, ConfigError> {
-        let channel = match self {
-            Self::Webhook(config) => Channel::Webhook(crate::webhook::Webhook::new(config)?),
-            Self::Slack(config) => Channel::Slack(crate::webhook::Slack::new(config)?),
-            Self::Email(config) => Channel::Email(crate::email::Email::new(config)?),
-            Self::Command(config) => Channel::Command(crate::command::Command::new(config)?),
-        };
-        Ok(Notifier::new(channel))
-    }
-
     /// The channel's name, as in `type`.
     pub fn kind(&self) -> &'static str {
         match self {

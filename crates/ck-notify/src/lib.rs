@@ -146,6 +146,21 @@ impl Notifier {
     }
 }
 
+// Here rather than in config.rs, which the channel modules read their settings from: so the
+// dependencies between the modules point one way (channels -> config), without a cycle.
+impl NotifierConfig {
+    /// Checks the settings and reads secret files.
+    pub fn build(&self) -> Result<Notifier, ConfigError> {
+        let channel = match self {
+            Self::Webhook(config) => Channel::Webhook(webhook::Webhook::new(config)?),
+            Self::Slack(config) => Channel::Slack(webhook::Slack::new(config)?),
+            Self::Email(config) => Channel::Email(email::Email::new(config)?),
+            Self::Command(config) => Channel::Command(command::Command::new(config)?),
+        };
+        Ok(Notifier::new(channel))
+    }
+}
+
 impl std::fmt::Debug for Notifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The channels hold secrets (keys, passwords, URLs with tokens): show only what kind it is.
