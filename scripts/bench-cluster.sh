@@ -9,15 +9,16 @@
 #
 # PostgreSQL comes from scripts/start-postgres.sh (stopped at exit) unless
 # CERTKEEPER_TEST_POSTGRES_URL names a server whose user may create databases.
-# Builds the release binary first unless CERTKEEPER_BIN names one.
+# Builds the release benchmark binary (certkeeper-bench, crate ck-bench) first
+# unless CERTKEEPER_BENCH_BIN names one.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
-if [[ -n "${CERTKEEPER_BIN:-}" ]]; then
-    bin="$CERTKEEPER_BIN"
+if [[ -n "${CERTKEEPER_BENCH_BIN:-}" ]]; then
+    bin="$CERTKEEPER_BENCH_BIN"
 else
-    (cd "$root" && cargo build --release --locked -p certkeeper >&2)
-    bin="${CARGO_TARGET_DIR:-$root/target}/release/certkeeper"
+    (cd "$root" && cargo build --release --locked -p ck-bench >&2)
+    bin="${CARGO_TARGET_DIR:-$root/target}/release/certkeeper-bench"
 fi
 
 url="${CERTKEEPER_TEST_POSTGRES_URL:-}"
@@ -27,4 +28,4 @@ if [[ -z "$url" ]]; then
     url="$("$root/scripts/start-postgres.sh" "$work")"
 fi
 
-"$bin" bench cluster --database "$url" "$@"
+"$bin" cluster --database "$url" "$@"

@@ -2,7 +2,7 @@
 # scripts/bench-ocsp.sh [--certs N] [--concurrency C] [--seconds S] [--json]
 #
 # The local CA's OCSP responder against `openssl ocsp` as a responder, on the
-# same certificates, in one run: `certkeeper bench ocsp` starts `certkeeper
+# same certificates, in one run: `certkeeper-bench ocsp` starts `certkeeper
 # serve` as a child process, issues N certificates (default 1000, every 10th
 # revoked), writes an OpenSSL index.txt with the same serials and starts
 # `openssl ocsp -index … -multi 2` signing with the intermediate. It then
@@ -16,7 +16,8 @@
 # load) runs inside a fresh network namespace with only loopback up. That
 # needs root (or CAP_SYS_ADMIN), unshare (util-linux) and ip (iproute2).
 #
-# Builds the release binary first unless CERTKEEPER_BIN names one.
+# Builds the release benchmark binary (certkeeper-bench, crate ck-bench) first
+# unless CERTKEEPER_BENCH_BIN names one.
 set -euo pipefail
 
 die() { echo "ERROR: $*" >&2; exit 2; }
@@ -31,13 +32,13 @@ if ! unshare -n -- true 2>/dev/null; then
     die "unshare -n failed: this environment does not allow new network namespaces (needs CAP_SYS_ADMIN)"
 fi
 
-if [[ -n "${CERTKEEPER_BIN:-}" ]]; then
-    bin="$CERTKEEPER_BIN"
+if [[ -n "${CERTKEEPER_BENCH_BIN:-}" ]]; then
+    bin="$CERTKEEPER_BENCH_BIN"
 else
     root="$(cd "$(dirname "$0")/.." && pwd)"
-    (cd "$root" && cargo build --release --locked -p certkeeper >&2)
-    bin="${CARGO_TARGET_DIR:-$root/target}/release/certkeeper"
+    (cd "$root" && cargo build --release --locked -p ck-bench >&2)
+    bin="${CARGO_TARGET_DIR:-$root/target}/release/certkeeper-bench"
 fi
 [[ -x "$bin" ]] || die "$bin is not an executable"
 
-exec unshare -n -- bash -c 'ip link set lo up && exec "$@"' bench "$bin" bench ocsp "$@"
+exec unshare -n -- bash -c 'ip link set lo up && exec "$@"' bench "$bin" ocsp "$@"

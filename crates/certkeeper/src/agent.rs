@@ -7,7 +7,7 @@ use ck_agent::runtime::{Agent, AgentConfig};
 use crate::cli::AgentArgs;
 
 pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    crate::serve::init_logging();
+    certkeeper::serve::init_logging();
     let config = AgentConfig::load(&args.config)?;
     let server = args.server.clone().or_else(|| config.server.clone()).context(
         "no server URL: pass --server https://ck.example:8989 (or CERTKEEPER_SERVER, or `server:` in the config)",
@@ -48,7 +48,7 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     tracing::info!(server = %server, "agent started");
-    agent.run(crate::serve::wait_for_signal()).await?;
+    agent.run(certkeeper::serve::wait_for_signal()).await?;
     tracing::info!("agent stopped");
     Ok(())
 }

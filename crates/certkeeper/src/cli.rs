@@ -1,7 +1,10 @@
-//! Command-line interface: `serve`, the certificate/issuer/job verbs and `bench`.
+//! Command-line interface: `serve`, the certificate/issuer/job verbs, `secrets` and `agent`.
+//! The benchmarks are another program (`certkeeper-bench`, crate `ck-bench`), so the shipped
+//! binary carries none of their code.
 
 use std::path::PathBuf;
 
+use certkeeper::config::ServeArgs;
 use clap::{Args, Parser, Subcommand};
 
 /// certkeeper keeps every TLS certificate of an organisation valid.
@@ -67,91 +70,6 @@ pub(crate) enum Command {
     /// (files, nginx, haproxy, apache, pkcs12, jks); see README "Agents".
     #[command(verbatim_doc_comment)]
     Agent(AgentArgs),
-    /// Measure issuance throughput end to end through the API (in-process server), or with
-    /// `bench agents` the load of an agent fleet (heartbeats and polls) on a server process.
-    Bench(BenchArgs),
-}
-
-/// Settings of `serve`. Each flag also reads a `CERTKEEPER_*` variable and overrides the file.
-#[derive(Debug, Args)]
-pub(crate) struct ServeArgs {
-    /// YAML config file (see README for the fields).
-    #[arg(long, env = "CERTKEEPER_CONFIG")]
-    pub(crate) config: Option<PathBuf>,
-    /// Where the SQLite database, the admin token and the node id live [default: ./certkeeper-data].
-    #[arg(long, env = "CERTKEEPER_DATA_DIR")]
-    pub(crate) data_dir: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8989].
-    #[arg(long, env = "CERTKEEPER_LISTEN")]
-    pub(crate) listen: Option<String>,
-    /// Database URL: sqlite://PATH or postgres://USER[:PASS]@HOST:PORT/DB [default: SQLite in the data dir].
-    #[arg(long, env = "CERTKEEPER_DATABASE")]
-    pub(crate) database: Option<String>,
-    /// This node's id on job leases [default: generated once, kept in <data-dir>/node.id].
-    #[arg(long, env = "CERTKEEPER_NODE_ID")]
-    pub(crate) node_id: Option<String>,
-    /// The URL relying parties reach this server at, e.g. https://ck.example: issued certificates
-    /// then name its CRL (/pki/crl/<issuer>) as their distribution point.
-    #[arg(long, env = "CERTKEEPER_PUBLIC_URL")]
-    pub(crate) public_url: Option<String>,
-    /// The key-encryption key file of the database's secrets [default: <data-dir>/kek, made with
-    /// mode 0600 on first start]. CERTKEEPER_KEK (base64) supplies the key itself instead.
-    #[arg(long, env = "CERTKEEPER_KEK_FILE")]
-    pub(crate) kek_file: Option<PathBuf>,
-    /// TLS certificate chain (PEM) of the API listener; with --tls-key. Without them (and without
-    /// tls.auto_names in the config file) the listener is plain HTTP, on loopback only.
-    #[arg(long, env = "CERTKEEPER_TLS_CERT", requires = "tls_key")]
-    pub(crate) tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM) of the API listener.
-    #[arg(long, env = "CERTKEEPER_TLS_KEY", requires = "tls_cert")]
-    pub(crate) tls_key: Option<PathBuf>,
-    /// More CAs (PEM) whose client certificates the listener accepts, beside the local CA. A
-    /// client certificate signs in as the token bound to it with `token create --client-cert`.
-    #[arg(long, env = "CERTKEEPER_TLS_CLIENT_CA")]
-    pub(crate) tls_client_ca: Option<PathBuf>,
-    /// Allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
-    #[arg(long, env = "CERTKEEPER_INSECURE_HTTP")]
-    pub(crate) insecure_http: bool,
-    /// Log format: text, json or logfmt [default: text]. Every API request's lines carry its
-    /// request id (also sent back as X-Request-Id).
-    #[arg(long, env = "CERTKEEPER_LOG_FORMAT")]
-    pub(crate) log_format: Option<String>,
-    /// Log level: error, warn, info, debug or trace [default: info]. For per-module levels set
-    /// CERTKEEPER_LOG instead, e.g. CERTKEEPER_LOG=info,ck_acme=debug.
-    #[arg(long, value_parser = ["error", "warn", "info", "debug", "trace"])]
-    pub(crate) log_level: Option<String>,
-    /// Job worker tasks [default: 2].
-    #[arg(long, env = "CERTKEEPER_WORKERS")]
-    pub(crate) workers: Option<usize>,
-    /// API requests per second each token may send (bursts of 4x are allowed; 0: no limit)
-    /// [default: 50].
-    #[arg(long, env = "CERTKEEPER_TOKEN_RATE_LIMIT")]
-    pub(crate) token_rate_limit: Option<u32>,
-    /// Failed authentications per minute each client address may make after a burst of 20;
-    /// then 429 with Retry-After (0: no limit) [default: 20].
-    #[arg(long, env = "CERTKEEPER_AUTH_FAILURES_PER_MINUTE")]
-    pub(crate) auth_failures_per_minute: Option<u32>,
-    /// Jobs a worker claims and commits together [default: 64].
-    #[arg(long, env = "CERTKEEPER_BATCH_SIZE")]
-    pub(crate) batch_size: Option<u32>,
-    /// Seconds between renewal scans [default: 60].
-    #[arg(long, env = "CERTKEEPER_SCHEDULER_INTERVAL_SECONDS")]
-    pub(crate) scheduler_interval_seconds: Option<u64>,
-    /// Key type of the local CA created on first start: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096.
-    #[arg(long, env = "CERTKEEPER_CA_KEY_TYPE")]
-    pub(crate) ca_key_type: Option<String>,
-    /// Lifetime of new certificates that name none [default: 90].
-    #[arg(long, env = "CERTKEEPER_DEFAULT_VALIDITY_DAYS")]
-    pub(crate) default_validity_days: Option<u32>,
-    /// Longest lifetime the local CA signs [default: 397].
-    #[arg(long, env = "CERTKEEPER_MAX_VALIDITY_DAYS")]
-    pub(crate) max_validity_days: Option<u32>,
-    /// Only certify names under this domain (repeatable; default: any name).
-    #[arg(long, env = "CERTKEEPER_ALLOWED_DOMAINS", value_delimiter = ',')]
-    pub(crate) allowed_domain: Vec<String>,
-    /// Create a new admin token (the old one stops working) and write it to <data-dir>/admin.token.
-    #[arg(long)]
-    pub(crate) reset_admin_token: bool,
 }
 
 /// How the CLI finds the server.
@@ -164,7 +82,7 @@ pub(crate) struct Connection {
     #[arg(long, env = "CERTKEEPER_TOKEN", global = true, hide_env_values = true)]
     pub(crate) token: Option<String>,
     /// The server's data directory, to find its URL and admin token.
-    #[arg(long, env = "CERTKEEPER_DATA_DIR", global = true, default_value = crate::config::DEFAULT_DATA_DIR)]
+    #[arg(long, env = "CERTKEEPER_DATA_DIR", global = true, default_value = certkeeper::config::DEFAULT_DATA_DIR)]
     pub(crate) data_dir: PathBuf,
     /// Print the API objects as JSON (for scripts).
     #[arg(long, global = true)]
@@ -622,184 +540,6 @@ pub(crate) struct AgentArgs {
     /// With --once: print what the cycle did as JSON.
     #[arg(long, requires = "once")]
     pub(crate) json: bool,
-}
-
-/// `certkeeper bench`: issuance throughput, or `certkeeper bench agents`: an agent fleet's load.
-#[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
-pub(crate) struct BenchArgs {
-    #[command(subcommand)]
-    pub(crate) command: Option<BenchCommand>,
-    /// Database to measure: sqlite (a temp file) or a postgres:// URL (an empty database).
-    #[arg(long, default_value = "sqlite")]
-    pub(crate) database: String,
-    /// Certificates to issue.
-    #[arg(long, default_value_t = 5000)]
-    pub(crate) count: usize,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 64)]
-    pub(crate) concurrency: usize,
-    /// Print the figures as JSON.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
-/// The other measurements of `certkeeper bench`.
-#[derive(Debug, Subcommand)]
-pub(crate) enum BenchCommand {
-    /// Load one control plane (a child process on 127.0.0.1) with a simulated agent fleet: every
-    /// agent heartbeats and polls for work once per 30 s. Reports the server's CPU and the poll
-    /// latency (a benchmark: it reports, it asserts nothing).
-    Agents(BenchAgentsArgs),
-    /// Sign CRLs of the local CA with many revoked serials: time and size per CRL, with
-    /// `openssl crl` parsing the same CRL as a reference.
-    Crl(BenchCrlArgs),
-    /// Compare the local CA's OCSP responder (answers from its cache, and answers signed fresh for
-    /// requests with a nonce) with `openssl ocsp` as a responder on the same certificates:
-    /// responses/s and latency, one target after the other (a benchmark: it asserts nothing).
-    /// openssl's responder binds every interface: run it through scripts/bench-ocsp.sh, which
-    /// starts it in a private network namespace.
-    Ocsp(BenchOcspArgs),
-    /// Several `certkeeper serve` nodes on one PostgreSQL: issuance throughput through the API
-    /// with 1, 2 and 3 nodes (local CA), then the leader killed with SIGKILL again and again and
-    /// the time until another node leads, as a distribution. scripts/bench-cluster.sh starts a
-    /// throwaway PostgreSQL for it.
-    Cluster(BenchClusterArgs),
-    /// What the notification outbox costs: the same signed webhook notifier delivers N messages
-    /// to a receiver in this process, once called directly (the baseline) and once through the
-    /// control plane (events stored, routed, claimed, sent, recorded); also routing alone.
-    Notifications(BenchNotificationsArgs),
-    /// How long the web UI's pages take with a large inventory: N certificates issued first,
-    /// then every main page fetched again and again with a signed-in session (p50, p99, max),
-    /// beside the API's list of 50 as the reference.
-    Ui(BenchUiArgs),
-}
-
-/// `certkeeper bench ui`.
-#[derive(Debug, Args)]
-pub(crate) struct BenchUiArgs {
-    /// Database to measure: sqlite (a temp file) or a postgres:// URL (an empty database).
-    #[arg(long, default_value = "sqlite")]
-    pub(crate) database: String,
-    /// Certificates in the inventory (1 to 100000).
-    #[arg(long, default_value_t = 10_000)]
-    pub(crate) certificates: usize,
-    /// Fetches per page (1 to 1000).
-    #[arg(long, default_value_t = 50)]
-    pub(crate) rounds: usize,
-    /// Print the figures as JSON.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
-/// `certkeeper bench notifications`.
-#[derive(Debug, Args)]
-pub(crate) struct BenchNotificationsArgs {
-    /// Database to measure: sqlite (a temp file) or a postgres:// URL (an empty database per run:
-    /// give a URL whose database is empty).
-    #[arg(long, default_value = "sqlite")]
-    pub(crate) database: String,
-    /// Notifications to deliver (1 to 200000).
-    #[arg(long, default_value_t = 5000)]
-    pub(crate) count: usize,
-    /// Print the figures as JSON.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
-/// `certkeeper bench cluster`.
-#[derive(Debug, Args)]
-pub(crate) struct BenchClusterArgs {
-    /// A PostgreSQL URL whose user may create databases; each measurement gets a new one.
-    #[arg(long)]
-    pub(crate) database: String,
-    /// Node counts to measure issuance with (each 1 to 5).
-    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 3])]
-    pub(crate) nodes: Vec<usize>,
-    /// Certificates issued per node count (1 to 100000).
-    #[arg(long, default_value_t = 3000)]
-    pub(crate) count: usize,
-    /// Requests in flight at once, spread over the nodes (1 to 1024).
-    #[arg(long, default_value_t = 64)]
-    pub(crate) concurrency: usize,
-    /// Leader kills for the failover distribution, on three nodes (0 to 100; 0 skips it).
-    #[arg(long, default_value_t = 20)]
-    pub(crate) kills: usize,
-    /// Print the figures as JSON.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
-/// `certkeeper bench crl`.
-#[derive(Debug, Args)]
-pub(crate) struct BenchCrlArgs {
-    /// Revoked serials per CRL (repeatable; 1 to 5000000 each).
-    #[arg(long = "entries", default_values_t = [100_000usize, 1_000_000])]
-    pub(crate) entries: Vec<usize>,
-    /// Print the figures as JSON.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
-/// `certkeeper bench ocsp`.
-#[derive(Debug, Args)]
-pub(crate) struct BenchOcspArgs {
-    /// Certificates to issue (1 to 100000); every 10th is revoked.
-    #[arg(long, default_value_t = 1000)]
-    pub(crate) certs: usize,
-    /// Requests in flight at once (1 to 1024).
-    #[arg(long, default_value_t = 64)]
-    pub(crate) concurrency: usize,
-    /// Seconds measured per target (1 to 60).
-    #[arg(long, default_value_t = 5)]
-    pub(crate) seconds: u64,
-    /// Print the figures as JSON.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
-/// `certkeeper bench agents`.
-#[derive(Debug, Args)]
-pub(crate) struct BenchAgentsArgs {
-    /// Simulated agents (1 to 50000), each with one certificate bound to it.
-    #[arg(long, default_value_t = 10_000)]
-    pub(crate) agents: usize,
-    /// Seconds of measured steady state (10 to 600), after the setup.
-    #[arg(long, default_value_t = 60)]
-    pub(crate) duration: u64,
-    /// Database of the server: sqlite (a temp file) or a postgres:// URL (an empty database).
-    #[arg(long, default_value = "sqlite")]
-    pub(crate) database: String,
-    /// Print the figures as JSON.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
-pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Serve(args) => crate::serve::run(args).await,
-        Command::Cert(command) => crate::commands::cert(command).await,
-        Command::Issuer(command) => crate::commands::issuer(command).await,
-        Command::Job(command) => crate::commands::job(command).await,
-        Command::Notification(command) => crate::commands::notification(command).await,
-        Command::Agents(command) => crate::commands::agents(command).await,
-        Command::Token(command) => crate::commands::token(command).await,
-        Command::Audit(args) => crate::commands::audit(args).await,
-        Command::Secrets(SecretsCommand::RotateKek { serve, json }) => {
-            let settings = crate::config::Settings::load(&serve)?;
-            crate::secrets::rotate(&settings, json).await
-        }
-        Command::Agent(args) => crate::agent::run(args).await,
-        Command::Bench(mut args) => match args.command.take() {
-            Some(BenchCommand::Agents(agents)) => crate::bench_agents::run(agents).await,
-            Some(BenchCommand::Crl(crl)) => crate::bench_crl::run(crl).await,
-            Some(BenchCommand::Ocsp(ocsp)) => crate::bench_ocsp::run(ocsp).await,
-            Some(BenchCommand::Cluster(cluster)) => crate::bench_cluster::run(cluster).await,
-            Some(BenchCommand::Notifications(notifications)) => crate::bench_notify::run(notifications).await,
-            Some(BenchCommand::Ui(ui)) => crate::bench_ui::run(ui).await,
-            None => crate::bench::run(args).await,
-        },
-    }
 }
 
 #[cfg(test)]

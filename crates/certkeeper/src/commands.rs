@@ -19,7 +19,7 @@ fn connect(connection: &Connection) -> anyhow::Result<Client> {
         Some(url) => url.clone(),
         None => std::fs::read_to_string(connection.data_dir.join("server.url"))
             .map(|text| text.trim().to_owned())
-            .unwrap_or_else(|_| format!("http://{}", crate::config::DEFAULT_LISTEN)),
+            .unwrap_or_else(|_| format!("http://{}", certkeeper::config::DEFAULT_LISTEN)),
     };
     let token =
         match &connection.token {

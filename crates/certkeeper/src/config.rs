@@ -9,15 +9,99 @@ use ck_domain::{KeyType, NamePolicy, RenewalPolicy, RenewalTrigger};
 use ck_pki::CaConfig;
 use ck_server::ServerConfig;
 use ck_store::DatabaseUrl;
+use clap::Args;
 use serde::Deserialize;
 use time::Duration;
 
-use crate::cli::ServeArgs;
+use crate::secrets::{KEK_ENV, KekSource};
+pub use crate::tls_listener::ListenerLimits;
 
 /// The default data directory, shared by `serve` and the CLI.
-pub(crate) const DEFAULT_DATA_DIR: &str = "./certkeeper-data";
+pub const DEFAULT_DATA_DIR: &str = "./certkeeper-data";
 /// The default listen address.
-pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8989";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8989";
+
+/// Settings of `serve`. Each flag also reads a `CERTKEEPER_*` variable and overrides the file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// YAML config file (see README for the fields).
+    #[arg(long, env = "CERTKEEPER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the SQLite database, the admin token and the node id live [default: ./certkeeper-data].
+    #[arg(long, env = "CERTKEEPER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8989].
+    #[arg(long, env = "CERTKEEPER_LISTEN")]
+    pub listen: Option<String>,
+    /// Database URL: sqlite://PATH or postgres://USER[:PASS]@HOST:PORT/DB [default: SQLite in the data dir].
+    #[arg(long, env = "CERTKEEPER_DATABASE")]
+    pub database: Option<String>,
+    /// This node's id on job leases [default: generated once, kept in <data-dir>/node.id].
+    #[arg(long, env = "CERTKEEPER_NODE_ID")]
+    pub node_id: Option<String>,
+    /// The URL relying parties reach this server at, e.g. https://ck.example: issued certificates
+    /// then name its CRL (/pki/crl/<issuer>) as their distribution point.
+    #[arg(long, env = "CERTKEEPER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The key-encryption key file of the database's secrets [default: <data-dir>/kek, made with
+    /// mode 0600 on first start]. CERTKEEPER_KEK (base64) supplies the key itself instead.
+    #[arg(long, env = "CERTKEEPER_KEK_FILE")]
+    pub kek_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM) of the API listener; with --tls-key. Without them (and without
+    /// tls.auto_names in the config file) the listener is plain HTTP, on loopback only.
+    #[arg(long, env = "CERTKEEPER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of the API listener.
+    #[arg(long, env = "CERTKEEPER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// More CAs (PEM) whose client certificates the listener accepts, beside the local CA. A
+    /// client certificate signs in as the token bound to it with `token create --client-cert`.
+    #[arg(long, env = "CERTKEEPER_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
+    #[arg(long, env = "CERTKEEPER_INSECURE_HTTP")]
+    pub insecure_http: bool,
+    /// Log format: text, json or logfmt [default: text]. Every API request's lines carry its
+    /// request id (also sent back as X-Request-Id).
+    #[arg(long, env = "CERTKEEPER_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Log level: error, warn, info, debug or trace [default: info]. For per-module levels set
+    /// CERTKEEPER_LOG instead, e.g. CERTKEEPER_LOG=info,ck_acme=debug.
+    #[arg(long, value_parser = ["error", "warn", "info", "debug", "trace"])]
+    pub log_level: Option<String>,
+    /// Job worker tasks [default: 2].
+    #[arg(long, env = "CERTKEEPER_WORKERS")]
+    pub workers: Option<usize>,
+    /// API requests per second each token may send (bursts of 4x are allowed; 0: no limit)
+    /// [default: 50].
+    #[arg(long, env = "CERTKEEPER_TOKEN_RATE_LIMIT")]
+    pub token_rate_limit: Option<u32>,
+    /// Failed authentications per minute each client address may make after a burst of 20;
+    /// then 429 with Retry-After (0: no limit) [default: 20].
+    #[arg(long, env = "CERTKEEPER_AUTH_FAILURES_PER_MINUTE")]
+    pub auth_failures_per_minute: Option<u32>,
+    /// Jobs a worker claims and commits together [default: 64].
+    #[arg(long, env = "CERTKEEPER_BATCH_SIZE")]
+    pub batch_size: Option<u32>,
+    /// Seconds between renewal scans [default: 60].
+    #[arg(long, env = "CERTKEEPER_SCHEDULER_INTERVAL_SECONDS")]
+    pub scheduler_interval_seconds: Option<u64>,
+    /// Key type of the local CA created on first start: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096.
+    #[arg(long, env = "CERTKEEPER_CA_KEY_TYPE")]
+    pub ca_key_type: Option<String>,
+    /// Lifetime of new certificates that name none [default: 90].
+    #[arg(long, env = "CERTKEEPER_DEFAULT_VALIDITY_DAYS")]
+    pub default_validity_days: Option<u32>,
+    /// Longest lifetime the local CA signs [default: 397].
+    #[arg(long, env = "CERTKEEPER_MAX_VALIDITY_DAYS")]
+    pub max_validity_days: Option<u32>,
+    /// Only certify names under this domain (repeatable; default: any name).
+    #[arg(long, env = "CERTKEEPER_ALLOWED_DOMAINS", value_delimiter = ',')]
+    pub allowed_domain: Vec<String>,
+    /// Create a new admin token (the old one stops working) and write it to <data-dir>/admin.token.
+    #[arg(long)]
+    pub reset_admin_token: bool,
+}
 
 /// The YAML config file. Unknown fields are errors, so a typo is caught at start.
 #[derive(Debug, Default, Deserialize)]
@@ -106,13 +190,13 @@ fn seconds(field: &str, value: Option<f64>, default: std::time::Duration) -> any
     }
 }
 
-fn listener_limits(file: FileListener) -> anyhow::Result<crate::tls_listener::ListenerLimits> {
-    let defaults = crate::tls_listener::ListenerLimits::default();
+fn listener_limits(file: FileListener) -> anyhow::Result<ListenerLimits> {
+    let defaults = ListenerLimits::default();
     let max_connections = file.max_connections.unwrap_or(defaults.max_connections);
     if !(1..=1_000_000).contains(&max_connections) {
         return Err(bad("listener.max_connections", "must be between 1 and 1000000"));
     }
-    Ok(crate::tls_listener::ListenerLimits {
+    Ok(ListenerLimits {
         header_read_timeout: seconds(
             "listener.header_read_timeout_seconds",
             file.header_read_timeout_seconds,
@@ -194,7 +278,7 @@ struct FileTls {
 
 /// How log lines are written (to stderr).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LogFormat {
+pub enum LogFormat {
     /// For people: aligned, coloured on a terminal.
     Text,
     /// One JSON object per line.
@@ -205,13 +289,20 @@ pub(crate) enum LogFormat {
 
 /// How the listener does TLS.
 #[derive(Debug, Clone)]
-pub(crate) enum TlsSettings {
+pub enum TlsSettings {
     /// Certificate chain and key files (PEM).
-    Files { cert_file: PathBuf, key_file: PathBuf },
+    Files {
+        /// The certificate chain, leaf first.
+        cert_file: PathBuf,
+        /// The private key.
+        key_file: PathBuf,
+    },
     /// A certificate from the local CA for these names, with this lifetime; renewed by the
     /// running server at two thirds of it.
     Auto {
+        /// The DNS names (and IP addresses) of the certificate.
         names: Vec<String>,
+        /// Its lifetime.
         validity: time::Duration,
     },
 }
@@ -313,20 +404,25 @@ struct FileCertificates {
 
 /// Everything `serve` needs, validated.
 #[derive(Debug)]
-pub(crate) struct Settings {
-    pub(crate) data_dir: PathBuf,
-    pub(crate) listen: SocketAddr,
-    pub(crate) database: DatabaseUrl,
-    pub(crate) log_format: LogFormat,
-    pub(crate) server: ServerConfig,
+pub struct Settings {
+    /// Where the SQLite database, the admin token, the node id and the server URL live.
+    pub data_dir: PathBuf,
+    /// The listener's address (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The store's database.
+    pub database: DatabaseUrl,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+    /// The control plane's own settings.
+    pub server: ServerConfig,
     /// HTTPS instead of plain HTTP.
-    pub(crate) tls: Option<TlsSettings>,
+    pub tls: Option<TlsSettings>,
     /// Where the key-encryption key of the database's secrets comes from.
-    pub(crate) kek: crate::secrets::KekSource,
+    pub kek: KekSource,
     /// More CAs whose client certificates the TLS listener accepts.
-    pub(crate) tls_client_ca: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
     /// Header, idle and handshake timeouts and the connection limit of the listener.
-    pub(crate) listener: crate::tls_listener::ListenerLimits,
+    pub listener: ListenerLimits,
 }
 
 fn field<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
@@ -368,7 +464,9 @@ fn bad(field: &str, message: impl std::fmt::Display) -> anyhow::Error {
 }
 
 impl Settings {
-    pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<Self> {
+    /// Merges the flags (and their `CERTKEEPER_*` variables), the YAML file `args.config` and
+    /// the defaults, and checks the result.
+    pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
         let file = match &args.config {
             Some(path) => read_file_config(path)?,
             None => FileConfig::default(),
@@ -625,10 +723,10 @@ impl Settings {
             )?,
         };
         let listener = listener_limits(file.listener)?;
-        let kek = match (args.kek_file.clone(), std::env::var_os(crate::secrets::KEK_ENV)) {
-            (Some(path), _) => crate::secrets::KekSource::File(path),
-            (None, Some(_)) => crate::secrets::KekSource::Env,
-            (None, None) => crate::secrets::KekSource::File(data_dir.join("kek")),
+        let kek = match (args.kek_file.clone(), std::env::var_os(KEK_ENV)) {
+            (Some(path), _) => KekSource::File(path),
+            (None, Some(_)) => KekSource::Env,
+            (None, None) => KekSource::File(data_dir.join("kek")),
         };
         Ok(Self {
             data_dir,
@@ -731,11 +829,17 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::cli::{Cli, Command};
+
+    /// `certkeeper serve`'s flags, as the binary parses them.
+    #[derive(Debug, Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
 
     fn load(args: &[&str], yaml: Option<&str>) -> Result<Settings, String> {
         let dir = tempfile::tempdir().unwrap();
-        let mut argv = vec!["certkeeper", "serve"];
+        let mut argv = vec!["serve"];
         let path = dir.path().join("c.yaml");
         let path_text = path.display().to_string();
         if let Some(yaml) = yaml {
@@ -743,10 +847,8 @@ mod tests {
             argv.extend(["--config", path_text.as_str()]);
         }
         argv.extend(args);
-        let Command::Serve(serve) = Cli::try_parse_from(argv).map_err(|e| e.to_string())?.command else {
-            panic!("not serve")
-        };
-        Settings::load(&serve).map_err(|e| e.to_string())
+        let serve = Serve::try_parse_from(argv).map_err(|e| e.to_string())?;
+        Settings::load(&serve.args).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::Context;
 /// Writes `contents` to `path` atomically (temp file in the same directory, fsync, rename,
 /// fsync the directory) with the given Unix mode, so a crash leaves the old file or the new
 /// one, never half of one, and a secret is never readable by others, even briefly.
-pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().context("path has no parent directory")?;
     let tmp = dir.join(format!(

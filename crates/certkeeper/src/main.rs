@@ -1,50 +1,37 @@
-//! The `certkeeper` binary: the control plane (`serve`), the CLI verbs and `bench`.
+//! The `certkeeper` binary: the control plane (`serve`, from the `certkeeper` library), the CLI
+//! verbs and the agent. The benchmarks are the separate `certkeeper-bench` (crate `ck-bench`).
 //!
-//! This is the only crate that uses `anyhow`: errors end here as one line for the user.
+//! Errors end here (and in the library's `run_main`) as one line for the user.
 
 mod agent;
-mod bench;
-mod bench_agents;
-mod bench_cluster;
-mod bench_crl;
-mod bench_notify;
-mod bench_ocsp;
-mod bench_ui;
-mod challenge_listeners;
 mod cli;
 mod commands;
-mod config;
-mod files;
-mod secrets;
-mod serve;
-mod tls_listener;
 
 use clap::Parser;
 
+use crate::cli::{Cli, Command, SecretsCommand};
+
 fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return std::process::ExitCode::FAILURE;
+    let cli = Cli::parse();
+    certkeeper::run_main(run(cli))
+}
+
+/// Runs the chosen command. Here rather than in `cli.rs`, so the verbs' modules import the
+/// argument types from `cli` and nothing imports back.
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => certkeeper::serve::run(args).await,
+        Command::Cert(command) => commands::cert(command).await,
+        Command::Issuer(command) => commands::issuer(command).await,
+        Command::Job(command) => commands::job(command).await,
+        Command::Notification(command) => commands::notification(command).await,
+        Command::Agents(command) => commands::agents(command).await,
+        Command::Token(command) => commands::token(command).await,
+        Command::Audit(args) => commands::audit(args).await,
+        Command::Secrets(SecretsCommand::RotateKek { serve, json }) => {
+            let settings = certkeeper::config::Settings::load(&serve)?;
+            certkeeper::secrets::rotate(&settings.database, &settings.kek, json).await
         }
-    };
-    match runtime.block_on(cli::run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            // One line: the error and its causes, no backtrace.
-            let mut message = error.to_string();
-            for cause in error.chain().skip(1) {
-                // Library errors often name their source in their own message already.
-                let text = cause.to_string();
-                if !message.contains(&text) {
-                    message.push_str(": ");
-                    message.push_str(&text);
-                }
-            }
-            eprintln!("error: {message}");
-            std::process::ExitCode::FAILURE
-        }
+        Command::Agent(args) => agent::run(args).await,
     }
 }

@@ -10,16 +10,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ck_secrets::{Kek, SecretCipher};
-use ck_store::Store;
-
-use crate::config::Settings;
+use ck_store::{DatabaseUrl, Store};
 
 /// The environment variable that may carry the KEK itself.
-pub(crate) const KEK_ENV: &str = "CERTKEEPER_KEK";
+pub const KEK_ENV: &str = "CERTKEEPER_KEK";
 
 /// Where the KEK comes from.
 #[derive(Debug, Clone)]
-pub(crate) enum KekSource {
+pub enum KekSource {
     /// A 0600 file (created when absent).
     File(PathBuf),
     /// The `CERTKEEPER_KEK` variable.
@@ -33,7 +31,7 @@ fn next_path(path: &Path) -> PathBuf {
 }
 
 /// The cipher for the store: the current KEK, plus a pending rotation's new one.
-pub(crate) fn load_cipher(source: &KekSource) -> anyhow::Result<SecretCipher> {
+pub fn load_cipher(source: &KekSource) -> anyhow::Result<SecretCipher> {
     match source {
         KekSource::Env => {
             let text = std::env::var(KEK_ENV).with_context(|| format!("{KEK_ENV} is not set"))?;
@@ -58,8 +56,8 @@ pub(crate) fn load_cipher(source: &KekSource) -> anyhow::Result<SecretCipher> {
 
 /// Opens the store and encrypts what is not yet under the current KEK (plain values of
 /// databases from before encryption, values of an interrupted rotation).
-pub(crate) async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    let store = connect(settings, load_cipher(&settings.kek)?).await?;
+pub async fn open_store(database: &DatabaseUrl, kek: &KekSource) -> anyhow::Result<Store> {
+    let store = connect(database, load_cipher(kek)?).await?;
     let rewrapped = store
         .rewrap_secrets()
         .await
@@ -73,17 +71,17 @@ pub(crate) async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-async fn connect(settings: &Settings, cipher: SecretCipher) -> anyhow::Result<Store> {
-    Store::connect(&settings.database, cipher)
+async fn connect(database: &DatabaseUrl, cipher: SecretCipher) -> anyhow::Result<Store> {
+    Store::connect(database, cipher)
         .await
-        .with_context(|| format!("cannot open the database {}", settings.database))
+        .with_context(|| format!("cannot open the database {database}"))
 }
 
 /// `certkeeper secrets rotate-kek`: a new KEK, every secret re-encrypted under it in one
 /// transaction, then the new KEK file moved into place and the old one kept beside it as
 /// `kek.retired-<id>` (needed for older database backups; archive it offline or delete it).
-pub(crate) async fn rotate(settings: &Settings, json: bool) -> anyhow::Result<()> {
-    let KekSource::File(path) = &settings.kek else {
+pub async fn rotate(database: &DatabaseUrl, kek: &KekSource, json: bool) -> anyhow::Result<()> {
+    let KekSource::File(path) = kek else {
         anyhow::bail!(
             "the KEK comes from {KEK_ENV}: rotation writes files, so run it with --kek-file pointing at a copy of \
              the current key, then put the new file's content into {KEK_ENV}"
@@ -100,7 +98,7 @@ pub(crate) async fn rotate(settings: &Settings, json: bool) -> anyhow::Result<()
         ck_secrets::write_kek_file(&next, &new, false)?;
         new
     };
-    let store = connect(settings, SecretCipher::new(new.clone()).with_decrypt_only(old.clone())).await?;
+    let store = connect(database, SecretCipher::new(new.clone()).with_decrypt_only(old.clone())).await?;
     let rewrapped = store
         .rewrap_secrets()
         .await

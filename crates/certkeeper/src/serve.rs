@@ -8,14 +8,14 @@ use ck_server::{ControlPlane, bootstrap, spawn_background_loops};
 use ck_store::Backend;
 use tokio::task::JoinHandle;
 
-use crate::cli::ServeArgs;
-use crate::config::{LogFormat, Settings};
+use crate::config::{LogFormat, ServeArgs, Settings};
 use crate::files::{ensure_private_dir, write_atomic};
 
 /// A started server: its address and the handles to stop it.
-pub(crate) struct Running {
-    pub(crate) addr: SocketAddr,
-    pub(crate) control_plane: ControlPlane,
+pub struct Running {
+    /// The address the listener is bound to.
+    pub addr: SocketAddr,
+    control_plane: ControlPlane,
     shutdown: tokio::sync::watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     loops: Vec<JoinHandle<()>>,
@@ -23,7 +23,7 @@ pub(crate) struct Running {
 
 impl Running {
     /// Stops accepting, lets in-flight requests and job batches finish, closes the store.
-    pub(crate) async fn stop(self) {
+    pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.http.await;
         for task in self.loops {
@@ -33,7 +33,8 @@ impl Running {
     }
 }
 
-pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// `certkeeper serve`: loads the settings, starts, and serves until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(&args)?;
     init_logging_at(settings.log_format, args.log_level.as_deref());
     let running = start(settings, args.reset_admin_token).await?;
@@ -44,7 +45,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Starts everything and returns once the listener is bound.
-pub(crate) async fn start(mut settings: Settings, reset_admin_token: bool) -> anyhow::Result<Running> {
+pub async fn start(mut settings: Settings, reset_admin_token: bool) -> anyhow::Result<Running> {
     let data_dir = settings.data_dir.clone();
     ensure_private_dir(&data_dir)?;
     if settings.server.node_id.is_empty() {
@@ -53,7 +54,7 @@ pub(crate) async fn start(mut settings: Settings, reset_admin_token: bool) -> an
     if settings.database.backend() == Backend::Sqlite {
         precreate_private(&data_dir.join("certkeeper.db"))?;
     }
-    let store = crate::secrets::open_store(&settings).await?;
+    let store = crate::secrets::open_store(&settings.database, &settings.kek).await?;
     tracing::info!(database = %settings.database, backend = store.backend().as_str(), "database ready");
 
     // Behind a TLS-terminating proxy the listener speaks plain HTTP but browsers use https:
@@ -78,7 +79,7 @@ pub(crate) async fn start(mut settings: Settings, reset_admin_token: bool) -> an
              deleted file); only its hash is stored, so restart with --reset-admin-token for a new one"
         ),
     }
-    for issuer in control_plane.issuers().await? {
+    for issuer in control_plane.issuers.issuers().await? {
         match (&issuer.directory, issuer.not_after) {
             (Some(directory), _) => tracing::info!(issuer = %issuer.id, %directory, "ACME issuer ready"),
             (None, Some(not_after)) => tracing::info!(issuer = %issuer.id, %not_after,
@@ -158,11 +159,11 @@ impl ListenerTls {
         data_dir: &Path,
     ) -> anyhow::Result<Self> {
         let root_pem = control_plane
-            .issuer("local")
+            .issuers.issuer("local")
             .await?
             .ca_pem
             .context("the local CA has no root certificate")?;
-        let mut client_anchors = control_plane.local_trust_anchors()?;
+        let mut client_anchors = control_plane.pki.local_trust_anchors()?;
         if let Some(path) = client_ca {
             let extra = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the client CA file {}", path.display()))?;
@@ -197,7 +198,7 @@ impl ListenerTls {
         names: &[String],
         validity: time::Duration,
     ) -> anyhow::Result<()> {
-        let issued = control_plane.listener_certificate(names, validity)?;
+        let issued = control_plane.pki.listener_certificate(names, validity)?;
         tracing::info!(names = ?names, not_after = %issued.not_after, "issued the listener's TLS certificate from the local CA");
         self.chain_pem = issued.chain_pem;
         self.key_pem = issued.key_pem.expose().to_owned();
@@ -276,12 +277,13 @@ fn precreate_private(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn init_logging() {
+/// Logging as text to stderr, at the level CERTKEEPER_LOG says (else info).
+pub fn init_logging() {
     init_logging_at(LogFormat::Text, None);
 }
 
 /// Logging at `level` when given, else as CERTKEEPER_LOG says, else at info.
-pub(crate) fn init_logging_at(format: LogFormat, level: Option<&str>) {
+fn init_logging_at(format: LogFormat, level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(level) => EnvFilter::new(level),
@@ -309,7 +311,8 @@ pub(crate) fn init_logging_at(format: LogFormat, level: Option<&str>) {
     }
 }
 
-pub(crate) async fn wait_for_signal() {
+/// Returns on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut terminate) = signal(SignalKind::terminate()) else {
         let _ = tokio::signal::ctrl_c().await;

@@ -30,15 +30,15 @@ use tower::ServiceExt;
 
 /// What one client may hold, for both listeners (`listener:` in the config file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ListenerLimits {
+pub struct ListenerLimits {
     /// A request head (first line and headers) must arrive within this.
-    pub(crate) header_read_timeout: Duration,
+    pub header_read_timeout: Duration,
     /// A connection with no request in flight that moves no byte for this long is closed.
-    pub(crate) idle_timeout: Duration,
+    pub idle_timeout: Duration,
     /// Connections open at once; further ones wait to be accepted.
-    pub(crate) max_connections: usize,
+    pub max_connections: usize,
     /// A TLS handshake that takes longer is dropped.
-    pub(crate) tls_handshake_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ListenerLimits {

@@ -1,4 +1,4 @@
-//! `certkeeper bench notifications`: what the notification outbox costs. The same signed
+//! `certkeeper-bench notifications`: what the notification outbox costs. The same signed
 //! webhook notifier delivers N messages twice to a receiver in this process on 127.0.0.1: once
 //! called directly (the channel's own rate, the baseline), once through the control plane
 //! (events stored, routed, claimed with a lease, sent, recorded as delivered).
@@ -13,7 +13,22 @@ use ck_notify::Message;
 use ck_store::NewEvent;
 use serde::Serialize;
 
-use crate::cli::BenchNotificationsArgs;
+use crate::figures::Output;
+use crate::server::database_url;
+
+/// `certkeeper-bench notifications`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct NotificationsArgs {
+    /// Database to measure: sqlite (a temp file) or a postgres:// URL (an empty database per run:
+    /// give a URL whose database is empty).
+    #[arg(long, default_value = "sqlite")]
+    pub(crate) database: String,
+    /// Notifications to deliver (1 to 200000).
+    #[arg(long, default_value_t = 5000)]
+    pub(crate) count: usize,
+    #[command(flatten)]
+    pub(crate) output: Output,
+}
 
 #[derive(Debug, Serialize)]
 struct Report {
@@ -25,7 +40,7 @@ struct Report {
     ratio_to_direct: f64,
 }
 
-pub(crate) async fn run(args: BenchNotificationsArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: NotificationsArgs) -> anyhow::Result<()> {
     if !(1..=200_000).contains(&args.count) {
         bail!("--count must be 1..=200000");
     }
@@ -133,21 +148,21 @@ pub(crate) async fn run(args: BenchNotificationsArgs) -> anyhow::Result<()> {
         delivered_per_second: per_second(through),
         ratio_to_direct: direct.as_secs_f64() / through.as_secs_f64().max(1e-9),
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!(
-            "{} signed webhooks to 127.0.0.1 ({}): direct {:.0}/s; through the outbox {:.0}/s ({:.0}% of direct); \
-             routing alone {:.0} events/s",
-            report.count,
-            report.database,
-            report.direct_per_second,
-            report.delivered_per_second,
-            report.ratio_to_direct * 100.0,
-            report.routed_events_per_second
-        );
-    }
-    Ok(())
+    args.output.print(&report, print_text)
+}
+
+/// The figures as text.
+fn print_text(report: &Report) {
+    println!(
+        "{} signed webhooks to 127.0.0.1 ({}): direct {:.0}/s; through the outbox {:.0}/s ({:.0}% of direct); \
+         routing alone {:.0} events/s",
+        report.count,
+        report.database,
+        report.direct_per_second,
+        report.delivered_per_second,
+        report.ratio_to_direct * 100.0,
+        report.routed_events_per_second
+    );
 }
 
 /// A control plane on `database` (`sqlite`: a file in `dir`) with at most one notifier.
@@ -156,10 +171,7 @@ async fn start_control_plane(
     dir: &std::path::Path,
     notifier: Option<ck_server::NotifierEntry>,
 ) -> anyhow::Result<(String, ck_store::Store, ck_server::ControlPlane)> {
-    let url = match database {
-        "sqlite" => ck_store::DatabaseUrl::sqlite_file(&dir.join("certkeeper.db")),
-        url => url.parse().map_err(|e| anyhow::anyhow!("--database: {e}"))?,
-    };
+    let url = database_url(dir, database)?;
     let backend = url.backend().as_str().to_owned();
     let store = ck_store::Store::connect(&url, ck_secrets::SecretCipher::new(ck_secrets::Kek::generate()?))
         .await

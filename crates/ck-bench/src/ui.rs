@@ -1,17 +1,34 @@
-//! `certkeeper bench ui`: how long the web UI's pages take to render with a large inventory.
+//! `certkeeper-bench ui`: how long the web UI's pages take to render with a large inventory.
 //! A server runs in this process on 127.0.0.1 (SQLite or PostgreSQL); N certificates are
 //! issued through the API first (not timed), then each page is fetched again and again with a
 //! signed-in session and the server's answer time is recorded. The API's own list of 50 is
 //! measured the same way, as the reference the pages are compared with.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::bench::{in_process_settings, issue_all, percentile_of, prepare_csrs};
-use crate::cli::BenchUiArgs;
+use crate::figures::{Output, percentile_duration_ms};
+use crate::load::{issue_all, prepare_csrs};
+use crate::server::in_process_settings;
+
+/// `certkeeper-bench ui`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct UiArgs {
+    /// Database to measure: sqlite (a temp file) or a postgres:// URL (an empty database).
+    #[arg(long, default_value = "sqlite")]
+    pub(crate) database: String,
+    /// Certificates in the inventory (1 to 100000).
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) certificates: usize,
+    /// Fetches per page (1 to 1000).
+    #[arg(long, default_value_t = 50)]
+    pub(crate) rounds: usize,
+    #[command(flatten)]
+    pub(crate) output: Output,
+}
 
 #[derive(Debug, Serialize)]
 struct PageFigures {
@@ -30,14 +47,14 @@ struct Report {
     pages: Vec<PageFigures>,
 }
 
-pub(crate) async fn run(args: BenchUiArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: UiArgs) -> anyhow::Result<()> {
     if !(1..=100_000).contains(&args.certificates) || !(1..=1000).contains(&args.rounds) {
         bail!("--certificates must be 1..=100000 and --rounds 1..=1000");
     }
     let data_dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
     let (settings, backend) = in_process_settings(data_dir.path(), &args.database, "bench-ui")?;
     let csrs = prepare_csrs(args.certificates, "ui.bench").await?;
-    let running = crate::serve::start(settings, false).await?;
+    let running = certkeeper::serve::start(settings, false).await?;
     let base = format!("http://{}", running.addr);
     let token = std::fs::read_to_string(data_dir.path().join("admin.token"))?;
     let token = token.trim().to_owned();
@@ -108,7 +125,7 @@ pub(crate) async fn run(args: BenchUiArgs) -> anyhow::Result<()> {
             bytes = body.len();
         }
         times.sort();
-        let ms = |p: f64| percentile_of(&times, p).map_or(0.0, |d: Duration| d.as_secs_f64() * 1000.0);
+        let ms = |p: f64| percentile_duration_ms(&times, p);
         figures.push(PageFigures {
             page: name.clone(),
             p50_ms: ms(0.5),
@@ -124,19 +141,19 @@ pub(crate) async fn run(args: BenchUiArgs) -> anyhow::Result<()> {
         rounds: args.rounds,
         pages: figures,
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+    args.output.print(&report, print_text)
+}
+
+/// The figures as text, a line per page.
+fn print_text(report: &Report) {
+    println!(
+        "web UI with {} certificates on {}, {} fetches per page (time to the whole answer):",
+        report.certificates, report.database, report.rounds
+    );
+    for page in &report.pages {
         println!(
-            "web UI with {} certificates on {}, {} fetches per page (time to the whole answer):",
-            report.certificates, report.database, report.rounds
+            "  {:<32} p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  {:>7} bytes",
+            page.page, page.p50_ms, page.p99_ms, page.max_ms, page.bytes
         );
-        for page in &report.pages {
-            println!(
-                "  {:<32} p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  {:>7} bytes",
-                page.page, page.p50_ms, page.p99_ms, page.max_ms, page.bytes
-            );
-        }
     }
-    Ok(())
 }

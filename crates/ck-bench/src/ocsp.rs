@@ -1,8 +1,8 @@
-//! `certkeeper bench ocsp`: the local CA's OCSP responder against `openssl ocsp` as a responder,
+//! `certkeeper-bench ocsp`: the local CA's OCSP responder against `openssl ocsp` as a responder,
 //! on the same certificates, in the same run.
 //!
 //! The server runs as a child process (`certkeeper serve` on 127.0.0.1 with a temporary data
-//! directory, started as `bench agents` does), so its CPU time is its own. The setup issues
+//! directory, started as `agents` does), so its CPU time is its own. The setup issues
 //! `--certs` certificates through the API and revokes every 10th (keyCompromise). The
 //! intermediate's certificate and key are read from the server's database, and an OpenSSL
 //! `index.txt` lists the same serials, so `openssl ocsp -index` answers for the same certificates,
@@ -41,11 +41,28 @@ use reqwest::header::{CONNECTION, CONTENT_TYPE};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::bench_agents::{
-    ServerProcess, bounded, clock_ticks_per_second, cpu_seconds_of, micros, percentile_ms, process_cpu_seconds,
+use crate::figures::{
+    Output, clock_ticks_per_second, cpu_seconds_of, micros, percentile_ms, plain_table, process_cpu_seconds,
     process_cpu_seconds_self, stat_fields,
 };
-use crate::cli::BenchOcspArgs;
+use crate::load::bounded;
+use crate::server::ServerProcess;
+
+/// `certkeeper-bench ocsp`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct OcspArgs {
+    /// Certificates to issue (1 to 100000); every 10th is revoked.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) certs: usize,
+    /// Requests in flight at once (1 to 1024).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) concurrency: usize,
+    /// Seconds measured per target (1 to 60).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) seconds: u64,
+    #[command(flatten)]
+    pub(crate) output: Output,
+}
 
 /// Every n-th certificate is revoked.
 const REVOKE_EVERY: usize = 10;
@@ -159,7 +176,7 @@ struct Target {
     responder: Responder,
 }
 
-pub(crate) async fn run(args: BenchOcspArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: OcspArgs) -> anyhow::Result<()> {
     // On SIGINT or SIGTERM the benchmark's future is dropped, so the guards stop openssl (its
     // own process group: a terminal's Ctrl-C does not reach it) and the server.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -171,7 +188,7 @@ pub(crate) async fn run(args: BenchOcspArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn bench(args: BenchOcspArgs) -> anyhow::Result<()> {
+async fn bench(args: OcspArgs) -> anyhow::Result<()> {
     if !(1..=100_000).contains(&args.certs)
         || !(1..=1024).contains(&args.concurrency)
         || !(1..=60).contains(&args.seconds)
@@ -198,7 +215,7 @@ async fn bench(args: BenchOcspArgs) -> anyhow::Result<()> {
     let work = work_dir.path();
 
     // Declared after the directories, so it is dropped (and the server stopped) before them.
-    let mut server = ServerProcess::start(data_dir.path(), None)?;
+    let mut server = ServerProcess::start(data_dir.path(), None, &[])?;
     let (base_url, admin_token) = server.wait_ready(data_dir.path()).await?;
     let admin = Client::new(&base_url, &admin_token)?;
     let n = args.certs;
@@ -212,7 +229,7 @@ async fn bench(args: BenchOcspArgs) -> anyhow::Result<()> {
 
     let (intermediate_pem, intermediate_key) = intermediate(data_dir.path()).await?;
     std::fs::write(work.join("int.pem"), &intermediate_pem).context("cannot write int.pem")?;
-    crate::files::write_atomic(&work.join("int.key"), intermediate_key.as_bytes(), 0o600)?;
+    certkeeper::files::write_atomic(&work.join("int.key"), intermediate_key.as_bytes(), 0o600)?;
     let index = issued.iter().map(index_line).collect::<anyhow::Result<String>>()?;
     std::fs::write(work.join("index.txt"), index).context("cannot write index.txt")?;
 
@@ -332,12 +349,7 @@ async fn bench(args: BenchOcspArgs) -> anyhow::Result<()> {
         ratio_fresh_to_openssl,
         goals,
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_table(&report);
-    }
-    Ok(())
+    args.output.print(&report, print_table)
 }
 
 fn print_table(r: &Report) {
@@ -353,8 +365,7 @@ fn print_table(r: &Report) {
         r.machine_cores
     );
     println!("{}: {}", r.openssl_version, r.openssl_command);
-    let mut table = comfy_table::Table::new();
-    table.load_style(comfy_table::presets::NOTHING);
+    let mut table = plain_table();
     table.set_header(vec![
         "target",
         "responses/s",
@@ -465,7 +476,7 @@ async fn issue_certificates(admin: &Client, n: usize) -> anyhow::Result<Vec<Issu
 /// (decrypted with the key-encryption key in its data directory).
 async fn intermediate(data_dir: &Path) -> anyhow::Result<(String, String)> {
     let database = data_dir.join("certkeeper.db");
-    let cipher = crate::secrets::load_cipher(&crate::secrets::KekSource::File(data_dir.join("kek")))?;
+    let cipher = certkeeper::secrets::load_cipher(&certkeeper::secrets::KekSource::File(data_dir.join("kek")))?;
     let store = ck_store::Store::connect(&ck_store::DatabaseUrl::sqlite_file(&database), cipher)
         .await
         .with_context(|| format!("cannot open the server's database {}", database.display()))?;
@@ -617,7 +628,7 @@ async fn check_answer(
     probe: &Probe,
     openssl_reads: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let (status, body) = post(http, url, request.to_vec()).await?;
+    let Answer { status, body, .. } = post(http, url, request.to_vec()).await.map_err(anyhow::Error::msg)?;
     if status != StatusCode::OK {
         bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
     }
@@ -663,21 +674,30 @@ async fn check_answer(
     Ok(())
 }
 
-/// One POST of a DER request; the status and the whole body.
-async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) -> anyhow::Result<(StatusCode, Vec<u8>)> {
+/// A responder's answer to one POST.
+struct Answer {
+    status: StatusCode,
+    /// Whether the responder closes the connection after it.
+    closed: bool,
+    body: bytes::Bytes,
+}
+
+/// One POST of a DER request, read to the last byte; or why it failed.
+async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<Answer, String> {
     let response = http
         .post(url)
         .header(CONTENT_TYPE, "application/ocsp-request")
         .body(body)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
+        .map_err(|e| format!("send: {}", error_chain(&e)))?;
     let status = response.status();
+    let closed = closes_connection(&response);
     let body = response
         .bytes()
         .await
-        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
-    Ok((status, body.to_vec()))
+        .map_err(|e| format!("read: {}", error_chain(&e)))?;
+    Ok(Answer { status, closed, body })
 }
 
 /// What one load task saw in the measured window.
@@ -824,25 +844,13 @@ fn machine_busy_seconds(clock_ticks: f64) -> anyhow::Result<f64> {
 /// connection after it, or why it failed (not 200, or not the expected OCSP answer).
 async fn exchange(http: &reqwest::Client, url: &str, body: Vec<u8>, probe: &Probe) -> Result<(Duration, bool), String> {
     let sent = Instant::now();
-    let response = http
-        .post(url)
-        .header(CONTENT_TYPE, "application/ocsp-request")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| format!("send: {}", error_chain(&e)))?;
-    let status = response.status();
-    let closed = closes_connection(&response);
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| format!("read: {}", error_chain(&e)))?;
+    let answer = post(http, url, body).await?;
     let latency = sent.elapsed();
-    if status != StatusCode::OK {
-        return Err(format!("HTTP {status}"));
+    if answer.status != StatusCode::OK {
+        return Err(format!("HTTP {}", answer.status));
     }
-    check_body(&body, probe)?;
-    Ok((latency, closed))
+    check_body(&answer.body, probe)?;
+    Ok((latency, answer.closed))
 }
 
 /// Whether the server ends the connection after this response (HTTP/1.0 without keep-alive, as
@@ -1078,9 +1086,9 @@ impl OpensslResponder {
         let deadline = Instant::now() + READY_WAIT;
         loop {
             let last = match post(http, url, request.to_vec()).await {
-                Ok((StatusCode::OK, body)) if is_successful_ocsp(&body) => return Ok(()),
-                Ok((status, body)) => format!("HTTP {status}, {} bytes", body.len()),
-                Err(error) => error.to_string(),
+                Ok(answer) if answer.status == StatusCode::OK && is_successful_ocsp(&answer.body) => return Ok(()),
+                Ok(answer) => format!("HTTP {}, {} bytes", answer.status, answer.body.len()),
+                Err(error) => error,
             };
             if let Ok(Some(status)) = self.child.try_wait() {
                 bail!("openssl ocsp exited ({status}): {}", self.log_tail());

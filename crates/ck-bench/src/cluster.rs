@@ -1,4 +1,4 @@
-//! `certkeeper bench cluster`: several `certkeeper serve` processes on one PostgreSQL.
+//! `certkeeper-bench cluster`: several `certkeeper serve` processes on one PostgreSQL.
 //!
 //! First, issuance throughput through the API with 1, 2, 3… nodes (local CA, CSRs made
 //! beforehand, requests spread evenly over the nodes), each on a database of its own, with the
@@ -16,8 +16,31 @@ use anyhow::{Context, bail};
 use ck_store::{Backend, DatabaseUrl};
 use serde::Serialize;
 
-use crate::bench_agents::ServerProcess;
-use crate::cli::BenchClusterArgs;
+use crate::figures::{Output, percentile_duration_ms, percentile_of};
+use crate::load::{issue_all, prepare_csrs};
+use crate::server::ServerProcess;
+
+/// `certkeeper-bench cluster`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ClusterArgs {
+    /// A PostgreSQL URL whose user may create databases; each measurement gets a new one.
+    #[arg(long)]
+    pub(crate) database: String,
+    /// Node counts to measure issuance with (each 1 to 5).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 3])]
+    pub(crate) nodes: Vec<usize>,
+    /// Certificates issued per node count (1 to 100000).
+    #[arg(long, default_value_t = 3000)]
+    pub(crate) count: usize,
+    /// Requests in flight at once, spread over the nodes (1 to 1024).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) concurrency: usize,
+    /// Leader kills for the failover distribution, on three nodes (0 to 100; 0 skips it).
+    #[arg(long, default_value_t = 20)]
+    pub(crate) kills: usize,
+    #[command(flatten)]
+    pub(crate) output: Output,
+}
 
 #[derive(Debug, Serialize)]
 struct Throughput {
@@ -97,26 +120,11 @@ impl Cluster {
             "--kek-file".to_owned(),
             self.kek.display().to_string(),
         ];
-        let mut process = ServerProcess::start_with(data_dir, Some(self.database.expose()), &extra)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let http = reqwest::Client::new();
-        let url = loop {
-            if let Ok(text) = std::fs::read_to_string(&url_file)
-                && !text.trim().is_empty()
-                && http
-                    .get(format!("{}/health", text.trim()))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            {
-                break text.trim().to_owned();
-            }
-            if Instant::now() >= deadline {
-                bail!("node n{} did not answer /health within 60 s", i + 1);
-            }
-            process.check_alive()?;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let mut process = ServerProcess::start(data_dir, Some(self.database.expose()), &extra)?;
+        let url = process
+            .wait_healthy(data_dir)
+            .await
+            .with_context(|| format!("node n{} did not start", i + 1))?;
         Ok(Node {
             process,
             data_dir: data_dir.to_owned(),
@@ -140,7 +148,7 @@ impl Cluster {
     }
 }
 
-pub(crate) async fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     if args.count == 0 || args.count > 100_000 || args.concurrency == 0 || args.concurrency > 1024 {
         bail!("--count must be 1..=100000 and --concurrency 1..=1024");
     }
@@ -161,7 +169,7 @@ pub(crate) async fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
         time::OffsetDateTime::now_utc().unix_timestamp()
     );
 
-    let csrs = Arc::new(crate::bench::prepare_csrs(args.count, "cluster-bench.internal").await?);
+    let csrs = Arc::new(prepare_csrs(args.count, "cluster-bench.internal").await?);
 
     let mut throughput: Vec<Throughput> = Vec::new();
     for &n in &args.nodes {
@@ -196,14 +204,15 @@ pub(crate) async fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
     };
 
     let report = Report { throughput, failover };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
-    }
+    args.output.print(&report, print_text)
+}
+
+/// The figures as text.
+fn print_text(report: &Report) {
     for t in &report.throughput {
         println!(
             "{} node(s): {} issuances in {:.2} s: {:.0} certificates/s ({:.2}x one node), p50 {:.1} ms, p99 {:.1} ms; \
-             jobs claimed per node {:?}",
+         jobs claimed per node {:?}",
             t.nodes,
             t.count,
             t.seconds,
@@ -217,7 +226,7 @@ pub(crate) async fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
     if let Some(f) = &report.failover {
         println!(
             "failover after kill -9 of the leader, {} kills: min {:.2} s, p50 {:.2} s, p90 {:.2} s, max {:.2} s, \
-             mean {:.2} s (lease {} s, step-down after {} s)",
+         mean {:.2} s (lease {} s, step-down after {} s)",
             f.kills,
             f.min_s,
             f.p50_s,
@@ -228,7 +237,6 @@ pub(crate) async fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
             ck_server::STEP_DOWN_AFTER.as_secs()
         );
     }
-    Ok(())
 }
 
 async fn issue(cluster: &Cluster, csrs: &Arc<Vec<String>>, concurrency: usize) -> anyhow::Result<Throughput> {
@@ -237,8 +245,7 @@ async fn issue(cluster: &Cluster, csrs: &Arc<Vec<String>>, concurrency: usize) -
         .iter()
         .map(|node| ck_client::Client::new(&node.url, &cluster.token))
         .collect::<Result<Vec<_>, _>>()?;
-    let (latencies, elapsed) = crate::bench::issue_all(&clients, csrs.clone(), concurrency).await?;
-    let percentile = |p: f64| crate::bench::percentile_of(&latencies, p).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    let (latencies, elapsed) = issue_all(&clients, csrs.clone(), concurrency).await?;
     let http = reqwest::Client::new();
     let mut claimed_per_node = Vec::new();
     for node in &cluster.nodes {
@@ -262,8 +269,8 @@ async fn issue(cluster: &Cluster, csrs: &Arc<Vec<String>>, concurrency: usize) -
         count: csrs.len(),
         seconds,
         certificates_per_second: csrs.len() as f64 / seconds,
-        p50_ms: percentile(0.50),
-        p99_ms: percentile(0.99),
+        p50_ms: percentile_duration_ms(&latencies, 0.50),
+        p99_ms: percentile_duration_ms(&latencies, 0.99),
         claimed_per_node,
         ratio_to_one_node: 1.0,
     })
@@ -320,7 +327,7 @@ async fn failover(cluster: &mut Cluster, kills: usize) -> anyhow::Result<Failove
     bar.finish_and_clear();
     let all_s = times.clone();
     times.sort_by(f64::total_cmp);
-    let at = |p: f64| crate::bench::percentile_of(&times, p).unwrap_or(0.0);
+    let at = |p: f64| percentile_of(&times, p).unwrap_or(0.0);
     Ok(Failover {
         kills,
         min_s: at(0.0),

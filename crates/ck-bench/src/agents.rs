@@ -1,7 +1,7 @@
-//! `certkeeper bench agents`: one control plane under a simulated agent fleet.
+//! `certkeeper-bench agents`: one control plane under a simulated agent fleet.
 //!
-//! The server runs as a child process (`certkeeper serve` on 127.0.0.1 with a temporary data
-//! directory), so its CPU time in `/proc/<pid>/stat` is its own. The setup registers the agents,
+//! The server runs as a child process (`certkeeper serve`, as `certkeeper-bench serve`, on
+//! 127.0.0.1 with a temporary data directory), so its CPU time in `/proc/<pid>/stat` is its own. The setup registers the agents,
 //! binds one certificate to each, sends each certificate's CSR the way an agent does, and waits
 //! until every certificate is issued: the fleet is then in its steady state, where an agent only
 //! heartbeats and polls for work. The measured phase runs that schedule: every agent heartbeats
@@ -9,22 +9,39 @@
 //!
 //! This is a benchmark: it reports what it saw and asserts nothing about timings.
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use ck_api_types::{AgentCsr, AgentWork, CreateCertificate, Heartbeat};
 use ck_client::{CertificateQuery, Client};
-use ck_domain::{KeyType, SubjectAltName};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::cli::BenchAgentsArgs;
+use crate::figures::{
+    Output, clock_ticks_per_second, micros, percentile_ms, plain_table, process_cpu_seconds, process_cpu_seconds_self,
+};
+use crate::load::{PROGRESS_EVERY, bounded, make_csrs};
+use crate::server::ServerProcess;
+
+/// `certkeeper-bench agents`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AgentsArgs {
+    /// Simulated agents (1 to 50000), each with one certificate bound to it.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) agents: usize,
+    /// Seconds of measured steady state (10 to 600), after the setup.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) duration: u64,
+    /// Database of the server: sqlite (a temp file) or a postgres:// URL (an empty database).
+    #[arg(long, default_value = "sqlite")]
+    pub(crate) database: String,
+    #[command(flatten)]
+    pub(crate) output: Output,
+}
 
 /// How often an agent heartbeats and polls (the server's `AGENT_POLL_INTERVAL`).
 const PERIOD: Duration = Duration::from_secs(30);
@@ -34,12 +51,8 @@ const TICK: Duration = Duration::from_millis(10);
 const MAX_IN_FLIGHT: usize = 512;
 /// A cycle launched this much after its due time counts as late.
 const LATE_AFTER: Duration = Duration::from_millis(100);
-/// Setup requests in flight at once.
-const SETUP_CONCURRENCY: usize = 32;
 /// How long the setup waits for every certificate to be issued.
 const ISSUE_WAIT: Duration = Duration::from_secs(300);
-/// Progress lines on stderr, at most this often.
-const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 
 const GOAL_CORES: f64 = 1.0;
 const GOAL_POLL_P99_MS: f64 = 20.0;
@@ -86,7 +99,7 @@ struct SetupReport {
     server_cpu_seconds: f64,
 }
 
-pub(crate) async fn run(args: BenchAgentsArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: AgentsArgs) -> anyhow::Result<()> {
     if !(1..=50_000).contains(&args.agents) || !(10..=600).contains(&args.duration) {
         bail!("--agents must be 1..=50000 and --duration 10..=600 (seconds)");
     }
@@ -100,7 +113,7 @@ pub(crate) async fn run(args: BenchAgentsArgs) -> anyhow::Result<()> {
         other => bail!("--database must be sqlite or a postgres:// URL, not '{other}'"),
     };
     // Declared after the data directory, so it is dropped (and the server stopped) first.
-    let mut server = ServerProcess::start(data_dir.path(), database_flag.as_deref())?;
+    let mut server = ServerProcess::start(data_dir.path(), database_flag.as_deref(), &[])?;
     let (base_url, admin_token) = server.wait_ready(data_dir.path()).await?;
     let admin = Client::new(&base_url, &admin_token)?;
     let server_cpu_at_start = process_cpu_seconds(server.pid, clock_ticks)?;
@@ -124,7 +137,7 @@ pub(crate) async fn run(args: BenchAgentsArgs) -> anyhow::Result<()> {
         "setting up {n} agents on {backend} (server pid {}, {base_url})…",
         server.pid
     );
-    let csrs = tokio::task::spawn_blocking(move || generate_csrs(n));
+    let csrs = tokio::task::spawn_blocking(move || make_csrs(n, common_name));
 
     let started = Instant::now();
     let agents = bounded("registering agents", n, {
@@ -260,17 +273,11 @@ pub(crate) async fn run(args: BenchAgentsArgs) -> anyhow::Result<()> {
         goal: format!("server < {GOAL_CORES} core and poll p99 < {GOAL_POLL_P99_MS} ms"),
         goal_met,
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_table(&report);
-    }
-    Ok(())
+    args.output.print(&report, print_table)
 }
 
 fn print_table(r: &Report) {
-    let mut table = comfy_table::Table::new();
-    table.load_style(comfy_table::presets::NOTHING);
+    let mut table = plain_table();
     let rows: Vec<(&str, String)> = vec![
         ("database", r.database.clone()),
         (
@@ -405,92 +412,6 @@ fn common_name(i: usize) -> String {
     format!("agent-{i}.bench.internal")
 }
 
-/// A P-256 key and CSR for each agent's certificate (blocking: call off the async threads).
-fn generate_csrs(n: usize) -> anyhow::Result<Vec<String>> {
-    (0..n)
-        .map(|i| {
-            let names = vec![SubjectAltName::parse(&common_name(i))?];
-            Ok(ck_pki::ServerKey::generate(KeyType::EcdsaP256, &names)?.csr_pem)
-        })
-        .collect()
-}
-
-/// Runs `task(i)` for every i in 0..n with `SETUP_CONCURRENCY` in flight, with a progress line
-/// every few seconds; stops at the first error.
-pub(crate) async fn bounded<T, F, Fut>(label: &str, n: usize, task: F) -> anyhow::Result<Vec<T>>
-where
-    T: Send + 'static,
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
-{
-    let task = Arc::new(task);
-    let next = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicBool::new(false));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..SETUP_CONCURRENCY.min(n) {
-        let (task, next, done, failed) = (task.clone(), next.clone(), done.clone(), failed.clone());
-        workers.spawn(async move {
-            let mut results = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n || failed.load(Ordering::Relaxed) {
-                    return Ok::<_, anyhow::Error>(results);
-                }
-                match task(i).await {
-                    Ok(value) => results.push((i, value)),
-                    Err(error) => {
-                        failed.store(true, Ordering::Relaxed);
-                        return Err(error);
-                    }
-                }
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-    }
-    let started = Instant::now();
-    let progress = tokio::spawn({
-        let (done, label) = (done.clone(), label.to_owned());
-        async move {
-            loop {
-                tokio::time::sleep(PROGRESS_EVERY).await;
-                let count = done.load(Ordering::Relaxed);
-                let rate = count as f64 / started.elapsed().as_secs_f64();
-                eprintln!("  {label}: {count}/{n} ({rate:.0}/s)");
-            }
-        }
-    });
-    let mut slots: Vec<Option<T>> = (0..n).map(|_| None).collect();
-    let mut first_error = None;
-    while let Some(joined) = workers.join_next().await {
-        match joined {
-            Ok(Ok(results)) => {
-                for (i, value) in results {
-                    if let Some(slot) = slots.get_mut(i) {
-                        *slot = Some(value);
-                    }
-                }
-            }
-            Ok(Err(error)) => {
-                first_error.get_or_insert(error);
-            }
-            Err(panic) => {
-                first_error.get_or_insert(anyhow::anyhow!("a setup task failed: {panic}"));
-            }
-        }
-    }
-    progress.abort();
-    if let Some(error) = first_error {
-        return Err(error.context(format!("setup step '{label}' failed")));
-    }
-    eprintln!("  {label}: {n}/{n} in {:.1} s", started.elapsed().as_secs_f64());
-    slots
-        .into_iter()
-        .enumerate()
-        .map(|(i, slot)| slot.with_context(|| format!("setup step '{label}' lost item {i}")))
-        .collect()
-}
-
 /// Waits until no certificate is pending (bounded), and fails if one failed.
 async fn wait_all_issued(admin: &Client, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + ISSUE_WAIT;
@@ -563,10 +484,6 @@ impl Stats {
             }
         }
     }
-}
-
-pub(crate) fn micros(latency: Duration) -> u32 {
-    u32::try_from(latency.as_micros()).unwrap_or(u32::MAX)
 }
 
 struct Measured {
@@ -700,168 +617,6 @@ async fn timed(request: reqwest::RequestBuilder, poll: bool) -> Result<Duration,
         serde_json::from_slice::<AgentWork>(&body).map_err(|e| format!("the work list does not parse: {e}"))?;
     }
     Ok(latency)
-}
-
-pub(crate) fn percentile_ms(sorted_micros: &[u32], p: f64) -> f64 {
-    if sorted_micros.is_empty() {
-        return 0.0;
-    }
-    let idx = ((sorted_micros.len() as f64 * p).ceil() as usize)
-        .saturating_sub(1)
-        .min(sorted_micros.len() - 1);
-    sorted_micros.get(idx).map_or(0.0, |&us| f64::from(us) / 1000.0)
-}
-
-/// The server under test: a `certkeeper serve` child process, stopped on drop (SIGTERM, then
-/// SIGKILL after 10 s).
-pub(crate) struct ServerProcess {
-    child: Child,
-    pub(crate) pid: u32,
-}
-
-impl ServerProcess {
-    pub(crate) fn start(data_dir: &Path, database: Option<&str>) -> anyhow::Result<Self> {
-        Self::start_with(data_dir, database, &[])
-    }
-
-    /// Like [`ServerProcess::start`], with more `serve` flags.
-    pub(crate) fn start_with(data_dir: &Path, database: Option<&str>, extra: &[String]) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("cannot find this program's path")?;
-        let mut command = Command::new(exe);
-        command
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0"])
-            // The setup registers thousands of agents with the one admin token.
-            .args(["--token-rate-limit", "0"]);
-        if let Some(url) = database {
-            command.args(["--database", url]);
-        }
-        command.args(extra);
-        // Only the flags above configure it, whatever this shell exports.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("CERTKEEPER_") {
-                command.env_remove(name);
-            }
-        }
-        let child = command
-            .env("CERTKEEPER_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start the server (certkeeper serve)")?;
-        let pid = child.id();
-        Ok(Self { child, pid })
-    }
-
-    /// Waits (60 s at most) for `<data-dir>/server.url`, then for `/health`; returns the URL and
-    /// the admin token.
-    pub(crate) async fn wait_ready(&mut self, data_dir: &Path) -> anyhow::Result<(String, String)> {
-        let url_file: PathBuf = data_dir.join("server.url");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let url = loop {
-            if let Ok(text) = std::fs::read_to_string(&url_file) {
-                let url = text.trim().to_owned();
-                if !url.is_empty() {
-                    break url;
-                }
-            }
-            if Instant::now() >= deadline {
-                bail!("the server did not write {} within 60 s", url_file.display());
-            }
-            self.check_alive()?;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let token = std::fs::read_to_string(data_dir.join("admin.token")).context("cannot read the admin token")?;
-        let token = token.trim().to_owned();
-        let admin = Client::new(&url, &token)?;
-        while !admin.healthy().await {
-            if Instant::now() >= deadline {
-                bail!("the server at {url} did not answer /health within 60 s");
-            }
-            self.check_alive()?;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok((url, token))
-    }
-
-    /// SIGKILL, and the exit collected.
-    pub(crate) fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub(crate) fn check_alive(&mut self) -> anyhow::Result<()> {
-        match self.child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => bail!("the server exited during start-up ({status}; its log is above)"),
-            Err(error) => bail!("cannot check on the server process: {error}"),
-        }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`, normally 100).
-pub(crate) fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().ok())
-        .filter(|ticks| *ticks > 0.0)
-        .unwrap_or(100.0)
-}
-
-/// The fields of a `/proc/<pid>/stat` line after the command name: index 0 is field 3 (state).
-pub(crate) fn stat_fields(text: &str) -> Option<Vec<&str>> {
-    let (_, rest) = text.rsplit_once(')')?;
-    Some(rest.split_whitespace().collect())
-}
-
-/// utime + stime of every thread of a process, in seconds.
-pub(crate) fn cpu_seconds_of(stat_path: &Path, clock_ticks: f64) -> anyhow::Result<f64> {
-    let text = std::fs::read_to_string(stat_path).with_context(|| format!("cannot read {}", stat_path.display()))?;
-    let fields = stat_fields(&text).with_context(|| format!("{} has no ')'", stat_path.display()))?;
-    // Fields 14 (utime) and 15 (stime), counted from 1, are indexes 11 and 12 here.
-    let ticks = |i: usize| -> anyhow::Result<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .with_context(|| format!("{} has no CPU time in field {}", stat_path.display(), i + 3))
-    };
-    Ok((ticks(11)? + ticks(12)?) as f64 / clock_ticks)
-}
-
-pub(crate) fn process_cpu_seconds(pid: u32, clock_ticks: f64) -> anyhow::Result<f64> {
-    cpu_seconds_of(&Path::new("/proc").join(pid.to_string()).join("stat"), clock_ticks)
-}
-
-pub(crate) fn process_cpu_seconds_self(clock_ticks: f64) -> anyhow::Result<f64> {
-    cpu_seconds_of(Path::new("/proc/self/stat"), clock_ticks)
 }
 
 /// The peak resident set size of a process (`VmHWM` in `/proc/<pid>/status`), in kB.

@@ -1,4 +1,4 @@
-//! `certkeeper bench crl`: how long the local CA takes to sign a CRL with many revoked serials,
+//! `certkeeper-bench crl`: how long the local CA takes to sign a CRL with many revoked serials,
 //! and how large it is, with `openssl crl` parsing the result as a reference figure.
 
 use std::time::Instant;
@@ -9,7 +9,17 @@ use ck_pki::{CaConfig, CaMaterial, CrlRequest, LocalCa, RevokedSerial};
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
-use crate::cli::BenchCrlArgs;
+use crate::figures::Output;
+
+/// `certkeeper-bench crl`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CrlArgs {
+    /// Revoked serials per CRL (repeatable; 1 to 5000000 each).
+    #[arg(long = "entries", default_values_t = [100_000usize, 1_000_000])]
+    pub(crate) entries: Vec<usize>,
+    #[command(flatten)]
+    pub(crate) output: Output,
+}
 
 #[derive(Debug, Serialize)]
 struct Row {
@@ -20,22 +30,23 @@ struct Row {
     openssl_parse_seconds: Option<f64>,
 }
 
-pub(crate) async fn run(args: BenchCrlArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: CrlArgs) -> anyhow::Result<()> {
     if args.entries.is_empty() || args.entries.iter().any(|n| *n == 0 || *n > 5_000_000) {
         bail!("--entries must be between 1 and 5000000");
     }
     let rows = tokio::task::spawn_blocking(move || measure(&args.entries))
         .await
         .context("the benchmark stopped")??;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
-    }
+    args.output.print(rows.as_slice(), print_text)
+}
+
+/// The figures as a table, a row per CRL.
+fn print_text(rows: &[Row]) {
     println!(
         "{:>10} {:>10} {:>12} {:>10} {:>14}",
         "entries", "sign s", "bytes", "B/entry", "openssl parse s"
     );
-    for row in &rows {
+    for row in rows {
         println!(
             "{:>10} {:>10.3} {:>12} {:>10.1} {:>14}",
             row.entries,
@@ -45,7 +56,6 @@ pub(crate) async fn run(args: BenchCrlArgs) -> anyhow::Result<()> {
             row.openssl_parse_seconds.map_or("-".to_owned(), |s| format!("{s:.3}"))
         );
     }
-    Ok(())
 }
 
 fn measure(sizes: &[usize]) -> anyhow::Result<Vec<Row>> {
