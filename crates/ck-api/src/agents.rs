@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use ck_api_types as wire;
 use ck_domain::CertificateId;
-use ck_server::{AGENT_POLL_INTERVAL, AgentInfo, AgentScope, ControlPlane, DeploymentReport, Principal, now};
+use ck_server::{AGENT_POLL_INTERVAL, AgentInfo, AgentScope, Agents, DeploymentReport, Principal, now};
 use ck_store::AgentFacts;
 
 use crate::ApiError;
@@ -38,7 +38,7 @@ fn agent(info: &AgentInfo) -> wire::Agent {
     responses((status = 201, description = "Registered", body = wire::CreatedAgent)),
     security(("token" = ["admin"])))]
 pub(crate) async fn create(
-    State(control_plane): State<ControlPlane>,
+    State(agents): State<Agents>,
     Extension(principal): Extension<Principal>,
     body: Result<Json<wire::CreateAgent>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -47,7 +47,7 @@ pub(crate) async fn create(
         Some(scope) => parse::<AgentScope>("scope", scope)?,
         None => AgentScope::Deploy,
     };
-    let (info, token) = control_plane
+    let (info, token) = agents
         .create_agent(&body.name, scope, body.labels, principal.restriction())
         .await?;
     let location = format!("/api/v1/agents/{}", info.record.id);
@@ -63,10 +63,10 @@ pub(crate) async fn create(
     responses((status = 200, description = "Agents", body = Vec<wire::Agent>)),
     security(("token" = ["read"])))]
 pub(crate) async fn list(
-    State(control_plane): State<ControlPlane>,
+    State(agents): State<Agents>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<Vec<wire::Agent>>, ApiError> {
-    let agents = control_plane.reachable_agents(principal.restriction()).await?;
+    let agents = agents.reachable_agents(principal.restriction()).await?;
     Ok(Json(agents.iter().map(agent).collect()))
 }
 
@@ -78,13 +78,11 @@ pub(crate) async fn list(
     responses((status = 200, description = "Revoked", body = wire::Agent)),
     security(("token" = ["admin"])))]
 pub(crate) async fn revoke(
-    State(control_plane): State<ControlPlane>,
+    State(agents): State<Agents>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<wire::Agent>, ApiError> {
-    Ok(Json(agent(
-        &control_plane.revoke_agent(&id, principal.restriction()).await?,
-    )))
+    Ok(Json(agent(&agents.revoke_agent(&id, principal.restriction()).await?)))
 }
 
 /// An agent reports its host (agent token).
@@ -93,7 +91,7 @@ pub(crate) async fn revoke(
     responses((status = 200, description = "Seen", body = wire::HeartbeatAnswer)),
     security(("token" = ["agent"])))]
 pub(crate) async fn heartbeat(
-    State(control_plane): State<ControlPlane>,
+    State(agents): State<Agents>,
     Extension(principal): Extension<Principal>,
     body: Result<Json<wire::Heartbeat>, JsonRejection>,
 ) -> Result<Json<wire::HeartbeatAnswer>, ApiError> {
@@ -105,7 +103,7 @@ pub(crate) async fn heartbeat(
         arch: body.arch,
         version: body.version,
     };
-    let info = control_plane.agent_heartbeat(&agent_id, facts).await?;
+    let info = agents.agent_heartbeat(&agent_id, facts).await?;
     Ok(Json(wire::HeartbeatAnswer {
         agent: agent(&info),
         poll_interval_seconds: poll_interval_seconds(),
@@ -130,12 +128,12 @@ fn poll_interval_seconds() -> u64 {
     responses((status = 200, description = "Work list", body = wire::AgentWork)),
     security(("token" = ["agent"])))]
 pub(crate) async fn work(
-    State(control_plane): State<ControlPlane>,
+    State(agents): State<Agents>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<wire::AgentWork>, ApiError> {
     let (agent_id, _) = agent_of(principal)?;
     let now = now();
-    let certificates = control_plane
+    let certificates = agents
         .agent_work(&agent_id)
         .await?
         .into_iter()
@@ -169,7 +167,7 @@ pub(crate) async fn work(
     responses((status = 202, description = "The job now runs", body = wire::Job)),
     security(("token" = ["agent"])))]
 pub(crate) async fn submit_csr(
-    State(control_plane): State<ControlPlane>,
+    State(agents): State<Agents>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     body: Result<Json<wire::AgentCsr>, JsonRejection>,
@@ -177,7 +175,7 @@ pub(crate) async fn submit_csr(
     let (agent_id, scope) = agent_of(principal)?;
     let Json(body) = body?;
     let id = parse::<CertificateId>("certificate id", &id)?;
-    let job = control_plane.submit_agent_csr(&agent_id, scope, id, &body.csr).await?;
+    let job = agents.submit_agent_csr(&agent_id, scope, id, &body.csr).await?;
     Ok((StatusCode::ACCEPTED, Json(convert::job(&job))).into_response())
 }
 
@@ -187,13 +185,13 @@ pub(crate) async fn submit_csr(
     responses((status = 200, description = "The bundle", body = wire::AgentBundle)),
     security(("token" = ["agent"])))]
 pub(crate) async fn bundle(
-    State(control_plane): State<ControlPlane>,
+    State(agents): State<Agents>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (agent_id, _) = agent_of(principal)?;
     let id = parse::<CertificateId>("certificate id", &id)?;
-    let bundle = control_plane.agent_bundle(&agent_id, id).await?;
+    let bundle = agents.agent_bundle(&agent_id, id).await?;
     let body = wire::AgentBundle {
         certificate_id: bundle.certificate.id.to_string(),
         name: bundle.certificate.name.clone(),
@@ -214,7 +212,7 @@ pub(crate) async fn bundle(
     responses((status = 201, description = "Recorded as a finished deploy job", body = wire::Job)),
     security(("token" = ["agent"])))]
 pub(crate) async fn report_deployment(
-    State(control_plane): State<ControlPlane>,
+    State(agents): State<Agents>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     body: Result<Json<wire::DeploymentReport>, JsonRejection>,
@@ -229,7 +227,7 @@ pub(crate) async fn report_deployment(
         error: body.error,
     };
     let (failed, version) = (report.error.is_some(), report.version);
-    let job = control_plane.report_deployment(&agent_id, id, report).await?;
+    let job = agents.report_deployment(&agent_id, id, report).await?;
     let mut response = (StatusCode::CREATED, Json(convert::job(&job))).into_response();
     // The call succeeded either way; the audit record tells whether the deployment did.
     response.extensions_mut().insert(AuditNote {

@@ -6,7 +6,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use ck_api_types as wire;
-use ck_server::{ControlPlane, Principal};
+use ck_server::{Access, Principal};
 use ck_store::{AuditFilter, AuditRecord};
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -66,7 +66,7 @@ fn time_param(name: &str, text: Option<&str>) -> Result<Option<OffsetDateTime>, 
     ))),
     security(("token" = ["admin"])))]
 pub(crate) async fn list(
-    State(control_plane): State<ControlPlane>,
+    State(access): State<Access>,
     Extension(principal): Extension<Principal>,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -102,7 +102,7 @@ pub(crate) async fn list(
         limit: convert::page_limit(query.limit, if csv { 10_000 } else { 100 }, 10_000)?,
         newest_first: false,
     };
-    let (events, more) = control_plane.audit_events(&principal, &filter).await?;
+    let (events, more) = access.audit_events(&principal, &filter).await?;
     if csv {
         let text = ck_server::audit_csv(&events);
         return Ok((

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ck_domain::TokenBuckets;
-use ck_server::{AuditEvent, ClientCertificateRejection, ControlPlane, Principal, ServiceError, TokenRejection};
+use ck_server::{Access, AuditEvent, ClientCertificateRejection, Cluster, Principal, ServiceError, TokenRejection};
 
 use crate::openapi::{API_PREFIX, AccessTable};
 use crate::{ApiError, ClientCertificate};
@@ -39,20 +39,22 @@ pub(crate) struct AuditNote {
 /// The gate's state.
 #[derive(Clone)]
 pub(crate) struct Gate {
-    control_plane: ControlPlane,
-    access: Arc<AccessTable>,
+    access: Access,
+    cluster: Cluster,
+    table: Arc<AccessTable>,
     per_token: Option<Arc<Mutex<TokenBuckets<String>>>>,
     origin: Instant,
 }
 
 impl Gate {
-    pub(crate) fn new(control_plane: ControlPlane, access: AccessTable) -> Self {
-        let per_token = control_plane
+    pub(crate) fn new(access: Access, cluster: Cluster, table: AccessTable) -> Self {
+        let per_token = access
             .token_rate_limit()
             .map(|(per_second, burst)| Arc::new(Mutex::new(TokenBuckets::new(burst, per_second, BUCKET_KEYS))));
         Self {
-            control_plane,
-            access: Arc::new(access),
+            access,
+            cluster,
+            table: Arc::new(table),
             per_token,
             origin: Instant::now(),
         }
@@ -109,11 +111,11 @@ fn resource_of(path: &str) -> Option<String> {
 
 /// 429 when `peer` has used up its failed authentications: one limit for the API, `/metrics`
 /// and the web UI's sign-in.
-pub(crate) fn refuse_if_throttled(control_plane: &ControlPlane, peer: Option<IpAddr>) -> Result<(), ApiError> {
+pub(crate) fn refuse_if_throttled(access: &Access, peer: Option<IpAddr>) -> Result<(), ApiError> {
     let Some(peer) = peer else {
         return Ok(());
     };
-    control_plane.auth_failure_wait(peer).map_err(|wait| {
+    access.auth_failure_wait(peer).map_err(|wait| {
         ApiError::too_many_requests(
             format!("too many failed authentications from {peer}; wait before trying again"),
             wait,
@@ -122,8 +124,8 @@ pub(crate) fn refuse_if_throttled(control_plane: &ControlPlane, peer: Option<IpA
 }
 
 /// Counts and records a failed authentication; a record that cannot be written is logged.
-pub(crate) async fn record_auth_failure(control_plane: &ControlPlane, peer: Option<IpAddr>, event: AuditEvent) {
-    if let Err(error) = control_plane.auth_failed(peer, event).await {
+pub(crate) async fn record_auth_failure(access: &Access, peer: Option<IpAddr>, event: AuditEvent) {
+    if let Err(error) = access.auth_failed(peer, event).await {
         tracing::error!(%error, "could not write an audit record of a failed authentication");
     }
 }
@@ -219,9 +221,9 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
         .map(|ConnectInfo(addr)| addr.ip());
     let method = request.method().clone();
     let matched = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
-    let Some(route) = matched.as_deref().and_then(|m| gate.access.get(&method, m)) else {
+    let Some(route) = matched.as_deref().and_then(|m| gate.table.get(&method, m)) else {
         // A method the path does not have: 405 with the ones it has, before anything else.
-        let allowed = matched.as_deref().map(|m| gate.access.methods(m)).unwrap_or_default();
+        let allowed = matched.as_deref().map(|m| gate.table.methods(m)).unwrap_or_default();
         if !allowed.is_empty() {
             let list = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
             let mut response =
@@ -237,7 +239,7 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
         ));
     };
     refuse_cross_site(&request)?;
-    refuse_if_throttled(&gate.control_plane, peer)?;
+    refuse_if_throttled(&gate.access, peer)?;
     // Inside the `/api/v1` nest the URI lost its prefix; messages and records use the real one.
     let path = request
         .extensions()
@@ -254,17 +256,17 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
     let client_certificate = request.extensions().get::<ClientCertificate>().cloned();
     let mut certificate_refused = None;
     let presented = match (bearer_token(request.headers()), client_certificate) {
-        (Some(token), _) => Some(gate.control_plane.verify_token(token)),
-        (None, Some(ClientCertificate(der))) => Some(gate.control_plane.verify_client_certificate(&der).await.map_err(
-            |refusal| {
+        (Some(token), _) => Some(gate.access.verify_token(token)),
+        (None, Some(ClientCertificate(der))) => {
+            Some(gate.access.verify_client_certificate(&der).await.map_err(|refusal| {
                 let rejection = match &refusal {
                     ClientCertificateRejection::Token(rejection, _) => rejection.clone(),
                     _ => TokenRejection::Unknown,
                 };
                 certificate_refused = Some(refusal);
                 rejection
-            },
-        )),
+            }))
+        }
         (None, None) => None,
     };
     let principal = match presented {
@@ -312,7 +314,7 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
             let mut event = audit("auth.failure", "anonymous".to_owned(), "denied");
             event.status = Some(401);
             event.detail = Some(format!("{detail}: {method} {path}"));
-            record_auth_failure(&gate.control_plane, peer, event).await;
+            record_auth_failure(&gate.access, peer, event).await;
             return Err(error);
         }
     };
@@ -367,7 +369,7 @@ async fn pass(gate: &Gate, request: Request, request_id: &str, next: Next) -> Re
     }
     gate.check_rate(&principal)?;
     // During a database outage a write would only wait for the pool to give up: refuse it now.
-    if method != Method::GET && method != Method::HEAD && !gate.control_plane.database_reachable() {
+    if method != Method::GET && method != Method::HEAD && !gate.cluster.database_reachable() {
         if audited {
             let mut event = audit(&action, principal.actor(), "failure");
             event.status = Some(503);
@@ -442,7 +444,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// written, that is logged loudly rather than turned into an error answer.
 async fn record(gate: &Gate, event: AuditEvent) {
     let action = event.action.clone();
-    if let Err(error) = gate.control_plane.audit(event).await {
+    if let Err(error) = gate.access.audit(event).await {
         tracing::error!(%error, %action, "could not write an audit record");
     }
 }

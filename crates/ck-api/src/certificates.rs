@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use ck_api_types as wire;
 use ck_domain::{Certificate, CertificateId, CertificateStatus, KeySource, KeyType, RevocationReason};
-use ck_server::{ControlPlane, ExportFormat, NewCertificate, Principal, now};
+use ck_server::{Certificates, ExportFormat, NewCertificate, Principal, now};
 use ck_store::CertificateFilter;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -58,7 +58,7 @@ impl WaitQuery {
     ),
     security(("token" = ["create"])))]
 pub(crate) async fn create(
-    State(control_plane): State<ControlPlane>,
+    State(certificates): State<Certificates>,
     Extension(principal): Extension<Principal>,
     query: Result<Query<WaitQuery>, QueryRejection>,
     body: Result<Json<wire::CreateCertificate>, JsonRejection>,
@@ -74,7 +74,7 @@ pub(crate) async fn create(
     let renewal_policy = body
         .renewal
         .as_ref()
-        .map(|r| convert::renewal_policy(r, control_plane.default_renewal()))
+        .map(|r| convert::renewal_policy(r, certificates.default_renewal()))
         .transpose()?;
     let expiry_thresholds = body
         .renewal
@@ -103,12 +103,12 @@ pub(crate) async fn create(
         restriction: principal.restriction().clone(),
         client_auth: body.client_auth,
     };
-    let (cert, job) = control_plane.create_certificate(request).await?;
+    let (cert, job) = certificates.create_certificate(request).await?;
     let location = format!("/api/v1/certificates/{}", cert.id);
     let (cert, job) = match wait {
         Some(wait) => {
-            let job = control_plane.wait_for_job(job.id, wait).await?;
-            (control_plane.certificate(cert.id).await?, job)
+            let job = certificates.wait_for_job(job.id, wait).await?;
+            (certificates.certificate(cert.id).await?, job)
         }
         None => (cert, job),
     };
@@ -158,7 +158,7 @@ pub(crate) struct ListQuery {
     responses((status = 200, description = "A page", body = wire::Page<wire::Certificate>)),
     security(("token" = ["read"])))]
 pub(crate) async fn list(
-    State(control_plane): State<ControlPlane>,
+    State(certificates): State<Certificates>,
     Extension(principal): Extension<Principal>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<wire::Page<wire::Certificate>>, ApiError> {
@@ -194,7 +194,7 @@ pub(crate) async fn list(
         search: query.q.filter(|q| !q.trim().is_empty()),
         ..CertificateFilter::default()
     };
-    let page = control_plane.certificates(&filter, principal.restriction()).await?;
+    let page = certificates.certificates(&filter, principal.restriction()).await?;
     let now = now();
     let next_cursor = if page.more {
         page.items.last().map(|c| c.id.to_string())
@@ -213,11 +213,11 @@ pub(crate) async fn list(
     responses((status = 200, description = "The certificate", body = wire::Certificate)),
     security(("token" = ["read"])))]
 pub(crate) async fn get(
-    State(control_plane): State<ControlPlane>,
+    State(certificates): State<Certificates>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<wire::Certificate>, ApiError> {
-    let cert = reach(&control_plane, &principal, &id).await?;
+    let cert = reach(&certificates, &principal, &id).await?;
     Ok(Json(convert::certificate(&cert, now())))
 }
 
@@ -227,12 +227,12 @@ pub(crate) async fn get(
     responses((status = 204, description = "Deleted")),
     security(("token" = ["delete"])))]
 pub(crate) async fn delete(
-    State(control_plane): State<ControlPlane>,
+    State(certificates): State<Certificates>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let cert = reach(&control_plane, &principal, &id).await?;
-    control_plane.delete(cert.id).await?;
+    let cert = reach(&certificates, &principal, &id).await?;
+    certificates.delete(cert.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -252,14 +252,14 @@ pub(crate) struct PemQuery {
         content_type = "application/pem-certificate-chain")),
     security(("token" = ["read"])))]
 pub(crate) async fn pem(
-    State(control_plane): State<ControlPlane>,
+    State(certificates): State<Certificates>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     query: Result<Query<PemQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
-    let cert = reach(&control_plane, &principal, &id).await?;
-    let version = control_plane.chain(cert.id, query.version).await?;
+    let cert = reach(&certificates, &principal, &id).await?;
+    let version = certificates.chain(cert.id, query.version).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
         version.chain_pem,
@@ -274,14 +274,14 @@ pub(crate) async fn pem(
         content_type = "application/x-pem-file")),
     security(("token" = ["export-key"])))]
 pub(crate) async fn key(
-    State(control_plane): State<ControlPlane>,
+    State(certificates): State<Certificates>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     query: Result<Query<PemQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
-    let cert = reach(&control_plane, &principal, &id).await?;
-    let (_, key) = control_plane.version(cert.id, query.version).await?;
+    let cert = reach(&certificates, &principal, &id).await?;
+    let (_, key) = certificates.version(cert.id, query.version).await?;
     let key = key.ok_or_else(|| {
         ApiError::not_found("this certificate was issued from a CSR: its private key never reached the server")
     })?;
@@ -302,19 +302,19 @@ pub(crate) async fn key(
     ),
     security(("token" = ["update"])))]
 pub(crate) async fn renew(
-    State(control_plane): State<ControlPlane>,
+    State(certificates): State<Certificates>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
-    let id = reach(&control_plane, &principal, &id).await?.id;
+    let id = reach(&certificates, &principal, &id).await?.id;
     let wait = query.duration()?;
-    let (mut job, _created) = control_plane.renew(id).await?;
+    let (mut job, _created) = certificates.renew(id).await?;
     if let Some(wait) = wait {
-        job = control_plane.wait_for_job(job.id, wait).await?;
+        job = certificates.wait_for_job(job.id, wait).await?;
     }
-    let cert = control_plane.certificate(id).await?;
+    let cert = certificates.certificate(id).await?;
     let status = if job.state.is_terminal() {
         StatusCode::OK
     } else {
@@ -334,7 +334,7 @@ pub(crate) async fn renew(
     responses((status = 200, description = "Revoked", body = wire::Certificate)),
     security(("token" = ["delete"])))]
 pub(crate) async fn revoke(
-    State(control_plane): State<ControlPlane>,
+    State(certificates): State<Certificates>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
@@ -345,12 +345,12 @@ pub(crate) async fn revoke(
     } else {
         Json::<wire::RevokeCertificate>::from_bytes(&body)?.0
     };
-    let id = reach(&control_plane, &principal, &id).await?.id;
+    let id = reach(&certificates, &principal, &id).await?.id;
     let reason = match body.reason {
         Some(reason) => parse::<RevocationReason>("reason", &reason)?,
         None => RevocationReason::Unspecified,
     };
-    let cert = control_plane.revoke(id, reason).await?;
+    let cert = certificates.revoke(id, reason).await?;
     Ok(Json(convert::certificate(&cert, now())))
 }
 
@@ -361,12 +361,12 @@ pub(crate) async fn revoke(
     responses((status = 200, description = "Versions, oldest first", body = Vec<wire::CertificateVersion>)),
     security(("token" = ["read"])))]
 pub(crate) async fn versions(
-    State(control_plane): State<ControlPlane>,
+    State(certificates): State<Certificates>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<wire::CertificateVersion>>, ApiError> {
-    let cert = reach(&control_plane, &principal, &id).await?;
-    let versions = control_plane.versions(cert.id).await?;
+    let cert = reach(&certificates, &principal, &id).await?;
+    let versions = certificates.versions(cert.id).await?;
     Ok(Json(versions.iter().map(convert::version).collect()))
 }
 
@@ -397,7 +397,7 @@ const EXPORT_PASSWORD: &str = "x-export-password";
     ))),
     security(("token" = ["export-key"])))]
 pub(crate) async fn export(
-    State(control_plane): State<ControlPlane>,
+    State(certificates): State<Certificates>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     query: Result<Query<ExportQuery>, QueryRejection>,
@@ -406,8 +406,8 @@ pub(crate) async fn export(
     let Query(query) = query?;
     let format = parse::<ExportFormat>("format", query.format.as_deref().unwrap_or("pem"))?;
     let password = headers.get(EXPORT_PASSWORD).and_then(|v| v.to_str().ok());
-    let cert = reach(&control_plane, &principal, &id).await?;
-    let export = control_plane.export(cert.id, query.version, format, password).await?;
+    let cert = reach(&certificates, &principal, &id).await?;
+    let export = certificates.export(cert.id, query.version, format, password).await?;
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", export.file_name))
         .unwrap_or(HeaderValue::from_static("attachment"));
     Ok((
@@ -422,8 +422,8 @@ pub(crate) async fn export(
 }
 
 /// The certificate if the caller's token reaches it, else 404.
-async fn reach(control_plane: &ControlPlane, principal: &Principal, id: &str) -> Result<Certificate, ApiError> {
-    Ok(control_plane
+async fn reach(certificates: &Certificates, principal: &Principal, id: &str) -> Result<Certificate, ApiError> {
+    Ok(certificates
         .reachable_certificate(parse("certificate id", id)?, principal.restriction())
         .await?)
 }

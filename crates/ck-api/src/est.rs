@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use ck_server::ControlPlane;
+use ck_server::Est;
 
 use crate::{ApiError, ClientCertificate};
 
@@ -39,15 +39,12 @@ fn base64_body(content_type: &'static str, der: &[u8]) -> Response {
 
 const CERTS_ONLY: &str = "application/pkcs7-mime; smime-type=certs-only";
 
-pub(crate) async fn cacerts(State(control_plane): State<ControlPlane>) -> Result<Response, ApiError> {
-    Ok(base64_body(CERTS_ONLY, &control_plane.est_cacerts()?))
+pub(crate) async fn cacerts(State(est): State<Est>) -> Result<Response, ApiError> {
+    Ok(base64_body(CERTS_ONLY, &est.est_cacerts()?))
 }
 
-pub(crate) async fn csrattrs(State(control_plane): State<ControlPlane>) -> Result<Response, ApiError> {
-    Ok(base64_body(
-        "application/csrattrs",
-        &control_plane.est_csr_attributes()?,
-    ))
+pub(crate) async fn csrattrs(State(est): State<Est>) -> Result<Response, ApiError> {
+    Ok(base64_body("application/csrattrs", &est.est_csr_attributes()?))
 }
 
 /// The HTTP Basic credentials of a request, if well-formed.
@@ -72,36 +69,36 @@ fn unauthorized() -> Response {
 }
 
 pub(crate) async fn simpleenroll(
-    State(control_plane): State<ControlPlane>,
+    State(est): State<Est>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let Some((user, password)) = basic_credentials(&headers) else {
-        control_plane.est_csr_attributes()?; // a server without EST says so first
+        est.est_csr_attributes()?; // a server without EST says so first
         return Ok(unauthorized());
     };
-    if !control_plane.est_credentials_ok(&user, &password)? {
+    if !est.est_credentials_ok(&user, &password)? {
         tracing::warn!(user = %user, "EST enrollment with wrong credentials");
         return Ok(unauthorized());
     }
-    let pkcs7 = control_plane.est_enroll(&body).await?;
+    let pkcs7 = est.est_enroll(&body).await?;
     Ok(base64_body(CERTS_ONLY, &pkcs7))
 }
 
 /// Re-enrollment: authenticated by the current certificate, presented as the TLS client
 /// certificate (so only over the server's TLS listener).
 pub(crate) async fn simplereenroll(
-    State(control_plane): State<ControlPlane>,
+    State(est): State<Est>,
     client: Option<Extension<ClientCertificate>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let Some(Extension(ClientCertificate(leaf))) = client else {
-        control_plane.est_csr_attributes()?;
+        est.est_csr_attributes()?;
         return Err(ApiError::unauthorized(
             "simplereenroll authenticates with the current certificate as the TLS client certificate \
              (https with --cert/--key); without one, enroll with simpleenroll and the enrollment secret",
         ));
     };
-    let pkcs7 = control_plane.est_reenroll(&leaf, &body).await?;
+    let pkcs7 = est.est_reenroll(&leaf, &body).await?;
     Ok(base64_body(CERTS_ONLY, &pkcs7))
 }

@@ -1,8 +1,9 @@
 //! The HTTP face of the control plane: axum routes under `/api/v1`, bearer-token
 //! authentication, and the one mapping from errors to `application/problem+json`.
 //!
-//! Handlers stay thin: parse the request, call a `ControlPlane` method, convert the answer to a
-//! wire type from `ck-api-types`.
+//! Handlers stay thin: parse the request, call a method of the service they use, convert the
+//! answer to a wire type from `ck-api-types`. A handler takes the services it touches as axum
+//! `State` (sub-states of [`ApiState`]), so its signature says which capability it uses.
 
 mod agents;
 mod audit;
@@ -22,8 +23,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::FromRef;
 use axum::routing::{get, post};
-use ck_server::ControlPlane;
+use ck_server::{
+    Access, Agents, Certificates, Cluster, ControlPlane, Est, Issuers, Monitoring, Notifications, Pki, Scep,
+};
 use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -36,12 +40,44 @@ pub use error::ApiError;
 #[derive(Debug, Clone)]
 pub struct ClientCertificate(pub Vec<u8>);
 
+/// The services the handlers use, each one a sub-state (`State<Certificates>`...).
+#[derive(Clone, FromRef)]
+struct ApiState {
+    certificates: Certificates,
+    issuers: Issuers,
+    access: Access,
+    agents: Agents,
+    pki: Pki,
+    est: Est,
+    scep: Scep,
+    notifications: Notifications,
+    monitoring: Monitoring,
+    cluster: Cluster,
+}
+
+impl ApiState {
+    fn new(plane: &ControlPlane) -> Self {
+        Self {
+            certificates: plane.certificates.clone(),
+            issuers: plane.issuers.clone(),
+            access: plane.access.clone(),
+            agents: plane.agents.clone(),
+            pki: plane.pki.clone(),
+            est: plane.est.clone(),
+            scep: plane.scep.clone(),
+            notifications: plane.notifications.clone(),
+            monitoring: plane.monitoring.clone(),
+            cluster: plane.cluster.clone(),
+        }
+    }
+}
+
 /// The largest request body accepted (a CSR with 100 names fits many times over).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The `/api/v1` operations with their OpenAPI descriptions. Every handler is registered
 /// through `routes!`, so the document lists exactly the routes that exist.
-fn api_routes() -> OpenApiRouter<ControlPlane> {
+fn api_routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(certificates::create, certificates::list))
         .routes(routes!(certificates::get, certificates::delete))
@@ -86,12 +122,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(control_plane: ControlPlane) -> Router {
     let (api, doc) = api_routes().split_for_parts();
     let doc = openapi::finish(doc);
-    let access = openapi::AccessTable::from_openapi(&doc);
+    let table = openapi::AccessTable::from_openapi(&doc);
+    let state = ApiState::new(&control_plane);
     let doc_json = Arc::new(serde_json::to_string(&doc).unwrap_or_default());
     let api = api
         .fallback(ops::api_not_found)
         .route_layer(axum::middleware::from_fn_with_state(
-            auth::Gate::new(control_plane.clone(), access),
+            auth::Gate::new(state.access.clone(), state.cluster.clone(), table),
             auth::gate,
         ))
         // The document is public: it describes the API, it holds no data.
@@ -109,7 +146,7 @@ pub fn router(control_plane: ControlPlane) -> Router {
         );
     let challenges = Router::new()
         .route("/.well-known/acme-challenge/{token}", get(ops::acme_http01))
-        .with_state(control_plane.challenge_responder());
+        .with_state(state.issuers.challenge_responder());
     Router::new()
         .nest(openapi::API_PREFIX, api)
         .merge(challenges)
@@ -127,7 +164,7 @@ pub fn router(control_plane: ControlPlane) -> Router {
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
-        .with_state(control_plane)
+        .with_state(state)
 }
 
 /// The http-01 responder alone, for the challenge listeners (port 80 by default): it answers

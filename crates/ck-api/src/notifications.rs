@@ -5,7 +5,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use ck_api_types as wire;
-use ck_server::{ControlPlane, Principal};
+use ck_server::{Notifications, Principal};
 use ck_store::{NotificationFilter, NotificationRecord, NotificationState};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -38,7 +38,7 @@ pub(crate) struct NotificationQuery {
     responses((status = 200, description = "A page", body = wire::Page<wire::Notification>)),
     security(("token" = ["admin"])))]
 pub(crate) async fn list(
-    State(control_plane): State<ControlPlane>,
+    State(notifications): State<Notifications>,
     Extension(principal): Extension<Principal>,
     query: Result<Query<NotificationQuery>, QueryRejection>,
 ) -> Result<Json<wire::Page<wire::Notification>>, ApiError> {
@@ -58,7 +58,7 @@ pub(crate) async fn list(
         before: query.cursor,
         limit: convert::page_limit(query.limit, 100, 1000)?,
     };
-    let (records, more) = control_plane.notifications(&principal, &filter).await?;
+    let (records, more) = notifications.notifications(&principal, &filter).await?;
     let next_cursor = if more {
         records.last().map(|r| r.id.clone())
     } else {
@@ -76,11 +76,11 @@ pub(crate) async fn list(
     responses((status = 200, description = "The notification", body = wire::Notification)),
     security(("token" = ["admin"])))]
 pub(crate) async fn get(
-    State(control_plane): State<ControlPlane>,
+    State(notifications): State<Notifications>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<wire::Notification>, ApiError> {
-    Ok(Json(notification(&control_plane.notification(&principal, &id).await?)))
+    Ok(Json(notification(&notifications.notification(&principal, &id).await?)))
 }
 
 /// Puts a dead notification back in the queue with a fresh attempt budget.
@@ -94,12 +94,12 @@ pub(crate) async fn get(
     ),
     security(("token" = ["admin"])))]
 pub(crate) async fn requeue(
-    State(control_plane): State<ControlPlane>,
+    State(notifications): State<Notifications>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<wire::Notification>, ApiError> {
     Ok(Json(notification(
-        &control_plane.requeue_notification(&principal, &id).await?,
+        &notifications.requeue_notification(&principal, &id).await?,
     )))
 }
 

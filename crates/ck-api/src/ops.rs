@@ -8,7 +8,7 @@ use axum::{Extension, Json};
 use ck_acme::ChallengeResponder;
 use ck_api_types as wire;
 use ck_domain::{JobId, JobState};
-use ck_server::{ControlPlane, Principal};
+use ck_server::{Access, Certificates, Cluster, Issuers, Monitoring, Principal};
 use ck_store::JobFilter;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -20,10 +20,8 @@ use crate::convert::{self, parse};
 #[utoipa::path(get, path = "/issuers", operation_id = "issuer.list", tag = "issuers",
     responses((status = 200, description = "Issuers", body = Vec<wire::Issuer>)),
     security(("token" = ["read"])))]
-pub(crate) async fn issuers(State(control_plane): State<ControlPlane>) -> Result<Json<Vec<wire::Issuer>>, ApiError> {
-    Ok(Json(
-        control_plane.issuers().await?.iter().map(convert::issuer).collect(),
-    ))
+pub(crate) async fn issuers(State(issuers): State<Issuers>) -> Result<Json<Vec<wire::Issuer>>, ApiError> {
+    Ok(Json(issuers.issuers().await?.iter().map(convert::issuer).collect()))
 }
 
 /// One issuer.
@@ -32,10 +30,10 @@ pub(crate) async fn issuers(State(control_plane): State<ControlPlane>) -> Result
     responses((status = 200, description = "The issuer", body = wire::Issuer)),
     security(("token" = ["read"])))]
 pub(crate) async fn issuer(
-    State(control_plane): State<ControlPlane>,
+    State(issuers): State<Issuers>,
     Path(id): Path<String>,
 ) -> Result<Json<wire::Issuer>, ApiError> {
-    Ok(Json(convert::issuer(&control_plane.issuer(&id).await?)))
+    Ok(Json(convert::issuer(&issuers.issuer(&id).await?)))
 }
 
 /// Adds an ACME issuer and registers its account.
@@ -44,7 +42,7 @@ pub(crate) async fn issuer(
     responses((status = 201, description = "Added", body = wire::Issuer)),
     security(("token" = ["admin"])))]
 pub(crate) async fn create_issuer(
-    State(control_plane): State<ControlPlane>,
+    State(issuers): State<Issuers>,
     body: Result<Json<wire::CreateIssuer>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
@@ -54,7 +52,7 @@ pub(crate) async fn create_issuer(
             body.kind
         )));
     }
-    let issuer = control_plane.add_acme_issuer(&body.id, body.acme).await?;
+    let issuer = issuers.add_acme_issuer(&body.id, body.acme).await?;
     let location = format!("/api/v1/issuers/{}", issuer.id);
     Ok((
         StatusCode::CREATED,
@@ -71,10 +69,10 @@ pub(crate) async fn create_issuer(
     responses((status = 200, description = "Rolled over", body = wire::Issuer)),
     security(("token" = ["admin"])))]
 pub(crate) async fn rollover_account_key(
-    State(control_plane): State<ControlPlane>,
+    State(issuers): State<Issuers>,
     Path(id): Path<String>,
 ) -> Result<Json<wire::Issuer>, ApiError> {
-    Ok(Json(convert::issuer(&control_plane.rollover_account_key(&id).await?)))
+    Ok(Json(convert::issuer(&issuers.rollover_account_key(&id).await?)))
 }
 
 /// Deactivates the ACME account at the CA.
@@ -84,10 +82,10 @@ pub(crate) async fn rollover_account_key(
     responses((status = 200, description = "Deactivated", body = wire::Issuer)),
     security(("token" = ["admin"])))]
 pub(crate) async fn deactivate_account(
-    State(control_plane): State<ControlPlane>,
+    State(issuers): State<Issuers>,
     Path(id): Path<String>,
 ) -> Result<Json<wire::Issuer>, ApiError> {
-    Ok(Json(convert::issuer(&control_plane.deactivate_account(&id).await?)))
+    Ok(Json(convert::issuer(&issuers.deactivate_account(&id).await?)))
 }
 
 /// The local CA's root certificate, to trust.
@@ -96,10 +94,10 @@ pub(crate) async fn deactivate_account(
     responses((status = 200, description = "The root, PEM", body = String, content_type = "application/x-pem-file")),
     security(("token" = ["read"])))]
 pub(crate) async fn issuer_ca_pem(
-    State(control_plane): State<ControlPlane>,
+    State(issuers): State<Issuers>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let issuer = control_plane.issuer(&id).await?;
+    let issuer = issuers.issuer(&id).await?;
     let pem = issuer.ca_pem.ok_or_else(|| {
         ApiError::not_found(format!(
             "issuer '{id}' is an ACME CA: its roots come with each certificate's chain, not from certkeeper"
@@ -146,7 +144,7 @@ pub(crate) struct JobQuery {
     responses((status = 200, description = "A page", body = wire::Page<wire::Job>)),
     security(("token" = ["read"])))]
 pub(crate) async fn jobs(
-    State(control_plane): State<ControlPlane>,
+    State(certificates): State<Certificates>,
     Extension(principal): Extension<Principal>,
     query: Result<Query<JobQuery>, QueryRejection>,
 ) -> Result<Json<wire::Page<wire::Job>>, ApiError> {
@@ -158,7 +156,7 @@ pub(crate) async fn jobs(
         ));
     }
     if let Some(certificate) = query.certificate.as_deref().filter(|_| restricted) {
-        control_plane
+        certificates
             .reachable_certificate(parse("certificate", certificate)?, principal.restriction())
             .await?;
     }
@@ -180,7 +178,7 @@ pub(crate) async fn jobs(
             .transpose()?,
         limit: convert::page_limit(query.limit, 100, 1000)?,
     };
-    let (jobs, more) = control_plane.jobs(&filter).await?;
+    let (jobs, more) = certificates.jobs(&filter).await?;
     let next_cursor = if more {
         jobs.last().map(|j| j.id.to_string())
     } else {
@@ -198,13 +196,13 @@ pub(crate) async fn jobs(
     responses((status = 200, description = "The job", body = wire::Job)),
     security(("token" = ["read"])))]
 pub(crate) async fn job(
-    State(control_plane): State<ControlPlane>,
+    State(certificates): State<Certificates>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<wire::Job>, ApiError> {
-    let job = control_plane.job(parse("job id", &id)?).await?;
+    let job = certificates.job(parse("job id", &id)?).await?;
     if !principal.restriction().is_unrestricted() {
-        control_plane
+        certificates
             .reachable_certificate(job.certificate_id, principal.restriction())
             .await
             .map_err(|_| ApiError::not_found(format!("job {id} not found")))?;
@@ -216,8 +214,8 @@ pub(crate) async fn job(
 #[utoipa::path(get, path = "/cluster", operation_id = "cluster.get", tag = "cluster",
     responses((status = 200, description = "The cluster", body = wire::Cluster)),
     security(("token" = ["read"])))]
-pub(crate) async fn cluster(State(control_plane): State<ControlPlane>) -> Result<Json<wire::Cluster>, ApiError> {
-    let view = control_plane.cluster().await?;
+pub(crate) async fn cluster(State(cluster): State<Cluster>) -> Result<Json<wire::Cluster>, ApiError> {
+    let view = cluster.cluster().await?;
     let now = ck_server::now();
     let gone_after = time::Duration::try_from(ck_server::LEASE_TTL).unwrap_or(time::Duration::seconds(10));
     let leader = view.leader.as_ref().map(|(holder, _)| holder.clone());
@@ -254,8 +252,8 @@ pub(crate) async fn health() -> &'static str {
     "ok\n"
 }
 
-pub(crate) async fn ready(State(control_plane): State<ControlPlane>) -> Response {
-    match control_plane.store().ping().await {
+pub(crate) async fn ready(State(cluster): State<Cluster>) -> Response {
+    match cluster.ping_database().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(error) => {
             tracing::warn!(%error, "readiness check failed");
@@ -268,14 +266,15 @@ pub(crate) async fn ready(State(control_plane): State<ControlPlane>) -> Response
 /// Only for a bearer token with the `metrics` scope: the series tell which issuers, notifiers
 /// and (when enabled) certificates exist.
 pub(crate) async fn metrics(
-    State(control_plane): State<ControlPlane>,
+    State(access): State<Access>,
+    State(monitoring): State<Monitoring>,
     connection: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     // The same failed-authentication limit as the API and the web UI: a token cannot be
     // guessed faster here.
     let peer = connection.map(|Extension(axum::extract::ConnectInfo(addr))| addr.ip());
-    crate::auth::refuse_if_throttled(&control_plane, peer)?;
+    crate::auth::refuse_if_throttled(&access, peer)?;
     let refused = |detail: &str| {
         let mut event = ck_server::AuditEvent::new("auth.failure", "anonymous", "denied");
         event.client = peer.map(|p| p.to_string());
@@ -289,10 +288,10 @@ pub(crate) async fn metrics(
                  `certkeeper token create --name prometheus --scope metrics`)",
         )
     })?;
-    let principal = match control_plane.verify_token(token) {
+    let principal = match access.verify_token(token) {
         Ok(principal) => principal,
         Err(_) => {
-            crate::auth::record_auth_failure(&control_plane, peer, refused("unknown or revoked token")).await;
+            crate::auth::record_auth_failure(&access, peer, refused("unknown or revoked token")).await;
             return Err(ApiError::unauthorized(
                 "the token is not valid (unknown, revoked or expired)",
             ));
@@ -301,7 +300,7 @@ pub(crate) async fn metrics(
     if !principal.scopes().contains(ck_domain::Scope::Metrics) {
         return Err(ApiError::forbidden("this token lacks the metrics scope"));
     }
-    let text = control_plane.render_metrics().await?;
+    let text = monitoring.render_metrics().await?;
     let openmetrics = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -3,7 +3,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use ck_server::{ControlPlane, now};
+use ck_server::{Pki, now};
 use serde::Deserialize;
 
 use crate::ApiError;
@@ -18,7 +18,7 @@ pub(crate) struct CrlQuery {
 /// `GET /pki/crl/{issuer}`: DER (`application/pkix-crl`), or PEM with `?format=pem` or
 /// `Accept: application/x-pem-file`.
 pub(crate) async fn crl(
-    State(control_plane): State<ControlPlane>,
+    State(pki): State<Pki>,
     Path(issuer): Path<String>,
     Query(query): Query<CrlQuery>,
     headers: HeaderMap,
@@ -36,7 +36,7 @@ pub(crate) async fn crl(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|accept| accept.contains("application/x-pem-file")),
     };
-    let crl = control_plane.crl(&issuer).await?;
+    let crl = pki.crl(&issuer).await?;
     // Caches may keep it until it would be refreshed anyway, at most an hour.
     let max_age = (crl.next_update - now()).whole_seconds().clamp(0, 3600);
     let cache =
@@ -81,7 +81,7 @@ fn ocsp_response(answer: ck_server::OcspAnswer, cacheable: bool) -> Response {
 
 /// `POST /pki/ocsp/{issuer}` with a DER `application/ocsp-request` body (RFC 6960 A.1).
 pub(crate) async fn ocsp_post(
-    State(control_plane): State<ControlPlane>,
+    State(pki): State<Pki>,
     Path(issuer): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -91,13 +91,13 @@ pub(crate) async fn ocsp_post(
             body.len()
         )));
     }
-    let answer = control_plane.ocsp(&issuer, &body).await?;
+    let answer = pki.ocsp(&issuer, &body).await?;
     Ok(ocsp_response(answer, false))
 }
 
 /// `GET /pki/ocsp/{issuer}/{base64 request}` (RFC 6960 A.1: URL-encoded base64 of the DER).
 pub(crate) async fn ocsp_get(
-    State(control_plane): State<ControlPlane>,
+    State(pki): State<Pki>,
     Path((issuer, encoded)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     use base64::Engine;
@@ -112,6 +112,6 @@ pub(crate) async fn ocsp_get(
         ));
     }
     // Bad base64 is answered like any malformed request: in band, with malformedRequest.
-    let answer = control_plane.ocsp(&issuer, &der).await?;
+    let answer = pki.ocsp(&issuer, &der).await?;
     Ok(ocsp_response(answer, true))
 }

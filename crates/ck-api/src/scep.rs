@@ -15,7 +15,7 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use ck_server::ControlPlane;
+use ck_server::Scep;
 use serde::Deserialize;
 
 use crate::ApiError;
@@ -34,11 +34,11 @@ fn binary(content_type: &'static str, body: Vec<u8>) -> Response {
 type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
 
 /// 429 when the client has used up its PKIOperations, before any work on the message.
-fn admit(control_plane: &ControlPlane, peer: &Peer) -> Result<(), ApiError> {
+fn admit(scep: &Scep, peer: &Peer) -> Result<(), ApiError> {
     let Some(Extension(ConnectInfo(addr))) = peer else {
         return Ok(());
     };
-    control_plane.scep_admit(addr.ip()).map_err(|wait| {
+    scep.scep_admit(addr.ip()).map_err(|wait| {
         ApiError::too_many_requests(
             format!(
                 "too many SCEP PKIOperations from {}; wait before sending more",
@@ -49,8 +49,8 @@ fn admit(control_plane: &ControlPlane, peer: &Peer) -> Result<(), ApiError> {
     })
 }
 
-async fn pki_operation(control_plane: &ControlPlane, message: &[u8]) -> Result<Response, ApiError> {
-    let answer = control_plane.scep_pki_operation(message).await?;
+async fn pki_operation(scep: &Scep, message: &[u8]) -> Result<Response, ApiError> {
+    let answer = scep.scep_pki_operation(message).await?;
     Ok(binary("application/x-pki-message", answer))
 }
 
@@ -61,22 +61,22 @@ fn operation(query: &ScepQuery) -> Result<&str, ApiError> {
 }
 
 pub(crate) async fn get(
-    State(control_plane): State<ControlPlane>,
+    State(scep): State<Scep>,
     peer: Peer,
     Query(query): Query<ScepQuery>,
 ) -> Result<Response, ApiError> {
     match operation(&query)? {
         "GetCACaps" => Ok((
             [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
-            control_plane.scep_capabilities()?,
+            scep.scep_capabilities()?,
         )
             .into_response()),
         "GetCACert" => {
-            let certs = control_plane.scep_ca_certs().await?;
+            let certs = scep.scep_ca_certs().await?;
             Ok(binary(certs.content_type, certs.der))
         }
         "PKIOperation" => {
-            admit(&control_plane, &peer)?;
+            admit(&scep, &peer)?;
             let message = query.message.as_deref().unwrap_or_default();
             let compact: String = message.chars().filter(|c| !c.is_whitespace()).collect();
             let der = base64::engine::general_purpose::STANDARD.decode(compact).map_err(|e| {
@@ -84,7 +84,7 @@ pub(crate) async fn get(
                     "message: not base64 ({e}); send the DER PKIOperation base64-encoded"
                 ))
             })?;
-            pki_operation(&control_plane, &der).await
+            pki_operation(&scep, &der).await
         }
         other => Err(ApiError::bad_request(format!(
             "operation '{other}' (expected GetCACaps, GetCACert or PKIOperation)"
@@ -93,15 +93,15 @@ pub(crate) async fn get(
 }
 
 pub(crate) async fn post(
-    State(control_plane): State<ControlPlane>,
+    State(scep): State<Scep>,
     peer: Peer,
     Query(query): Query<ScepQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     match operation(&query)? {
         "PKIOperation" => {
-            admit(&control_plane, &peer)?;
-            pki_operation(&control_plane, &body).await
+            admit(&scep, &peer)?;
+            pki_operation(&scep, &body).await
         }
         other => Err(ApiError::bad_request(format!(
             "operation '{other}' by POST (only PKIOperation is posted)"

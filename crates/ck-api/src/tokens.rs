@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use ck_api_types as wire;
 use ck_domain::{Restriction, Scopes, parse_lifetime};
-use ck_server::{ControlPlane, NewToken, Principal, TokenInfo};
+use ck_server::{Access, NewToken, Principal, TokenInfo};
 
 use crate::ApiError;
 
@@ -36,12 +36,10 @@ fn token(info: &TokenInfo) -> wire::Token {
     responses((status = 200, description = "Tokens", body = Vec<wire::Token>)),
     security(("token" = ["admin"])))]
 pub(crate) async fn list(
-    State(control_plane): State<ControlPlane>,
+    State(access): State<Access>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<Vec<wire::Token>>, ApiError> {
-    Ok(Json(
-        control_plane.tokens(&principal).await?.iter().map(token).collect(),
-    ))
+    Ok(Json(access.tokens(&principal).await?.iter().map(token).collect()))
 }
 
 /// Makes a token with some of the caller's scopes; the answer shows it this once.
@@ -50,7 +48,7 @@ pub(crate) async fn list(
     responses((status = 201, description = "Created", body = wire::CreatedToken)),
     security(("token" = ["admin"])))]
 pub(crate) async fn create(
-    State(control_plane): State<ControlPlane>,
+    State(access): State<Access>,
     Extension(principal): Extension<Principal>,
     body: Result<Json<wire::CreateToken>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -82,7 +80,7 @@ pub(crate) async fn create(
         lifetime_seconds,
         client_cert_sha256: body.client_cert_sha256,
     };
-    let (info, secret) = control_plane.create_token(&principal, new).await?;
+    let (info, secret) = access.create_token(&principal, new).await?;
     let location = format!("/api/v1/tokens/{}", info.id);
     let created = wire::CreatedToken {
         token: secret,
@@ -106,11 +104,11 @@ pub(crate) async fn create(
     responses((status = 200, description = "Revoked", body = wire::Token)),
     security(("token" = ["admin"])))]
 pub(crate) async fn revoke(
-    State(control_plane): State<ControlPlane>,
+    State(access): State<Access>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<wire::Token>, ApiError> {
-    Ok(Json(token(&control_plane.revoke_token(&principal, &id).await?)))
+    Ok(Json(token(&access.revoke_token(&principal, &id).await?)))
 }
 
 /// Gives a token within the caller's reach a new secret (same name, scopes, expiry); the old
@@ -121,11 +119,11 @@ pub(crate) async fn revoke(
     responses((status = 200, description = "Rotated", body = wire::CreatedToken)),
     security(("token" = ["admin"])))]
 pub(crate) async fn rotate(
-    State(control_plane): State<ControlPlane>,
+    State(access): State<Access>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (info, secret) = control_plane.rotate_token(&principal, &id).await?;
+    let (info, secret) = access.rotate_token(&principal, &id).await?;
     let rotated = wire::CreatedToken {
         token: secret,
         details: token(&info),

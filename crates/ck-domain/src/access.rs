@@ -212,8 +212,15 @@ impl Restriction {
 
     /// Whether a certificate with these labels and names is within reach.
     pub fn permits<'a>(&self, labels: &BTreeMap<String, String>, names: impl IntoIterator<Item = &'a str>) -> bool {
-        let labels_ok = self.labels.iter().all(|(k, v)| labels.get(k) == Some(v));
-        labels_ok && (self.name_suffixes.is_empty() || names.into_iter().all(|n| self.name_permitted(n)))
+        self.reaches_labels(labels)
+            && (self.name_suffixes.is_empty() || names.into_iter().all(|n| self.name_permitted(n)))
+    }
+
+    /// Whether something without names (an agent) carrying `labels` lies within: it carries
+    /// every label of the restriction. Name suffixes say nothing about it, so a restriction by
+    /// suffixes alone reaches everything unnamed.
+    pub fn reaches_labels(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
     }
 
     /// Whether one DNS name (or wildcard) lies under a permitted suffix, on a label boundary.

@@ -4,17 +4,22 @@
 //! arrive: three missed intervals make it offline.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use ck_domain::{
     Certificate, CertificateId, CertificateVersion, EventKind, IssuanceRequest, Job, JobId, JobKind, JobState,
     KeySource, Labels, Restriction,
 };
 use ck_pki::ParsedCsr;
-use ck_store::{AgentCredential, AgentFacts, AgentRecord, NewEvent};
+use ck_store::{AgentCredential, AgentFacts, AgentRecord, NewEvent, Store};
 use time::{Duration, OffsetDateTime};
 
-use crate::auth::{Credential, mint_token};
-use crate::{AgentScope, ControlPlane, Principal, ServiceError, now};
+use crate::access::Access;
+use crate::access::auth::{AgentScope, Credential, Principal, mint_token};
+use crate::certificates::Certificates;
+use crate::job::new_job;
+use crate::signals::WorkAvailable;
+use crate::{ServerConfig, ServiceError, now};
 
 /// How often agents are asked to heartbeat and poll.
 pub const AGENT_POLL_INTERVAL: Duration = Duration::seconds(30);
@@ -73,18 +78,36 @@ pub(crate) fn status_of(record: &AgentRecord, now: OffsetDateTime) -> AgentStatu
     }
 }
 
-/// Whether an agent lies within a token restriction: it carries every label of the
-/// restriction. Name suffixes say nothing about agents (an agent has no names), so a
-/// restriction by suffixes alone reaches every agent.
-pub(crate) fn agent_within(restriction: &Restriction, record: &AgentRecord) -> bool {
-    let labels = record.labels.as_map();
-    restriction
-        .labels()
-        .iter()
-        .all(|(key, value)| labels.get(key) == Some(value))
+/// The agents: registration, heartbeats, their work lists, CSRs and deployment reports.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Agents {
+    store: Store,
+    config: Arc<ServerConfig>,
+    access: Access,
+    certificates: Certificates,
+    work: WorkAvailable,
 }
 
-impl ControlPlane {
+impl Agents {
+    pub(crate) fn new(
+        store: Store,
+        config: Arc<ServerConfig>,
+        access: Access,
+        certificates: Certificates,
+        work: WorkAvailable,
+    ) -> Self {
+        Self {
+            store,
+            config,
+            access,
+            certificates,
+            work,
+        }
+    }
+}
+
+impl Agents {
     /// Registers an agent and returns its token: the only time the token exists in clear.
     /// The agent gets `labels` plus the caller's restriction's labels (so the caller reaches
     /// it); a label that contradicts the restriction is refused.
@@ -111,8 +134,7 @@ impl ControlPlane {
         let labels = Labels::new(labels).map_err(|e| ServiceError::Invalid(format!("agent labels: {e}")))?;
         let minted = mint_token().map_err(ServiceError::Unavailable)?;
         let id = uuid::Uuid::now_v7().to_string();
-        self.inner
-            .store
+        self.store
             .insert_agent(
                 &AgentCredential {
                     id: id.clone(),
@@ -125,7 +147,7 @@ impl ControlPlane {
                 now(),
             )
             .await?;
-        self.inner.tokens.insert(
+        self.access.add_credential(
             minted.key.clone(),
             Credential {
                 hash: minted.hash,
@@ -138,12 +160,11 @@ impl ControlPlane {
             },
         );
         let token = minted.token;
-        if let Err(error) = self.inner.store.publish_credentials_changed().await {
+        if let Err(error) = self.store.publish_credentials_changed().await {
             tracing::warn!(%error, "telling the other nodes about the new agent failed; they reload within 10 s");
         }
         tracing::info!(agent = %id, name, scope = scope.as_str(), "registered an agent");
         let record = self
-            .inner
             .store
             .agent(&id)
             .await?
@@ -154,7 +175,7 @@ impl ControlPlane {
     /// The agents `restriction` reaches (those carrying all of its labels), with their status.
     pub async fn reachable_agents(&self, restriction: &Restriction) -> Result<Vec<AgentInfo>, ServiceError> {
         let mut agents = self.agents().await?;
-        agents.retain(|a| agent_within(restriction, &a.record));
+        agents.retain(|a| restriction.reaches_labels(a.record.labels.as_map()));
         Ok(agents)
     }
 
@@ -162,14 +183,7 @@ impl ControlPlane {
     /// unrestricted operators); a caller's view is `reachable_agents`.
     pub async fn agents(&self) -> Result<Vec<AgentInfo>, ServiceError> {
         let now = now();
-        Ok(self
-            .inner
-            .store
-            .agents()
-            .await?
-            .into_iter()
-            .map(|r| info(r, now))
-            .collect())
+        Ok(self.store.agents().await?.into_iter().map(|r| info(r, now)).collect())
     }
 
     /// Revokes an agent's token (by id or name): it stops working at once on every node (on a
@@ -178,20 +192,15 @@ impl ControlPlane {
     pub async fn revoke_agent(&self, id_or_name: &str, restriction: &Restriction) -> Result<AgentInfo, ServiceError> {
         let not_found = || ServiceError::NotFound(format!("agent '{id_or_name}' (not revoked)"));
         // Labels never change after registration, so the check cannot go stale before the update.
-        let target = match self.inner.store.agent(id_or_name).await? {
-            Some(record) if agent_within(restriction, &record) => record,
+        let target = match self.store.agent(id_or_name).await? {
+            Some(record) if restriction.reaches_labels(record.labels.as_map()) => record,
             _ => return Err(not_found()),
         };
-        let record = self
-            .inner
-            .store
-            .revoke_agent(&target.id, now())
-            .await
-            .map_err(|e| match e {
-                ck_store::StoreError::NotFound => not_found(),
-                other => other.into(),
-            })?;
-        self.credentials_changed().await?;
+        let record = self.store.revoke_agent(&target.id, now()).await.map_err(|e| match e {
+            ck_store::StoreError::NotFound => not_found(),
+            other => other.into(),
+        })?;
+        self.access.credentials_changed().await?;
         tracing::info!(agent = %record.id, name = %record.name, "revoked an agent's token");
         Ok(info(record, now()))
     }
@@ -206,7 +215,6 @@ impl ControlPlane {
         };
         let now = now();
         let record = self
-            .inner
             .store
             .agent_heartbeat(agent_id, &facts, now)
             .await?
@@ -261,10 +269,10 @@ pub struct DeploymentReport {
     pub error: Option<String>,
 }
 
-impl ControlPlane {
+impl Agents {
     /// The certificates bound to an agent, and whether each waits for a CSR.
     pub async fn agent_work(&self, agent_id: &str) -> Result<Vec<AgentWorkItem>, ServiceError> {
-        let bound = self.inner.store.agent_certificates(agent_id).await?;
+        let bound = self.store.agent_certificates(agent_id).await?;
         Ok(bound
             .into_iter()
             .map(|(certificate, job)| AgentWorkItem {
@@ -304,7 +312,7 @@ impl ControlPlane {
         // A key revoked as compromised is never certified again: an agent that reuses keys
         // would otherwise get the stolen key a fresh certificate.
         let compromised = if cert.revocation_reason == Some(ck_domain::RevocationReason::KeyCompromise) {
-            let versions = self.inner.store.versions(cert.id).await?;
+            let versions = self.store.versions(cert.id).await?;
             versions.iter().filter(|v| v.version == cert.current_version).any(|v| {
                 ParsedCsr::parse_stored(v.csr_pem.as_bytes()).is_ok_and(|p| p.public_key_der == csr.public_key_der)
             })
@@ -318,7 +326,7 @@ impl ControlPlane {
                 cert.name
             )));
         }
-        let asked = IssuanceRequest::resolve(None, &[], Some(&csr.names), &self.inner.config.name_policy)
+        let asked = IssuanceRequest::resolve(None, &[], Some(&csr.names), &self.config.name_policy)
             .map_err(|e| ServiceError::Invalid(format!("the CSR's names: {e}")))?;
         let asked: BTreeSet<String> = asked.sans.iter().map(ToString::to_string).collect();
         let wanted: BTreeSet<String> = cert.sans.iter().map(ToString::to_string).collect();
@@ -331,7 +339,6 @@ impl ControlPlane {
             )));
         }
         let job = self
-            .inner
             .store
             .submit_agent_csr(certificate_id, &csr.pem, now())
             .await?
@@ -341,7 +348,7 @@ impl ControlPlane {
                     cert.name
                 ))
             })?;
-        self.inner.work_available.notify_one();
+        self.work.notify_one();
         tracing::info!(agent = agent_id, certificate = %certificate_id, key = %csr.key_description, job = %job.id,
             "received an agent's CSR");
         Ok(job)
@@ -354,7 +361,7 @@ impl ControlPlane {
         certificate_id: CertificateId,
     ) -> Result<AgentBundle, ServiceError> {
         let certificate = self.bound_certificate(agent_id, certificate_id).await?;
-        let (version, key) = self.version(certificate_id, None).await?;
+        let (version, key) = self.certificates.version(certificate_id, None).await?;
         let private_key_pem = if certificate.key_source == KeySource::Server {
             key
         } else {
@@ -376,7 +383,7 @@ impl ControlPlane {
     ) -> Result<Job, ServiceError> {
         let cert = self.bound_certificate(agent_id, certificate_id).await?;
         let now = now();
-        let mut job = self.new_job(cert.id, JobKind::Deploy, now);
+        let mut job = new_job(cert.id, JobKind::Deploy, now, 1);
         job.attempts = 1;
         job.max_attempts = 1;
         job.finished_at = Some(now);
@@ -412,30 +419,16 @@ impl ControlPlane {
                 job.last_error = Some(truncate(error, 8192));
             }
         }
-        self.inner.store.record_deployment(&job, &event).await?;
+        self.store.record_deployment(&job, &event).await?;
         Ok(job)
     }
 
     /// A certificate bound to this agent; any other is "not found", so an agent learns nothing
     /// about certificates that are not its own.
     async fn bound_certificate(&self, agent_id: &str, id: CertificateId) -> Result<Certificate, ServiceError> {
-        match self.inner.store.certificate(id).await? {
+        match self.store.certificate(id).await? {
             Some(cert) if cert.agent_id.as_deref() == Some(agent_id) => Ok(cert),
             _ => Err(ServiceError::NotFound(format!("certificate {id} of this agent"))),
-        }
-    }
-
-    /// The agent named or numbered `id_or_name`, for binding a certificate by a caller with
-    /// `restriction`. One outside the restriction is "not found" exactly like an unknown one,
-    /// so a caller can neither fill another team's work list nor learn which agents exist.
-    pub(crate) async fn agent_record(
-        &self,
-        id_or_name: &str,
-        restriction: &Restriction,
-    ) -> Result<AgentRecord, ServiceError> {
-        match self.inner.store.agent(id_or_name).await? {
-            Some(record) if agent_within(restriction, &record) => Ok(record),
-            _ => Err(ServiceError::NotFound(format!("agent '{id_or_name}'"))),
         }
     }
 }

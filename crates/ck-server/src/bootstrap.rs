@@ -1,17 +1,16 @@
 //! First start and every start: the local CA exists, issuers are loaded, an admin token exists.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use ck_acme::SettingsOrigin;
 use ck_domain::{IssuerId, Restriction, Scopes};
-use ck_pki::{CaMaterial, LocalCa, PrivateKeyPem};
+use ck_pki::CaMaterial;
 use ck_store::{IssuerRecord, Store};
 
-use crate::auth::mint_token;
-use crate::issuers::{AcmeIssuerState, Issuer};
-use crate::tokens::{load_credentials, token_record};
-use crate::{ControlPlane, ServerConfig, ServiceError, TokenVerifier, now};
+use crate::access::auth::{TokenVerifier, mint_token};
+use crate::access::tokens::{load_credentials, token_record};
+use crate::issuers::{acme_settings, issuer_from_record};
+use crate::{ControlPlane, ServerConfig, ServiceError, now};
 
 /// The admin token when bootstrap created (or reset) it: the only moment its plain text exists.
 #[derive(Clone, PartialEq, Eq)]
@@ -62,7 +61,7 @@ pub async fn bootstrap(
         let _: IssuerId = id
             .parse()
             .map_err(|e| ServiceError::Invalid(format!("config file issuer '{id}': {e}")))?;
-        crate::issuers::acme_settings(settings, SettingsOrigin::ConfigFile, &config)
+        acme_settings(settings, SettingsOrigin::ConfigFile, &config)
             .map_err(|e| ServiceError::Invalid(format!("config file issuer '{id}': {}", e.message)))?;
         if store
             .upsert_issuer_settings(id, "acme", &settings.to_string(), now())
@@ -101,54 +100,4 @@ pub async fn bootstrap(
     verifier.replace_all(load_credentials(&store).await?);
     let control_plane = ControlPlane::new(store, config, issuers, verifier);
     Ok((control_plane, created))
-}
-
-/// The issuer a stored record describes; `None` for a kind this version does not know.
-pub(crate) fn issuer_from_record(
-    record: &IssuerRecord,
-    config: &ServerConfig,
-) -> Result<Option<(IssuerId, Issuer)>, ServiceError> {
-    let public_base_url = config.public_base_url.as_deref();
-    let id: IssuerId = record
-        .id
-        .parse()
-        .map_err(|e| ServiceError::Unavailable(format!("{e}")))?;
-    if record.kind == "acme" {
-        let settings: serde_json::Value = serde_json::from_str(record.settings.as_deref().unwrap_or("null"))
-            .map_err(|e| ServiceError::Unavailable(format!("issuer {}: stored settings unreadable: {e}", record.id)))?;
-        let origin = crate::issuers::origin_of(&record.id, config);
-        let (acme, shown) = crate::issuers::acme_settings(&settings, origin, config).map_err(|e| match origin {
-            SettingsOrigin::Api => ServiceError::Unavailable(crate::issuers::stored_issuer_refused(&record.id, &e)),
-            SettingsOrigin::ConfigFile => ServiceError::Unavailable(format!("issuer {}: {}", record.id, e.message)),
-        })?;
-        let state = AcmeIssuerState::new(id.clone(), acme, shown, record.created_at, None);
-        return Ok(Some((id, Issuer::Acme(Arc::new(state)))));
-    }
-    if record.kind != "local" {
-        tracing::warn!(issuer = %record.id, kind = %record.kind, "unknown issuer kind; ignored");
-        return Ok(None);
-    }
-    let missing = |what: &str| ServiceError::Unavailable(format!("issuer {} has no {what}", record.id));
-    let material = CaMaterial {
-        root_cert_pem: record
-            .root_cert_pem
-            .clone()
-            .ok_or_else(|| missing("root certificate"))?,
-        root_key: PrivateKeyPem::new(record.root_key_pem.clone().ok_or_else(|| missing("root key"))?),
-        intermediate_cert_pem: record
-            .intermediate_cert_pem
-            .clone()
-            .ok_or_else(|| missing("intermediate"))?,
-        intermediate_key: PrivateKeyPem::new(
-            record
-                .intermediate_key_pem
-                .clone()
-                .ok_or_else(|| missing("intermediate key"))?,
-        ),
-    };
-    let url = |path: &str| public_base_url.map(|base| format!("{base}/pki/{path}/{}", record.id));
-    let ca = LocalCa::load(&material)
-        .map_err(|e| ServiceError::Unavailable(format!("issuer {}: {e}", record.id)))?
-        .with_public_urls(url("crl"), url("ocsp"));
-    Ok(Some((id, Issuer::Local(Arc::new(ca)))))
 }

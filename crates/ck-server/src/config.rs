@@ -1,6 +1,11 @@
 //! Settings of the control-plane services, already validated by the binary's config layer.
 
-use ck_domain::{NamePolicy, RenewalPolicy, RetryPolicy};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use ck_domain::{ExpiryThresholds, NamePolicy, RenewalPolicy, RetryPolicy, Route};
+use ck_notify::Notifier;
 use ck_pki::CaConfig;
 use time::Duration;
 
@@ -61,7 +66,7 @@ pub struct ServerConfig {
     /// `None`: unlimited.
     pub auth_failure_limit: Option<(f64, u32)>,
     /// Notifiers, routes, retries and expiry thresholds.
-    pub notifications: crate::notify::NotificationSettings,
+    pub notifications: NotificationSettings,
     /// What `/metrics` shows and how often it reads the store.
     pub metrics: crate::metrics::MetricsSettings,
 }
@@ -128,7 +133,7 @@ impl ServerConfig {
     /// Defaults for a single node.
     pub fn new(node_id: String) -> Self {
         Self {
-            notifications: crate::notify::NotificationSettings::default(),
+            notifications: NotificationSettings::default(),
             metrics: crate::metrics::MetricsSettings::default(),
             node_id,
             workers: 2,
@@ -155,5 +160,60 @@ impl ServerConfig {
             // Enough for a person mistyping; far too few to guess a 256-bit token.
             auth_failure_limit: Some((1.0 / 3.0, 20)),
         }
+    }
+}
+
+/// One configured notifier and the events it receives.
+#[derive(Clone)]
+pub struct NotifierEntry {
+    /// The name in the configuration, on notification rows and in metrics.
+    pub name: String,
+    /// Which events it gets.
+    pub route: Route,
+    /// The channel.
+    pub notifier: Arc<Notifier>,
+}
+
+/// Notification settings, validated by the binary's config layer.
+#[derive(Clone)]
+pub struct NotificationSettings {
+    /// The notifiers, in configuration order.
+    pub notifiers: Vec<NotifierEntry>,
+    /// Attempts and backoff of each notification.
+    pub retry: RetryPolicy,
+    /// The thresholds of certificates that name none.
+    pub expiry_thresholds: ExpiryThresholds,
+    /// How often each node looks for events to route and notifications to send.
+    pub poll_interval: StdDuration,
+}
+
+impl Default for NotificationSettings {
+    /// No notifiers; 8 attempts over about an hour and a half (10 s doubling, at most 30 min).
+    fn default() -> Self {
+        Self {
+            notifiers: Vec::new(),
+            retry: RetryPolicy {
+                max_attempts: 8,
+                base_delay: Duration::seconds(10),
+                max_delay: Duration::minutes(30),
+            },
+            expiry_thresholds: ExpiryThresholds::default(),
+            poll_interval: StdDuration::from_secs(1),
+        }
+    }
+}
+
+impl fmt::Debug for NotificationSettings {
+    // Notifiers hold secrets (HMAC keys, SMTP passwords): only their names are shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotificationSettings")
+            .field(
+                "notifiers",
+                &self.notifiers.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+            )
+            .field("retry", &self.retry)
+            .field("expiry_thresholds", &self.expiry_thresholds)
+            .field("poll_interval", &self.poll_interval)
+            .finish()
     }
 }

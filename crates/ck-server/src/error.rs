@@ -38,8 +38,20 @@ impl From<StoreError> for ServiceError {
         match error {
             StoreError::NotFound => Self::NotFound("resource".to_owned()),
             StoreError::Conflict(message) => Self::Conflict(message),
-            StoreError::Disconnected(_) => crate::outage::unreachable(),
+            StoreError::Disconnected(_) => Self::database_unreachable(),
             other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// What a client is told to wait before writing again during a database outage.
+pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl ServiceError {
+    /// The refusal of a write while the database is unreachable.
+    pub(crate) fn database_unreachable() -> Self {
+        Self::DatabaseUnreachable {
+            retry_after: RETRY_AFTER,
         }
     }
 }

@@ -1,47 +1,48 @@
-//! The control plane's services: certificate issuance and lifecycle, the job workers, the
-//! renewal scheduler, bootstrap (local CA, admin token) and metrics.
+//! The control plane's services: certificates and their jobs, issuers, the PKI endpoints'
+//! logic (CRL, OCSP, EST, SCEP), access (tokens, audit), agents, notifications, monitoring,
+//! the cluster, the background loops, and bootstrap (local CA, admin token).
 //!
-//! Nothing here knows HTTP: `ck-api` maps requests onto [`ControlPlane`] methods. The clock is
-//! read in one place (`clock`), and pure rules come from `ck-domain`.
+//! Each service owns its state and gets the services it uses in its constructor
+//! ([`ControlPlane::new`] builds them in dependency order); no module imports another in a
+//! cycle. Nothing here knows HTTP: `ck-api` maps requests onto the services' methods. The clock
+//! is read in one place (`clock`), and pure rules come from `ck-domain`.
 
-mod acme_jobs;
+mod access;
 mod agents;
-mod audit_csv;
-mod auth;
-mod auth_failures;
 mod bootstrap;
+mod certificates;
 mod clock;
 mod cluster;
 mod config;
+mod control_plane;
+mod enrollment;
 mod error;
-mod est;
-mod group_commit;
-mod issuance;
 mod issuers;
+mod job;
+mod jobs;
 mod metrics;
-mod notify;
-pub use metrics::{MetricsSettings, prometheus_text};
-mod outage;
+mod monitoring;
+mod notifications;
 mod pki;
-mod scep;
-mod scheduler;
-mod service;
-mod tokens;
-mod workers;
+mod signals;
 
-pub use agents::{AGENT_POLL_INTERVAL, AgentBundle, AgentInfo, AgentStatus, AgentWorkItem, DeploymentReport};
-pub use audit_csv::audit_csv;
-pub use auth::{AgentScope, ClientCertificateRejection, Operator, Principal, TokenRejection, TokenVerifier};
+pub use access::Access;
+pub use access::audit_csv::audit_csv;
+pub use access::auth::{AgentScope, ClientCertificateRejection, Operator, Principal, TokenRejection, TokenVerifier};
+pub use access::tokens::{AuditEvent, NewToken, TokenInfo, TokenStatus};
+pub use agents::{AGENT_POLL_INTERVAL, AgentBundle, AgentInfo, AgentStatus, AgentWorkItem, Agents, DeploymentReport};
 pub use bootstrap::{AdminToken, bootstrap};
+pub use certificates::{Certificates, Export, ExportFormat, NewCertificate};
 pub use clock::now;
-pub use cluster::{ClusterView, LEADER_LEASE, LEASE_TTL, RENEW_EVERY, STEP_DOWN_AFTER};
-pub use config::{EnrollmentPolicy, EstProfile, ScepProfile, ServerConfig};
-pub use error::ServiceError;
-pub use issuers::ChallengeListener;
-pub use notify::{NotificationSettings, NotifierEntry};
-pub use outage::RETRY_AFTER;
-pub use pki::{ListenerCertificate, OcspAnswer, SignedCrl};
-pub use scep::ScepCaCerts;
-pub use service::{ControlPlane, Export, ExportFormat, IssuerInfo, NewCertificate};
-pub use tokens::{AuditEvent, NewToken, TokenInfo, TokenStatus};
-pub use workers::spawn_background_loops;
+pub use cluster::{Cluster, ClusterView, LEADER_LEASE, LEASE_TTL, RENEW_EVERY, STEP_DOWN_AFTER};
+pub use config::{EnrollmentPolicy, EstProfile, NotificationSettings, NotifierEntry, ScepProfile, ServerConfig};
+pub use control_plane::ControlPlane;
+pub use enrollment::est::Est;
+pub use enrollment::scep::{Scep, ScepCaCerts};
+pub use error::{RETRY_AFTER, ServiceError};
+pub use issuers::{ChallengeListener, IssuerInfo, Issuers};
+pub use jobs::spawn_background_loops;
+pub use metrics::{MetricsSettings, prometheus_text};
+pub use monitoring::Monitoring;
+pub use notifications::Notifications;
+pub use pki::{ListenerCertificate, OcspAnswer, Pki, SignedCrl};

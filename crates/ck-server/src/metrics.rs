@@ -487,72 +487,34 @@ impl Metrics {
     }
 }
 
-impl crate::ControlPlane {
-    /// The OpenMetrics exposition of the control plane's metrics. The cluster-wide gauges are
-    /// read from the store when the last read is older than `MetricsSettings::refresh` (and
-    /// the database answers); otherwise they are served as they are.
-    pub async fn render_metrics(&self) -> Result<String, ServiceError> {
-        let metrics = &self.inner.metrics;
-        metrics
-            .ocsp_cached
-            .set(i64::try_from(self.inner.ocsp.cached_responses()).unwrap_or(i64::MAX));
-        if self.inner.database.is_up() {
-            let mut refreshed = metrics.refreshed.lock().await;
-            if refreshed.is_none_or(|at| at.elapsed() >= metrics.settings.refresh) {
-                metrics.update(&self.inventory().await?);
+impl Metrics {
+    /// Whether per-certificate series (with names) are exported.
+    pub(crate) fn named_series(&self) -> bool {
+        self.settings.named_series
+    }
+
+    /// The OpenMetrics exposition. The cluster-wide gauges are read through `inventory` when
+    /// the last read is older than `MetricsSettings::refresh` and `database_up`; otherwise
+    /// they are served as they are.
+    pub(crate) async fn render<F, Fut>(
+        &self,
+        ocsp_cached: usize,
+        database_up: bool,
+        inventory: F,
+    ) -> Result<String, ServiceError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Inventory, ServiceError>>,
+    {
+        self.ocsp_cached.set(i64::try_from(ocsp_cached).unwrap_or(i64::MAX));
+        if database_up {
+            let mut refreshed = self.refreshed.lock().await;
+            if refreshed.is_none_or(|at| at.elapsed() >= self.settings.refresh) {
+                self.update(&inventory().await?);
                 *refreshed = Some(Instant::now());
             }
         }
-        metrics.render_local()
-    }
-
-    /// What the store says now, for the cluster-wide gauges.
-    async fn inventory(&self) -> Result<Inventory, ServiceError> {
-        let store = &self.inner.store;
-        let now = crate::now();
-        let agents = store.agents().await?;
-        let mut agent_counts: Vec<(&'static str, i64)> = Vec::new();
-        for status in crate::AgentStatus::ALL {
-            let n = agents
-                .iter()
-                .filter(|record| crate::agents::status_of(record, now) == status)
-                .count();
-            agent_counts.push((status.as_str(), i64::try_from(n).unwrap_or(i64::MAX)));
-        }
-        let token_expiries = store
-            .tokens()
-            .await?
-            .into_iter()
-            .filter(|t| t.revoked_at.is_none() && t.expired_at.is_none())
-            .filter_map(|t| t.expires_at.map(|at| (t.name, at)))
-            .collect();
-        let times = if self.inner.metrics.settings.named_series {
-            store.certificate_times().await?
-        } else {
-            Vec::new()
-        };
-        Ok(Inventory {
-            certificates: store.certificate_counts().await?,
-            issuers: self.inner.issuers.ids(),
-            times,
-            earliest: store.issuer_certificate_times().await?,
-            jobs: store.job_counts().await?,
-            oldest_runnable_job_seconds: store
-                .oldest_runnable_job(now)
-                .await?
-                .map_or(0.0, |since| (now - since).as_seconds_f64().max(0.0)),
-            agents: agent_counts,
-            token_expiries,
-            notifications: store.notification_counts().await?,
-            notifiers: self
-                .inner
-                .config
-                .notifications
-                .notifiers
-                .iter()
-                .map(|n| n.name.clone())
-                .collect(),
-        })
+        self.render_local()
     }
 }
 

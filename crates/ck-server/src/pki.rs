@@ -13,8 +13,10 @@ use ck_pki::{CrlRequest, OcspErrorStatus, OcspSigner, OcspStatus, RevokedSerial,
 use ck_store::SerialStatus;
 use time::OffsetDateTime;
 
-use crate::issuers::Issuer;
-use crate::{ControlPlane, ServiceError, now};
+use ck_store::Store;
+
+use crate::issuers::{Issuer, Issuers};
+use crate::{ServerConfig, ServiceError, now};
 
 /// A signed CRL, as served.
 #[derive(Debug, Clone)]
@@ -47,7 +49,7 @@ struct Slot {
 
 /// Per issuer: the CRL in use, behind a lock held while a new one is signed.
 #[derive(Default)]
-pub(crate) struct CrlCache {
+struct CrlCache {
     slots: Mutex<HashMap<IssuerId, Arc<tokio::sync::Mutex<Slot>>>>,
 }
 
@@ -61,13 +63,43 @@ impl CrlCache {
     }
 }
 
-impl ControlPlane {
+/// The local CAs' revocation services: CRLs, OCSP, and which of its certificates a client
+/// presented. Cheap to clone.
+#[derive(Clone)]
+pub struct Pki {
+    store: Store,
+    config: Arc<ServerConfig>,
+    issuers: Issuers,
+    /// The local CAs' CRLs.
+    crls: Arc<CrlCache>,
+    /// The local CAs' OCSP responders and cached responses.
+    ocsp: Arc<OcspResponders>,
+}
+
+impl Pki {
+    pub(crate) fn new(store: Store, config: Arc<ServerConfig>, issuers: Issuers) -> Self {
+        Self {
+            store,
+            config,
+            issuers,
+            crls: Arc::new(CrlCache::default()),
+            ocsp: Arc::new(OcspResponders::default()),
+        }
+    }
+
+    /// How many OCSP responses are cached now (a gauge of `/metrics`).
+    pub(crate) fn cached_ocsp_responses(&self) -> usize {
+        self.ocsp.cached_responses()
+    }
+}
+
+impl Pki {
     /// The local CA issuer named `issuer`, for a public PKI endpoint (`what`, for messages).
     pub(crate) fn local_ca(&self, issuer: &str, what: &str) -> Result<(IssuerId, Arc<ck_pki::LocalCa>), ServiceError> {
         let id: IssuerId = issuer
             .parse()
             .map_err(|e| ServiceError::NotFound(format!("issuer '{issuer}' ({e})")))?;
-        match self.inner.issuers.get(&id) {
+        match self.issuers.known(&id) {
             Some(Issuer::Local(ca)) => Ok((id, ca)),
             Some(Issuer::Acme(_)) => Err(ServiceError::NotFound(format!(
                 "{what} for issuer '{id}': it is an ACME CA, which runs its own"
@@ -84,29 +116,24 @@ impl ControlPlane {
         cert_der: &[u8],
         serial: &str,
     ) -> Result<Option<(IssuerId, SerialStatus)>, ck_store::StoreError> {
-        let issuer = self
-            .inner
-            .issuers
-            .all()
-            .into_iter()
-            .find_map(|(id, issuer)| match issuer {
-                Issuer::Local(ca) if ca.issued(cert_der) => Some(id),
-                _ => None,
-            });
+        let issuer = self.issuers.all().into_iter().find_map(|(id, issuer)| match issuer {
+            Issuer::Local(ca) if ca.issued(cert_der) => Some(id),
+            _ => None,
+        });
         let Some(issuer) = issuer else {
             return Ok(None);
         };
-        let status = self.inner.store.serial_status(issuer.as_str(), serial).await?;
+        let status = self.store.serial_status(issuer.as_str(), serial).await?;
         Ok(Some((issuer, status)))
     }
 
     /// The current CRL of a local CA issuer, signed anew when stale.
     pub async fn crl(&self, issuer: &str) -> Result<Arc<SignedCrl>, ServiceError> {
         let (id, ca) = self.local_ca(issuer, "a CRL")?;
-        let slot = self.inner.crls.slot(&id);
+        let slot = self.crls.slot(&id);
         let mut slot = slot.lock().await;
         let now = now();
-        let refresh_after = self.inner.config.crl_validity / 2;
+        let refresh_after = self.config.crl_validity / 2;
         if let Some(current) = &slot.current
             && !slot.stale
             && now < current.this_update + refresh_after
@@ -114,7 +141,6 @@ impl ControlPlane {
             return Ok(current.clone());
         }
         let revoked: Vec<RevokedSerial> = self
-            .inner
             .store
             .revocations(id.as_str(), now)
             .await?
@@ -125,8 +151,8 @@ impl ControlPlane {
                 reason: r.reason,
             })
             .collect();
-        let number = self.inner.store.next_crl_number(id.as_str()).await?;
-        let next_update = now + self.inner.config.crl_validity;
+        let number = self.store.next_crl_number(id.as_str()).await?;
+        let next_update = now + self.config.crl_validity;
         let started = std::time::Instant::now();
         let (der, revoked) = tokio::task::spawn_blocking(move || {
             let request = CrlRequest {
@@ -158,11 +184,11 @@ impl ControlPlane {
     /// background, so the revocation is published without waiting for a request; the other
     /// nodes are told to do the same.
     pub(crate) async fn revoked_on(&self, issuer: &IssuerId) {
-        if !matches!(self.inner.issuers.get(issuer), Some(Issuer::Local(_))) {
+        if !matches!(self.issuers.known(issuer), Some(Issuer::Local(_))) {
             return;
         }
-        let node = &self.inner.config.node_id;
-        if let Err(error) = self.inner.store.publish_revoked(issuer.as_str(), node).await {
+        let node = &self.config.node_id;
+        if let Err(error) = self.store.publish_revoked(issuer.as_str(), node).await {
             tracing::warn!(%issuer, %error, "telling the other nodes about a revocation failed; their OCSP answers \
                 and CRL catch up within an hour");
         }
@@ -172,15 +198,15 @@ impl ControlPlane {
     /// Drops this node's OCSP answers and CRL of `issuer` after a revocation (here or on
     /// another node), and signs the next CRL in the background.
     pub(crate) async fn revoked_elsewhere(&self, issuer: &IssuerId) {
-        if !matches!(self.inner.issuers.get(issuer), Some(Issuer::Local(_))) {
+        if !matches!(self.issuers.known(issuer), Some(Issuer::Local(_))) {
             return;
         }
         self.forget_ocsp_responses(issuer);
-        self.inner.crls.slot(issuer).lock().await.stale = true;
-        let control_plane = self.clone();
+        self.crls.slot(issuer).lock().await.stale = true;
+        let pki = self.clone();
         let issuer = issuer.to_string();
         tokio::spawn(async move {
-            if let Err(error) = control_plane.crl(&issuer).await {
+            if let Err(error) = pki.crl(&issuer).await {
                 tracing::warn!(%issuer, %error, "signing the CRL after a revocation failed; the next request retries");
             }
         });
@@ -262,7 +288,7 @@ struct OcspIssuer {
 
 /// Per issuer: the delegated responder and its cached responses.
 #[derive(Default)]
-pub(crate) struct OcspResponders {
+struct OcspResponders {
     issuers: Mutex<HashMap<IssuerId, OcspIssuer>>,
 }
 
@@ -284,7 +310,7 @@ pub struct OcspAnswer {
     pub cached: bool,
 }
 
-impl ControlPlane {
+impl Pki {
     /// Answers an OCSP request for a local CA issuer.
     pub async fn ocsp(&self, issuer: &str, request: &[u8]) -> Result<OcspAnswer, ServiceError> {
         let (id, ca) = self.local_ca(issuer, "an OCSP responder")?;
@@ -315,7 +341,7 @@ impl ControlPlane {
         let mut statuses = Vec::with_capacity(query.certs.len());
         for cert in &query.certs {
             statuses.push(if cert.ours {
-                match self.inner.store.serial_status(id.as_str(), &cert.serial_hex).await? {
+                match self.store.serial_status(id.as_str(), &cert.serial_hex).await? {
                     SerialStatus::Issued => OcspStatus::Good,
                     SerialStatus::Revoked(r) => OcspStatus::Revoked {
                         at: r.revoked_at,
@@ -340,7 +366,7 @@ impl ControlPlane {
         // An unknown serial is not kept either: invented serials would fill the cache.
         if let Some(key) = cache_key
             && statuses.first().is_some_and(|status| *status != OcspStatus::Unknown)
-            && let Ok(mut issuers) = self.inner.ocsp.issuers.lock()
+            && let Ok(mut issuers) = self.ocsp.issuers.lock()
             && let Some(entry) = issuers.get_mut(&id)
             && Arc::ptr_eq(&entry.signer, &signer)
         {
@@ -350,7 +376,7 @@ impl ControlPlane {
     }
 
     fn cached_ocsp(&self, id: &IssuerId, cert_id: &[u8], now: OffsetDateTime) -> Option<Arc<Vec<u8>>> {
-        let mut issuers = self.inner.ocsp.issuers.lock().ok()?;
+        let mut issuers = self.ocsp.issuers.lock().ok()?;
         issuers.get_mut(id)?.cache.get(cert_id, now)
     }
 
@@ -362,7 +388,6 @@ impl ControlPlane {
         now: OffsetDateTime,
     ) -> Result<Arc<OcspSigner>, ServiceError> {
         let mut issuers = self
-            .inner
             .ocsp
             .issuers
             .lock()
@@ -389,7 +414,7 @@ impl ControlPlane {
 
     /// Drops the issuer's cached OCSP responses (after a revocation).
     fn forget_ocsp_responses(&self, id: &IssuerId) {
-        if let Ok(mut issuers) = self.inner.ocsp.issuers.lock()
+        if let Ok(mut issuers) = self.ocsp.issuers.lock()
             && let Some(entry) = issuers.get_mut(id)
         {
             entry.cache.clear();
@@ -410,7 +435,7 @@ pub struct ListenerCertificate {
     pub not_after: OffsetDateTime,
 }
 
-impl ControlPlane {
+impl Pki {
     /// Signs a certificate for the server's own TLS listener with the `local` CA (outside the
     /// inventory: it belongs to the server, not to a user).
     pub fn listener_certificate(
@@ -418,7 +443,7 @@ impl ControlPlane {
         names: &[String],
         validity: time::Duration,
     ) -> Result<ListenerCertificate, ServiceError> {
-        let Some(Issuer::Local(ca)) = self.inner.issuers.get(&IssuerId::local()) else {
+        let Some(Issuer::Local(ca)) = self.issuers.known(&IssuerId::local()) else {
             return Err(ServiceError::Unavailable("the local CA is not loaded".to_owned()));
         };
         let sans = names
@@ -456,11 +481,11 @@ impl ControlPlane {
     }
 }
 
-impl ControlPlane {
+impl Pki {
     /// The local CA's root and intermediate (PEM): what client certificates are verified
     /// against. The intermediate is included because clients usually send only their leaf.
     pub fn local_trust_anchors(&self) -> Result<String, ServiceError> {
-        let Some(Issuer::Local(ca)) = self.inner.issuers.get(&IssuerId::local()) else {
+        let Some(Issuer::Local(ca)) = self.issuers.known(&IssuerId::local()) else {
             return Err(ServiceError::Unavailable("the local CA is not loaded".to_owned()));
         };
         Ok(format!("{}{}", ca.root_pem(), ca.intermediate_pem()))

@@ -10,6 +10,7 @@
 mod error;
 mod pages;
 mod session;
+mod state;
 mod view;
 
 use axum::Router;
@@ -18,22 +19,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use ck_server::ControlPlane;
 
-pub use session::SESSION_COOKIE;
+use state::WebState;
 
-/// What every handler gets.
-#[derive(Clone)]
-pub(crate) struct Web {
-    pub(crate) control_plane: ControlPlane,
-    /// Whether cookies get `Secure` (the server speaks HTTPS).
-    pub(crate) secure_cookies: bool,
-}
+pub use session::SESSION_COOKIE;
 
 /// The UI's routes, to be nested at `/ui`.
 pub fn router(control_plane: ControlPlane, secure_cookies: bool) -> Router {
-    let web = Web {
-        control_plane,
-        secure_cookies,
-    };
+    let web = WebState::new(&control_plane, secure_cookies);
     let signed_in = Router::new()
         .route("/", get(pages::dashboard))
         .route(

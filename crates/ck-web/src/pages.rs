@@ -1,4 +1,4 @@
-//! The pages: each handler reads through `ControlPlane`, checks the session's scopes, and
+//! The pages: each handler reads through the services it takes as state, checks the session's scopes, and
 //! fills a template with strings ready to show (templates hold no logic beyond loops and ifs).
 
 use std::collections::BTreeMap;
@@ -13,12 +13,11 @@ use axum::{Extension, Form};
 use ck_domain::{
     Certificate, CertificateId, CertificateStatus, IssuerId, Job, JobKind, JobState, RevocationReason, Scope, Scopes,
 };
-use ck_server::{NewCertificate, NewToken, ServiceError, now};
+use ck_server::{Access, Agents, Certificates, Issuers, NewCertificate, NewToken, Notifications, ServiceError, now};
 use ck_store::{AuditFilter, CertificateFilter, CertificateOrder, JobFilter, NotificationFilter, NotificationState};
 use serde::Deserialize;
 use time::{Duration, OffsetDateTime};
 
-use crate::Web;
 use crate::error::WebError;
 use crate::session::Session;
 use crate::view::{HeatDay, Page, Pager, expiry_heatmap, heatmap_of_counts, pager, relative, when};
@@ -97,12 +96,13 @@ pub(crate) struct DashboardPage {
 }
 
 pub(crate) async fn dashboard(
-    State(web): State<Web>,
+    State(certificates): State<Certificates>,
+    State(agents): State<Agents>,
+    State(issuers): State<Issuers>,
     Extension(session): Extension<Session>,
 ) -> PageResult<DashboardPage> {
     // The UI shows exactly what the API would: the dashboard is certificates, jobs and agents.
     session.require(Scope::Read)?;
-    let cp = &web.control_plane;
     let restriction = &session.operator.restriction;
     let now = now();
     let mut counts = Vec::new();
@@ -115,7 +115,7 @@ pub(crate) async fn dashboard(
             limit: 10,
             ..CertificateFilter::default()
         };
-        let (items, n) = cp.browse_certificates(&filter, restriction).await?;
+        let (items, n) = certificates.browse_certificates(&filter, restriction).await?;
         total += n;
         counts.push((status.to_string(), n));
         if matches!(
@@ -129,7 +129,7 @@ pub(crate) async fn dashboard(
     // an open token, from the reachable certificates for a restricted one.
     let heat = if restriction.is_unrestricted() {
         let midnight = now.replace_time(time::Time::MIDNIGHT);
-        heatmap_of_counts(&cp.expiries_per_day(midnight, 90).await?, now)
+        heatmap_of_counts(&certificates.expiries_per_day(midnight, 90).await?, now)
     } else {
         let mut scan = CertificateFilter {
             expiring_before: Some(now + Duration::days(90)),
@@ -139,7 +139,7 @@ pub(crate) async fn dashboard(
         };
         let mut expiries = Vec::new();
         loop {
-            let (items, n) = cp.browse_certificates(&scan, restriction).await?;
+            let (items, n) = certificates.browse_certificates(&scan, restriction).await?;
             expiries.extend(
                 items
                     .iter()
@@ -158,7 +158,7 @@ pub(crate) async fn dashboard(
     // see the failing jobs of the whole fleet here.
     let jobs_shown = restriction.is_unrestricted();
     let failed_jobs = if jobs_shown {
-        recent_failed_jobs(&web, 10)
+        recent_failed_jobs(&certificates, 10)
             .await?
             .iter()
             .map(|j| job_row(j, now))
@@ -166,7 +166,7 @@ pub(crate) async fn dashboard(
     } else {
         Vec::new()
     };
-    let agents = cp.reachable_agents(restriction).await?;
+    let agents = agents.reachable_agents(restriction).await?;
     let count = |s: ck_server::AgentStatus| agents.iter().filter(|a| a.status == s).count();
     Ok(DashboardPage {
         page: session.page("Dashboard", "dashboard"),
@@ -177,7 +177,7 @@ pub(crate) async fn dashboard(
         attention,
         failed_jobs,
         jobs_shown,
-        issuers: issuer_rows(&web, now).await?,
+        issuers: issuer_rows(&issuers, now).await?,
         agents_online: count(ck_server::AgentStatus::Online),
         agents_offline: count(ck_server::AgentStatus::Offline),
         agents_never: count(ck_server::AgentStatus::Never),
@@ -185,7 +185,7 @@ pub(crate) async fn dashboard(
 }
 
 /// The newest failed jobs (jobs are listed oldest first, so read pages and keep the tail).
-async fn recent_failed_jobs(web: &Web, n: usize) -> PageResult<Vec<Job>> {
+async fn recent_failed_jobs(certificates: &Certificates, n: usize) -> PageResult<Vec<Job>> {
     let mut filter = JobFilter {
         state: Some(JobState::Failed),
         limit: 1000,
@@ -193,7 +193,7 @@ async fn recent_failed_jobs(web: &Web, n: usize) -> PageResult<Vec<Job>> {
     };
     let mut kept: Vec<Job> = Vec::new();
     for _ in 0..20 {
-        let (jobs, more) = web.control_plane.jobs(&filter).await?;
+        let (jobs, more) = certificates.jobs(&filter).await?;
         filter.cursor = jobs.last().map(|j| j.id);
         kept.extend(jobs);
         let excess = kept.len().saturating_sub(n);
@@ -238,7 +238,8 @@ pub(crate) struct CertificatesPage {
 }
 
 pub(crate) async fn certificates(
-    State(web): State<Web>,
+    State(certificates): State<Certificates>,
+    State(issuers): State<Issuers>,
     Extension(session): Extension<Session>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> PageResult<CertificatesPage> {
@@ -271,16 +272,14 @@ pub(crate) async fn certificates(
         limit: PAGE_SIZE,
         ..CertificateFilter::default()
     };
-    let (mut items, total) = web
-        .control_plane
+    let (mut items, total) = certificates
         .browse_certificates(&filter, &session.operator.restriction)
         .await?;
     let pager = pager(requested, PAGE_SIZE, total);
     if pager.page != requested {
         // Past the end (the list shrank): show the last page instead of an empty one.
         filter.offset = (pager.page - 1) * PAGE_SIZE;
-        items = web
-            .control_plane
+        items = certificates
             .browse_certificates(&filter, &session.operator.restriction)
             .await?
             .0;
@@ -298,13 +297,7 @@ pub(crate) async fn certificates(
         issuer,
         sort: sort.to_owned(),
         statuses: CertificateStatus::ALL.iter().map(ToString::to_string).collect(),
-        issuers: web
-            .control_plane
-            .issuers()
-            .await?
-            .iter()
-            .map(|i| i.id.to_string())
-            .collect(),
+        issuers: issuers.issuers().await?.iter().map(|i| i.id.to_string()).collect(),
         base_query,
         can_create: session.can(Scope::Create),
     })
@@ -384,17 +377,17 @@ pub(crate) struct DetailQuery {
 }
 
 pub(crate) async fn certificate(
-    State(web): State<Web>,
+    State(certificates): State<Certificates>,
+    State(access): State<Access>,
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
     Query(query): Query<DetailQuery>,
 ) -> PageResult<CertificatePage> {
     session.require(Scope::Read)?;
-    let cp = &web.control_plane;
-    let cert = reachable(&web, &session, &id).await?;
+    let cert = reachable(&certificates, &session, &id).await?;
     let now = now();
-    let versions = cp.versions(cert.id).await?;
-    let (jobs, _) = cp
+    let versions = certificates.versions(cert.id).await?;
+    let (jobs, _) = certificates
         .jobs(&JobFilter {
             certificate_id: Some(cert.id),
             limit: 200,
@@ -405,20 +398,21 @@ pub(crate) async fn certificate(
     // The audit trail is the admin's; others see the certificate's own facts.
     let audit_shown = session.can(Scope::Admin) && session.operator.restriction.is_unrestricted();
     let audit = if audit_shown {
-        cp.audit_events(
-            &session.principal(),
-            &AuditFilter {
-                resource: Some(format!("certificates/{}", cert.id)),
-                limit: 200,
-                newest_first: true,
-                ..AuditFilter::default()
-            },
-        )
-        .await?
-        .0
-        .iter()
-        .map(audit_row)
-        .collect()
+        access
+            .audit_events(
+                &session.principal(),
+                &AuditFilter {
+                    resource: Some(format!("certificates/{}", cert.id)),
+                    limit: 200,
+                    newest_first: true,
+                    ..AuditFilter::default()
+                },
+            )
+            .await?
+            .0
+            .iter()
+            .map(audit_row)
+            .collect()
     } else {
         Vec::new()
     };
@@ -431,7 +425,7 @@ pub(crate) async fn certificate(
     let in_use = cert.status != CertificateStatus::Revoked && cert.status != CertificateStatus::Pending;
     let chain_pem = match cert.current_version {
         0 => String::new(),
-        _ => cp.chain(cert.id, None).await?.chain_pem,
+        _ => certificates.chain(cert.id, None).await?.chain_pem,
     };
     Ok(CertificatePage {
         page: session.page(&cert.name, "certificates"),
@@ -486,11 +480,11 @@ pub(crate) async fn certificate(
 }
 
 /// A certificate this session's token reaches; any other is "not found".
-async fn reachable(web: &Web, session: &Session, id: &str) -> PageResult<Certificate> {
+async fn reachable(certificates: &Certificates, session: &Session, id: &str) -> PageResult<Certificate> {
     let id: CertificateId = id
         .parse()
         .map_err(|_| WebError::NotFound(format!("certificate {id}")))?;
-    web.control_plane
+    certificates
         .reachable_certificate(id, &session.operator.restriction)
         .await
         .map_err(|_| WebError::NotFound(format!("certificate {id} not found")))
@@ -513,18 +507,19 @@ pub(crate) struct CsrfForm {
 }
 
 pub(crate) async fn renew(
-    State(web): State<Web>,
+    State(certificates): State<Certificates>,
+    State(access): State<Access>,
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> PageResult<Redirect> {
     let Form(form) = form?;
     session.authorize(&form.csrf, Scope::Update)?;
-    let cert = reachable(&web, &session, &id).await?;
-    let (job, _) = web.control_plane.renew(cert.id).await?;
+    let cert = reachable(&certificates, &session, &id).await?;
+    let (job, _) = certificates.renew(cert.id).await?;
     session
         .record(
-            &web,
+            &access,
             "certificate.renew",
             format!("certificates/{}", cert.id),
             Some(format!("web UI; job {}", job.id)),
@@ -540,7 +535,8 @@ pub(crate) struct RevokeForm {
 }
 
 pub(crate) async fn revoke(
-    State(web): State<Web>,
+    State(certificates): State<Certificates>,
+    State(access): State<Access>,
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
     form: Result<Form<RevokeForm>, FormRejection>,
@@ -551,11 +547,11 @@ pub(crate) async fn revoke(
         .reason
         .parse()
         .map_err(|e: ck_domain::UnknownRevocationReason| WebError::Invalid(e.to_string()))?;
-    let cert = reachable(&web, &session, &id).await?;
-    web.control_plane.revoke(cert.id, reason).await?;
+    let cert = reachable(&certificates, &session, &id).await?;
+    certificates.revoke(cert.id, reason).await?;
     session
         .record(
-            &web,
+            &access,
             "certificate.revoke",
             format!("certificates/{}", cert.id),
             Some(format!("web UI; reason {reason}")),
@@ -565,13 +561,13 @@ pub(crate) async fn revoke(
 }
 
 pub(crate) async fn chain_pem(
-    State(web): State<Web>,
+    State(certificates): State<Certificates>,
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
 ) -> PageResult<Response> {
     session.require(Scope::Read)?;
-    let cert = reachable(&web, &session, &id).await?;
-    let version = web.control_plane.chain(cert.id, None).await?;
+    let cert = reachable(&certificates, &session, &id).await?;
+    let version = certificates.chain(cert.id, None).await?;
     let file = format!("attachment; filename=\"{}.pem\"", safe_file_name(&cert.name));
     Ok((
         [
@@ -592,16 +588,16 @@ pub(crate) struct ExportForm {
 /// The key and chain as a password-protected PKCS#12 file (a POST: the password stays out of
 /// URLs and logs).
 pub(crate) async fn export_pkcs12(
-    State(web): State<Web>,
+    State(certificates): State<Certificates>,
+    State(access): State<Access>,
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
     form: Result<Form<ExportForm>, FormRejection>,
 ) -> PageResult<Response> {
     let Form(form) = form?;
     session.authorize(&form.csrf, Scope::ExportKey)?;
-    let cert = reachable(&web, &session, &id).await?;
-    let export = web
-        .control_plane
+    let cert = reachable(&certificates, &session, &id).await?;
+    let export = certificates
         .export(cert.id, None, ck_server::ExportFormat::Pkcs12, Some(&form.password))
         .await
         .map_err(|error| match error {
@@ -612,7 +608,7 @@ pub(crate) async fn export_pkcs12(
         })?;
     session
         .record(
-            &web,
+            &access,
             "certificate.export",
             format!("certificates/{}", cert.id),
             Some("web UI; PKCS#12".to_owned()),
@@ -667,35 +663,31 @@ pub(crate) struct NewCertificateForm {
 }
 
 pub(crate) async fn new_certificate(
-    State(web): State<Web>,
+    State(issuers): State<Issuers>,
     Extension(session): Extension<Session>,
 ) -> PageResult<NewCertificatePage> {
     session.require(Scope::Create)?;
-    new_certificate_page(&web, &session, NewCertificateForm::default(), String::new()).await
+    new_certificate_page(&issuers, &session, NewCertificateForm::default(), String::new()).await
 }
 
 async fn new_certificate_page(
-    web: &Web,
+    issuers: &Issuers,
     session: &Session,
     form: NewCertificateForm,
     error: String,
 ) -> PageResult<NewCertificatePage> {
     Ok(NewCertificatePage {
         page: session.page("New certificate", "certificates"),
-        issuers: web
-            .control_plane
-            .issuers()
-            .await?
-            .iter()
-            .map(|i| i.id.to_string())
-            .collect(),
+        issuers: issuers.issuers().await?.iter().map(|i| i.id.to_string()).collect(),
         form,
         error,
     })
 }
 
 pub(crate) async fn create_certificate(
-    State(web): State<Web>,
+    State(certificates): State<Certificates>,
+    State(issuers): State<Issuers>,
+    State(access): State<Access>,
     Extension(session): Extension<Session>,
     form: Result<Form<NewCertificateForm>, FormRejection>,
 ) -> PageResult<Response> {
@@ -704,15 +696,15 @@ pub(crate) async fn create_certificate(
     let request = match parse_new_certificate(&form, &session) {
         Ok(request) => request,
         Err(message) => {
-            let page = new_certificate_page(&web, &session, form, message).await?;
+            let page = new_certificate_page(&issuers, &session, form, message).await?;
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
         }
     };
-    match web.control_plane.create_certificate(request).await {
+    match certificates.create_certificate(request).await {
         Ok((cert, job)) => {
             session
                 .record(
-                    &web,
+                    &access,
                     "certificate.create",
                     format!("certificates/{}", cert.id),
                     Some(format!("web UI; job {}", job.id)),
@@ -722,7 +714,7 @@ pub(crate) async fn create_certificate(
         }
         // The caller's mistakes are shown on the form, with what was typed.
         Err(ServiceError::Invalid(message) | ServiceError::Forbidden(message) | ServiceError::Conflict(message)) => {
-            let page = new_certificate_page(&web, &session, form, message).await?;
+            let page = new_certificate_page(&issuers, &session, form, message).await?;
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
         Err(error) => Err(error.into()),
@@ -779,9 +771,8 @@ struct IssuerRow {
     ca_expires: String,
 }
 
-async fn issuer_rows(web: &Web, now: OffsetDateTime) -> PageResult<Vec<IssuerRow>> {
-    Ok(web
-        .control_plane
+async fn issuer_rows(issuers: &Issuers, now: OffsetDateTime) -> PageResult<Vec<IssuerRow>> {
+    Ok(issuers
         .issuers()
         .await?
         .iter()
@@ -816,11 +807,14 @@ pub(crate) struct IssuersPage {
     issuers: Vec<IssuerRow>,
 }
 
-pub(crate) async fn issuers(State(web): State<Web>, Extension(session): Extension<Session>) -> PageResult<IssuersPage> {
+pub(crate) async fn issuers(
+    State(issuers): State<Issuers>,
+    Extension(session): Extension<Session>,
+) -> PageResult<IssuersPage> {
     session.require(Scope::Read)?;
     Ok(IssuersPage {
         page: session.page("Issuers", "issuers"),
-        issuers: issuer_rows(&web, now()).await?,
+        issuers: issuer_rows(&issuers, now()).await?,
     })
 }
 
@@ -839,13 +833,15 @@ pub(crate) struct AgentsPage {
     agents: Vec<AgentRow>,
 }
 
-pub(crate) async fn agents(State(web): State<Web>, Extension(session): Extension<Session>) -> PageResult<AgentsPage> {
+pub(crate) async fn agents(
+    State(agents): State<Agents>,
+    Extension(session): Extension<Session>,
+) -> PageResult<AgentsPage> {
     session.require(Scope::Read)?;
     let now = now();
     Ok(AgentsPage {
         page: session.page("Agents", "agents"),
-        agents: web
-            .control_plane
+        agents: agents
             .reachable_agents(&session.operator.restriction)
             .await?
             .iter()
@@ -877,7 +873,7 @@ pub(crate) struct JobsPage {
 }
 
 pub(crate) async fn jobs(
-    State(web): State<Web>,
+    State(certificates): State<Certificates>,
     Extension(session): Extension<Session>,
     Query(query): Query<StateQuery>,
 ) -> PageResult<JobsPage> {
@@ -893,10 +889,9 @@ pub(crate) async fn jobs(
     };
     let now = now();
     let jobs = match state {
-        Some(JobState::Failed) => recent_failed_jobs(&web, 200).await?,
+        Some(JobState::Failed) => recent_failed_jobs(&certificates, 200).await?,
         _ => {
-            let (mut jobs, _) = web
-                .control_plane
+            let (mut jobs, _) = certificates
                 .jobs(&JobFilter {
                     state,
                     limit: 200,
@@ -936,11 +931,10 @@ pub(crate) struct TokensPage {
     error: String,
 }
 
-async fn tokens_page(web: &Web, session: &Session, created: String, error: String) -> PageResult<TokensPage> {
+async fn tokens_page(access: &Access, session: &Session, created: String, error: String) -> PageResult<TokensPage> {
     Ok(TokensPage {
         page: session.page("Tokens", "tokens"),
-        tokens: web
-            .control_plane
+        tokens: access
             .tokens(&session.principal())
             .await?
             .iter()
@@ -964,9 +958,12 @@ async fn tokens_page(web: &Web, session: &Session, created: String, error: Strin
     })
 }
 
-pub(crate) async fn tokens(State(web): State<Web>, Extension(session): Extension<Session>) -> PageResult<TokensPage> {
+pub(crate) async fn tokens(
+    State(access): State<Access>,
+    Extension(session): Extension<Session>,
+) -> PageResult<TokensPage> {
     session.require(Scope::Admin)?;
-    tokens_page(&web, &session, String::new(), String::new()).await
+    tokens_page(&access, &session, String::new(), String::new()).await
 }
 
 struct TokenForm {
@@ -978,7 +975,7 @@ struct TokenForm {
 
 /// The token form: checkboxes repeat the `scope` field, so it is read as a list of pairs.
 pub(crate) async fn create_token(
-    State(web): State<Web>,
+    State(access): State<Access>,
     Extension(session): Extension<Session>,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> PageResult<Response> {
@@ -1019,11 +1016,11 @@ pub(crate) async fn create_token(
     let (scopes, lifetime) = match (scopes, lifetime) {
         (Ok(scopes), Ok(lifetime)) if !form.scope.is_empty() => (scopes, lifetime),
         (Err(WebError::Invalid(m)), _) | (_, Err(WebError::Invalid(m))) => {
-            let page = tokens_page(&web, &session, String::new(), m).await?;
+            let page = tokens_page(&access, &session, String::new(), m).await?;
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
         }
         _ => {
-            let page = tokens_page(&web, &session, String::new(), "Scopes: tick at least one".to_owned()).await?;
+            let page = tokens_page(&access, &session, String::new(), "Scopes: tick at least one".to_owned()).await?;
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
         }
     };
@@ -1035,17 +1032,17 @@ pub(crate) async fn create_token(
         client_cert_sha256: None,
     };
     let creator = ck_server::Principal::Operator(session.operator.clone());
-    match web.control_plane.create_token(&creator, new).await {
+    match access.create_token(&creator, new).await {
         Ok((info, secret)) => {
             session
-                .record(&web, "token.create", format!("tokens/{}", info.id), None)
+                .record(&access, "token.create", format!("tokens/{}", info.id), None)
                 .await;
-            Ok(tokens_page(&web, &session, secret, String::new())
+            Ok(tokens_page(&access, &session, secret, String::new())
                 .await?
                 .into_response())
         }
         Err(ServiceError::Invalid(m) | ServiceError::Conflict(m) | ServiceError::Forbidden(m)) => {
-            let page = tokens_page(&web, &session, String::new(), m).await?;
+            let page = tokens_page(&access, &session, String::new(), m).await?;
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
         Err(error) => Err(error.into()),
@@ -1053,16 +1050,16 @@ pub(crate) async fn create_token(
 }
 
 pub(crate) async fn revoke_token(
-    State(web): State<Web>,
+    State(access): State<Access>,
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> PageResult<Redirect> {
     let Form(form) = form?;
     session.authorize(&form.csrf, Scope::Admin)?;
-    let info = web.control_plane.revoke_token(&session.principal(), &id).await?;
+    let info = access.revoke_token(&session.principal(), &id).await?;
     session
-        .record(&web, "token.revoke", format!("tokens/{}", info.id), None)
+        .record(&access, "token.revoke", format!("tokens/{}", info.id), None)
         .await;
     Ok(Redirect::to("/ui/tokens"))
 }
@@ -1091,7 +1088,7 @@ pub(crate) struct AuditPage {
 }
 
 pub(crate) async fn audit(
-    State(web): State<Web>,
+    State(access): State<Access>,
     Extension(session): Extension<Session>,
     Query(query): Query<AuditQuery>,
 ) -> PageResult<Response> {
@@ -1107,7 +1104,7 @@ pub(crate) async fn audit(
         newest_first: !csv,
         ..AuditFilter::default()
     };
-    let (records, _) = web.control_plane.audit_events(&session.principal(), &filter).await?;
+    let (records, _) = access.audit_events(&session.principal(), &filter).await?;
     if csv {
         let csv = ck_server::audit_csv(&records);
         return Ok((
@@ -1163,7 +1160,7 @@ pub(crate) struct NotificationsPage {
 }
 
 pub(crate) async fn notifications(
-    State(web): State<Web>,
+    State(notifications): State<Notifications>,
     Extension(session): Extension<Session>,
     Query(query): Query<StateQuery>,
 ) -> PageResult<NotificationsPage> {
@@ -1172,8 +1169,7 @@ pub(crate) async fn notifications(
         Some(s) => Some(s.parse::<NotificationState>().map_err(WebError::Invalid)?),
         None => None,
     };
-    let (records, _) = web
-        .control_plane
+    let (records, _) = notifications
         .notifications(
             &session.principal(),
             &NotificationFilter {
@@ -1212,20 +1208,18 @@ pub(crate) async fn notifications(
 }
 
 pub(crate) async fn requeue_notification(
-    State(web): State<Web>,
+    State(notifications): State<Notifications>,
+    State(access): State<Access>,
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> PageResult<Redirect> {
     let Form(form) = form?;
     session.authorize(&form.csrf, Scope::Admin)?;
-    let record = web
-        .control_plane
-        .requeue_notification(&session.principal(), &id)
-        .await?;
+    let record = notifications.requeue_notification(&session.principal(), &id).await?;
     session
         .record(
-            &web,
+            &access,
             "notification.requeue",
             format!("notifications/{}", record.id),
             None,

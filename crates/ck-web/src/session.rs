@@ -10,11 +10,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use ck_domain::Scope;
-use ck_server::{AuditEvent, Operator, Principal};
+use ck_server::{Access, AuditEvent, Operator, Principal};
 use serde::Deserialize;
 
-use crate::Web;
 use crate::error::WebError;
+use crate::state::SecureCookies;
 use crate::view::Page;
 
 /// The cookie that holds the signed-in token.
@@ -73,11 +73,11 @@ impl Session {
     }
 
     /// Records an action of this session on `resource` (`certificates/<id>`…) in the audit trail.
-    pub(crate) async fn record(&self, web: &Web, action: &str, resource: String, detail: Option<String>) {
+    pub(crate) async fn record(&self, access: &Access, action: &str, resource: String, detail: Option<String>) {
         let mut event = AuditEvent::new(action, format!("token:{}", self.operator.name), "success");
         event.resource = Some(resource);
         event.detail = detail;
-        audit_event(web, event).await;
+        audit_event(access, event).await;
     }
 
     /// The frame every page shares.
@@ -123,8 +123,8 @@ fn cookie(headers: &HeaderMap, wanted: &str) -> Option<String> {
 
 /// Lets signed-in operators through with their [`Session`]; everyone else goes to the login
 /// page (a form post too: it cannot be replayed without a session anyway).
-pub(crate) async fn require(State(web): State<Web>, mut request: Request, next: Next) -> Response {
-    let operator = session_token(request.headers()).and_then(|token| match web.control_plane.verify_token(&token) {
+pub(crate) async fn require(State(access): State<Access>, mut request: Request, next: Next) -> Response {
+    let operator = session_token(request.headers()).and_then(|token| match access.verify_token(&token) {
         Ok(Principal::Operator(operator)) => Some((operator, token)),
         _ => None,
     });
@@ -159,7 +159,7 @@ pub(crate) struct LoginQuery {
 }
 
 /// The sign-in form with a fresh login CSRF value, in the form and in a cookie.
-fn login_page(web: &Web, status: StatusCode, error: Option<String>, next: String) -> Response {
+fn login_page(cookies: &SecureCookies, status: StatusCode, error: Option<String>, next: String) -> Response {
     let mut value = [0u8; 16];
     if aws_lc_rs::rand::fill(&mut value).is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "the system random generator failed\n").into_response();
@@ -172,7 +172,7 @@ fn login_page(web: &Web, status: StatusCode, error: Option<String>, next: String
         version: env!("CARGO_PKG_VERSION"),
     };
     let mut response = (status, page).into_response();
-    let secure = if web.secure_cookies { "; Secure" } else { "" };
+    let secure = if cookies.0 { "; Secure" } else { "" };
     let cookie = format!("{LOGIN_COOKIE}={login_csrf}; Path=/ui/login; HttpOnly; SameSite=Strict{secure}");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -180,8 +180,8 @@ fn login_page(web: &Web, status: StatusCode, error: Option<String>, next: String
     response
 }
 
-pub(crate) async fn login_form(State(web): State<Web>, Query(query): Query<LoginQuery>) -> Response {
-    login_page(&web, StatusCode::OK, None, safe_next(query.next.as_deref()))
+pub(crate) async fn login_form(State(cookies): State<SecureCookies>, Query(query): Query<LoginQuery>) -> Response {
+    login_page(&cookies, StatusCode::OK, None, safe_next(query.next.as_deref()))
 }
 
 #[derive(Deserialize)]
@@ -194,7 +194,8 @@ pub(crate) struct LoginForm {
 }
 
 pub(crate) async fn login(
-    State(web): State<Web>,
+    State(access): State<Access>,
+    State(cookies): State<SecureCookies>,
     connection: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
@@ -202,10 +203,11 @@ pub(crate) async fn login(
     let peer = connection.map(|axum::Extension(ConnectInfo(addr))| addr.ip());
     let token = form.token.trim();
     let next = safe_next(form.next.as_deref());
-    let refused = |status: StatusCode, message: &str| login_page(&web, status, Some(message.to_owned()), next.clone());
+    let refused =
+        |status: StatusCode, message: &str| login_page(&cookies, status, Some(message.to_owned()), next.clone());
     // The same limit as the API's: a token guessed here counts there, and the other way round.
     if let Some(peer) = peer
-        && let Err(wait) = web.control_plane.auth_failure_wait(peer)
+        && let Err(wait) = access.auth_failure_wait(peer)
     {
         let mut response = refused(
             StatusCode::TOO_MANY_REQUESTS,
@@ -235,11 +237,11 @@ pub(crate) async fn login(
         event.detail = Some(format!("web UI: {detail}"));
         event
     };
-    match web.control_plane.verify_token(token) {
+    match access.verify_token(token) {
         Ok(Principal::Operator(operator)) => {
-            audit(&web, "ui.login", operator.name.clone(), "success").await;
+            audit(&access, "ui.login", operator.name.clone(), "success").await;
             let mut response = Redirect::to(&next).into_response();
-            let secure = if web.secure_cookies { "; Secure" } else { "" };
+            let secure = if cookies.0 { "; Secure" } else { "" };
             let cookie = format!("{SESSION_COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Strict{secure}");
             if let Ok(value) = HeaderValue::from_str(&cookie) {
                 response.headers_mut().insert(header::SET_COOKIE, value);
@@ -247,7 +249,7 @@ pub(crate) async fn login(
             response
         }
         Ok(Principal::Agent { name, .. }) => {
-            audit(&web, "ui.login", format!("agent:{name}"), "denied").await;
+            audit(&access, "ui.login", format!("agent:{name}"), "denied").await;
             refused(
                 StatusCode::UNAUTHORIZED,
                 "this is an agent's token: sign in with an operator token (certkeeper token create)",
@@ -255,7 +257,7 @@ pub(crate) async fn login(
         }
         Err(rejection) => {
             let event = failed("anonymous".to_owned(), "unknown, expired or revoked token");
-            if let Err(error) = web.control_plane.auth_failed(peer, event).await {
+            if let Err(error) = access.auth_failed(peer, event).await {
                 tracing::error!(%error, "could not write an audit record of a failed sign-in");
             }
             tracing::info!(?rejection, "web UI sign-in refused");
@@ -273,12 +275,12 @@ pub(crate) struct LogoutForm {
 }
 
 pub(crate) async fn logout(
-    State(web): State<Web>,
+    State(access): State<Access>,
     axum::Extension(session): axum::Extension<Session>,
     Form(form): Form<LogoutForm>,
 ) -> Result<Response, WebError> {
     session.check_csrf(&form.csrf)?;
-    audit(&web, "ui.logout", session.operator.name.clone(), "success").await;
+    audit(&access, "ui.logout", session.operator.name.clone(), "success").await;
     let mut response = Redirect::to("/ui/login").into_response();
     let cookie = format!("{SESSION_COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -288,13 +290,13 @@ pub(crate) async fn logout(
 }
 
 /// Records a UI action in the audit trail; a failure to record is logged, not shown.
-pub(crate) async fn audit(web: &Web, action: &str, actor: String, outcome: &str) {
-    audit_event(web, AuditEvent::new(action, actor, outcome)).await;
+pub(crate) async fn audit(access: &Access, action: &str, actor: String, outcome: &str) {
+    audit_event(access, AuditEvent::new(action, actor, outcome)).await;
 }
 
-pub(crate) async fn audit_event(web: &Web, mut event: AuditEvent) {
+pub(crate) async fn audit_event(access: &Access, mut event: AuditEvent) {
     event.detail = Some(event.detail.take().unwrap_or_else(|| "web UI".to_owned()));
-    if let Err(error) = web.control_plane.audit(event).await {
+    if let Err(error) = access.audit(event).await {
         tracing::error!(%error, "could not write an audit record of a web UI action");
     }
 }

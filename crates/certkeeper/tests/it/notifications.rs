@@ -77,16 +77,23 @@ async fn expiry_thresholds_fire_once_each_and_move_the_status() {
             expiry_thresholds: (name == "late.internal").then(|| ExpiryThresholds::new(vec![7, 0]).unwrap()),
             ..NewCertificate::default()
         };
-        let (cert, job) = control_plane.create_certificate(request).await.unwrap();
+        let (cert, job) = control_plane.certificates.create_certificate(request).await.unwrap();
         control_plane
+            .certificates
             .wait_for_job(job.id, Duration::from_secs(30))
             .await
             .unwrap();
         ids.push(cert.id);
     }
-    let steady = control_plane.certificate(ids[0]).await.unwrap();
+    let steady = control_plane.certificates.certificate(ids[0]).await.unwrap();
     let not_after = steady.not_after.unwrap();
-    let late_not_after = control_plane.certificate(ids[1]).await.unwrap().not_after.unwrap();
+    let late_not_after = control_plane
+        .certificates
+        .certificate(ids[1])
+        .await
+        .unwrap()
+        .not_after
+        .unwrap();
     let day = time::Duration::days(1);
 
     let mut expected = 0;
@@ -105,12 +112,12 @@ async fn expiry_thresholds_fire_once_each_and_move_the_status() {
     ];
     for (now, crossing) in steps {
         assert_eq!(
-            control_plane.scan_expiry_thresholds(now).await.unwrap(),
+            control_plane.notifications.scan_expiry_thresholds(now).await.unwrap(),
             crossing,
             "at {now}"
         );
         expected += crossing;
-        control_plane.deliver_notifications().await.unwrap();
+        control_plane.notifications.deliver_notifications().await.unwrap();
         assert_eq!(logged(&log).len(), expected, "at {now}");
     }
     let messages = logged(&log);
@@ -133,24 +140,25 @@ async fn expiry_thresholds_fire_once_each_and_move_the_status() {
     assert_eq!(warned["subject"], "certkeeper: steady.internal expires in 14 days");
     for id in &ids {
         assert_eq!(
-            control_plane.certificate(*id).await.unwrap().status,
+            control_plane.certificates.certificate(*id).await.unwrap().status,
             ck_domain::CertificateStatus::Expired
         );
     }
 
     // A renewal starts the next version afresh: active, and its thresholds count again.
-    let (job, _) = control_plane.renew(ids[0]).await.unwrap();
+    let (job, _) = control_plane.certificates.renew(ids[0]).await.unwrap();
     control_plane
+        .certificates
         .wait_for_job(job.id, Duration::from_secs(30))
         .await
         .unwrap();
-    let renewed = control_plane.certificate(ids[0]).await.unwrap();
+    let renewed = control_plane.certificates.certificate(ids[0]).await.unwrap();
     assert_eq!(
         (renewed.status, renewed.current_version),
         (ck_domain::CertificateStatus::Active, 2)
     );
     let at = renewed.not_after.unwrap() - day * 30;
-    assert_eq!(control_plane.scan_expiry_thresholds(at).await.unwrap(), 1);
+    assert_eq!(control_plane.notifications.scan_expiry_thresholds(at).await.unwrap(), 1);
 }
 
 /// An agent that stops sending heartbeats is announced once per silence.
@@ -160,6 +168,7 @@ async fn a_silent_agent_is_announced_once_per_silence() {
     let log = dir.path().join("notified.jsonl");
     let (control_plane, _stop) = control_plane(dir.path(), &log, &[ck_domain::EventKind::AgentOffline]).await;
     let (agent, _token) = control_plane
+        .agents
         .create_agent(
             "web-1",
             ck_server::AgentScope::Deploy,
@@ -173,23 +182,31 @@ async fn a_silent_agent_is_announced_once_per_silence() {
         hostname: Some("web-1.example".into()),
         ..ck_store::AgentFacts::default()
     };
-    control_plane.agent_heartbeat(&id, facts.clone()).await.unwrap();
+    control_plane.agents.agent_heartbeat(&id, facts.clone()).await.unwrap();
     let now = ck_server::now();
-    assert_eq!(control_plane.scan_offline_agents(now).await.unwrap(), 0, "online");
+    assert_eq!(
+        control_plane.notifications.scan_offline_agents(now).await.unwrap(),
+        0,
+        "online"
+    );
     let silent = now + time::Duration::minutes(10);
-    assert_eq!(control_plane.scan_offline_agents(silent).await.unwrap(), 1);
+    assert_eq!(
+        control_plane.notifications.scan_offline_agents(silent).await.unwrap(),
+        1
+    );
     assert_eq!(
         control_plane
+            .notifications
             .scan_offline_agents(silent + time::Duration::hours(1))
             .await
             .unwrap(),
         0
     );
     // Back, then silent again: a new silence, a new notice.
-    control_plane.agent_heartbeat(&id, facts).await.unwrap();
+    control_plane.agents.agent_heartbeat(&id, facts).await.unwrap();
     let again = ck_server::now() + time::Duration::minutes(10);
-    assert_eq!(control_plane.scan_offline_agents(again).await.unwrap(), 1);
-    control_plane.deliver_notifications().await.unwrap();
+    assert_eq!(control_plane.notifications.scan_offline_agents(again).await.unwrap(), 1);
+    control_plane.notifications.deliver_notifications().await.unwrap();
     let messages = logged(&log);
     assert_eq!(messages.len(), 2);
     assert_eq!(messages[0]["event"], "agent_offline");

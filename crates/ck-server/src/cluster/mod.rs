@@ -10,13 +10,21 @@
 //! database refuses the write (`Store::enqueue_fenced`). A graceful shutdown releases the
 //! lease, so a rolling restart hands over within a renewal interval instead of after 6 s.
 
+//!
+//! The cluster service also knows whether the database answers ([`outage`]): every service
+//! asks it before a write, and tells it when a call found the database gone.
+
+mod outage;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ck_store::{Fence, NodeRecord};
+use ck_store::{AuditRecord, Fence, NodeRecord, Store};
 use tokio::sync::watch;
 
-use crate::workers::Shutdown;
-use crate::{ControlPlane, ServiceError, now};
+use crate::metrics::Metrics;
+use crate::signals::{Shutdown, WorkAvailable};
+use crate::{ServiceError, now};
 
 /// The lease the singleton loops need.
 pub const LEADER_LEASE: &str = "leader";
@@ -53,41 +61,87 @@ pub struct ClusterView {
     pub nodes: Vec<NodeRecord>,
 }
 
-impl ControlPlane {
+/// Leadership and the database's reachability on this node. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    store: Store,
+    node_id: String,
+    metrics: Arc<Metrics>,
+    leadership: Arc<Leadership>,
+    database: Arc<outage::DatabaseStatus>,
+}
+
+impl Cluster {
+    pub(crate) fn new(store: Store, node_id: String, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            node_id,
+            metrics,
+            leadership: Arc::new(Leadership::default()),
+            database: Arc::new(outage::DatabaseStatus::default()),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Whether the database answered the last probe.
+    pub fn database_reachable(&self) -> bool {
+        self.database.is_up()
+    }
+
+    /// A call found the database unreachable: reads go to the caches and writes are refused
+    /// until the probe finds it back.
+    pub(crate) fn database_unreachable(&self) {
+        self.database.report_down(&self.metrics);
+    }
+
+    /// Asks the database whether it answers now (readiness checks).
+    pub async fn ping_database(&self) -> Result<(), ServiceError> {
+        Ok(self.store.ping().await?)
+    }
+
+    /// Keeps an audit record in memory until the database answers again.
+    pub(crate) fn defer_audit(&self, record: AuditRecord) {
+        self.database.defer_audit(record);
+    }
+
     /// The fence for singleton writes, while this node leads.
     pub fn leader_fence(&self) -> Option<Fence> {
-        let epoch = (*self.inner.leadership.state.borrow())?;
+        let epoch = (*self.leadership.state.borrow())?;
         Some(Fence {
             lease: LEADER_LEASE.to_owned(),
-            holder: self.inner.config.node_id.clone(),
+            holder: self.node_id.clone(),
             epoch,
         })
     }
 
     /// Returns once this node leads (at once if it does).
     pub(crate) async fn leadership_gained(&self) {
-        let mut state = self.inner.leadership.state.subscribe();
+        let mut state = self.leadership.state.subscribe();
         let _ = state.wait_for(Option::is_some).await;
     }
 
     /// Nodes, leader and epoch.
     pub async fn cluster(&self) -> Result<ClusterView, ServiceError> {
-        let store = &self.inner.store;
+        let store = &self.store;
         let leader = store
             .lease(LEADER_LEASE)
             .await?
             .filter(|lease| lease.expires_at > now())
             .map(|lease| (lease.holder, lease.epoch));
         Ok(ClusterView {
-            node_id: self.inner.config.node_id.clone(),
+            node_id: self.node_id.clone(),
             leader,
             nodes: store.cluster_nodes().await?,
         })
     }
 
     fn set_leadership(&self, epoch: Option<i64>) {
-        let node = &self.inner.config.node_id;
-        self.inner.leadership.state.send_if_modified(|state| {
+        let node = &self.node_id;
+        self.leadership.state.send_if_modified(|state| {
             if *state == epoch {
                 return false;
             }
@@ -95,7 +149,7 @@ impl ControlPlane {
                 Some(epoch) => tracing::info!(node = %node, epoch, "this node leads now"),
                 None => tracing::info!(node = %node, "this node no longer leads"),
             }
-            self.inner.metrics.leadership(epoch.is_some());
+            self.metrics.leadership(epoch.is_some());
             *state = epoch;
             true
         });
@@ -103,21 +157,20 @@ impl ControlPlane {
 }
 
 /// Heartbeats, takes or renews the lease, and steps down in time; releases it on shutdown.
-pub(crate) async fn leadership_loop(control_plane: ControlPlane, address: Option<String>, mut shutdown: Shutdown) {
-    let inner = &control_plane.inner;
-    let node_id = inner.config.node_id.clone();
+pub(crate) async fn leadership_loop(cluster: Cluster, address: Option<String>, mut shutdown: Shutdown) {
+    let node_id = cluster.node_id.clone();
     let mut last_renewed: Option<Instant> = None;
     loop {
         let record = NodeRecord {
             node_id: node_id.clone(),
             address: address.clone(),
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
-            started_at: inner.leadership.started_at,
+            started_at: cluster.leadership.started_at,
             last_seen: now(),
         };
         // During a database outage the probe has said so once; no attempt, no warning per second.
-        let reachable = inner.database.is_up();
-        if reachable && let Err(error) = inner.store.node_heartbeat(&record).await {
+        let reachable = cluster.database.is_up();
+        if reachable && let Err(error) = cluster.store.node_heartbeat(&record).await {
             tracing::warn!(%error, "node heartbeat failed");
         }
         // Waits never run past the step-down deadline, so a leader whose database hangs
@@ -134,7 +187,7 @@ pub(crate) async fn leadership_loop(control_plane: ControlPlane, address: Option
         let attempt = if reachable {
             tokio::time::timeout(
                 until_step_down(last_renewed),
-                inner.store.acquire_lease(LEADER_LEASE, &node_id, now, until),
+                cluster.store.acquire_lease(LEADER_LEASE, &node_id, now, until),
             )
             .await
         } else {
@@ -146,25 +199,25 @@ pub(crate) async fn leadership_loop(control_plane: ControlPlane, address: Option
             Ok(Err(ck_store::StoreError::Disconnected(_))) => {}
             Ok(Ok(Some(epoch))) => {
                 last_renewed = Some(Instant::now());
-                control_plane.set_leadership(Some(epoch));
+                cluster.set_leadership(Some(epoch));
             }
             Ok(Ok(None)) => {
                 last_renewed = None;
-                control_plane.set_leadership(None);
+                cluster.set_leadership(None);
             }
             Ok(Err(error)) => tracing::warn!(%error, "renewing the leader lease failed"),
             Err(_) => tracing::warn!("renewing the leader lease timed out"),
         }
         if last_renewed.is_some_and(|at| at.elapsed() >= STEP_DOWN_AFTER) {
             last_renewed = None;
-            control_plane.set_leadership(None);
+            cluster.set_leadership(None);
         }
         tokio::select! {
             () = tokio::time::sleep(until_step_down(last_renewed)) => {}
             () = shutdown.requested() => {
-                if let Some(fence) = control_plane.leader_fence() {
-                    control_plane.set_leadership(None);
-                    match inner.store.release_lease(&fence, crate::now()).await {
+                if let Some(fence) = cluster.leader_fence() {
+                    cluster.set_leadership(None);
+                    match cluster.store.release_lease(&fence, crate::now()).await {
                         Ok(_) => tracing::info!(epoch = fence.epoch, "released the leader lease"),
                         Err(error) => tracing::warn!(%error, "releasing the leader lease failed; it runs out in 6 s"),
                     }
@@ -173,4 +226,9 @@ pub(crate) async fn leadership_loop(control_plane: ControlPlane, address: Option
             }
         }
     }
+}
+
+/// Asks the database every second whether it answers; see [`outage`].
+pub(crate) async fn probe_loop(cluster: Cluster, work: WorkAvailable, shutdown: Shutdown) {
+    outage::probe_loop(&cluster.store, &cluster.database, &cluster.metrics, &work, shutdown).await;
 }

@@ -14,8 +14,12 @@ use std::time::Instant;
 use ck_domain::{IssuanceRequest, IssuerId, TokenBuckets};
 use ck_pki::{FailInfo, MessageType, ParsedCsr, ScepHeader, ScepRa};
 
-use crate::est::KeepCsr;
-use crate::{ControlPlane, ScepProfile, ServiceError, now};
+use ck_store::Store;
+
+use super::enroll::{KeepCsr, enroll};
+use crate::certificates::Certificates;
+use crate::pki::Pki;
+use crate::{ScepProfile, ServerConfig, ServiceError, now};
 
 /// Lifetime of the RA certificate; a new one is issued at half.
 const RA_VALIDITY: time::Duration = time::Duration::days(30);
@@ -25,7 +29,7 @@ const LIMITED_ADDRESSES: usize = 100_000;
 
 /// Per issuer: the current RA; per client address: what it may still send.
 #[derive(Default)]
-pub(crate) struct ScepAuthorities {
+struct ScepAuthorities {
     current: tokio::sync::Mutex<HashMap<IssuerId, Arc<ScepRa>>>,
     /// Made at the first PKIOperation, with the time origin its buckets count from.
     limiter: std::sync::Mutex<Option<(Instant, TokenBuckets<IpAddr>)>>,
@@ -46,9 +50,30 @@ pub struct ScepCaCerts {
     pub content_type: &'static str,
 }
 
-impl ControlPlane {
+/// SCEP (RFC 8894) through a registration authority of the local CA, rate-limited per client
+/// address. Cheap to clone.
+#[derive(Clone)]
+pub struct Scep {
+    config: Arc<ServerConfig>,
+    certificates: Certificates,
+    pki: Pki,
+    store: Store,
+    authorities: Arc<ScepAuthorities>,
+}
+
+impl Scep {
+    pub(crate) fn new(config: Arc<ServerConfig>, certificates: Certificates, pki: Pki, store: Store) -> Self {
+        Self {
+            config,
+            certificates,
+            pki,
+            store,
+            authorities: Arc::default(),
+        }
+    }
+
     fn scep_profile(&self) -> Result<&ScepProfile, ServiceError> {
-        self.inner.config.scep.as_ref().ok_or_else(|| {
+        self.config.scep.as_ref().ok_or_else(|| {
             ServiceError::NotFound("SCEP (it is off: configure `scep:` in the server's config file)".to_owned())
         })
     }
@@ -61,8 +86,8 @@ impl ControlPlane {
 
     async fn scep_ra(&self) -> Result<(Arc<ScepRa>, Arc<ck_pki::LocalCa>), ServiceError> {
         let profile = self.scep_profile()?;
-        let (id, ca) = self.local_ca(&profile.policy.issuer, "SCEP")?;
-        let mut current = self.inner.scep.current.lock().await;
+        let (id, ca) = self.pki.local_ca(&profile.policy.issuer, "SCEP")?;
+        let mut current = self.authorities.current.lock().await;
         let now = now();
         if let Some(ra) = current.get(&id)
             && now < ra.not_after() - RA_VALIDITY / 2
@@ -97,7 +122,7 @@ impl ControlPlane {
         let Some((per_second, burst)) = profile.rate_limit else {
             return Ok(());
         };
-        let Ok(mut limiter) = self.inner.scep.limiter.lock() else {
+        let Ok(mut limiter) = self.authorities.limiter.lock() else {
             return Ok(());
         };
         let (origin, buckets) =
@@ -164,9 +189,16 @@ impl ControlPlane {
             MessageType::RenewalReq => self.scep_renewal_allowed(profile, ca, header, &csr).await?,
             other => return Err((FailInfo::BadRequest, format!("{other:?} is not supported"))),
         }
-        self.enroll(csr_der, &profile.policy, "scep", KeepCsr::No)
-            .await
-            .map_err(|e| (FailInfo::BadRequest, e.to_string()))
+        enroll(
+            &self.certificates,
+            &self.config.name_policy,
+            csr_der,
+            &profile.policy,
+            "scep",
+            KeepCsr::No,
+        )
+        .await
+        .map_err(|e| (FailInfo::BadRequest, e.to_string()))
     }
 
     /// A RenewalReq is signed with a certificate this CA issued, valid now, not revoked, for the
@@ -202,7 +234,6 @@ impl ControlPlane {
         }
         let current = ck_pki::leaf_names_and_serial(&header.signer_cert_der).map_err(|e| bad_cert(e.to_string()))?;
         match self
-            .inner
             .store
             .serial_status(&profile.policy.issuer, &current.serial_hex)
             .await
@@ -215,7 +246,7 @@ impl ControlPlane {
             }
             Err(e) => return Err((FailInfo::BadRequest, e.to_string())),
         }
-        let asked = IssuanceRequest::resolve(None, &[], Some(&csr.names), &self.inner.config.name_policy)
+        let asked = IssuanceRequest::resolve(None, &[], Some(&csr.names), &self.config.name_policy)
             .map_err(|e| (FailInfo::BadRequest, e.to_string()))?;
         let asked: BTreeSet<String> = asked.sans.iter().map(ToString::to_string).collect();
         let held: BTreeSet<String> = current.names.into_iter().collect();

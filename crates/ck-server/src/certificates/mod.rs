@@ -1,27 +1,39 @@
-//! The control plane: what the API (and later the UI and the agent protocol) can ask for.
+//! The certificates service: the managed certificates and their versions. Create (validated
+//! against the name policy, the caller's restriction and the issuer, then group-committed),
+//! renew, revoke (at the CA first for ACME issuers), delete, reads, exports, and waiting for a
+//! job (`?wait=`).
+//!
+//! Owns the create queue, the waiters and the outage read cache; uses the store, the issuers,
+//! the PKI service (a revocation refreshes CRL and OCSP), the cluster (database status) and
+//! the metrics.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod group_commit;
+mod read_cache;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
-use ck_acme::{AcmeIssuer, ChallengeKind, ChallengeResponder};
+use ck_acme::ChallengeKind;
 use ck_domain::{
     Certificate, CertificateId, CertificateStatus, CertificateVersion, ExpiryThresholds, IssuanceRequest, IssuerId,
-    Job, JobId, JobKind, JobState, KeySource, KeyType, Labels, RenewalPolicy, Restriction, RevocationReason,
-    leaf_validity,
+    Job, JobId, JobKind, KeySource, KeyType, Labels, RenewalPolicy, Restriction, RevocationReason, leaf_validity,
 };
 use ck_pki::{ParsedCsr, pem_block_der};
-use ck_store::{
-    AgentRecord, CertificateFilter, CertificatePage, EnqueueOutcome, IssuerHealth, IssuerRecord, JobFilter, Store,
-};
+use ck_store::{AgentRecord, CertificateFilter, CertificatePage, EnqueueOutcome, JobFilter, Store};
 use time::{Duration, OffsetDateTime};
-use tokio::sync::{Notify, Semaphore, oneshot, watch};
+use tokio::sync::oneshot;
 
-use crate::issuers::{AcmeIssuerState, ChallengeListener, Issuer, Issuers};
-
-use crate::group_commit::CreateQueue;
+use crate::access::auth::AgentScope;
+use crate::cluster::Cluster;
+use crate::issuers::{Issuer, Issuers};
+use crate::job::new_job;
 use crate::metrics::Metrics;
-use crate::{AgentScope, ServerConfig, ServiceError, TokenVerifier, now};
+use crate::pki::Pki;
+use crate::signals::WorkAvailable;
+use crate::{ServerConfig, ServiceError, now};
+use group_commit::CreateQueue;
+use read_cache::ReadCache;
 
 /// A request for a new managed certificate, as the API received it (names not yet checked).
 #[derive(Debug, Clone, Default)]
@@ -67,125 +79,55 @@ pub(crate) fn reaches(restriction: &Restriction, cert: &Certificate) -> bool {
     restriction.permits(cert.labels.as_map(), names.iter().map(String::as_str))
 }
 
-/// An issuer as the API shows it.
-#[derive(Debug, Clone)]
-pub struct IssuerInfo {
-    /// Id.
-    pub id: IssuerId,
-    /// Kind: `local` or `acme`.
-    pub kind: String,
-    /// The local CA's root certificate (what to trust).
-    pub ca_pem: Option<String>,
-    /// The local CA's expiry.
-    pub not_after: Option<OffsetDateTime>,
-    /// ACME: the directory URL.
-    pub directory: Option<String>,
-    /// ACME: the account URL, once registered.
-    pub account_url: Option<String>,
-    /// ACME: the settings as given, every secret-typed value shown as `"[redacted]"`.
-    pub settings: Option<serde_json::Value>,
-    /// The last health check.
-    pub health: Option<IssuerHealth>,
-    /// When it was added.
-    pub created_at: Option<OffsetDateTime>,
-}
+/// Requests waiting for a job to finish (`?wait=`), woken by the worker that finishes it.
+type Waiters = Mutex<HashMap<JobId, Vec<oneshot::Sender<()>>>>;
 
-pub(crate) struct Inner {
-    pub(crate) store: Store,
-    pub(crate) config: ServerConfig,
-    pub(crate) issuers: Issuers,
-    /// Bounds the ACME orders in flight on this node.
-    pub(crate) acme_orders: Arc<Semaphore>,
-    pub(crate) tokens: TokenVerifier,
-    /// Wakes idle workers when a job is enqueued on this node.
-    pub(crate) work_available: Arc<Notify>,
-    /// Wakes the notification loop (a requeue through the API).
-    pub(crate) notifications_due: Notify,
-    /// Requests waiting for a job to finish (`?wait=`), woken by the worker that finishes it.
-    pub(crate) waiters: Mutex<HashMap<JobId, Vec<oneshot::Sender<()>>>>,
-    pub(crate) metrics: Metrics,
+/// The managed certificates: create, renew, revoke, delete, reads (served from the read cache
+/// during a database outage), exports, and waiting for their jobs. Cheap to clone.
+#[derive(Clone)]
+pub struct Certificates {
+    store: Store,
+    config: Arc<ServerConfig>,
+    issuers: Issuers,
+    pki: Pki,
+    cluster: Cluster,
+    metrics: Arc<Metrics>,
+    work: WorkAvailable,
     /// Group commit of new certificates.
     creates: CreateQueue,
-    /// Group commit of audit records.
-    pub(crate) audit: crate::group_commit::AuditQueue,
-    /// The local CAs' CRLs.
-    pub(crate) crls: crate::pki::CrlCache,
-    /// The local CAs' OCSP responders and cached responses.
-    pub(crate) ocsp: crate::pki::OcspResponders,
-    pub(crate) scep: crate::scep::ScepAuthorities,
-    /// Whether this node holds the leader lease, and in which epoch.
-    pub(crate) leadership: crate::cluster::Leadership,
-    /// Whether the database answers, and what waits for it.
-    pub(crate) database: crate::outage::DatabaseStatus,
+    waiters: Arc<Waiters>,
     /// The certificates and chains read last, served during a database outage.
-    pub(crate) read_cache: crate::outage::ReadCache,
-    /// Failed authentications per client address, for every way in.
-    pub(crate) auth_failures: crate::auth_failures::AuthFailures,
+    read_cache: Arc<ReadCache>,
 }
 
-/// The control plane's services. Cheap to clone.
-#[derive(Clone)]
-pub struct ControlPlane {
-    pub(crate) inner: Arc<Inner>,
-}
-
-impl ControlPlane {
+impl Certificates {
     pub(crate) fn new(
         store: Store,
-        config: ServerConfig,
-        issuers: BTreeMap<IssuerId, Issuer>,
-        tokens: TokenVerifier,
+        config: Arc<ServerConfig>,
+        issuers: Issuers,
+        pki: Pki,
+        cluster: Cluster,
+        metrics: Arc<Metrics>,
+        work: WorkAvailable,
     ) -> Self {
-        let work_available = Arc::new(Notify::new());
-        let creates = CreateQueue::start(store.clone(), work_available.clone());
-        let audit = crate::group_commit::AuditQueue::start(store.clone());
-        let acme_orders = Arc::new(Semaphore::new(config.acme_concurrency.max(1)));
-        let read_cache = crate::outage::ReadCache::new(config.outage_read_cache);
-        let auth_failures = crate::auth_failures::AuthFailures::new(config.auth_failure_limit);
-        let issuers = Issuers::new(issuers, &store);
-        let metrics = Metrics::new(config.metrics);
-        let inner = Inner {
+        Self {
+            creates: CreateQueue::start(store.clone(), work.clone()),
+            read_cache: Arc::new(ReadCache::new(config.outage_read_cache)),
+            waiters: Arc::default(),
             store,
             config,
             issuers,
-            acme_orders,
-            tokens,
-            work_available,
-            notifications_due: Notify::new(),
-            waiters: Mutex::new(HashMap::new()),
+            pki,
+            cluster,
             metrics,
-            creates,
-            audit,
-            crls: crate::pki::CrlCache::default(),
-            ocsp: crate::pki::OcspResponders::default(),
-            scep: crate::scep::ScepAuthorities::default(),
-            leadership: crate::cluster::Leadership::default(),
-            database: crate::outage::DatabaseStatus::default(),
-            read_cache,
-            auth_failures,
-        };
-        Self { inner: Arc::new(inner) }
-    }
-
-    /// Requests per second and burst allowed per token (`None`: unlimited).
-    pub fn token_rate_limit(&self) -> Option<(f64, u32)> {
-        self.inner.config.token_rate_limit
-    }
-
-    /// Whose token this is, if it is valid now.
-    pub fn verify_token(&self, token: &str) -> Result<crate::Principal, crate::TokenRejection> {
-        self.inner.tokens.verify(token, now())
+            work,
+        }
     }
 
     /// The renewal policy of certificates whose request names none; a partial request policy
     /// fills its gaps from it.
     pub fn default_renewal(&self) -> RenewalPolicy {
-        self.inner.config.default_renewal
-    }
-
-    /// The store (readiness checks).
-    pub fn store(&self) -> &Store {
-        &self.inner.store
+        self.config.default_renewal
     }
 
     /// Validates a request and stores the certificate with its first issuance job.
@@ -194,7 +136,7 @@ impl ControlPlane {
             Some(text) => text.parse().map_err(|e| ServiceError::Invalid(format!("{e}")))?,
             None => IssuerId::local(),
         };
-        let issuer = self.issuer_handle(&issuer_id).await?;
+        let issuer = self.issuers.issuer_handle(&issuer_id).await?;
         let csr = match request.csr_pem.as_deref() {
             Some(pem) => Some(ParsedCsr::parse(pem.as_bytes()).map_err(|e| ServiceError::Invalid(e.to_string()))?),
             None => None,
@@ -203,7 +145,7 @@ impl ControlPlane {
             request.common_name.as_deref(),
             &request.sans,
             csr.as_ref().map(|c| &c.names),
-            &self.inner.config.name_policy,
+            &self.config.name_policy,
         )
         .map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let labels = request.restriction.apply_labels(request.labels).map_err(|key| {
@@ -231,7 +173,7 @@ impl ControlPlane {
         }
         let validity = match request.validity_days {
             Some(days) => Duration::days(i64::from(days)),
-            None => self.inner.config.default_validity,
+            None => self.config.default_validity,
         };
         let now = now();
         let challenge = match request.challenge.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
@@ -240,7 +182,7 @@ impl ControlPlane {
         };
         match &issuer {
             Issuer::Local(ca) => {
-                leaf_validity(now, validity, self.inner.config.max_validity, ca.not_after())
+                leaf_validity(now, validity, self.config.max_validity, ca.not_after())
                     .map_err(|e| ServiceError::Invalid(e.to_string()))?;
                 if challenge.is_some() {
                     return Err(ServiceError::Invalid(format!(
@@ -263,7 +205,7 @@ impl ControlPlane {
             return Err(ServiceError::Invalid("name is longer than 255 characters".to_owned()));
         }
         let agent = match request.agent.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
-            Some(agent) => Some(self.agent_record(agent, &request.restriction).await?),
+            Some(agent) => Some(self.bound_agent(agent, &request.restriction).await?),
             None => None,
         };
         let (key_source, csr_pem) = custody(csr, request.key_source, agent.as_ref())?;
@@ -280,7 +222,7 @@ impl ControlPlane {
             agent_id: agent.map(|a| a.id),
             status: CertificateStatus::Pending,
             validity,
-            renewal_policy: request.renewal_policy.unwrap_or(self.inner.config.default_renewal),
+            renewal_policy: request.renewal_policy.unwrap_or(self.config.default_renewal),
             expiry_thresholds: request.expiry_thresholds.clone(),
             labels,
             client_auth: request.client_auth,
@@ -296,8 +238,8 @@ impl ControlPlane {
             created_at: now,
             updated_at: now,
         };
-        let job = self.new_job(cert.id, JobKind::Issue, now);
-        self.inner.creates.create(cert.clone(), job.clone()).await?;
+        let job = new_job(cert.id, JobKind::Issue, now, self.config.retry.max_attempts);
+        self.creates.create(cert.clone(), job.clone()).await?;
         Ok((cert, job))
     }
 
@@ -331,13 +273,12 @@ impl ControlPlane {
                  certificate"
             )));
         }
-        self.issuer_handle(&cert.issuer_id).await?;
+        self.issuers.issuer_handle(&cert.issuer_id).await?;
         let outcome = self
-            .inner
             .store
-            .enqueue(&self.new_job(id, JobKind::Renew, now()))
+            .enqueue(&new_job(id, JobKind::Renew, now(), self.config.retry.max_attempts))
             .await?;
-        self.inner.work_available.notify_one();
+        self.work.notify_one();
         let created = matches!(outcome, EnqueueOutcome::Created(_));
         Ok((outcome.job().clone(), created))
     }
@@ -346,11 +287,12 @@ impl ControlPlane {
     /// refuses leaves the certificate as it was.
     pub async fn revoke(&self, id: CertificateId, reason: RevocationReason) -> Result<Certificate, ServiceError> {
         let cert = self.certificate(id).await?;
-        if let (Ok(Issuer::Acme(state)), true) = (self.issuer_handle(&cert.issuer_id).await, cert.current_version > 0)
-            && cert.revoked_at.is_none()
+        if let (Ok(Issuer::Acme(state)), true) = (
+            self.issuers.issuer_handle(&cert.issuer_id).await,
+            cert.current_version > 0,
+        ) && cert.revoked_at.is_none()
         {
             let (version, _) = self
-                .inner
                 .store
                 .version_with_key(id, cert.current_version)
                 .await?
@@ -359,8 +301,9 @@ impl ControlPlane {
                 })?;
             let der = pem_block_der(&version.cert_pem, "CERTIFICATE")
                 .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
-            let acme = state
-                .ready(&self.inner.store, &self.inner.issuers.responder)
+            let acme = self
+                .issuers
+                .ready(&state)
                 .await
                 .map_err(|e| ServiceError::Upstream(e.message))?;
             match acme.revoke(&der, reason.code()).await {
@@ -376,7 +319,7 @@ impl ControlPlane {
                     tracing::info!(certificate = %id, "the CA had already revoked it")
                 }
                 Err(failure) => {
-                    self.inner.metrics.revocation(state.id.as_str(), "failure");
+                    self.metrics.revocation(state.id.as_str(), "failure");
                     return Err(ServiceError::Upstream(format!(
                         "the CA did not revoke it: {}",
                         failure.message
@@ -385,19 +328,24 @@ impl ControlPlane {
             }
         }
         let revoked = self
-            .inner
             .store
             .revoke_certificate(id, reason, now())
             .await
             .map_err(|e| not_found(e, "certificate", id))?;
-        self.inner.metrics.revocation(revoked.issuer_id.as_str(), "success");
-        self.revoked_on(&revoked.issuer_id).await;
+        self.metrics.revocation(revoked.issuer_id.as_str(), "success");
+        self.pki.revoked_on(&revoked.issuer_id).await;
         Ok(revoked)
+    }
+
+    /// Drops the stored CSR of certificate `id` (one that carried a secret, such as a SCEP
+    /// challenge password, once its job has ended).
+    pub(crate) async fn forget_csr(&self, id: CertificateId) -> Result<(), ServiceError> {
+        Ok(self.store.forget_csr(id).await?)
     }
 
     /// Deletes a certificate, its versions and jobs.
     pub async fn delete(&self, id: CertificateId) -> Result<(), ServiceError> {
-        if self.inner.store.delete_certificate(id).await? {
+        if self.store.delete_certificate(id).await? {
             Ok(())
         } else {
             Err(ServiceError::NotFound(format!("certificate {id}")))
@@ -406,19 +354,19 @@ impl ControlPlane {
 
     /// One certificate; during a database outage, as this node read it last.
     pub async fn certificate(&self, id: CertificateId) -> Result<Certificate, ServiceError> {
-        let cache = &self.inner.read_cache;
-        if !self.inner.database.is_up() {
-            return cache.certificate(id).ok_or_else(crate::outage::unreachable);
+        let cache = &self.read_cache;
+        if !self.cluster.database_reachable() {
+            return cache.certificate(id).ok_or_else(ServiceError::database_unreachable);
         }
-        match self.inner.store.certificate(id).await {
+        match self.store.certificate(id).await {
             Ok(Some(cert)) => {
                 cache.keep_certificate(&cert);
                 Ok(cert)
             }
             Ok(None) => Err(ServiceError::NotFound(format!("certificate {id}"))),
             Err(ck_store::StoreError::Disconnected(_)) => {
-                self.database_unreachable();
-                cache.certificate(id).ok_or_else(crate::outage::unreachable)
+                self.cluster.database_unreachable();
+                cache.certificate(id).ok_or_else(ServiceError::database_unreachable)
             }
             Err(error) => Err(error.into()),
         }
@@ -429,9 +377,9 @@ impl ControlPlane {
     pub async fn chain(&self, id: CertificateId, number: Option<u32>) -> Result<CertificateVersion, ServiceError> {
         let cert = self.certificate(id).await?;
         let number = number.unwrap_or(cert.current_version);
-        let cache = &self.inner.read_cache;
-        if number != 0 && !self.inner.database.is_up() {
-            return cache.version(id, number).ok_or_else(crate::outage::unreachable);
+        let cache = &self.read_cache;
+        if number != 0 && !self.cluster.database_reachable() {
+            return cache.version(id, number).ok_or_else(ServiceError::database_unreachable);
         }
         match self.version(id, Some(number)).await {
             Ok((version, _)) => {
@@ -439,26 +387,10 @@ impl ControlPlane {
                 Ok(version)
             }
             Err(ServiceError::DatabaseUnreachable { .. }) => {
-                self.database_unreachable();
-                cache.version(id, number).ok_or_else(crate::outage::unreachable)
+                self.cluster.database_unreachable();
+                cache.version(id, number).ok_or_else(ServiceError::database_unreachable)
             }
             Err(error) => Err(error),
-        }
-    }
-
-    /// Whether the database answered the last probe.
-    pub fn database_reachable(&self) -> bool {
-        self.inner.database.is_up()
-    }
-
-    /// A call found the database unreachable: reads go to the cache and writes are refused
-    /// until the probe finds it back.
-    pub(crate) fn database_unreachable(&self) {
-        if self.inner.database.mark_down() {
-            tracing::error!(
-                "the database does not answer: serving certificate reads from cache, refusing writes with 503"
-            );
-            self.inner.metrics.database_up(false);
         }
     }
 
@@ -470,7 +402,7 @@ impl ControlPlane {
         filter: &CertificateFilter,
         restriction: &Restriction,
     ) -> Result<CertificatePage, ServiceError> {
-        let mut page = self.inner.store.certificates(filter, now()).await?;
+        let mut page = self.store.certificates(filter, now()).await?;
         if restriction.is_unrestricted() {
             return Ok(page);
         }
@@ -488,7 +420,7 @@ impl ControlPlane {
                 cursor: last,
                 ..filter.clone()
             };
-            page = self.inner.store.certificates(&next, now()).await?;
+            page = self.store.certificates(&next, now()).await?;
         }
         // A page of only unreachable certificates still moves the cursor on: the client
         // continues from the last one it was given.
@@ -503,7 +435,7 @@ impl ControlPlane {
         filter: &CertificateFilter,
         restriction: &Restriction,
     ) -> Result<(Vec<Certificate>, u64), ServiceError> {
-        let store = &self.inner.store;
+        let store = &self.store;
         if restriction.is_unrestricted() {
             let page = store.certificates(filter, now()).await?;
             return Ok((page.items, store.count_certificates(filter, now()).await?));
@@ -533,19 +465,19 @@ impl ControlPlane {
 
     /// Expiries per day of certificates in use, for `days` days from `start` (a midnight).
     pub async fn expiries_per_day(&self, start: OffsetDateTime, days: u32) -> Result<Vec<u64>, ServiceError> {
-        Ok(self.inner.store.expiries_per_day(start, days).await?)
+        Ok(self.store.expiries_per_day(start, days).await?)
     }
 
     /// Certificates in use (not revoked) with their expiry, for overviews: id, name, issuer,
     /// expiry and renewal time.
     pub async fn certificate_times(&self) -> Result<Vec<ck_store::CertificateTimes>, ServiceError> {
-        Ok(self.inner.store.certificate_times().await?)
+        Ok(self.store.certificate_times().await?)
     }
 
     /// Every version of a certificate.
     pub async fn versions(&self, id: CertificateId) -> Result<Vec<CertificateVersion>, ServiceError> {
         self.certificate(id).await?;
-        Ok(self.inner.store.versions(id).await?)
+        Ok(self.store.versions(id).await?)
     }
 
     /// A version (the current one by default) and the server-held key, if any.
@@ -562,175 +494,15 @@ impl ControlPlane {
                 cert.status
             )));
         }
-        self.inner
-            .store
+        self.store
             .version_with_key(id, number)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("version {number} of certificate {id}")))
     }
 
-    /// Every issuer, with its last health check.
-    pub async fn issuers(&self) -> Result<Vec<IssuerInfo>, ServiceError> {
-        let records: HashMap<String, IssuerRecord> = self
-            .inner
-            .store
-            .issuers()
-            .await?
-            .into_iter()
-            .map(|r| (r.id.clone(), r))
-            .collect();
-        Ok(self
-            .inner
-            .issuers
-            .all()
-            .into_iter()
-            .map(|(id, issuer)| issuer_info(&id, &issuer, records.get(id.as_str())))
-            .collect())
-    }
-
-    /// One issuer.
-    pub async fn issuer(&self, id: &str) -> Result<IssuerInfo, ServiceError> {
-        self.issuers()
-            .await?
-            .into_iter()
-            .find(|issuer| issuer.id.as_str() == id)
-            .ok_or_else(|| ServiceError::NotFound(format!("issuer '{id}'")))
-    }
-
-    /// Adds an ACME issuer: checks the settings, registers the account with the CA (with EAB
-    /// when configured) and stores both. Nothing is stored when the CA refuses.
-    pub async fn add_acme_issuer(&self, id: &str, settings: serde_json::Value) -> Result<IssuerInfo, ServiceError> {
-        let issuer_id: IssuerId = id.parse().map_err(|e| ServiceError::Invalid(format!("{e}")))?;
-        if self.inner.issuers.get(&issuer_id).is_some() {
-            return Err(ServiceError::Conflict(format!("issuer '{issuer_id}' exists already")));
-        }
-        let (config, shown) =
-            crate::issuers::acme_settings(&settings, ck_acme::SettingsOrigin::Api, &self.inner.config)
-                .map_err(|e| ServiceError::Invalid(e.message))?;
-        let registered = AcmeIssuer::register(config.clone(), self.inner.issuers.responder.clone())
-            .await
-            .map_err(|failure| {
-                // Only a problem document is the CA's answer; anything else never reached it.
-                let text = if failure.problem.is_some() {
-                    format!("the CA refused the account: {}", failure.message)
-                } else {
-                    failure.message.clone()
-                };
-                if failure.transient {
-                    ServiceError::Upstream(text)
-                } else {
-                    ServiceError::Invalid(text)
-                }
-            })?;
-        let now = now();
-        let record = IssuerRecord {
-            id: issuer_id.to_string(),
-            kind: "acme".to_owned(),
-            root_cert_pem: None,
-            root_key_pem: None,
-            intermediate_cert_pem: None,
-            intermediate_key_pem: None,
-            settings: Some(settings.to_string()),
-            account_credentials: None,
-            account_url: None,
-            health: None,
-            created_at: now,
-        };
-        if !self.inner.store.insert_issuer_if_absent(&record).await? {
-            return Err(ServiceError::Conflict(format!("issuer '{issuer_id}' exists already")));
-        }
-        self.inner
-            .store
-            .set_issuer_account(
-                issuer_id.as_str(),
-                Some(&registered.credentials_json),
-                Some(&registered.account_url),
-            )
-            .await?;
-        tracing::info!(issuer = %issuer_id, directory = %config.directory_url(), account = %registered.account_url,
-            "added an ACME issuer and registered its account");
-        let state = AcmeIssuerState::new(issuer_id.clone(), config, shown, now, Some(registered.issuer));
-        self.inner
-            .issuers
-            .insert(issuer_id.clone(), Issuer::Acme(Arc::new(state)));
-        self.issuer(issuer_id.as_str()).await
-    }
-
-    /// Rolls the ACME account key over (RFC 8555 §7.3.5) and stores the new credentials.
-    pub async fn rollover_account_key(&self, id: &str) -> Result<IssuerInfo, ServiceError> {
-        let (state, acme) = self.ready_acme(id).await?;
-        let rolled = acme
-            .rollover_key()
-            .await
-            .map_err(|e| ServiceError::Upstream(e.message))?;
-        self.inner
-            .store
-            .set_issuer_account(id, Some(&rolled.credentials_json), Some(&rolled.account_url))
-            .await?;
-        state.replace(Some(rolled.issuer)).await;
-        self.account_changed(id).await;
-        tracing::info!(issuer = id, "rolled the ACME account key over");
-        self.issuer(id).await
-    }
-
-    /// Deactivates the ACME account (RFC 8555 §7.3.6). The next order registers a new one.
-    pub async fn deactivate_account(&self, id: &str) -> Result<IssuerInfo, ServiceError> {
-        let (state, acme) = self.ready_acme(id).await?;
-        let url = acme.account_url().to_owned();
-        acme.deactivate().await.map_err(|e| ServiceError::Upstream(e.message))?;
-        self.inner.store.set_issuer_account(id, None, None).await?;
-        state.replace(None).await;
-        self.account_changed(id).await;
-        tracing::info!(issuer = id, account = %url, "deactivated the ACME account");
-        self.issuer(id).await
-    }
-
-    /// Tells the other nodes to reload the account of issuer `id`.
-    async fn account_changed(&self, id: &str) {
-        if let Err(error) = self
-            .inner
-            .store
-            .publish_account_changed(id, &self.inner.config.node_id)
-            .await
-        {
-            tracing::warn!(issuer = id, %error, "telling the other nodes about the account change failed; \
-                restart them if their orders fail");
-        }
-    }
-
-    /// The ACME issuer `id` with its account ready.
-    async fn ready_acme(&self, id: &str) -> Result<(Arc<AcmeIssuerState>, AcmeIssuer), ServiceError> {
-        let issuer_id: IssuerId = id.parse().map_err(|e| ServiceError::Invalid(format!("{e}")))?;
-        let state = match self.issuer_handle(&issuer_id).await? {
-            Issuer::Acme(state) => state,
-            Issuer::Local(_) => {
-                return Err(ServiceError::Conflict(format!(
-                    "issuer '{id}' is the local CA: it has no ACME account to roll over or deactivate"
-                )));
-            }
-        };
-        let acme = state
-            .ready(&self.inner.store, &self.inner.issuers.responder)
-            .await
-            .map_err(|e| ServiceError::Upstream(e.message))?;
-        Ok((state, acme))
-    }
-
-    /// The answers to http-01 and tls-alpn-01 challenges (served by the binary's listeners and
-    /// the API's `/.well-known/acme-challenge/`).
-    pub fn challenge_responder(&self) -> ChallengeResponder {
-        self.inner.issuers.responder.clone()
-    }
-
-    /// The challenge listeners the issuers need; changes when an issuer is added.
-    pub fn challenge_listeners(&self) -> watch::Receiver<BTreeSet<ChallengeListener>> {
-        self.inner.issuers.subscribe_listeners()
-    }
-
     /// One job.
     pub async fn job(&self, id: JobId) -> Result<Job, ServiceError> {
-        self.inner
-            .store
+        self.store
             .job(id)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("job {id}")))
@@ -738,7 +510,7 @@ impl ControlPlane {
 
     /// A page of jobs.
     pub async fn jobs(&self, filter: &JobFilter) -> Result<(Vec<Job>, bool), ServiceError> {
-        Ok(self.inner.store.jobs(filter).await?)
+        Ok(self.store.jobs(filter).await?)
     }
 
     /// Waits until the job is finished or `timeout` passes, and returns it as it is then.
@@ -747,7 +519,7 @@ impl ControlPlane {
         loop {
             let (sender, receiver) = oneshot::channel();
             // Register before reading, so a finish between the read and the wait is not missed.
-            if let Ok(mut waiters) = self.inner.waiters.lock() {
+            if let Ok(mut waiters) = self.waiters.lock() {
                 waiters.entry(id).or_default().push(sender);
             }
             let job = self.job(id).await?;
@@ -768,7 +540,7 @@ impl ControlPlane {
     }
 
     fn forget_waiters(&self, id: JobId) {
-        if let Ok(mut waiters) = self.inner.waiters.lock() {
+        if let Ok(mut waiters) = self.waiters.lock() {
             waiters.remove(&id);
         }
     }
@@ -776,8 +548,8 @@ impl ControlPlane {
     /// Wakes the requests waiting for `ids`, here and (through the database) on other nodes.
     pub(crate) fn notify_finished(&self, ids: &[JobId]) {
         self.wake_waiters(ids);
-        if self.inner.store.backend() == ck_store::Backend::Postgres && !ids.is_empty() {
-            let (store, ids) = (self.inner.store.clone(), ids.to_vec());
+        if self.store.backend() == ck_store::Backend::Postgres && !ids.is_empty() {
+            let (store, ids) = (self.store.clone(), ids.to_vec());
             tokio::spawn(async move {
                 if let Err(error) = store.publish_jobs_finished(&ids).await {
                     tracing::debug!(%error, "publishing finished jobs failed; waiters elsewhere poll");
@@ -788,7 +560,7 @@ impl ControlPlane {
 
     /// Wakes this node's requests waiting for `ids`.
     pub(crate) fn wake_waiters(&self, ids: &[JobId]) {
-        if let Ok(mut waiters) = self.inner.waiters.lock() {
+        if let Ok(mut waiters) = self.waiters.lock() {
             for id in ids {
                 for sender in waiters.remove(id).unwrap_or_default() {
                     let _ = sender.send(());
@@ -797,40 +569,44 @@ impl ControlPlane {
         }
     }
 
-    /// The issuer `id`. One this node does not know yet may have been added through another
-    /// node of the cluster: it is loaded from the database then.
-    pub(crate) async fn issuer_handle(&self, id: &IssuerId) -> Result<Issuer, ServiceError> {
-        if let Some(issuer) = self.inner.issuers.get(id) {
-            return Ok(issuer);
+    /// The agent named or numbered `id_or_name`, for binding a certificate by a caller with
+    /// `restriction`. One outside the restriction is "not found" exactly like an unknown one,
+    /// so a caller can neither fill another team's work list nor learn which agents exist.
+    async fn bound_agent(&self, id_or_name: &str, restriction: &Restriction) -> Result<AgentRecord, ServiceError> {
+        match self.store.agent(id_or_name).await? {
+            Some(record) if restriction.reaches_labels(record.labels.as_map()) => Ok(record),
+            _ => Err(ServiceError::NotFound(format!("agent '{id_or_name}'"))),
         }
-        if let Some(record) = self.inner.store.issuers().await?.iter().find(|r| r.id == id.as_str())
-            && let Some((loaded_id, issuer)) = crate::bootstrap::issuer_from_record(record, &self.inner.config)?
-        {
-            tracing::info!(issuer = %loaded_id, "loaded an issuer added through another node");
-            self.inner.issuers.insert_if_absent(loaded_id, issuer);
-        }
-        self.inner.issuers.get(id).ok_or_else(|| {
-            ServiceError::Invalid(format!(
-                "unknown issuer '{id}' (known: {}); add one with `certkeeper issuer add`",
-                self.inner.issuers.ids().join(", ")
-            ))
-        })
     }
 
-    pub(crate) fn new_job(&self, certificate_id: CertificateId, kind: JobKind, now: OffsetDateTime) -> Job {
-        Job {
-            id: JobId::new(),
-            kind,
-            certificate_id,
-            state: JobState::Pending,
-            attempts: 0,
-            max_attempts: self.inner.config.retry.max_attempts,
-            run_after: now,
-            last_error: None,
-            problem: None,
-            created_at: now,
-            updated_at: now,
-            finished_at: None,
+    /// One scheduler pass: enqueues a renewal for every due certificate without an active job.
+    /// Returns how many jobs were created. Only the leader may run it (`Forbidden` otherwise),
+    /// and its writes are refused once the lease has moved on.
+    pub async fn enqueue_due_renewals(&self) -> Result<usize, ServiceError> {
+        let mut created = 0;
+        loop {
+            let fence = self
+                .cluster
+                .leader_fence()
+                .ok_or_else(|| ServiceError::Forbidden("this node is not the leader".to_owned()))?;
+            let now = now();
+            let due = self
+                .store
+                .due_for_renewal(now, self.config.retry.max_delay, 500)
+                .await?;
+            let jobs: Vec<_> = due
+                .iter()
+                .map(|id| new_job(*id, JobKind::Renew, now, self.config.retry.max_attempts))
+                .collect();
+            let refs: Vec<_> = jobs.iter().collect();
+            let created_this_round = usize::try_from(self.store.enqueue_fenced(&refs, &fence).await?).unwrap_or(0);
+            created += created_this_round;
+            if created_this_round > 0 {
+                self.work.notify_waiters();
+            }
+            if due.len() < 500 || created_this_round == 0 {
+                return Ok(created);
+            }
         }
     }
 }
@@ -872,34 +648,6 @@ fn not_found(error: ck_store::StoreError, what: &str, id: impl std::fmt::Display
     }
 }
 
-fn issuer_info(id: &IssuerId, issuer: &Issuer, record: Option<&IssuerRecord>) -> IssuerInfo {
-    let health = record.and_then(|r| r.health.clone());
-    match issuer {
-        Issuer::Local(ca) => IssuerInfo {
-            id: id.clone(),
-            kind: "local".to_owned(),
-            ca_pem: Some(ca.root_pem().to_owned()),
-            not_after: Some(ca.not_after()),
-            directory: None,
-            account_url: None,
-            settings: None,
-            health,
-            created_at: record.map(|r| r.created_at),
-        },
-        Issuer::Acme(state) => IssuerInfo {
-            id: id.clone(),
-            kind: "acme".to_owned(),
-            ca_pem: None,
-            not_after: None,
-            directory: Some(state.config.directory_url()),
-            account_url: record.and_then(|r| r.account_url.clone()),
-            settings: Some(state.shown.clone()),
-            health,
-            created_at: Some(state.created_at),
-        },
-    }
-}
-
 /// How `export` encodes a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
@@ -934,7 +682,7 @@ pub struct Export {
     pub file_name: String,
 }
 
-impl ControlPlane {
+impl Certificates {
     /// A version (the current one by default) as PEM, DER or PKCS#12. PKCS#12 needs the
     /// server-held key and a password of at least 8 characters.
     pub async fn export(

@@ -7,20 +7,25 @@
 //! leaves its claims to the others when the lease runs out (at least once, never silently lost).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
-use std::time::Duration as StdDuration;
 
-use ck_domain::{Certificate, EventKind, ExpiryThresholds, RetryPolicy, Route};
-use ck_notify::{DeliveryError, Message, Notifier};
+use ck_domain::{Certificate, EventKind};
+use ck_notify::{DeliveryError, Message};
 use ck_store::{DeliveryOutcome, EventRecord, NewEvent, NotificationFilter, NotificationRecord, RouteDecision};
 use rand::Rng;
 use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime};
 
+use ck_store::Store;
+use tokio::sync::Notify;
+
+use crate::access::auth::Principal;
+use crate::access::tokens::require_unrestricted;
 use crate::agents::{AgentStatus, status_of};
-use crate::workers::Shutdown;
-use crate::{ControlPlane, ServiceError, now};
+use crate::cluster::Cluster;
+use crate::metrics::Metrics;
+use crate::signals::Shutdown;
+use crate::{ServerConfig, ServiceError, now};
 
 /// Delivered and dead notifications, and their events, are kept this long (the API lists them).
 const KEEP_FINISHED: Duration = Duration::days(90);
@@ -29,69 +34,36 @@ const DELIVERY_LEASE: Duration = Duration::minutes(5);
 /// Notifications sent at once by one node.
 const DELIVERY_BATCH: u32 = 32;
 
-/// One configured notifier and the events it receives.
+/// Notifications: events routed to notifiers, sent with retries and a dead-letter state, and
+/// the scans that make events (expiry thresholds, silent agents). Cheap to clone.
 #[derive(Clone)]
-pub struct NotifierEntry {
-    /// The name in the configuration, on notification rows and in metrics.
-    pub name: String,
-    /// Which events it gets.
-    pub route: Route,
-    /// The channel.
-    pub notifier: Arc<Notifier>,
+pub struct Notifications {
+    store: Store,
+    config: Arc<ServerConfig>,
+    metrics: Arc<Metrics>,
+    cluster: Cluster,
+    /// Wakes the notification loop (a requeue through the API).
+    due: Arc<Notify>,
 }
 
-/// Notification settings, validated by the binary's config layer.
-#[derive(Clone)]
-pub struct NotificationSettings {
-    /// The notifiers, in configuration order.
-    pub notifiers: Vec<NotifierEntry>,
-    /// Attempts and backoff of each notification.
-    pub retry: RetryPolicy,
-    /// The thresholds of certificates that name none.
-    pub expiry_thresholds: ExpiryThresholds,
-    /// How often each node looks for events to route and notifications to send.
-    pub poll_interval: StdDuration,
-}
-
-impl Default for NotificationSettings {
-    /// No notifiers; 8 attempts over about an hour and a half (10 s doubling, at most 30 min).
-    fn default() -> Self {
+impl Notifications {
+    pub(crate) fn new(store: Store, config: Arc<ServerConfig>, metrics: Arc<Metrics>, cluster: Cluster) -> Self {
         Self {
-            notifiers: Vec::new(),
-            retry: RetryPolicy {
-                max_attempts: 8,
-                base_delay: Duration::seconds(10),
-                max_delay: Duration::minutes(30),
-            },
-            expiry_thresholds: ExpiryThresholds::default(),
-            poll_interval: StdDuration::from_secs(1),
+            store,
+            config,
+            metrics,
+            cluster,
+            due: Arc::default(),
         }
     }
-}
 
-impl fmt::Debug for NotificationSettings {
-    // Notifiers hold secrets (HMAC keys, SMTP passwords): only their names are shown.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NotificationSettings")
-            .field(
-                "notifiers",
-                &self.notifiers.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
-            )
-            .field("retry", &self.retry)
-            .field("expiry_thresholds", &self.expiry_thresholds)
-            .field("poll_interval", &self.poll_interval)
-            .finish()
-    }
-}
-
-impl ControlPlane {
     /// Announces every expiry threshold crossed by `now` that was not announced yet (one event
     /// per certificate version and threshold) and moves the certificates to `expiring` or
     /// `expired`. Returns how many certificates crossed a threshold. The leader runs it after
     /// each renewal scan; `now` is an argument so tests can move time.
     pub async fn scan_expiry_thresholds(&self, now: OffsetDateTime) -> Result<usize, ServiceError> {
-        let store = &self.inner.store;
-        let default = &self.inner.config.notifications.expiry_thresholds;
+        let store = &self.store;
+        let default = &self.config.notifications.expiry_thresholds;
         let mut crossed = 0;
         for cert in store.overdue_certificates(now, 10_000).await? {
             let thresholds = cert.thresholds.as_ref().unwrap_or(default);
@@ -132,7 +104,6 @@ impl ControlPlane {
     /// silence make a new one). Returns how many were new.
     pub async fn scan_offline_agents(&self, now: OffsetDateTime) -> Result<u64, ServiceError> {
         let events: Vec<NewEvent> = self
-            .inner
             .store
             .agents()
             .await?
@@ -159,44 +130,39 @@ impl ControlPlane {
                 })
             })
             .collect();
-        Ok(self.inner.store.record_events(&events).await?)
+        Ok(self.store.record_events(&events).await?)
     }
 
     /// Forgets notifications and events that finished more than 90 days before `now`.
     pub async fn prune_notifications(&self, now: OffsetDateTime) -> Result<u64, ServiceError> {
-        Ok(self.inner.store.prune_events(now - KEEP_FINISHED).await?)
+        Ok(self.store.prune_events(now - KEEP_FINISHED).await?)
     }
 
     /// Notifications, newest first, and whether more match (unrestricted operators only:
     /// they name every team's certificates).
     pub async fn notifications(
         &self,
-        caller: &crate::Principal,
+        caller: &Principal,
         filter: &NotificationFilter,
     ) -> Result<(Vec<NotificationRecord>, bool), ServiceError> {
-        crate::tokens::require_unrestricted(caller, "the notification queue")?;
-        Ok(self.inner.store.notifications(filter).await?)
+        require_unrestricted(caller, "the notification queue")?;
+        Ok(self.store.notifications(filter).await?)
     }
 
     /// One notification.
-    pub async fn notification(&self, caller: &crate::Principal, id: &str) -> Result<NotificationRecord, ServiceError> {
-        crate::tokens::require_unrestricted(caller, "the notification queue")?;
-        self.inner
-            .store
+    pub async fn notification(&self, caller: &Principal, id: &str) -> Result<NotificationRecord, ServiceError> {
+        require_unrestricted(caller, "the notification queue")?;
+        self.store
             .notification(id)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("notification {id}")))
     }
 
     /// Puts a dead notification back in the queue with a fresh attempt budget.
-    pub async fn requeue_notification(
-        &self,
-        caller: &crate::Principal,
-        id: &str,
-    ) -> Result<NotificationRecord, ServiceError> {
-        crate::tokens::require_unrestricted(caller, "the notification queue")?;
-        let record = self.inner.store.requeue_notification(id, now()).await?;
-        self.inner.notifications_due.notify_one();
+    pub async fn requeue_notification(&self, caller: &Principal, id: &str) -> Result<NotificationRecord, ServiceError> {
+        require_unrestricted(caller, "the notification queue")?;
+        let record = self.store.requeue_notification(id, now()).await?;
+        self.due.notify_one();
         Ok(record)
     }
 
@@ -208,8 +174,8 @@ impl ControlPlane {
     }
 
     async fn route_events(&self) -> Result<(), ServiceError> {
-        let store = &self.inner.store;
-        let entries = &self.inner.config.notifications.notifiers;
+        let store = &self.store;
+        let entries = &self.config.notifications.notifiers;
         loop {
             let events = store.unrouted_events(200).await?;
             if events.is_empty() {
@@ -257,16 +223,15 @@ impl ControlPlane {
 
     /// Sends one batch of due notifications concurrently; returns how many were claimed.
     async fn send_due_notifications(&self) -> Result<usize, ServiceError> {
-        let inner = &self.inner;
-        let owner = inner.config.node_id.clone();
-        let claimed = inner
+        let owner = self.config.node_id.clone();
+        let claimed = self
             .store
             .claim_notifications(&owner, now(), DELIVERY_LEASE, DELIVERY_BATCH)
             .await?;
         let count = claimed.len();
         let mut sends = tokio::task::JoinSet::new();
         for record in claimed {
-            let entry = inner
+            let entry = self
                 .config
                 .notifications
                 .notifiers
@@ -296,14 +261,13 @@ impl ControlPlane {
             .iter()
             .map(|(record, outcome)| (record, outcome.clone()))
             .collect();
-        inner.store.finish_notifications(&owner, &outcomes, now()).await?;
+        self.store.finish_notifications(&owner, &outcomes, now()).await?;
         Ok(count)
     }
 
     /// What an attempt's result means for its notification: delivered, another try later
     /// (transient, attempts left), or dead; logged and counted here.
     fn judge_delivery(&self, record: &NotificationRecord, outcome: Result<(), DeliveryError>) -> DeliveryOutcome {
-        let inner = &self.inner;
         let judged = match outcome {
             Ok(()) => {
                 tracing::info!(notifier = %record.notifier, event = %record.event.kind, id = %record.id,
@@ -312,7 +276,7 @@ impl ControlPlane {
             }
             Err(error) => {
                 let retry_at = match &error {
-                    DeliveryError::Transient(_) => inner
+                    DeliveryError::Transient(_) => self
                         .config
                         .notifications
                         .retry
@@ -345,25 +309,24 @@ impl ControlPlane {
             DeliveryOutcome::Retry { .. } => "retry",
             DeliveryOutcome::Dead { .. } => "dead",
         };
-        inner.metrics.notification_attempt(&record.notifier, label);
+        self.metrics.notification_attempt(&record.notifier, label);
         judged
     }
 }
 
 /// Routes and sends on every node until shutdown: each poll interval, and at once when a local
 /// requeue asks. Pauses while the database is down.
-pub(crate) async fn notification_loop(control_plane: ControlPlane, mut shutdown: Shutdown) {
-    let inner = &control_plane.inner;
-    let interval = inner.config.notifications.poll_interval;
+pub(crate) async fn notification_loop(notifications: Notifications, mut shutdown: Shutdown) {
+    let interval = notifications.config.notifications.poll_interval;
     loop {
-        if inner.database.is_up()
-            && let Err(error) = control_plane.deliver_notifications().await
+        if notifications.cluster.database_reachable()
+            && let Err(error) = notifications.deliver_notifications().await
         {
             tracing::warn!(%error, "notification pass failed; trying again next interval");
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
-            () = inner.notifications_due.notified() => {}
+            () = notifications.due.notified() => {}
             () = shutdown.requested() => return,
         }
     }

@@ -10,118 +10,40 @@ use std::time::Duration as StdDuration;
 use ck_domain::{Certificate, CertificateId, JobId};
 use ck_store::{ClaimedJob, Completion};
 use rand::Rng;
-use tokio::task::JoinHandle;
 
-use crate::acme_jobs::run_acme_job;
-use crate::issuance::{IssueFailure, issue};
+use super::acme_jobs::run_acme_job;
+use super::issuance::{IssueFailure, issue};
+use super::runner::{JobRunner, record_completions};
+use crate::agents::AGENT_POLL_INTERVAL;
 use crate::issuers::Issuer;
-use crate::{AGENT_POLL_INTERVAL, ControlPlane, now};
+use crate::now;
+use crate::signals::Shutdown;
 
 /// How long a job waiting for its agent's CSR sleeps before it is looked at again.
 const AGENT_CSR_RECHECK: time::Duration = time::Duration::hours(1);
 
-/// Asks the loops to stop; they finish the batch in hand first.
-#[derive(Clone, Debug)]
-pub(crate) struct Shutdown(pub(crate) tokio::sync::watch::Receiver<bool>);
-
-impl Shutdown {
-    /// Resolves once shutdown was requested.
-    pub(crate) async fn requested(&mut self) {
-        let _ = self.0.wait_for(|stop| *stop).await;
-    }
-}
-
-/// Starts the leadership loop, the workers and the scheduler. On start, jobs this node was running when it died are
-/// put back at once. Returns the tasks so the caller can wait for them at shutdown.
-pub async fn spawn_background_loops(
-    control_plane: &ControlPlane,
-    address: Option<String>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Result<Vec<JoinHandle<()>>, crate::ServiceError> {
-    let inner = &control_plane.inner;
-    let released = inner.store.release_jobs_of(&inner.config.node_id, now()).await?;
-    if released > 0 {
-        tracing::info!(released, "took back the jobs this node was running before it stopped");
-    }
-    let released = inner
-        .store
-        .release_notifications_of(&inner.config.node_id, now())
-        .await?;
-    if released > 0 {
-        tracing::info!(
-            released,
-            "took back the notifications this node was sending before it stopped"
-        );
-    }
-    let mut tasks = Vec::new();
-    let leadership = control_plane.clone();
-    let leadership_shutdown = Shutdown(shutdown.clone());
-    tasks.push(tokio::spawn(async move {
-        crate::cluster::leadership_loop(leadership, address, leadership_shutdown).await
-    }));
-    for worker_idx in 0..inner.config.workers.max(1) {
-        let control_plane = control_plane.clone();
-        let shutdown = Shutdown(shutdown.clone());
-        tasks.push(tokio::spawn(async move {
-            worker_loop(control_plane, worker_idx, shutdown).await
-        }));
-    }
-    let scheduler = control_plane.clone();
-    let scheduler_shutdown = Shutdown(shutdown.clone());
-    tasks.push(tokio::spawn(async move {
-        crate::scheduler::scheduler_loop(scheduler, scheduler_shutdown).await
-    }));
-    let health = control_plane.clone();
-    let health_shutdown = Shutdown(shutdown.clone());
-    tasks.push(tokio::spawn(async move {
-        crate::scheduler::issuer_health_loop(health, health_shutdown).await
-    }));
-    let notices = control_plane.clone();
-    let notices_shutdown = Shutdown(shutdown.clone());
-    tasks.push(tokio::spawn(async move {
-        crate::tokens::notices_loop(notices, notices_shutdown).await
-    }));
-    let probe = control_plane.clone();
-    let probe_shutdown = Shutdown(shutdown.clone());
-    tasks.push(tokio::spawn(async move {
-        crate::outage::probe_loop(probe, probe_shutdown).await
-    }));
-    let notifications = control_plane.clone();
-    let notifications_shutdown = Shutdown(shutdown.clone());
-    tasks.push(tokio::spawn(async move {
-        crate::notify::notification_loop(notifications, notifications_shutdown).await
-    }));
-    let tokens = control_plane.clone();
-    let tokens_shutdown = Shutdown(shutdown);
-    tasks.push(tokio::spawn(async move {
-        crate::tokens::credentials_loop(tokens, tokens_shutdown).await
-    }));
-    Ok(tasks)
-}
-
-async fn worker_loop(control_plane: ControlPlane, worker_idx: usize, mut shutdown: Shutdown) {
-    let inner = &control_plane.inner;
-    let owner = inner.config.node_id.clone();
+pub(super) async fn worker_loop(runner: JobRunner, worker_idx: usize, mut shutdown: Shutdown) {
+    let owner = runner.config.node_id.clone();
     loop {
-        if *shutdown.0.borrow() {
+        if shutdown.is_requested() {
             return;
         }
-        if !inner.database.is_up() {
+        if !runner.cluster.database_reachable() {
             // Paused during a database outage; the probe wakes the workers when it is over.
             tokio::select! {
-                () = inner.work_available.notified() => {}
+                () = runner.work.notified() => {}
                 () = tokio::time::sleep(StdDuration::from_secs(1)) => {}
                 () = shutdown.requested() => return,
             }
             continue;
         }
-        let claimed = match inner
+        let claimed = match runner
             .store
-            .claim_jobs(&owner, now(), inner.config.job_lease, inner.config.batch_size)
+            .claim_jobs(&owner, now(), runner.config.job_lease, runner.config.batch_size)
             .await
         {
             Ok(claimed) => {
-                inner.metrics.jobs_claimed(claimed.len());
+                runner.metrics.jobs_claimed(claimed.len());
                 claimed
             }
             Err(error) => {
@@ -135,26 +57,25 @@ async fn worker_loop(control_plane: ControlPlane, worker_idx: usize, mut shutdow
         if claimed.is_empty() {
             // Idle: wake on a local enqueue, or poll for jobs from other nodes and retries.
             tokio::select! {
-                () = inner.work_available.notified() => {}
+                () = runner.work.notified() => {}
                 () = tokio::time::sleep(StdDuration::from_secs(1)) => {}
                 () = shutdown.requested() => return,
             }
             continue;
         }
         // A full batch may mean more work: let an idle worker start on it meanwhile.
-        if claimed.len() as u32 == inner.config.batch_size {
-            inner.work_available.notify_one();
+        if claimed.len() as u32 == runner.config.batch_size {
+            runner.work.notify_one();
         }
-        run_batch(&control_plane, &owner, claimed).await;
+        run_batch(&runner, &owner, claimed).await;
     }
 }
 
-async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<ClaimedJob>) {
-    let inner = &control_plane.inner;
+async fn run_batch(runner: &JobRunner, owner: &str, claimed: Vec<ClaimedJob>) {
     let started = std::time::Instant::now();
     let n_jobs = claimed.len();
     let ids: Vec<_> = claimed.iter().map(|c| c.job.certificate_id).collect();
-    let certificates: Result<HashMap<_, _>, _> = inner
+    let certificates: Result<HashMap<_, _>, _> = runner
         .store
         .certificates_by_ids(&ids)
         .await
@@ -170,14 +91,14 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
         let res = match &certificates {
             Ok(found) => match found.get(&job.job.certificate_id) {
                 Some(cert) if cert.awaits_agent_csr() => {
-                    wait_for_agent_csr(control_plane, owner, &job, cert).await;
+                    wait_for_agent_csr(runner, owner, &job, cert).await;
                     continue;
                 }
-                Some(cert) => match control_plane.issuer_handle(&cert.issuer_id).await {
+                Some(cert) => match runner.issuers.issuer_handle(&cert.issuer_id).await {
                     Ok(Issuer::Local(ca)) => Ok((cert.clone(), ca)),
                     Ok(Issuer::Acme(state)) => {
                         // An order waits on the CA and DNS for seconds: it runs as its own task.
-                        let task = run_acme_job(control_plane.clone(), owner.to_owned(), job, cert.clone(), state);
+                        let task = run_acme_job(runner.clone(), owner.to_owned(), job, cert.clone(), state);
                         tokio::spawn(task);
                         continue;
                     }
@@ -202,7 +123,7 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
         return;
     }
     let fetched = started.elapsed();
-    let max_validity = inner.config.max_validity;
+    let max_validity = runner.config.max_validity;
     // Signing (and RSA key generation) is CPU work: keep it off the async worker threads.
     let signed = tokio::task::spawn_blocking(move || {
         let mut rng = rand::rng();
@@ -229,7 +150,7 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
     let mut completions = Vec::new();
     let mut failures = Vec::new();
     for (claimed, outcome, elapsed) in signed {
-        inner
+        runner
             .metrics
             .observe_issuance(&issuer_of(claimed.job.certificate_id), "none", elapsed);
         match outcome {
@@ -244,19 +165,19 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
     let mut finished: Vec<JobId> = Vec::new();
     let commit_started = std::time::Instant::now();
     if !completions.is_empty() {
-        match inner.store.complete_jobs(owner, &completions, now()).await {
-            Ok(stored) => record_completions(control_plane, &completions, &stored, &issuer_of, &mut finished),
+        match runner.store.complete_jobs(owner, &completions, now()).await {
+            Ok(stored) => record_completions(runner, &completions, &stored, &issuer_of, &mut finished),
             Err(error) => {
                 // One bad row (say, a serial collision) must not sink the batch: retry singly.
                 tracing::warn!(%error, n = completions.len(), "batch commit failed; committing one by one");
                 for completion in completions {
-                    match inner
+                    match runner
                         .store
                         .complete_jobs(owner, std::slice::from_ref(&completion), now())
                         .await
                     {
                         Ok(stored) => record_completions(
-                            control_plane,
+                            runner,
                             std::slice::from_ref(&completion),
                             &stored,
                             &issuer_of,
@@ -276,7 +197,7 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
     }
     for (claimed, failure) in failures {
         let retry_at = if failure.transient {
-            inner
+            runner
                 .config
                 .retry
                 .next_delay(claimed.attempt, rand::rng().random::<f64>())
@@ -286,13 +207,13 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
         };
         tracing::warn!(job = %claimed.job.id, certificate = %claimed.job.certificate_id, error = %failure.message,
             retry_at = ?retry_at, "job attempt failed");
-        inner.metrics.job_failed(claimed.job.kind.as_str());
-        inner.metrics.issuance(
+        runner.metrics.job_failed(claimed.job.kind.as_str());
+        runner.metrics.issuance(
             claimed.job.kind.as_str(),
             &issuer_of(claimed.job.certificate_id),
             "failure",
         );
-        match inner
+        match runner
             .store
             .fail_job(owner, &claimed, &failure.message, None, retry_at, now())
             .await
@@ -304,50 +225,25 @@ async fn run_batch(control_plane: &ControlPlane, owner: &str, claimed: Vec<Claim
             }
         }
     }
-    control_plane.notify_finished(&finished);
+    runner.certificates.notify_finished(&finished);
     tracing::debug!(n_jobs, ?fetched, ?signed_at, commit = ?commit_started.elapsed(), total = ?started.elapsed(), "job batch done");
 }
 
 /// Puts a job back until its agent's CSR arrives. The CSR's arrival makes it runnable at once
 /// (and a CSR refused because the job was running here is sent again within seconds), so the
 /// long delay only keeps jobs of absent agents from being claimed over and over.
-async fn wait_for_agent_csr(control_plane: &ControlPlane, owner: &str, claimed: &ClaimedJob, cert: &Certificate) {
+async fn wait_for_agent_csr(runner: &JobRunner, owner: &str, claimed: &ClaimedJob, cert: &Certificate) {
     let agent = cert.agent_id.as_deref().unwrap_or("?");
     let reason = format!(
         "waiting for agent {agent} to send a CSR (it asks for work every {} s)",
         AGENT_POLL_INTERVAL.whole_seconds()
     );
     let now = now();
-    if let Err(error) = control_plane
-        .inner
+    if let Err(error) = runner
         .store
         .defer_job(owner, claimed, &reason, now + AGENT_CSR_RECHECK, now)
         .await
     {
         tracing::warn!(job = %claimed.job.id, %error, "deferring the job failed; the lease will expire");
-    }
-}
-
-pub(crate) fn record_completions(
-    control_plane: &ControlPlane,
-    completions: &[Completion],
-    stored: &[Option<u32>],
-    issuer_of: &dyn Fn(CertificateId) -> String,
-    finished: &mut Vec<JobId>,
-) {
-    for (completion, version) in completions.iter().zip(stored) {
-        let job = &completion.claimed.job;
-        match version {
-            Some(version) => {
-                tracing::info!(certificate = %job.certificate_id, version, serial = %completion.version.serial,
-                    kind = %job.kind, "certificate issued");
-                control_plane
-                    .inner
-                    .metrics
-                    .issuance(job.kind.as_str(), &issuer_of(job.certificate_id), "success");
-                finished.push(job.id);
-            }
-            None => tracing::warn!(job = %job.id, "job was taken over by another worker; result dropped"),
-        }
     }
 }

@@ -174,13 +174,13 @@ impl AcmeIssuerState {
 }
 
 /// Every issuer by id, the shared challenge answers, and the wanted listeners.
-pub(crate) struct Issuers {
+pub(crate) struct Registry {
     map: RwLock<BTreeMap<IssuerId, Issuer>>,
     pub(crate) responder: ChallengeResponder,
     listeners: watch::Sender<BTreeSet<ChallengeListener>>,
 }
 
-impl Issuers {
+impl Registry {
     pub(crate) fn new(map: BTreeMap<IssuerId, Issuer>, store: &Store) -> Self {
         let (listeners, _) = watch::channel(BTreeSet::new());
         // Several nodes behind one name: the CA may ask any of them for any order's answer.

@@ -12,8 +12,9 @@ use ck_store::{ClaimedJob, Completion, NewVersion, RecordedOrder};
 use rand::Rng;
 use time::{Duration, OffsetDateTime};
 
+use super::runner::{JobRunner, record_completions};
 use crate::issuers::AcmeIssuerState;
-use crate::{ControlPlane, now};
+use crate::now;
 
 /// The longest an identifier backs off after repeated failures: a good citizen of CA rate
 /// limits, yet a certificate still gets a daily try.
@@ -21,22 +22,21 @@ const MAX_IDENTIFIER_BACKOFF: Duration = Duration::hours(24);
 
 /// Runs one claimed job against `issuer` and records the outcome.
 pub(crate) async fn run_acme_job(
-    control_plane: ControlPlane,
+    runner: JobRunner,
     owner: String,
     claimed: ClaimedJob,
     cert: Certificate,
     issuer: Arc<AcmeIssuerState>,
 ) {
-    let inner = &control_plane.inner;
     let names: Vec<String> = cert.sans.iter().map(ToString::to_string).collect();
     let issuer_id = issuer.id.to_string();
 
     // One bad name must not be retried into the CA's rate limits by every job that carries it.
-    match inner.store.identifier_backoff(&issuer_id, &names, now()).await {
+    match runner.store.identifier_backoff(&issuer_id, &names, now()).await {
         Ok(Some((name, until))) => {
             let reason = format!("{name} is backing off after failed orders; next try at {until}");
             tracing::info!(job = %claimed.job.id, certificate = %cert.id, %reason, "order deferred");
-            if let Err(error) = inner.store.defer_job(&owner, &claimed, &reason, until, now()).await {
+            if let Err(error) = runner.store.defer_job(&owner, &claimed, &reason, until, now()).await {
                 tracing::warn!(job = %claimed.job.id, %error, "deferring the job failed; the lease will expire");
             }
             return;
@@ -46,74 +46,73 @@ pub(crate) async fn run_acme_job(
     }
 
     let started = std::time::Instant::now();
-    let order = order_with_lease(&control_plane, &owner, &claimed, &cert, &issuer, &names);
+    let order = order_with_lease(&runner, &owner, &claimed, &cert, &issuer, &names);
     let outcome = order.await;
     let challenge = cert
         .challenge
         .clone()
         .unwrap_or_else(|| issuer.config.challenge.as_str().to_owned());
-    inner
+    runner
         .metrics
         .observe_issuance(&issuer_id, &challenge, started.elapsed());
     match outcome {
         Ok((version, renew_at)) => {
-            inner.metrics.acme_order(&issuer_id, "valid");
+            runner.metrics.acme_order(&issuer_id, "valid");
             let completion = Completion {
                 claimed,
                 version,
                 renew_at,
             };
-            match inner
+            match runner
                 .store
                 .complete_jobs(&owner, std::slice::from_ref(&completion), now())
                 .await
             {
                 Ok(stored) => {
                     let mut finished = Vec::new();
-                    crate::workers::record_completions(
-                        &control_plane,
+                    record_completions(
+                        &runner,
                         std::slice::from_ref(&completion),
                         &stored,
                         &|_| issuer_id.clone(),
                         &mut finished,
                     );
-                    control_plane.notify_finished(&finished);
-                    if let Err(error) = inner.store.clear_identifier_backoff(&issuer_id, &names).await {
+                    runner.certificates.notify_finished(&finished);
+                    if let Err(error) = runner.store.clear_identifier_backoff(&issuer_id, &names).await {
                         tracing::warn!(%error, "clearing identifier backoff failed");
                     }
-                    forget_order(&control_plane, &completion.claimed).await;
+                    forget_order(&runner, &completion.claimed).await;
                 }
                 Err(error) => {
                     tracing::warn!(job = %completion.claimed.job.id, %error, "storing the ACME certificate failed; the job will be retried");
                     let failure = AcmeFailure::local(format!("storing the certificate failed: {error}"), true);
-                    record_failure(&control_plane, &owner, &completion.claimed, &issuer_id, &names, failure).await;
+                    record_failure(&runner, &owner, &completion.claimed, &issuer_id, &names, failure).await;
                 }
             }
         }
         Err(failure) => {
-            inner.metrics.acme_order(&issuer_id, "failed");
-            record_failure(&control_plane, &owner, &claimed, &issuer_id, &names, failure).await;
+            runner.metrics.acme_order(&issuer_id, "failed");
+            record_failure(&runner, &owner, &claimed, &issuer_id, &names, failure).await;
         }
     }
 }
 
 /// The order, with the job's lease renewed every third of its length while it runs.
 async fn order_with_lease(
-    control_plane: &ControlPlane,
+    runner: &JobRunner,
     owner: &str,
     claimed: &ClaimedJob,
     cert: &Certificate,
     issuer: &AcmeIssuerState,
     names: &[String],
 ) -> Result<(NewVersion, OffsetDateTime), AcmeFailure> {
-    let inner = &control_plane.inner;
-    let lease = inner.config.job_lease;
+    let lease = runner.config.job_lease;
     let period = StdDuration::try_from(lease / 3).unwrap_or(StdDuration::from_secs(20));
     // The wait for a free order slot is inside the leased part: a queue of orders must not
     // let leases lapse, or another worker would start a second order for the same certificate.
     let order = async {
-        let _slot = inner.acme_orders.acquire().await;
-        order_certificate(control_plane, owner, claimed, cert, issuer, names).await
+        let _slot = runner.acme_orders.acquire().await;
+        order_certificate(runner, owner, claimed, cert, issuer, names).await
     };
     tokio::pin!(order);
     let mut ticker = tokio::time::interval(period);
@@ -122,7 +121,7 @@ async fn order_with_lease(
         tokio::select! {
             outcome = &mut order => return outcome,
             _ = ticker.tick() => {
-                match inner.store.extend_lease(owner, claimed, now() + lease).await {
+                match runner.store.extend_lease(owner, claimed, now() + lease).await {
                     Ok(true) => {}
                     Ok(false) => return Err(AcmeFailure::local("the job was taken over by another worker", true)),
                     Err(error) => tracing::warn!(%error, "extending the job lease failed; trying again"),
@@ -133,18 +132,17 @@ async fn order_with_lease(
 }
 
 async fn order_certificate(
-    control_plane: &ControlPlane,
+    runner: &JobRunner,
     owner: &str,
     claimed: &ClaimedJob,
     cert: &Certificate,
     issuer: &AcmeIssuerState,
     names: &[String],
 ) -> Result<(NewVersion, OffsetDateTime), AcmeFailure> {
-    let inner = &control_plane.inner;
-    let acme: AcmeIssuer = issuer.ready(&inner.store, &inner.issuers.responder).await?;
+    let acme: AcmeIssuer = runner.issuers.ready(issuer).await?;
     // A worker that died may have placed the order already, maybe finalized it: take it up
     // with the CSR (and key) it was placed with, so the CA sees one order per renewal.
-    let recorded = inner
+    let recorded = runner
         .store
         .recorded_acme_order(claimed.job.id)
         .await
@@ -158,7 +156,7 @@ async fn order_certificate(
         .public_key_der;
     let csr_der =
         pem_block_der(&csr_pem, "CERTIFICATE REQUEST").map_err(|e| AcmeFailure::local(e.to_string(), false))?;
-    let replaces = previous_leaf_der(control_plane, cert).await;
+    let replaces = previous_leaf_der(runner, cert).await;
     let challenge = cert.challenge.as_deref().and_then(|c| c.parse::<ChallengeKind>().ok());
     let request = OrderRequest {
         names,
@@ -177,7 +175,7 @@ async fn order_certificate(
             csr_pem: csr_pem.clone(),
             private_key_pem: private_key_pem.clone(),
         };
-        match inner.store.record_acme_order(owner, claimed, &record, now()).await {
+        match runner.store.record_acme_order(owner, claimed, &record, now()).await {
             Ok(true) => {}
             Ok(false) => return Err(AcmeFailure::local("the job was taken over by another worker", true)),
             Err(error) => return Err(AcmeFailure::local(format!("recording the order failed: {error}"), true)),
@@ -235,12 +233,11 @@ async fn fresh_csr(cert: &Certificate) -> Result<(String, Option<String>), AcmeF
 }
 
 /// The DER of the certificate a renewal replaces (for ARI's `replaces`), if there is one.
-async fn previous_leaf_der(control_plane: &ControlPlane, cert: &Certificate) -> Option<Vec<u8>> {
+async fn previous_leaf_der(runner: &JobRunner, cert: &Certificate) -> Option<Vec<u8>> {
     if cert.current_version == 0 {
         return None;
     }
-    let (version, _) = control_plane
-        .inner
+    let (version, _) = runner
         .store
         .version_with_key(cert.id, cert.current_version)
         .await
@@ -249,15 +246,14 @@ async fn previous_leaf_der(control_plane: &ControlPlane, cert: &Certificate) -> 
 }
 
 async fn record_failure(
-    control_plane: &ControlPlane,
+    runner: &JobRunner,
     owner: &str,
     claimed: &ClaimedJob,
     issuer_id: &str,
     names: &[String],
     failure: AcmeFailure,
 ) {
-    let inner = &control_plane.inner;
-    let retry = inner.config.retry;
+    let retry = runner.config.retry;
     let base = retry.base_delay;
     let identifier_delay = move |failures: u32| {
         let exponent = failures.saturating_sub(1).min(20);
@@ -265,7 +261,7 @@ async fn record_failure(
     };
     // Only failures that reached the CA count against the names.
     if (failure.problem.is_some() || failure.transient)
-        && let Err(error) = inner
+        && let Err(error) = runner
             .store
             .record_identifier_failures(issuer_id, names, now(), identifier_delay)
             .await
@@ -288,16 +284,16 @@ async fn record_failure(
     let problem = failure.problem.as_ref().and_then(|p| serde_json::to_string(p).ok());
     tracing::warn!(job = %claimed.job.id, certificate = %claimed.job.certificate_id, issuer = issuer_id,
         error = %failure.message, retry_at = ?retry_at, "ACME order failed");
-    inner.metrics.job_failed(claimed.job.kind.as_str());
-    inner.metrics.issuance(claimed.job.kind.as_str(), issuer_id, "failure");
-    match inner
+    runner.metrics.job_failed(claimed.job.kind.as_str());
+    runner.metrics.issuance(claimed.job.kind.as_str(), issuer_id, "failure");
+    match runner
         .store
         .fail_job(owner, claimed, &failure.message, problem.as_deref(), retry_at, now())
         .await
     {
         Ok(true) if retry_at.is_none() => {
-            forget_order(control_plane, claimed).await;
-            control_plane.notify_finished(&[claimed.job.id]);
+            forget_order(runner, claimed).await;
+            runner.certificates.notify_finished(&[claimed.job.id]);
         }
         Ok(_) => {}
         Err(error) => {
@@ -307,8 +303,8 @@ async fn record_failure(
 }
 
 /// Drops the recorded order of a job that is over; a leftover row only costs space.
-async fn forget_order(control_plane: &ControlPlane, claimed: &ClaimedJob) {
-    if let Err(error) = control_plane.inner.store.forget_acme_order(claimed.job.id).await {
+async fn forget_order(runner: &JobRunner, claimed: &ClaimedJob) {
+    if let Err(error) = runner.store.forget_acme_order(claimed.job.id).await {
         tracing::warn!(job = %claimed.job.id, %error, "forgetting the recorded order failed");
     }
 }
