@@ -11,8 +11,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub(crate) fn spawn(control_plane: &ControlPlane, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-    let mut wanted = control_plane.challenge_listeners();
-    let responder = control_plane.challenge_responder();
+    let mut wanted = control_plane.issuers.challenge_listeners();
+    let responder = control_plane.issuers.challenge_responder();
     tokio::spawn(async move {
         let mut running: BTreeMap<ChallengeListener, JoinHandle<()>> = BTreeMap::new();
         loop {

@@ -79,7 +79,7 @@ pub async fn start(mut settings: Settings, reset_admin_token: bool) -> anyhow::R
              deleted file); only its hash is stored, so restart with --reset-admin-token for a new one"
         ),
     }
-    for issuer in control_plane.issuers().await? {
+    for issuer in control_plane.issuers.issuers().await? {
         match (&issuer.directory, issuer.not_after) {
             (Some(directory), _) => tracing::info!(issuer = %issuer.id, %directory, "ACME issuer ready"),
             (None, Some(not_after)) => tracing::info!(issuer = %issuer.id, %not_after,
@@ -159,11 +159,11 @@ impl ListenerTls {
         data_dir: &Path,
     ) -> anyhow::Result<Self> {
         let root_pem = control_plane
-            .issuer("local")
+            .issuers.issuer("local")
             .await?
             .ca_pem
             .context("the local CA has no root certificate")?;
-        let mut client_anchors = control_plane.local_trust_anchors()?;
+        let mut client_anchors = control_plane.pki.local_trust_anchors()?;
         if let Some(path) = client_ca {
             let extra = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the client CA file {}", path.display()))?;
@@ -198,7 +198,7 @@ impl ListenerTls {
         names: &[String],
         validity: time::Duration,
     ) -> anyhow::Result<()> {
-        let issued = control_plane.listener_certificate(names, validity)?;
+        let issued = control_plane.pki.listener_certificate(names, validity)?;
         tracing::info!(names = ?names, not_after = %issued.not_after, "issued the listener's TLS certificate from the local CA");
         self.chain_pem = issued.chain_pem;
         self.key_pem = issued.key_pem.expose().to_owned();

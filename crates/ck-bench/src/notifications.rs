@@ -108,6 +108,7 @@ pub(crate) async fn run(args: NotificationsArgs) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     control_plane
+        .notifications
         .deliver_notifications()
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -134,6 +135,7 @@ pub(crate) async fn run(args: NotificationsArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let started = Instant::now();
     router
+        .notifications
         .deliver_notifications()
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
