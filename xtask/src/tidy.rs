@@ -176,16 +176,6 @@ const WHITESPACE_CHECKED_EXTENSIONS: &[&str] = &["rs", "toml", "md", "sh", "sql"
 /// Directories skipped at any depth when walking the repository.
 const SKIPPED_DIRS: &[&str] = &[".git", "target"];
 
-/// Crates whose module import cycles are being broken right now; `no_module_import_cycles`
-/// skips them meanwhile. Issue 19 ("A house that can grow") empties this list: remove a crate
-/// as soon as `cargo run -p xtask -- modules <crate>` says "no cycles" for it.
-const CYCLES_BEING_REMOVED: &[&str] = &[
-    "ck-server",
-    // account <-> order (order.rs names `crate::AcmeIssuer`, which account.rs defines, and
-    // account.rs names `crate::order::DnsSolver`): found when the check was written.
-    "ck-acme",
-];
-
 /// The crate whose service types `services_keep_their_fields` checks.
 const SERVICE_CRATE: &str = "ck-server";
 
@@ -199,8 +189,10 @@ const SERVICE_TYPES: &[&str] = &[
     "Access",
     "Agents",
     "Pki",
-    "Enrollment",
+    "Est",
+    "Scep",
     "Notifications",
+    "Monitoring",
     "Cluster",
 ];
 
@@ -818,9 +810,6 @@ fn check_readme_first_lines(root: &Path) -> Vec<String> {
 fn check_no_module_import_cycles(root: &Path) -> Vec<String> {
     let mut violations = Vec::new();
     for krate in modgraph::default_crates(root) {
-        if CYCLES_BEING_REMOVED.contains(&krate.as_str()) {
-            continue;
-        }
         let graphs = match modgraph::crate_graphs(root, &krate) {
             Ok(graphs) => graphs,
             Err(message) => {
@@ -1481,12 +1470,9 @@ mod self_check {
             ("src/a.rs", "//! A.\nuse crate::b::B;\npub struct A;\n"),
             ("src/b.rs", "//! B.\npub struct B;\n\nfn f(_: crate::a::A) {}\n"),
         ];
-        for krate in ["ck-pki"].iter().chain(CYCLES_BEING_REMOVED) {
-            for (rel, text) in files {
-                fixture.write(&format!("crates/{krate}/{rel}"), text);
-            }
+        for (rel, text) in files {
+            fixture.write(&format!("crates/ck-pki/{rel}"), text);
         }
-        // Only ck-pki: the crates being restructured are skipped meanwhile.
         assert_one(
             &check_no_module_import_cycles(&fixture.root),
             &[

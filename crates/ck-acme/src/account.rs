@@ -49,7 +49,7 @@ pub struct AcmeIssuer {
     pub(crate) config: Arc<AcmeIssuerConfig>,
     pub(crate) responder: ChallengeResponder,
     pub(crate) retry_after: RetryAfterSlot,
-    pub(crate) dns: Option<Arc<crate::order::DnsSolver>>,
+    pub(crate) dns: Option<Arc<crate::dns01::DnsSolver>>,
     /// Our own requests (alternate chains) and what the CA's responses announced.
     pub(crate) http: AcmeHttpClient,
     /// The account key for the requests instant-acme cannot make for us.
@@ -132,7 +132,7 @@ impl AcmeIssuer {
         signer: Option<Arc<AccountSigner>>,
     ) -> Result<Self, AcmeFailure> {
         let dns = match &config.dns01 {
-            Some(dns) => Some(Arc::new(crate::order::DnsSolver::new(dns)?)),
+            Some(dns) => Some(Arc::new(crate::dns01::DnsSolver::new(dns)?)),
             None => None,
         };
         Ok(Self {

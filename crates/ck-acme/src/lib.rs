@@ -17,6 +17,7 @@
 pub mod account;
 mod chains;
 pub mod config;
+mod dns01;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -15,7 +15,7 @@ use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
 use crate::error::{SubproblemDocument, with_nonce_retry};
-use crate::{AcmeFailure, AcmeIssuer, ChallengeKind, Dns01Config};
+use crate::{AcmeFailure, AcmeIssuer, ChallengeKind};
 
 /// What to order.
 #[derive(Debug, Clone)]
@@ -46,45 +46,6 @@ pub struct RenewalWindow {
     pub start: OffsetDateTime,
     /// Renew before this.
     pub end: OffsetDateTime,
-}
-
-/// The dns-01 provider and the propagation check of one issuer.
-#[derive(Debug)]
-pub(crate) struct DnsSolver {
-    provider: ck_dns::DnsProvider,
-    check: ck_dns::PropagationCheck,
-}
-
-impl DnsSolver {
-    pub(crate) fn new(config: &Dns01Config) -> Result<Self, AcmeFailure> {
-        let provider = config
-            .provider
-            .build()
-            .map_err(|e| AcmeFailure::local(format!("dns-01 provider settings: {e}"), false))?;
-        let resolvers = Some(config.resolvers.clone()).filter(|r| !r.is_empty());
-        let check =
-            ck_dns::PropagationCheck::new(resolvers, config.propagation_timeout(), config.propagation_interval())
-                .defaulting_to(&provider);
-        Ok(Self { provider, check })
-    }
-
-    /// Where `_acme-challenge.<name>` really lives: CNAME delegations are followed.
-    async fn challenge_target(&self, challenge_name: &str) -> Result<String, ck_dns::DnsError> {
-        match self.check.nameservers() {
-            Some(servers) if !servers.is_empty() => {
-                match ck_dns::resolve_challenge_target(challenge_name, servers).await {
-                    // A server that cannot answer now (SERVFAIL, timeout) is no proof of a
-                    // delegation: write where the name is; the propagation check will tell.
-                    Err(ck_dns::DnsError::CnameLookup { name, reason }) => {
-                        tracing::warn!(%name, %reason, "CNAME lookup failed; writing the record at the name itself");
-                        Ok(challenge_name.to_owned())
-                    }
-                    other => other,
-                }
-            }
-            _ => Ok(challenge_name.to_owned()),
-        }
-    }
 }
 
 /// A published answer to remove when the order is over.
