@@ -212,7 +212,7 @@ fn print_text(report: &Report) {
     for t in &report.throughput {
         println!(
             "{} node(s): {} issuances in {:.2} s: {:.0} certificates/s ({:.2}x one node), p50 {:.1} ms, p99 {:.1} ms; \
-         jobs claimed per node {:?}",
+             jobs claimed per node {:?}",
             t.nodes,
             t.count,
             t.seconds,
@@ -226,7 +226,7 @@ fn print_text(report: &Report) {
     if let Some(f) = &report.failover {
         println!(
             "failover after kill -9 of the leader, {} kills: min {:.2} s, p50 {:.2} s, p90 {:.2} s, max {:.2} s, \
-         mean {:.2} s (lease {} s, step-down after {} s)",
+             mean {:.2} s (lease {} s, step-down after {} s)",
             f.kills,
             f.min_s,
             f.p50_s,
