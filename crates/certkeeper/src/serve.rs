@@ -159,7 +159,8 @@ impl ListenerTls {
         data_dir: &Path,
     ) -> anyhow::Result<Self> {
         let root_pem = control_plane
-            .issuers.issuer("local")
+            .issuers
+            .issuer("local")
             .await?
             .ca_pem
             .context("the local CA has no root certificate")?;

@@ -354,7 +354,11 @@ fn renewal_storm(acme: bool, pause_leader: bool) {
                         .unwrap();
                     // 202: still being issued after the wait (a retried order), checked below.
                     let status = answer.status().as_u16();
-                    assert!(matches!(status, 201 | 202), "{status}: {}", answer.text().await.unwrap());
+                    assert!(
+                        matches!(status, 201 | 202),
+                        "{status}: {}",
+                        answer.text().await.unwrap()
+                    );
                 }
             });
         }
