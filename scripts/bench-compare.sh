@@ -58,6 +58,11 @@ else
     base_target="${TMPDIR:-/tmp}/certkeeper-target-base"
 fi
 mkdir -p "$base_target"
+new_target=${CARGO_TARGET_DIR:-$root/target}
+# Cargo names a workspace crate's artefacts by its path inside the workspace, not by the
+# checkout: in one target directory the two builds would take each other's crates for fresh.
+[[ $(realpath -m "$new_target") != $(realpath -m "$base_target") ]] \
+    || die "the old and the new build need target directories of their own (both are $base_target)"
 if [[ -f $worktree/crates/ck-bench/Cargo.toml ]]; then
     old_package=ck-bench
     old_cmd=("$base_target/release/certkeeper-bench")
@@ -71,7 +76,7 @@ log "building $old_package of $short (release, CARGO_TARGET_DIR=$base_target)…
 # The new build: certkeeper-bench of the working tree.
 log "building ck-bench of the working tree (release)…"
 (cd "$root" && cargo build --release --locked -p ck-bench >&2)
-new_cmd=("${CARGO_TARGET_DIR:-$root/target}/release/certkeeper-bench")
+new_cmd=("$new_target/release/certkeeper-bench")
 
 # Only the flags configure the runs, whatever this shell exports (CERTKEEPER_LOG would log).
 while IFS= read -r name; do
