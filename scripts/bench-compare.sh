@@ -119,12 +119,12 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 
 old_median=$(median "${old_rates[@]}")
 new_median=$(median "${new_rates[@]}")
 
-echo "issuance, $count certificates, $concurrency in flight, SQLite, $(nproc) cores; certificates/s"
-printf '%-8s %22s %22s\n' "round" "old ($short)" "new (tree at $head_short)"
+echo "issuance, $count certificates, $concurrency in flight, SQLite, $(nproc) cores (load average after: $(cut -d' ' -f1-3 /proc/loadavg)); certificates/s"
+printf '%-8s %28s %28s\n' "round" "old ($short)" "new (tree at $head_short)"
 for ((i = 0; i < rounds; i++)); do
-    printf '%-8s %22.0f %22.0f\n' "$((i + 1))" "${old_rates[$i]}" "${new_rates[$i]}"
+    printf '%-8s %28.0f %28.0f\n' "$((i + 1))" "${old_rates[$i]}" "${new_rates[$i]}"
 done
-printf '%-8s %22.0f %22.0f\n' "median" "$old_median" "$new_median"
+printf '%-8s %28.0f %28.0f\n' "median" "$old_median" "$new_median"
 awk -v o="$old_median" -v n="$new_median" 'BEGIN { if (o > 0) printf "ratio new/old (medians): %.3f\n", n / o; else print "ratio new/old: n/a (old median is 0)" }'
 echo "old: ${old_cmd[*]}"
 echo "new: ${new_cmd[*]}"
