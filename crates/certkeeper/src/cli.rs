@@ -193,7 +193,8 @@ pub(crate) enum CertCommand {
         #[command(flatten)]
         connection: Connection,
     },
-    /// Revoke the current version.
+    /// Revoke every version not expired yet (older versions stay trusted until they expire),
+    /// or one version with --version; the CRL and OCSP say so at once.
     Revoke {
         /// Certificate id.
         id: String,
@@ -201,6 +202,9 @@ pub(crate) enum CertCommand {
         /// cessationOfOperation, certificateHold, privilegeWithdrawn, aaCompromise.
         #[arg(long)]
         reason: Option<String>,
+        /// Only this version (the certificate stays active unless it is the current one).
+        #[arg(long)]
+        version: Option<u32>,
         #[command(flatten)]
         connection: Connection,
     },

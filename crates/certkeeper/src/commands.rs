@@ -319,9 +319,14 @@ pub(crate) async fn cert(command: CertCommand) -> anyhow::Result<()> {
             }
             finish(&answer?, connection.json, wait)
         }
-        CertCommand::Revoke { id, reason, connection } => {
+        CertCommand::Revoke {
+            id,
+            reason,
+            version,
+            connection,
+        } => {
             let client = connect(&connection)?;
-            let cert = client.revoke(&id, reason.as_deref()).await?;
+            let cert = client.revoke(&id, reason.as_deref(), version).await?;
             if connection.json {
                 return print_json(&cert);
             }

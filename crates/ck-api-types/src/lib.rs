@@ -196,6 +196,11 @@ pub struct RevokeCertificate {
         pattern = "^(unspecified|keyCompromise|caCompromise|affiliationChanged|superseded|cessationOfOperation|certificateHold|privilegeWithdrawn|aaCompromise)$"
     )]
     pub reason: Option<String>,
+    /// Only this version; without it every version not expired yet is revoked (older versions
+    /// stay trusted by clients until they expire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub version: Option<u32>,
 }
 
 /// A job.

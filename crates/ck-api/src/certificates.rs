@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use ck_api_types as wire;
-use ck_domain::{Certificate, CertificateId, CertificateStatus, KeySource, KeyType, RevocationReason};
+use ck_domain::{Certificate, CertificateId, CertificateStatus, KeySource, KeyType, RevocationReason, RevocationScope};
 use ck_server::{Certificates, ExportFormat, NewCertificate, Principal, now};
 use ck_store::CertificateFilter;
 use serde::Deserialize;
@@ -327,7 +327,8 @@ pub(crate) async fn renew(
     Ok((status, Json(body)).into_response())
 }
 
-/// Revokes the current version (CRL and OCSP answer at once).
+/// Revokes every version not expired yet, or only `version` (CRL and OCSP answer at once; an
+/// ACME CA revokes each one first).
 #[utoipa::path(post, path = "/certificates/{id}/revoke", operation_id = "certificate.revoke", tag = "certificates",
     params(("id" = uuid::Uuid, Path, description = "Certificate id")),
     request_body(content = Option<wire::RevokeCertificate>, description = "The reason (optional)"),
@@ -350,7 +351,11 @@ pub(crate) async fn revoke(
         Some(reason) => parse::<RevocationReason>("reason", &reason)?,
         None => RevocationReason::Unspecified,
     };
-    let cert = certificates.revoke(id, reason).await?;
+    let scope = match body.version {
+        Some(number) => RevocationScope::Version(number),
+        None => RevocationScope::Unexpired,
+    };
+    let (cert, _) = certificates.revoke(id, reason, scope).await?;
     Ok(Json(convert::certificate(&cert, now())))
 }
 

@@ -453,7 +453,7 @@ async fn issue_certificates(admin: &Client, n: usize) -> anyhow::Result<Vec<Issu
                     .with_context(|| format!("certificate {common_name} has no expiry"))?;
                 let revoked_at = if i % REVOKE_EVERY == 0 {
                     let revoked = admin
-                        .revoke(&created.id, Some("keyCompromise"))
+                        .revoke(&created.id, Some("keyCompromise"), None)
                         .await
                         .with_context(|| format!("cannot revoke {common_name}"))?;
                     Some(revoked.revoked_at.unwrap_or_else(OffsetDateTime::now_utc))

@@ -215,9 +215,15 @@ impl Client {
     }
 
     /// Revokes the current version.
-    pub async fn revoke(&self, id: &str, reason: Option<&str>) -> Result<Certificate, ClientError> {
+    pub async fn revoke(
+        &self,
+        id: &str,
+        reason: Option<&str>,
+        version: Option<u32>,
+    ) -> Result<Certificate, ClientError> {
         let body = RevokeCertificate {
             reason: reason.map(str::to_owned),
+            version,
         };
         self.json(
             self.request(Method::POST, &format!("/certificates/{id}/revoke"))

@@ -30,4 +30,4 @@ pub use names::{DnsName, NameError, SubjectAltName};
 pub use notification::{EventKind, ExpiryThresholds, Route, ThresholdError, UnknownEventKind, renewal_failure_period};
 pub use rate_limit::TokenBuckets;
 pub use renewal::{PolicyError, RenewalPolicy, RenewalTrigger, renew_within_window};
-pub use revocation::{RevocationReason, UnknownRevocationReason};
+pub use revocation::{RevocationReason, RevocationScope, UnknownRevocationReason};

@@ -101,6 +101,18 @@ impl fmt::Display for RevocationReason {
     }
 }
 
+/// Which versions of a certificate a revocation covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RevocationScope {
+    /// Every version not expired yet (and the current one even if it has): an older version
+    /// stays trusted by every client until it expires, so revoking only the newest one would
+    /// leave a compromised key usable.
+    #[default]
+    Unexpired,
+    /// One version; the certificate stays active unless it is the current one.
+    Version(u32),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use ck_domain::{
     Certificate, CertificateId, CertificateStatus, CertificateVersion, EventKind, ExpiryThresholds, IssuerId, Job,
-    JobKind, RenewalTrigger, RevocationReason,
+    JobKind, RenewalTrigger, RevocationReason, RevocationScope,
 };
 use sqlx::Row;
 use time::{Duration, OffsetDateTime};
@@ -282,72 +282,134 @@ impl Store {
         }
     }
 
-    /// Revokes a certificate's current version and stops managing it: active jobs are
-    /// cancelled. A later renewal issues a fresh version and makes it active again.
+    /// Revokes the versions of a certificate that `scope` covers: each one's serial goes on
+    /// the CRL (the `revocations` table) and its OCSP status turns to revoked. When the current
+    /// version is among them the certificate stops being managed: it is marked revoked and its
+    /// active jobs are cancelled (a later renewal issues a fresh version and makes it active
+    /// again). Returns the certificate and the version numbers revoked, oldest first.
     pub async fn revoke_certificate(
         &self,
         id: CertificateId,
         reason: RevocationReason,
+        scope: RevocationScope,
         now: OffsetDateTime,
-    ) -> Result<Certificate, StoreError> {
+    ) -> Result<(Certificate, Vec<u32>), StoreError> {
         let mut tx = self.write.begin().await?;
-        let res = sqlx::query(
-            "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2, renew_at = NULL, \
-             updated_at = $1 WHERE id = $3 AND status IN ('active', 'expiring', 'expired')",
-        )
-        .bind(to_ms(now))
-        .bind(reason.as_str())
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        if res.rows_affected() == 0 {
-            let status: Option<String> = sqlx::query_scalar("SELECT status FROM certificates WHERE id = $1")
+        let row = sqlx::query("SELECT status, current_version FROM certificates WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let status: String = row.try_get("status")?;
+        let current = u32::try_from(row.try_get::<i64, _>("current_version")?).unwrap_or(0);
+        let targets: Vec<u32> = match scope {
+            RevocationScope::Unexpired => sqlx::query_scalar::<_, i64>(
+                "SELECT version FROM certificate_versions WHERE certificate_id = $1 AND revoked_at IS NULL \
+                 AND (not_after > $2 OR version = $3) ORDER BY version",
+            )
+            .bind(id.to_string())
+            .bind(to_ms(now))
+            .bind(i64::from(current))
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .filter_map(|v| u32::try_from(v).ok())
+            .collect(),
+            RevocationScope::Version(number) => {
+                let revoked: Option<Option<i64>> = sqlx::query_scalar(
+                    "SELECT revoked_at FROM certificate_versions WHERE certificate_id = $1 AND version = $2",
+                )
                 .bind(id.to_string())
+                .bind(i64::from(number))
                 .fetch_optional(&mut *tx)
                 .await?;
-            return match status {
-                None => Err(StoreError::NotFound),
-                Some(status) => Err(StoreError::Conflict(format!("the certificate is {status}, not active"))),
-            };
+                match revoked {
+                    None => return Err(StoreError::NotFound),
+                    Some(Some(_)) => {
+                        return Err(StoreError::Conflict(format!("version {number} is revoked already")));
+                    }
+                    Some(None) => vec![number],
+                }
+            }
+        };
+        let revokes_current =
+            targets.contains(&current) && matches!(status.as_str(), "active" | "expiring" | "expired");
+        if targets.is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "the certificate is {status}, with no version left to revoke"
+            )));
         }
-        sqlx::query(
-            "UPDATE certificate_versions SET revoked_at = $1, revocation_reason = $2 WHERE certificate_id = $3 \
-             AND version = (SELECT current_version FROM certificates WHERE id = $3)",
-        )
-        .bind(to_ms(now))
-        .bind(reason.as_str())
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO revocations (issuer_id, serial, revoked_at, reason, not_after) \
-             SELECT c.issuer_id, v.serial, $1, $2, v.not_after FROM certificate_versions v \
-             JOIN certificates c ON c.id = v.certificate_id AND c.current_version = v.version WHERE c.id = $3 \
-             ON CONFLICT (issuer_id, serial) DO NOTHING",
-        )
-        .bind(to_ms(now))
-        .bind(reason.as_str())
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        cancel_active_jobs(&mut tx, id, now).await?;
+        for version in &targets {
+            sqlx::query(
+                "INSERT INTO revocations (issuer_id, serial, revoked_at, reason, not_after) \
+                 SELECT c.issuer_id, v.serial, $1, $2, v.not_after FROM certificate_versions v \
+                 JOIN certificates c ON c.id = v.certificate_id WHERE v.certificate_id = $3 AND v.version = $4 \
+                 ON CONFLICT (issuer_id, serial) DO NOTHING",
+            )
+            .bind(to_ms(now))
+            .bind(reason.as_str())
+            .bind(id.to_string())
+            .bind(i64::from(*version))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE certificate_versions SET revoked_at = $1, revocation_reason = $2 WHERE certificate_id = $3 \
+                 AND version = $4",
+            )
+            .bind(to_ms(now))
+            .bind(reason.as_str())
+            .bind(id.to_string())
+            .bind(i64::from(*version))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if revokes_current {
+            sqlx::query(
+                "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2, renew_at = NULL, \
+                 updated_at = $1 WHERE id = $3",
+            )
+            .bind(to_ms(now))
+            .bind(reason.as_str())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+            cancel_active_jobs(&mut tx, id, now).await?;
+        }
         let row = sqlx::query(sql!("SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE id = $1"))
             .bind(id.to_string())
             .fetch_one(&mut *tx)
             .await?;
         let revoked = certificate(&row)?;
-        let version = revoked.current_version;
+        let mut serials = Vec::with_capacity(targets.len());
+        for version in &targets {
+            let serial: String = sqlx::query_scalar(
+                "SELECT serial FROM certificate_versions WHERE certificate_id = $1 AND version = $2",
+            )
+            .bind(id.to_string())
+            .bind(i64::from(*version))
+            .fetch_one(&mut *tx)
+            .await?;
+            serials.push(serial);
+        }
+        let newest = targets.last().copied().unwrap_or(current);
+        let listed: Vec<String> = targets.iter().map(ToString::to_string).collect();
         let event = NewEvent {
             kind: EventKind::Revoked,
-            dedup_key: Some(format!("revoked:{id}:{version}")),
+            dedup_key: Some(format!("revoked:{id}:{}", listed.join(","))),
             certificate_id: Some(id),
             subject: None,
-            payload: serde_json::json!({"version": version, "serial": revoked.serial, "reason": reason.as_str()}),
+            payload: serde_json::json!({
+                "version": newest,
+                "serial": serials.last(),
+                "reason": reason.as_str(),
+                "versions": targets,
+                "serials": serials,
+            }),
             at: now,
         };
         insert_events(&mut tx, &[event]).await?;
         tx.commit().await?;
-        Ok(revoked)
+        Ok((revoked, targets))
     }
 
     /// Deletes a certificate with its versions and jobs. Returns false if it did not exist.

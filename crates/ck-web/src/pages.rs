@@ -11,7 +11,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use ck_domain::{
-    Certificate, CertificateId, CertificateStatus, IssuerId, Job, JobKind, JobState, RevocationReason, Scope, Scopes,
+    Certificate, CertificateId, CertificateStatus, IssuerId, Job, JobKind, JobState, RevocationReason, RevocationScope,
+    Scope, Scopes,
 };
 use ck_server::{Access, Agents, Certificates, Issuers, NewCertificate, NewToken, Notifications, ServiceError, now};
 use ck_store::{AuditFilter, CertificateFilter, CertificateOrder, JobFilter, NotificationFilter, NotificationState};
@@ -548,7 +549,7 @@ pub(crate) async fn revoke(
         .parse()
         .map_err(|e: ck_domain::UnknownRevocationReason| WebError::Invalid(e.to_string()))?;
     let cert = reachable(&certificates, &session, &id).await?;
-    certificates.revoke(cert.id, reason).await?;
+    certificates.revoke(cert.id, reason, RevocationScope::Unexpired).await?;
     session
         .record(
             &access,

@@ -558,10 +558,17 @@ fn revocation_reaches_the_ca_and_key_rollover_keeps_the_account() {
     let id = created["id"].as_str().unwrap();
     let serial = created["serial"].as_str().unwrap().to_owned();
     assert_eq!(pebble.cert_status(&serial).0, "Valid");
+    // A renewal leaves the first version valid at the CA; revoking the certificate revokes both.
+    server.cli_ok(&["cert", "renew", id, "--wait", "--timeout", "120"]);
+    let renewed: Value = serde_json::from_str(&server.cli_ok(&["cert", "get", id, "--json"])).unwrap();
+    let renewed_serial = renewed["serial"].as_str().unwrap().to_owned();
+    assert_ne!(renewed_serial, serial);
     let revoked: Value =
         serde_json::from_str(&server.cli_ok(&["cert", "revoke", id, "--reason", "keyCompromise", "--json"])).unwrap();
     assert_eq!(revoked["status"], "revoked");
-    assert_eq!(pebble.cert_status(&serial), ("Revoked".to_owned(), Some(1)));
+    for serial in [&serial, &renewed_serial] {
+        assert_eq!(pebble.cert_status(serial), ("Revoked".to_owned(), Some(1)), "{serial}");
+    }
 
     // Key rollover: same account URL, new key; the next order works with the new key.
     let before = account_key_of(&server, "pebble");

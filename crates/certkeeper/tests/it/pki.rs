@@ -276,6 +276,99 @@ fn ocsp_responder_answers_good_revoked_and_unknown_signed_by_a_delegated_certifi
     assert_eq!(status, 404);
 }
 
+/// Revoking a certificate revokes every version clients still trust: after two renewals,
+/// `openssl verify -crl_check` refuses all three leaves and the OCSP responder answers revoked
+/// for each. `--version N` revokes that version alone and leaves the certificate active.
+#[test]
+fn revoke_covers_every_unexpired_version_on_the_crl_and_in_ocsp() {
+    if !require_peer("openssl", "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let public = format!("http://{listen}");
+    let server = Server::start(&work.join("data"), &["--listen", &listen, "--public-url", &public]);
+    std::fs::write(work.join("root.pem"), server.cli_ok(&["issuer", "ca", "local"])).unwrap();
+    // Each version's leaf as `<stem>-v<N>.pem` (and the intermediate).
+    let save_versions = |id: &str, stem: &str, versions: u32| {
+        for version in 1..=versions {
+            let chain = server.cli_ok(&["cert", "get", id, "--pem", "--version", &version.to_string()]);
+            let (leaf, intermediate) = chain.split_at(chain.find("-----END CERTIFICATE-----").unwrap() + 26);
+            std::fs::write(work.join(format!("{stem}-v{version}.pem")), leaf).unwrap();
+            std::fs::write(work.join("intermediate.pem"), intermediate.trim_start()).unwrap();
+        }
+    };
+    let renewed = json(&server.cli_ok(&["cert", "create", "renewed.test", "--wait", "--json"]));
+    let renewed = renewed["id"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        server.cli_ok(&["cert", "renew", &renewed, "--wait"]);
+    }
+    save_versions(&renewed, "renewed", 3);
+    let single = json(&server.cli_ok(&["cert", "create", "single.test", "--wait", "--json"]));
+    let single = single["id"].as_str().unwrap().to_owned();
+    server.cli_ok(&["cert", "renew", &single, "--wait"]);
+    save_versions(&single, "single", 2);
+
+    let one = json(&server.cli_ok(&["cert", "revoke", &single, "--version", "1", "--json"]));
+    assert_eq!(one["status"], "active", "an older version alone: {one}");
+    assert_eq!(one["current_version"], 2);
+    let all = json(&server.cli_ok(&["cert", "revoke", &renewed, "--reason", "keyCompromise", "--json"]));
+    assert_eq!(all["status"], "revoked", "{all}");
+    let again = server.cli(&["cert", "revoke", &single, "--version", "1"]);
+    assert!(!again.status.success(), "version 1 is revoked already");
+
+    let (status, _, pem) = fetch(&format!("{public}/pki/crl/local?format=pem"), None);
+    assert_eq!(status, 200);
+    std::fs::write(work.join("crl.pem"), &pem).unwrap();
+    let verify = |leaf: &str| {
+        openssl(
+            &[
+                "verify",
+                "-crl_check",
+                "-CAfile",
+                "root.pem",
+                "-untrusted",
+                "intermediate.pem",
+                "-CRLfile",
+                "crl.pem",
+                leaf,
+            ],
+            work,
+        )
+    };
+    let url = format!("{public}/pki/ocsp/local");
+    let ocsp = |leaf: &str| {
+        openssl(
+            &[
+                "ocsp",
+                "-issuer",
+                "intermediate.pem",
+                "-url",
+                &url,
+                "-CAfile",
+                "root.pem",
+                "-cert",
+                leaf,
+            ],
+            work,
+        )
+    };
+    for leaf in ["renewed-v1.pem", "renewed-v2.pem", "renewed-v3.pem", "single-v1.pem"] {
+        let (ok, text) = verify(leaf);
+        assert!(!ok && text.contains("certificate revoked"), "{leaf}: {text}");
+        let (ok, text) = ocsp(leaf);
+        assert!(ok && text.contains(&format!("{leaf}: revoked")), "{leaf}: {text}");
+    }
+    let (ok, text) = verify("single-v2.pem");
+    assert!(
+        ok && text.contains("single-v2.pem: OK"),
+        "the current version of the other one: {text}"
+    );
+    let (ok, text) = ocsp("single-v2.pem");
+    assert!(ok && text.contains("single-v2.pem: good"), "{text}");
+}
+
 #[test]
 fn export_as_pem_der_and_password_protected_pkcs12() {
     if !require_peer("openssl", "openssl") {

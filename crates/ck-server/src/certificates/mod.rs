@@ -17,7 +17,8 @@ use std::time::Duration as StdDuration;
 use ck_acme::ChallengeKind;
 use ck_domain::{
     Certificate, CertificateId, CertificateStatus, CertificateVersion, ExpiryThresholds, IssuanceRequest, IssuerId,
-    Job, JobId, JobKind, KeySource, KeyType, Labels, RenewalPolicy, Restriction, RevocationReason, leaf_validity,
+    Job, JobId, JobKind, KeySource, KeyType, Labels, RenewalPolicy, Restriction, RevocationReason, RevocationScope,
+    leaf_validity,
 };
 use ck_pki::{ParsedCsr, pem_block_der};
 use ck_store::{AgentRecord, CertificateFilter, CertificatePage, EnqueueOutcome, JobFilter, Store};
@@ -283,58 +284,76 @@ impl Certificates {
         Ok((outcome.job().clone(), created))
     }
 
-    /// Revokes the current version. For an ACME issuer the CA revokes it first; a CA that
-    /// refuses leaves the certificate as it was.
-    pub async fn revoke(&self, id: CertificateId, reason: RevocationReason) -> Result<Certificate, ServiceError> {
+    /// Revokes the versions `scope` covers: by default every version not expired yet, since an
+    /// older version stays trusted until it expires. For an ACME issuer the CA revokes each one
+    /// first; a CA that refuses leaves the certificate as it was (a version it had revoked
+    /// already counts as revoked). Returns the certificate and the version numbers revoked.
+    pub async fn revoke(
+        &self,
+        id: CertificateId,
+        reason: RevocationReason,
+        scope: RevocationScope,
+    ) -> Result<(Certificate, Vec<u32>), ServiceError> {
         let cert = self.certificate(id).await?;
-        if let (Ok(Issuer::Acme(state)), true) = (
-            self.issuers.issuer_handle(&cert.issuer_id).await,
-            cert.current_version > 0,
-        ) && cert.revoked_at.is_none()
-        {
-            let (version, _) = self
+        if let Ok(Issuer::Acme(state)) = self.issuers.issuer_handle(&cert.issuer_id).await {
+            let now = now();
+            let at_the_ca: Vec<CertificateVersion> = self
                 .store
-                .version_with_key(id, cert.current_version)
+                .versions(id)
                 .await?
-                .ok_or_else(|| {
-                    ServiceError::NotFound(format!("version {} of certificate {id}", cert.current_version))
-                })?;
-            let der = pem_block_der(&version.cert_pem, "CERTIFICATE")
-                .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
-            let acme = self
-                .issuers
-                .ready(&state)
-                .await
-                .map_err(|e| ServiceError::Upstream(e.message))?;
-            match acme.revoke(&der, reason.code()).await {
-                Ok(()) => {
-                    tracing::info!(certificate = %id, serial = %version.serial, issuer = %state.id, "revoked at the CA")
-                }
-                Err(failure)
-                    if failure
-                        .problem
-                        .as_ref()
-                        .is_some_and(|p| p.short_type() == "alreadyRevoked") =>
-                {
-                    tracing::info!(certificate = %id, "the CA had already revoked it")
-                }
-                Err(failure) => {
-                    self.metrics.revocation(state.id.as_str(), "failure");
-                    return Err(ServiceError::Upstream(format!(
-                        "the CA did not revoke it: {}",
-                        failure.message
-                    )));
+                .into_iter()
+                .filter(|v| match scope {
+                    // Versions revoked before are answered `alreadyRevoked`, which is fine.
+                    RevocationScope::Unexpired => v.not_after > now || v.version == cert.current_version,
+                    RevocationScope::Version(number) => v.version == number,
+                })
+                .collect();
+            if !at_the_ca.is_empty() {
+                let acme = self
+                    .issuers
+                    .ready(&state)
+                    .await
+                    .map_err(|e| ServiceError::Upstream(e.message))?;
+                for version in at_the_ca {
+                    let der = pem_block_der(&version.cert_pem, "CERTIFICATE")
+                        .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+                    match acme.revoke(&der, reason.code()).await {
+                        Ok(()) => {
+                            tracing::info!(certificate = %id, version = version.version, serial = %version.serial,
+                            issuer = %state.id, "revoked at the CA")
+                        }
+                        Err(failure)
+                            if failure
+                                .problem
+                                .as_ref()
+                                .is_some_and(|p| p.short_type() == "alreadyRevoked") =>
+                        {
+                            tracing::info!(certificate = %id, version = version.version, "the CA had already revoked it")
+                        }
+                        Err(failure) => {
+                            self.metrics.revocation(state.id.as_str(), "failure");
+                            return Err(ServiceError::Upstream(format!(
+                                "the CA did not revoke version {} (serial {}): {}",
+                                version.version, version.serial, failure.message
+                            )));
+                        }
+                    }
                 }
             }
         }
-        let revoked = self
+        let (revoked, versions) = self
             .store
-            .revoke_certificate(id, reason, now())
+            .revoke_certificate(id, reason, scope, now())
             .await
-            .map_err(|e| not_found(e, "certificate", id))?;
+            .map_err(|e| match (e, scope) {
+                (ck_store::StoreError::NotFound, RevocationScope::Version(number)) if cert.current_version > 0 => {
+                    ServiceError::NotFound(format!("version {number} of certificate {id}"))
+                }
+                (e, _) => not_found(e, "certificate", id),
+            })?;
         self.metrics.revocation(revoked.issuer_id.as_str(), "success");
         self.pki.revoked_on(&revoked.issuer_id).await;
-        Ok(revoked)
+        Ok((revoked, versions))
     }
 
     /// Drops the stored CSR of certificate `id` (one that carried a secret, such as a SCEP

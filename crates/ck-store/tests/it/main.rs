@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use ck_domain::{
     Certificate, CertificateId, CertificateStatus, EventKind, ExpiryThresholds, IssuerId, Job, JobId, JobKind,
-    JobState, KeySource, KeyType, Labels, RenewalPolicy, RevocationReason, SubjectAltName,
+    JobState, KeySource, KeyType, Labels, RenewalPolicy, RevocationReason, RevocationScope, SubjectAltName,
 };
 use ck_secrets::{Kek, SecretCipher};
 use ck_store::{
@@ -619,23 +619,34 @@ async fn revoke_list_and_delete(store: Store) {
     assert_eq!(store.certificates(&expiring, now()).await.unwrap().items.len(), 3);
 
     let issued = claimed[0].job.certificate_id;
-    let revoked = store
-        .revoke_certificate(issued, RevocationReason::KeyCompromise, now())
+    let (revoked, versions) = store
+        .revoke_certificate(
+            issued,
+            RevocationReason::KeyCompromise,
+            RevocationScope::Unexpired,
+            now(),
+        )
         .await
         .unwrap();
+    assert_eq!(versions, vec![1]);
     assert_eq!(
         (revoked.status, revoked.revocation_reason),
         (CertificateStatus::Revoked, Some(RevocationReason::KeyCompromise))
     );
     assert!(matches!(
         store
-            .revoke_certificate(issued, RevocationReason::Unspecified, now())
+            .revoke_certificate(issued, RevocationReason::Unspecified, RevocationScope::Unexpired, now())
             .await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
         store
-            .revoke_certificate(CertificateId::new(), RevocationReason::Unspecified, now())
+            .revoke_certificate(
+                CertificateId::new(),
+                RevocationReason::Unspecified,
+                RevocationScope::Unexpired,
+                now()
+            )
             .await,
         Err(StoreError::NotFound)
     ));
