@@ -209,9 +209,18 @@ pub(crate) enum CertCommand {
         connection: Connection,
     },
     /// Delete a certificate with all its versions.
+    ///
+    /// A certificate with versions still valid (not expired, not revoked) is refused unless
+    /// --revoke or --keep-valid says what to do with them.
     Delete {
         /// Certificate id.
         id: String,
+        /// Revoke every version still valid first (reason cessationOfOperation).
+        #[arg(long, conflicts_with = "keep_valid")]
+        revoke: bool,
+        /// Delete anyway: its valid versions stay trusted by clients until they expire.
+        #[arg(long)]
+        keep_valid: bool,
         #[command(flatten)]
         connection: Connection,
     },

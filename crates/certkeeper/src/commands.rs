@@ -333,8 +333,15 @@ pub(crate) async fn cert(command: CertCommand) -> anyhow::Result<()> {
             println!("{}", certificate_details(&cert, None));
             Ok(())
         }
-        CertCommand::Delete { id, connection } => {
-            connect(&connection)?.delete_certificate(&id).await?;
+        CertCommand::Delete {
+            id,
+            revoke,
+            keep_valid,
+            connection,
+        } => {
+            connect(&connection)?
+                .delete_certificate(&id, revoke, keep_valid)
+                .await?;
             if connection.json {
                 return print_json(&serde_json::json!({ "id": id, "deleted": true }));
             }

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use ck_api_types as wire;
 use ck_domain::{Certificate, CertificateId, CertificateStatus, KeySource, KeyType, RevocationReason, RevocationScope};
-use ck_server::{Certificates, ExportFormat, NewCertificate, Principal, now};
+use ck_server::{Certificates, ExportFormat, NewCertificate, Principal, ValidVersions, now};
 use ck_store::CertificateFilter;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -221,18 +221,45 @@ pub(crate) async fn get(
     Ok(Json(convert::certificate(&cert, now())))
 }
 
-/// Deletes a certificate and its versions (revoked serials stay on the CRL).
+/// What to do with a deleted certificate's versions that are still valid.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeleteQuery {
+    /// Revoke every version still valid first (reason cessationOfOperation).
+    #[serde(default)]
+    revoke: bool,
+    /// Delete even though versions are still valid: they stay trusted until they expire.
+    #[serde(default)]
+    keep_valid: bool,
+}
+
+/// Deletes a certificate and its versions (revoked serials stay on the CRL). A certificate with
+/// versions still valid (not expired, not revoked) is refused with 409 unless `revoke=true`
+/// (revoke them first) or `keep_valid=true` (leave them valid, on purpose).
 #[utoipa::path(delete, path = "/certificates/{id}", operation_id = "certificate.delete", tag = "certificates",
-    params(("id" = uuid::Uuid, Path, description = "Certificate id")),
+    params(("id" = uuid::Uuid, Path, description = "Certificate id"), DeleteQuery),
     responses((status = 204, description = "Deleted")),
     security(("token" = ["delete"])))]
 pub(crate) async fn delete(
     State(certificates): State<Certificates>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
+    query: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Query(query) = query?;
+    let valid = match (query.revoke, query.keep_valid) {
+        (true, true) => {
+            return Err(ApiError::bad_request(
+                "revoke=true and keep_valid=true contradict each other: choose one",
+            ));
+        }
+        (true, false) => ValidVersions::Revoke,
+        (false, true) => ValidVersions::Keep,
+        (false, false) => ValidVersions::Refuse,
+    };
     let cert = reach(&certificates, &principal, &id).await?;
-    certificates.delete(cert.id).await?;
+    certificates.delete(cert.id, valid).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

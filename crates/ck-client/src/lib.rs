@@ -180,11 +180,22 @@ impl Client {
             .await
     }
 
-    /// Deletes a certificate.
-    pub async fn delete_certificate(&self, id: &str) -> Result<(), ClientError> {
-        self.send(self.request(Method::DELETE, &format!("/certificates/{id}")))
-            .await
-            .map(drop)
+    /// Deletes a certificate. With versions still valid it is refused unless `revoke` (revoke
+    /// them first) or `keep_valid` (leave them valid).
+    pub async fn delete_certificate(&self, id: &str, revoke: bool, keep_valid: bool) -> Result<(), ClientError> {
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if revoke {
+            query.push(("revoke", "true"));
+        }
+        if keep_valid {
+            query.push(("keep_valid", "true"));
+        }
+        self.send(
+            self.request(Method::DELETE, &format!("/certificates/{id}"))
+                .query(&query),
+        )
+        .await
+        .map(drop)
     }
 
     /// The chain (leaf first) of a version, the current one by default.

@@ -32,7 +32,7 @@ pub use access::auth::{AgentScope, ClientCertificateRejection, Operator, Princip
 pub use access::tokens::{AuditEvent, NewToken, TokenInfo, TokenStatus};
 pub use agents::{AGENT_POLL_INTERVAL, AgentBundle, AgentInfo, AgentStatus, AgentWorkItem, Agents, DeploymentReport};
 pub use bootstrap::{AdminToken, bootstrap};
-pub use certificates::{Certificates, Export, ExportFormat, NewCertificate};
+pub use certificates::{Certificates, Export, ExportFormat, NewCertificate, ValidVersions};
 pub use clock::now;
 pub use cluster::{Cluster, ClusterView, LEADER_LEASE, LEASE_TTL, RENEW_EVERY, STEP_DOWN_AFTER};
 pub use config::{EnrollmentPolicy, EstProfile, NotificationSettings, NotifierEntry, ScepProfile, ServerConfig};

@@ -412,9 +412,32 @@ impl Store {
         Ok((revoked, targets))
     }
 
-    /// Deletes a certificate with its versions and jobs. Returns false if it did not exist.
-    pub async fn delete_certificate(&self, id: CertificateId) -> Result<bool, StoreError> {
+    /// Deletes a certificate with its versions and jobs (revoked serials stay on the CRL).
+    /// Returns false if it did not exist. Unless `keep_valid`, a certificate with a version
+    /// still valid at `now` (not expired, not revoked) is refused with `Conflict`: deleting it
+    /// would leave a certificate that clients trust and nobody tracks.
+    pub async fn delete_certificate(
+        &self,
+        id: CertificateId,
+        keep_valid: bool,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.write.begin().await?;
+        if !keep_valid {
+            let valid: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM certificate_versions WHERE certificate_id = $1 AND revoked_at IS NULL \
+                 AND not_after > $2",
+            )
+            .bind(id.to_string())
+            .bind(to_ms(now))
+            .fetch_one(&mut *tx)
+            .await?;
+            if valid > 0 {
+                return Err(StoreError::Conflict(format!(
+                    "{valid} of its versions are still valid (not expired, not revoked)"
+                )));
+            }
+        }
         sqlx::query("DELETE FROM jobs WHERE certificate_id = $1")
             .bind(id.to_string())
             .execute(&mut *tx)

@@ -32,7 +32,9 @@ const ROUTES: &[Route] = &[
     route("POST", "/certificates", Some("create"), 202),
     route("GET", "/certificates", Some("read"), 200),
     route("GET", "/certificates/{id}", Some("read"), 200),
-    route("DELETE", "/certificates/{id}", Some("delete"), 204),
+    // The certificate is valid: the deletion gets past the gate to the 409 that asks for
+    // revoke=true or keep_valid=true.
+    route("DELETE", "/certificates/{id}", Some("delete"), 409),
     route("GET", "/certificates/{id}/pem", Some("read"), 200),
     route("GET", "/certificates/{id}/key", Some("export-key"), 200),
     route("GET", "/certificates/{id}/export", Some("export-key"), 200),

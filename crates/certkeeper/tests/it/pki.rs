@@ -369,6 +369,59 @@ fn revoke_covers_every_unexpired_version_on_the_crl_and_in_ocsp() {
     assert!(ok && text.contains("single-v2.pem: good"), "{text}");
 }
 
+/// Deleting a certificate whose versions clients still trust is refused with one line that
+/// names both ways out: `--revoke` (its serials go on the CRL, then it is deleted) and
+/// `--keep-valid` (deleted, its serial stays off the CRL).
+#[test]
+fn delete_refuses_a_valid_certificate_unless_told_to_revoke_or_keep_it() {
+    if !require_peer("openssl", "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let public = format!("http://{listen}");
+    let server = Server::start(&work.join("data"), &["--listen", &listen, "--public-url", &public]);
+    let create = |name: &str| {
+        let cert = json(&server.cli_ok(&["cert", "create", name, "--wait", "--json"]));
+        (
+            cert["id"].as_str().unwrap().to_owned(),
+            cert["serial"].as_str().unwrap().to_ascii_uppercase(),
+        )
+    };
+    let (revoked, revoked_serial) = create("revoked-on-delete.test");
+    let (kept, kept_serial) = create("kept-on-delete.test");
+
+    let refused = server.cli(&["cert", "delete", &revoked]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("still valid") && stderr.contains("--revoke") && stderr.contains("--keep-valid"),
+        "{stderr}"
+    );
+    assert!(
+        !server
+            .cli(&["cert", "delete", &kept, "--revoke", "--keep-valid"])
+            .status
+            .success()
+    );
+
+    server.cli_ok(&["cert", "delete", &revoked, "--revoke"]);
+    server.cli_ok(&["cert", "delete", &kept, "--keep-valid"]);
+    for id in [&revoked, &kept] {
+        assert!(!server.cli(&["cert", "get", id]).status.success(), "{id} is gone");
+    }
+    let (status, _, der) = fetch(&format!("{public}/pki/crl/local"), None);
+    assert_eq!(status, 200);
+    std::fs::write(work.join("crl.der"), &der).unwrap();
+    let (ok, text) = openssl(&["crl", "-inform", "DER", "-in", "crl.der", "-noout", "-text"], work);
+    assert!(ok, "{text}");
+    assert!(text.contains(&revoked_serial), "revoked with the deletion: {text}");
+    assert!(text.contains("Cessation Of Operation"), "{text}");
+    assert!(!text.contains(&kept_serial), "kept valid on purpose: {text}");
+}
+
 #[test]
 fn export_as_pem_der_and_password_protected_pkcs12() {
     if !require_peer("openssl", "openssl") {

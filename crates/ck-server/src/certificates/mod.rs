@@ -362,12 +362,32 @@ impl Certificates {
         Ok(self.store.forget_csr(id).await?)
     }
 
-    /// Deletes a certificate, its versions and jobs.
-    pub async fn delete(&self, id: CertificateId) -> Result<(), ServiceError> {
-        if self.store.delete_certificate(id).await? {
-            Ok(())
-        } else {
-            Err(ServiceError::NotFound(format!("certificate {id}")))
+    /// Deletes a certificate, its versions and jobs. A certificate with versions still valid
+    /// (not expired, not revoked) is refused unless `valid` says what to do with them: revoke
+    /// them first (reason cessationOfOperation) or keep them valid, on purpose.
+    pub async fn delete(&self, id: CertificateId, valid: ValidVersions) -> Result<(), ServiceError> {
+        if valid == ValidVersions::Revoke {
+            match self
+                .revoke(id, RevocationReason::CessationOfOperation, RevocationScope::Unexpired)
+                .await
+            {
+                // Nothing left to revoke (never issued, or revoked and expired already).
+                Ok(_) | Err(ServiceError::Conflict(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        match self
+            .store
+            .delete_certificate(id, valid == ValidVersions::Keep, now())
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ServiceError::NotFound(format!("certificate {id}"))),
+            Err(ck_store::StoreError::Conflict(why)) => Err(ServiceError::Conflict(format!(
+                "certificate {id} is still in use: {why}; revoke them with the deletion (`cert delete --revoke`, \
+                 `?revoke=true`) or delete it anyway and let them run out (`--keep-valid`, `?keep_valid=true`)"
+            ))),
+            Err(error) => Err(error.into()),
         }
     }
 
@@ -628,6 +648,19 @@ impl Certificates {
             }
         }
     }
+}
+
+/// What deleting a certificate does with its versions that are still valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ValidVersions {
+    /// Refuse the deletion (the default: a deleted certificate is no longer tracked, yet
+    /// clients would keep trusting it).
+    #[default]
+    Refuse,
+    /// Revoke them first.
+    Revoke,
+    /// Leave them valid, on purpose.
+    Keep,
 }
 
 /// Who makes the key of a new certificate, and its CSR when the client sent one.

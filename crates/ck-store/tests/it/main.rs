@@ -663,8 +663,8 @@ async fn revoke_list_and_delete(store: Store) {
     assert_eq!(times.len(), 4, "revoked certificates have no expiry series");
     assert_eq!(times.iter().filter(|t| t.not_after.is_some()).count(), 2);
 
-    assert!(store.delete_certificate(ids[4]).await.unwrap());
-    assert!(!store.delete_certificate(ids[4]).await.unwrap());
+    assert!(store.delete_certificate(ids[4], false, now()).await.unwrap());
+    assert!(!store.delete_certificate(ids[4], false, now()).await.unwrap());
     assert!(store.certificate(ids[4]).await.unwrap().is_none());
 
     // The revocation stays on the issuer's list, even after the certificate is deleted, until
@@ -676,7 +676,7 @@ async fn revoke_list_and_delete(store: Store) {
         (listed[0].serial.as_str(), listed[0].reason, listed[0].revoked_at),
         (serial.as_str(), RevocationReason::KeyCompromise, now())
     );
-    assert!(store.delete_certificate(issued).await.unwrap());
+    assert!(store.delete_certificate(issued, false, now()).await.unwrap());
     assert_eq!(store.revocations("local", now()).await.unwrap().len(), 1);
     assert!(
         store
