@@ -497,6 +497,14 @@ pub(crate) enum JobCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Cancel a pending job: queued, backing off after a failure, or waiting for an agent's
+    /// CSR. A running job finishes (or fails) within its lease; a finished one stays as it is.
+    Cancel {
+        /// Job id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -453,6 +453,17 @@ pub(crate) async fn job(command: JobCommand) -> anyhow::Result<()> {
             let job = connect(&connection)?.job(&id).await?;
             print_json(&job)
         }
+        JobCommand::Cancel { id, connection } => {
+            let job = connect(&connection)?.cancel_job(&id).await?;
+            if connection.json {
+                return print_json(&job);
+            }
+            println!(
+                "cancelled job {} ({} of certificate {})",
+                job.id, job.kind, job.certificate_id
+            );
+            Ok(())
+        }
     }
 }
 

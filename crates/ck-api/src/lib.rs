@@ -101,6 +101,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(agents::report_deployment))
         .routes(routes!(ops::jobs))
         .routes(routes!(ops::job))
+        .routes(routes!(ops::cancel_job))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::revoke))
         .routes(routes!(tokens::rotate))

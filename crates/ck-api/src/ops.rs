@@ -190,6 +190,30 @@ pub(crate) async fn jobs(
     }))
 }
 
+/// Cancels a pending job: queued, backing off after a failure, or waiting for an agent's CSR.
+/// A running or finished job is refused with 409.
+#[utoipa::path(post, path = "/jobs/{id}/cancel", operation_id = "job.cancel", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "Job id")),
+    request_body(content = Option<wire::EmptyBody>, description = "Nothing, or {}: sent as application/json"),
+    responses((status = 200, description = "The cancelled job", body = wire::Job)),
+    security(("token" = ["update"])))]
+pub(crate) async fn cancel_job(
+    State(certificates): State<Certificates>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<wire::Job>, ApiError> {
+    let id = parse("job id", &id)?;
+    let job = certificates.job(id).await?;
+    if !principal.restriction().is_unrestricted() {
+        certificates
+            .reachable_certificate(job.certificate_id, principal.restriction())
+            .await
+            .map_err(|_| ApiError::not_found(format!("job {id} not found")))?;
+    }
+    let job = certificates.cancel_job(id, &principal.actor()).await?;
+    Ok(Json(convert::job(&job)))
+}
+
 /// One job.
 #[utoipa::path(get, path = "/jobs/{id}", operation_id = "job.get", tag = "jobs",
     params(("id" = uuid::Uuid, Path, description = "Job id")),

@@ -400,6 +400,12 @@ impl Client {
         self.json(self.request(Method::GET, &format!("/jobs/{id}"))).await
     }
 
+    /// Cancels a pending job.
+    pub async fn cancel_job(&self, id: &str) -> Result<Job, ClientError> {
+        self.json(self.request(Method::POST, &format!("/jobs/{}/cancel", segment(id))))
+            .await
+    }
+
     /// One page of notifications, newest first (admin scope).
     pub async fn notifications(
         &self,

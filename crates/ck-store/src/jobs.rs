@@ -469,6 +469,44 @@ impl Store {
         Ok(())
     }
 
+    /// Cancels a job that waits: queued, backing off after a failure, or waiting for an
+    /// agent's CSR (all `pending`). A running job is refused with `Conflict` (its worker holds
+    /// the lease and commits or fails it within the lease), and so is a finished one. The
+    /// order an earlier attempt recorded is forgotten with it.
+    pub async fn cancel_job(&self, id: JobId, reason: &str, now: OffsetDateTime) -> Result<Job, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let cancelled = sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', active_key = NULL, lease_owner = NULL, lease_until = NULL, \
+             last_error = $1, updated_at = $2, finished_at = $2 WHERE id = $3 AND state = 'pending'",
+        )
+        .bind(reason)
+        .bind(to_ms(now))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if cancelled.rows_affected() == 0 {
+            let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Err(match state {
+                None => StoreError::NotFound,
+                Some(state) => StoreError::Conflict(format!("the job is {state}, only a pending job can be cancelled")),
+            });
+        }
+        sqlx::query("DELETE FROM acme_orders WHERE job_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(sql!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        let cancelled = job(&row)?;
+        tx.commit().await?;
+        Ok(cancelled)
+    }
+
     /// One job.
     pub async fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         let row = sqlx::query(sql!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))

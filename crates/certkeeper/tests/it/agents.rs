@@ -63,3 +63,51 @@ fn agents_register_heartbeat_and_stay_in_their_lane() {
     let twice = server.cli(&["agents", "revoke", "web-1"]);
     assert!(String::from_utf8_lossy(&twice.stderr).contains("not found"));
 }
+
+/// A job waiting for an agent's CSR (the agent is gone) can be cancelled; a finished job and a
+/// cancelled one cannot, with one line that says why.
+#[test]
+fn a_job_waiting_for_an_absent_agent_is_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    server.cli_ok(&["agents", "add", "gone-1", "--json"]);
+    let bound: Value =
+        serde_json::from_str(&server.cli_ok(&["cert", "create", "bound.test", "--agent", "gone-1", "--json"])).unwrap();
+    let job = bound["job"]["id"].as_str().unwrap().to_owned();
+    // The worker defers it until the CSR comes, which it never does.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let shown: Value = serde_json::from_str(&server.cli_ok(&["job", "get", &job])).unwrap();
+        if shown["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("waiting for agent"))
+        {
+            assert_eq!(shown["state"], "pending", "{shown}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never deferred: {shown}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let cancelled: Value = serde_json::from_str(&server.cli_ok(&["job", "cancel", &job, "--json"])).unwrap();
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    assert!(
+        cancelled["last_error"].as_str().unwrap().contains("cancelled by"),
+        "{cancelled}"
+    );
+    let again = server.cli(&["job", "cancel", &job]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && stderr.contains("the job is cancelled"),
+        "{stderr}"
+    );
+
+    let issued: Value =
+        serde_json::from_str(&server.cli_ok(&["cert", "create", "done.test", "--wait", "--json"])).unwrap();
+    let done = server.cli(&["job", "cancel", issued["job"]["id"].as_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        !done.status.success() && stderr.contains("the job is succeeded"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

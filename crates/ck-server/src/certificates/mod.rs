@@ -547,6 +547,23 @@ impl Certificates {
             .ok_or_else(|| ServiceError::NotFound(format!("job {id}")))
     }
 
+    /// Cancels a pending job (queued, backing off, or waiting for an agent's CSR) on behalf of
+    /// `actor`; requests waiting for it are answered at once. A running or finished job is
+    /// refused with 409.
+    pub async fn cancel_job(&self, id: JobId, actor: &str) -> Result<Job, ServiceError> {
+        let job = self
+            .store
+            .cancel_job(id, &format!("cancelled by {actor}"), now())
+            .await
+            .map_err(|e| match e {
+                ck_store::StoreError::Conflict(why) => ServiceError::Conflict(format!("job {id}: {why}")),
+                other => not_found(other, "job", id),
+            })?;
+        tracing::info!(job = %id, certificate = %job.certificate_id, kind = %job.kind, actor, "job cancelled");
+        self.notify_finished(&[id]);
+        Ok(job)
+    }
+
     /// A page of jobs.
     pub async fn jobs(&self, filter: &JobFilter) -> Result<(Vec<Job>, bool), ServiceError> {
         Ok(self.store.jobs(filter).await?)
