@@ -81,12 +81,23 @@ pub(crate) fn status_of(record: &AgentRecord, now: OffsetDateTime) -> AgentStatu
 /// The agents: registration, heartbeats, their work lists, CSRs and deployment reports.
 /// Cheap to clone.
 #[derive(Clone)]
-pub struct Agents {
+pub struct Agents(Arc<AgentsState>);
+
+/// What [`Agents`] holds, shared by its clones.
+pub struct AgentsState {
     store: Store,
     config: Arc<ServerConfig>,
     access: Access,
     certificates: Certificates,
     work: WorkAvailable,
+}
+
+impl std::ops::Deref for Agents {
+    type Target = AgentsState;
+
+    fn deref(&self) -> &AgentsState {
+        &self.0
+    }
 }
 
 impl Agents {
@@ -97,13 +108,13 @@ impl Agents {
         certificates: Certificates,
         work: WorkAvailable,
     ) -> Self {
-        Self {
+        Self(Arc::new(AgentsState {
             store,
             config,
             access,
             certificates,
             work,
-        }
+        }))
     }
 }
 

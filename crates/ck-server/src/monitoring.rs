@@ -14,13 +14,24 @@ use crate::{ServiceError, now};
 
 /// Renders the metrics. Cheap to clone.
 #[derive(Clone)]
-pub struct Monitoring {
+pub struct Monitoring(Arc<MonitoringState>);
+
+/// What [`Monitoring`] holds, shared by its clones.
+pub struct MonitoringState {
     metrics: Arc<Metrics>,
     store: Store,
     notifiers: Arc<Vec<String>>,
     issuers: Issuers,
     pki: Pki,
     cluster: Cluster,
+}
+
+impl std::ops::Deref for Monitoring {
+    type Target = MonitoringState;
+
+    fn deref(&self) -> &MonitoringState {
+        &self.0
+    }
 }
 
 impl Monitoring {
@@ -32,14 +43,14 @@ impl Monitoring {
         pki: Pki,
         cluster: Cluster,
     ) -> Self {
-        Self {
+        Self(Arc::new(MonitoringState {
             metrics,
             store,
             notifiers: Arc::new(notifiers),
             issuers,
             pki,
             cluster,
-        }
+        }))
     }
 
     /// The OpenMetrics exposition of the control plane's metrics. The cluster-wide gauges are

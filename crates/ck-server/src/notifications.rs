@@ -37,7 +37,10 @@ const DELIVERY_BATCH: u32 = 32;
 /// Notifications: events routed to notifiers, sent with retries and a dead-letter state, and
 /// the scans that make events (expiry thresholds, silent agents). Cheap to clone.
 #[derive(Clone)]
-pub struct Notifications {
+pub struct Notifications(Arc<NotificationsState>);
+
+/// What [`Notifications`] holds, shared by its clones.
+pub struct NotificationsState {
     store: Store,
     config: Arc<ServerConfig>,
     metrics: Arc<Metrics>,
@@ -46,15 +49,23 @@ pub struct Notifications {
     due: Arc<Notify>,
 }
 
+impl std::ops::Deref for Notifications {
+    type Target = NotificationsState;
+
+    fn deref(&self) -> &NotificationsState {
+        &self.0
+    }
+}
+
 impl Notifications {
     pub(crate) fn new(store: Store, config: Arc<ServerConfig>, metrics: Arc<Metrics>, cluster: Cluster) -> Self {
-        Self {
+        Self(Arc::new(NotificationsState {
             store,
             config,
             metrics,
             cluster,
             due: Arc::default(),
-        }
+        }))
     }
 
     /// Announces every expiry threshold crossed by `now` that was not announced yet (one event

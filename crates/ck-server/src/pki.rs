@@ -66,7 +66,10 @@ impl CrlCache {
 /// The local CAs' revocation services: CRLs, OCSP, and which of its certificates a client
 /// presented. Cheap to clone.
 #[derive(Clone)]
-pub struct Pki {
+pub struct Pki(Arc<PkiState>);
+
+/// What [`Pki`] holds, shared by its clones.
+pub struct PkiState {
     store: Store,
     config: Arc<ServerConfig>,
     issuers: Issuers,
@@ -76,15 +79,23 @@ pub struct Pki {
     ocsp: Arc<OcspResponders>,
 }
 
+impl std::ops::Deref for Pki {
+    type Target = PkiState;
+
+    fn deref(&self) -> &PkiState {
+        &self.0
+    }
+}
+
 impl Pki {
     pub(crate) fn new(store: Store, config: Arc<ServerConfig>, issuers: Issuers) -> Self {
-        Self {
+        Self(Arc::new(PkiState {
             store,
             config,
             issuers,
             crls: Arc::new(CrlCache::default()),
             ocsp: Arc::new(OcspResponders::default()),
-        }
+        }))
     }
 
     /// How many OCSP responses are cached now (a gauge of `/metrics`).

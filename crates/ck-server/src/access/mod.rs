@@ -31,7 +31,10 @@ use tokens::{
 
 /// Who may do what on this node. Cheap to clone.
 #[derive(Clone)]
-pub struct Access {
+pub struct Access(Arc<AccessState>);
+
+/// What [`Access`] holds, shared by its clones.
+pub struct AccessState {
     store: Store,
     tokens: TokenVerifier,
     /// Requests per second and burst allowed per token (`None`: unlimited).
@@ -43,6 +46,14 @@ pub struct Access {
     pki: Pki,
 }
 
+impl std::ops::Deref for Access {
+    type Target = AccessState;
+
+    fn deref(&self) -> &AccessState {
+        &self.0
+    }
+}
+
 impl Access {
     pub(crate) fn new(
         store: Store,
@@ -52,7 +63,7 @@ impl Access {
         cluster: Cluster,
         pki: Pki,
     ) -> Self {
-        Self {
+        Self(Arc::new(AccessState {
             audit: AuditQueue::start(store.clone()),
             auth_failures: Arc::new(AuthFailures::new(auth_failure_limit)),
             store,
@@ -60,7 +71,7 @@ impl Access {
             token_rate_limit,
             cluster,
             pki,
-        }
+        }))
     }
 
     /// Requests per second and burst allowed per token (`None`: unlimited).

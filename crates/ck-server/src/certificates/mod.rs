@@ -86,7 +86,10 @@ type Waiters = Mutex<HashMap<JobId, Vec<oneshot::Sender<()>>>>;
 /// The managed certificates: create, renew, revoke, delete, reads (served from the read cache
 /// during a database outage), exports, and waiting for their jobs. Cheap to clone.
 #[derive(Clone)]
-pub struct Certificates {
+pub struct Certificates(Arc<CertificatesState>);
+
+/// What [`Certificates`] holds, shared by its clones.
+pub struct CertificatesState {
     store: Store,
     config: Arc<ServerConfig>,
     issuers: Issuers,
@@ -101,6 +104,14 @@ pub struct Certificates {
     read_cache: Arc<ReadCache>,
 }
 
+impl std::ops::Deref for Certificates {
+    type Target = CertificatesState;
+
+    fn deref(&self) -> &CertificatesState {
+        &self.0
+    }
+}
+
 impl Certificates {
     pub(crate) fn new(
         store: Store,
@@ -111,7 +122,7 @@ impl Certificates {
         metrics: Arc<Metrics>,
         work: WorkAvailable,
     ) -> Self {
-        Self {
+        Self(Arc::new(CertificatesState {
             creates: CreateQueue::start(store.clone(), work.clone()),
             read_cache: Arc::new(ReadCache::new(config.outage_read_cache)),
             waiters: Arc::default(),
@@ -122,7 +133,7 @@ impl Certificates {
             cluster,
             metrics,
             work,
-        }
+        }))
     }
 
     /// The renewal policy of certificates whose request names none; a partial request policy

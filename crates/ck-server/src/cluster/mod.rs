@@ -63,7 +63,10 @@ pub struct ClusterView {
 
 /// Leadership and the database's reachability on this node. Cheap to clone.
 #[derive(Clone)]
-pub struct Cluster {
+pub struct Cluster(Arc<ClusterState>);
+
+/// What [`Cluster`] holds, shared by its clones.
+pub struct ClusterState {
     store: Store,
     node_id: String,
     metrics: Arc<Metrics>,
@@ -71,15 +74,23 @@ pub struct Cluster {
     database: Arc<outage::DatabaseStatus>,
 }
 
+impl std::ops::Deref for Cluster {
+    type Target = ClusterState;
+
+    fn deref(&self) -> &ClusterState {
+        &self.0
+    }
+}
+
 impl Cluster {
     pub(crate) fn new(store: Store, node_id: String, metrics: Arc<Metrics>) -> Self {
-        Self {
+        Self(Arc::new(ClusterState {
             store,
             node_id,
             metrics,
             leadership: Arc::new(Leadership::default()),
             database: Arc::new(outage::DatabaseStatus::default()),
-        }
+        }))
     }
 
     /// This node's id.

@@ -18,21 +18,32 @@ use crate::{EstProfile, ServerConfig, ServiceError};
 /// EST (RFC 7030): enrollment over HTTPS with HTTP Basic credentials, re-enrollment with the
 /// current certificate. Cheap to clone.
 #[derive(Clone)]
-pub struct Est {
+pub struct Est(Arc<EstState>);
+
+/// What [`Est`] holds, shared by its clones.
+pub struct EstState {
     config: Arc<ServerConfig>,
     certificates: Certificates,
     issuers: Issuers,
     pki: Pki,
 }
 
+impl std::ops::Deref for Est {
+    type Target = EstState;
+
+    fn deref(&self) -> &EstState {
+        &self.0
+    }
+}
+
 impl Est {
     pub(crate) fn new(config: Arc<ServerConfig>, certificates: Certificates, issuers: Issuers, pki: Pki) -> Self {
-        Self {
+        Self(Arc::new(EstState {
             config,
             certificates,
             issuers,
             pki,
-        }
+        }))
     }
 
     fn est_profile(&self) -> Result<&EstProfile, ServiceError> {

@@ -53,7 +53,10 @@ pub struct ScepCaCerts {
 /// SCEP (RFC 8894) through a registration authority of the local CA, rate-limited per client
 /// address. Cheap to clone.
 #[derive(Clone)]
-pub struct Scep {
+pub struct Scep(Arc<ScepState>);
+
+/// What [`Scep`] holds, shared by its clones.
+pub struct ScepState {
     config: Arc<ServerConfig>,
     certificates: Certificates,
     pki: Pki,
@@ -61,15 +64,23 @@ pub struct Scep {
     authorities: Arc<ScepAuthorities>,
 }
 
+impl std::ops::Deref for Scep {
+    type Target = ScepState;
+
+    fn deref(&self) -> &ScepState {
+        &self.0
+    }
+}
+
 impl Scep {
     pub(crate) fn new(config: Arc<ServerConfig>, certificates: Certificates, pki: Pki, store: Store) -> Self {
-        Self {
+        Self(Arc::new(ScepState {
             config,
             certificates,
             pki,
             store,
             authorities: Arc::default(),
-        }
+        }))
     }
 
     fn scep_profile(&self) -> Result<&ScepProfile, ServiceError> {

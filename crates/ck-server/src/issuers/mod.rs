@@ -51,12 +51,23 @@ pub struct IssuerInfo {
 
 /// The issuers of this node. Cheap to clone.
 #[derive(Clone)]
-pub struct Issuers {
+pub struct Issuers(Arc<IssuersState>);
+
+/// What [`Issuers`] holds, shared by its clones.
+pub struct IssuersState {
     registry: Arc<Registry>,
     store: Store,
     config: Arc<ServerConfig>,
     metrics: Arc<Metrics>,
     cluster: Cluster,
+}
+
+impl std::ops::Deref for Issuers {
+    type Target = IssuersState;
+
+    fn deref(&self) -> &IssuersState {
+        &self.0
+    }
 }
 
 impl Issuers {
@@ -67,13 +78,13 @@ impl Issuers {
         metrics: Arc<Metrics>,
         cluster: Cluster,
     ) -> Self {
-        Self {
+        Self(Arc::new(IssuersState {
             registry: Arc::new(Registry::new(issuers, &store)),
             store,
             config,
             metrics,
             cluster,
-        }
+        }))
     }
 
     /// Every issuer id this node knows.
