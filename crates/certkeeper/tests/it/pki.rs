@@ -53,10 +53,34 @@ fn post(url: &str, body: Vec<u8>) -> (u16, String, Vec<u8>) {
 
 /// A server with a public URL and two issued certificates, "good" and "bad" (returned), whose
 /// leaves are in `good.pem` and `bad.pem` beside `intermediate.pem` and `root.pem`.
-fn server_with_two_leaves(work: &Path) -> (Server, String, Value) {
+/// A server whose public URL (in its leaves' CRL and OCSP pointers) is its own address.
+fn server_with_public_url(work: &Path) -> (Server, String) {
     let listen = format!("127.0.0.1:{}", free_port());
     let public = format!("http://{listen}");
     let server = Server::start(&work.join("data"), &["--listen", &listen, "--public-url", &public]);
+    (server, public)
+}
+
+/// `openssl verify` of `leaf` against `root.pem`, `intermediate.pem` and `crl.pem` in `work`.
+fn verify_against_crl(work: &Path, leaf: &str) -> (bool, String) {
+    openssl(
+        &[
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "intermediate.pem",
+            "-CRLfile",
+            "crl.pem",
+            leaf,
+        ],
+        work,
+    )
+}
+
+fn server_with_two_leaves(work: &Path) -> (Server, String, Value) {
+    let (server, public) = server_with_public_url(work);
     let good = json(&server.cli_ok(&["cert", "create", "good.test", "--wait", "--json"]));
     let bad = json(&server.cli_ok(&["cert", "create", "bad.test", "--wait", "--json"]));
     for (name, cert) in [("good", &good), ("bad", &bad)] {
@@ -130,22 +154,7 @@ fn crl_lists_revocations_with_reasons_and_openssl_checks_against_it() {
             .unwrap()
             .starts_with("-----BEGIN X509 CRL-----")
     );
-    let verify = |leaf: &str| {
-        openssl(
-            &[
-                "verify",
-                "-crl_check",
-                "-CAfile",
-                "root.pem",
-                "-untrusted",
-                "intermediate.pem",
-                "-CRLfile",
-                "crl.pem",
-                leaf,
-            ],
-            work,
-        )
-    };
+    let verify = |leaf: &str| verify_against_crl(work, leaf);
     let (ok, text) = verify("good.pem");
     assert!(ok && text.contains("good.pem: OK"), "{text}");
     let (ok, text) = verify("bad.pem");
@@ -286,9 +295,7 @@ fn revoke_covers_every_unexpired_version_on_the_crl_and_in_ocsp() {
     }
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let public = format!("http://{listen}");
-    let server = Server::start(&work.join("data"), &["--listen", &listen, "--public-url", &public]);
+    let (server, public) = server_with_public_url(work);
     std::fs::write(work.join("root.pem"), server.cli_ok(&["issuer", "ca", "local"])).unwrap();
     // Each version's leaf as `<stem>-v<N>.pem` (and the intermediate).
     let save_versions = |id: &str, stem: &str, versions: u32| {
@@ -321,22 +328,7 @@ fn revoke_covers_every_unexpired_version_on_the_crl_and_in_ocsp() {
     let (status, _, pem) = fetch(&format!("{public}/pki/crl/local?format=pem"), None);
     assert_eq!(status, 200);
     std::fs::write(work.join("crl.pem"), &pem).unwrap();
-    let verify = |leaf: &str| {
-        openssl(
-            &[
-                "verify",
-                "-crl_check",
-                "-CAfile",
-                "root.pem",
-                "-untrusted",
-                "intermediate.pem",
-                "-CRLfile",
-                "crl.pem",
-                leaf,
-            ],
-            work,
-        )
-    };
+    let verify = |leaf: &str| verify_against_crl(work, leaf);
     let url = format!("{public}/pki/ocsp/local");
     let ocsp = |leaf: &str| {
         openssl(
@@ -379,9 +371,7 @@ fn delete_refuses_a_valid_certificate_unless_told_to_revoke_or_keep_it() {
     }
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let public = format!("http://{listen}");
-    let server = Server::start(&work.join("data"), &["--listen", &listen, "--public-url", &public]);
+    let (server, public) = server_with_public_url(work);
     let create = |name: &str| {
         let cert = json(&server.cli_ok(&["cert", "create", name, "--wait", "--json"]));
         (
